@@ -1,0 +1,81 @@
+"""Checkpoints: a state_dict plus what is needed to rebuild the model.
+
+Loaded with `torch.load(..., weights_only=True)`: a checkpoint is data, never
+code, so a file from anywhere can be inspected without running it.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO, Optional, Union
+
+import torch
+from torch import nn
+
+from .config import ModelSpec
+from .errors import CheckpointError, KDError
+from .models import build_model
+
+FORMAT = "kd-studio-checkpoint/1"
+
+
+def save_checkpoint(path: Union[str, Path], model: nn.Module, spec: ModelSpec,
+                    input_shape: tuple[int, ...], classes: list[str], dataset: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "state_dict": model.state_dict(),
+               "family": spec.family, "size": spec.size, "depth": spec.depth,
+               "input_shape": list(input_shape), "classes": list(classes), "dataset": dataset}
+    tmp = path.with_suffix(path.suffix + ".part")
+    torch.save(payload, tmp)
+    tmp.replace(path)   # never leave a half-written checkpoint under the real name
+
+
+def _read(source: Union[str, Path, bytes, BinaryIO]) -> dict:
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise CheckpointError(f"checkpoint '{source}' does not exist.")
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        payload = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, random bytes, a pickle with code in it...
+        first_line = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"not a readable checkpoint (corrupt, truncated or not a PyTorch "
+                              f"weights file): {first_line}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError("this file is not a KD Studio checkpoint: it lacks the family, size "
+                              "and input shape needed to rebuild the model.")
+    return payload
+
+
+def load_checkpoint(source: Union[str, Path, bytes, BinaryIO], expect: Optional[ModelSpec] = None,
+                    input_shape: Optional[tuple[int, ...]] = None,
+                    num_classes: Optional[int] = None) -> tuple[nn.Module, dict]:
+    """Rebuild a model from a checkpoint. With `expect`/`input_shape`/`num_classes`,
+    refuse one made for another family, size or dataset. Returns (model, metadata)."""
+    payload = _read(source)
+    try:
+        spec = ModelSpec(str(payload["family"]), int(payload["size"]), int(payload["depth"]))
+        shape = tuple(int(v) for v in payload["input_shape"])
+        classes = [str(c) for c in payload["classes"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint metadata is incomplete or malformed: {err}") from err
+    if expect is not None and (expect.family, expect.size, expect.depth if expect.family == "mlp" else 0) != \
+            (spec.family, spec.size, spec.depth if spec.family == "mlp" else 0):
+        raise CheckpointError(f"checkpoint holds a {spec.label()} model, but a {expect.label()} was expected.")
+    if input_shape is not None and tuple(input_shape) != shape:
+        raise CheckpointError(f"checkpoint was trained on inputs of shape {list(shape)}, "
+                              f"but this dataset has {list(input_shape)}.")
+    if num_classes is not None and num_classes != len(classes):
+        raise CheckpointError(f"checkpoint predicts {len(classes)} classes, but this dataset has {num_classes}.")
+    try:
+        model = build_model(spec, shape, len(classes))
+        model.load_state_dict(payload["state_dict"])
+    except KDError as err:
+        raise CheckpointError(f"checkpoint describes an invalid model: {err}") from err
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"the weights do not fit a {spec.label()} model: "
+                              f"{str(err).splitlines()[0][:300]}") from err
+    model.eval()
+    meta = {"spec": spec, "input_shape": shape, "classes": classes, "dataset": payload.get("dataset", "")}
+    return model, meta

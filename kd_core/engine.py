@@ -1,0 +1,266 @@
+"""The training loop: trains a teacher, or distils a student from one.
+
+`fit` never prints. It reports through one `Progress` record type to an
+`emit` callback, checks a `threading.Event` between steps, and returns a
+`FitResult` whose status is finished, stopped or failed.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import DistillConfig, RunConfig
+from .data import Dataset
+from .errors import ConfigError
+from .events import Progress, ProgressSink, ignore
+from .losses import LOSSES
+from .metrics import accuracy, predict_logits
+from .models import build_model, param_count
+
+AUGMENT_SHIFT = 2  # pixels of random translation when augmentation is on
+# A finite loss this far above the first step's has diverged as surely as a NaN:
+# the weights have blown up and accuracy falls to chance.
+DIVERGENCE_FACTOR, DIVERGENCE_FLOOR = 1000.0, 1e4
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    status: str                      # finished | stopped | failed
+    message: str = ""
+    history: list[dict] = field(default_factory=list)   # one dict per finished epoch
+    best_val_acc: float = float("nan")
+    final_val_acc: float = float("nan")
+    best_epoch: int = 0
+    seconds: float = 0.0
+    samples_per_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use 'cpu' or 'auto'.")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu or cuda.")
+    return torch.device(name)
+
+
+def validate_config(cfg: RunConfig) -> None:
+    t = cfg.train
+    checks = [(t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
+              (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
+              (t.lr > 0 and math.isfinite(t.lr), f"learning rate must be a positive number, got {t.lr}"),
+              (t.optimizer in ("adam", "sgd"), f"unknown optimizer '{t.optimizer}'; use adam or sgd"),
+              (t.weight_decay >= 0, f"weight decay must be >= 0, got {t.weight_decay}")]
+    if cfg.distill is not None:
+        d = cfg.distill
+        checks += [(0.0 <= d.alpha <= 1.0, f"λ (alpha) must be in [0, 1], got {d.alpha}"),
+                   (d.temperature > 0, f"temperature must be positive, got {d.temperature}")]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ±max_shift pixels (zero padding). (B,C,H,W) -> (B,C,H,W)."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen).to(x.device)
+    dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B,1,H,1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B,1,1,W)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def size_warnings(student: nn.Module, teacher: Optional[nn.Module]) -> list[str]:
+    if teacher is None or param_count(student) <= param_count(teacher):
+        return []
+    return [f"the student ({param_count(student):,} params) is larger than its teacher "
+            f"({param_count(teacher):,}): this is born-again distillation, not compression."]
+
+
+def baseline_config(student_cfg: RunConfig) -> RunConfig:
+    """The same student, seed and budget, trained on labels only (no teacher)."""
+    return replace(student_cfg, kind="baseline", distill=None)
+
+
+class _TeacherLogits:
+    """Teacher logits for a batch: from a cache keyed by training-sample index, or
+    computed on the fly (always, when augmentation changes the view of each image)."""
+
+    def __init__(self, teacher: Optional[nn.Module], train_x: torch.Tensor, use_cache: bool):
+        self.teacher = teacher
+        self.cache: Optional[torch.Tensor] = None
+        if teacher is not None:
+            teacher.eval()
+            if use_cache:
+                self.cache = predict_logits(teacher, train_x)   # (N_train, K), once
+
+    @torch.inference_mode()
+    def __call__(self, idx: torch.Tensor, xb: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.teacher is None:
+            return None
+        if self.cache is not None:
+            return self.cache[idx]
+        return self.teacher(xb)
+
+
+def fit(cfg: RunConfig, data: Dataset, teacher: Optional[nn.Module] = None,
+        emit: ProgressSink = ignore, stop: Optional[threading.Event] = None) -> FitResult:
+    """Train `cfg.model` on `data`; with a teacher and `cfg.distill`, distil from it."""
+    validate_config(cfg)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    distill = cfg.distill if teacher is not None else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    if teacher is not None:
+        teacher = teacher.to(device)
+    loop = _Loop(cfg, data, model, teacher, distill, device, emit, stop or threading.Event())
+    return loop.run()
+
+
+class _Loop:
+    """The state of one training run; `run` is the loop itself."""
+
+    def __init__(self, cfg, data, model, teacher, distill: Optional[DistillConfig], device, emit, stop):
+        self.cfg, self.data, self.model, self.emit, self.stop = cfg, data, model, emit, stop
+        t = cfg.train
+        self.x, self.y = data.train_x.to(device), data.train_y.to(device)
+        self.val_x, self.val_y = data.val_x.to(device), data.val_y.to(device)
+        self.gen = torch.Generator().manual_seed(t.seed)
+        self.steps_per_epoch = math.ceil(len(self.y) / t.batch_size)
+        self.total_steps = self.steps_per_epoch * t.epochs
+        self.opt = make_optimizer(model, cfg)
+        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.total_steps)
+                      if t.cosine else None)
+        self.temperature = distill.temperature if distill else 1.0
+        self.alpha = distill.alpha if distill else 0.0
+        use_cache = bool(distill and distill.cache_teacher_logits and not t.augment)
+        self.teacher_logits = _TeacherLogits(teacher if distill else None, self.x, use_cache)
+        self.result = FitResult(model=model, status="running", warnings=size_warnings(model, teacher))
+        self.best_state: Optional[dict] = None
+        self.step = 0
+        self.first_loss: Optional[float] = None
+        self.start = time.perf_counter()
+
+    def record(self, event: str, epoch: int, **kw) -> Progress:
+        elapsed = time.perf_counter() - self.start
+        done = self.step * self.cfg.train.batch_size
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total_steps - self.step) * (elapsed / self.step) if self.step else 0.0
+        rec = Progress(event=event, epoch=epoch, step=self.step, total_steps=self.total_steps,
+                       samples_per_s=rate, elapsed_s=elapsed, eta_s=eta,
+                       lr=self.opt.param_groups[0]["lr"], **kw)
+        self.emit(rec)
+        return rec
+
+    def train_step(self, idx: torch.Tensor) -> tuple[float, float, float, torch.Tensor]:
+        xb, yb = self.x[idx], self.y[idx]
+        if self.cfg.train.augment:
+            xb = random_shift(xb, AUGMENT_SHIFT, self.gen)
+        t_logits = self.teacher_logits(idx, xb)
+        out = self.model(xb)
+        parts = LOSSES["hinton"](out, t_logits, yb, self.temperature, self.alpha)
+        self.opt.zero_grad(set_to_none=True)
+        parts.total.backward()
+        self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
+        correct = (out.detach().argmax(-1) == yb).sum()
+        return parts.total.item(), parts.ce.item(), parts.kd.item(), correct
+
+    def run_epoch(self, epoch: int) -> Optional[dict]:
+        """One pass over the training set; None when stopped or failed mid-epoch."""
+        self.model.train()
+        bs = self.cfg.train.batch_size
+        perm = torch.randperm(len(self.y), generator=self.gen).to(self.x.device)
+        sums = torch.zeros(3, dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.int64, device=self.x.device)
+        for i in range(self.steps_per_epoch):
+            if self.stop.is_set():
+                return self.finish("stopped", epoch, "stopped by request")
+            idx = perm[i * bs:(i + 1) * bs]
+            loss, ce, kd, ok = self.train_step(idx)
+            self.step += 1
+            if self.diverged(loss):
+                return self.finish("failed", epoch, self.divergence_message(loss, epoch))
+            correct += ok
+            sums += torch.tensor([loss * len(idx), ce * len(idx), kd * len(idx)], dtype=torch.float64)
+            self.record("step", epoch, loss=loss, ce=ce, kd=kd)
+        n = len(self.y)
+        return {"epoch": epoch, "loss": sums[0].item() / n, "ce": sums[1].item() / n,
+                "kd": sums[2].item() / n, "train_acc": correct.item() / n}
+
+    def diverged(self, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return True
+        if self.first_loss is None:
+            self.first_loss = loss
+        return loss > max(DIVERGENCE_FLOOR, DIVERGENCE_FACTOR * self.first_loss)
+
+    def divergence_message(self, loss: float, epoch: int) -> str:
+        return (f"the loss became {loss:.4g} at step {self.step} (epoch {epoch}): training diverged. "
+                f"The learning rate {self.cfg.train.lr:g} is likely too high; try "
+                f"{self.cfg.train.lr / 10:g}.")
+
+    def end_epoch(self, stats: dict) -> None:
+        val_acc = accuracy(predict_logits(self.model, self.val_x), self.val_y)
+        stats["val_acc"] = val_acc
+        stats["seconds"] = time.perf_counter() - self.start
+        self.result.history.append(stats)
+        if self.best_state is None or val_acc > self.result.best_val_acc:
+            self.result.best_val_acc, self.result.best_epoch = val_acc, stats["epoch"]
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        self.result.final_val_acc = val_acc
+        self.record("epoch", stats["epoch"], loss=stats["loss"], ce=stats["ce"], kd=stats["kd"],
+                    train_acc=stats["train_acc"], val_acc=val_acc)
+
+    def patience_exhausted(self, epoch: int) -> bool:
+        p = self.cfg.train.patience
+        return p > 0 and epoch - self.result.best_epoch >= p
+
+    def finish(self, status: str, epoch: int, message: str = "") -> None:
+        r = self.result
+        r.status, r.message = status, message
+        r.seconds = time.perf_counter() - self.start
+        r.samples_per_s = self.step * self.cfg.train.batch_size / r.seconds if r.seconds > 0 else 0.0
+        if self.best_state is not None:   # model selection on the validation split
+            self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        self.record("end", epoch, status=status, message=message, val_acc=r.best_val_acc)
+        return None
+
+    def run(self) -> FitResult:
+        for epoch in range(1, self.cfg.train.epochs + 1):
+            stats = self.run_epoch(epoch)
+            if stats is None:
+                return self.result
+            self.end_epoch(stats)
+            if self.patience_exhausted(epoch):
+                self.finish("finished", epoch, f"early stop: no better validation accuracy "
+                                               f"for {self.cfg.train.patience} epochs")
+                return self.result
+        self.finish("finished", self.cfg.train.epochs)
+        return self.result

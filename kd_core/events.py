@@ -1,0 +1,41 @@
+"""The one progress-record type that the CLI, the dashboard and the store consume."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step, epoch or end-of-run report from the engine.
+
+    `event` is "step" (loss components and throughput), "epoch" (adds train and
+    validation accuracy, seconds and ETA) or "end" (adds the final status).
+    """
+    event: str                     # step | epoch | end
+    epoch: int                     # 1-based epoch the record belongs to
+    step: int                      # global step, 1-based
+    total_steps: int
+    loss: float = float("nan")
+    ce: float = float("nan")
+    kd: float = float("nan")
+    samples_per_s: float = 0.0
+    elapsed_s: float = 0.0
+    eta_s: float = 0.0
+    train_acc: Optional[float] = None
+    val_acc: Optional[float] = None
+    lr: Optional[float] = None
+    status: str = "running"        # running | finished | stopped | failed
+    message: str = ""
+    run_id: str = ""               # filled in by the experiment layer, which knows the run
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+ProgressSink = Callable[[Progress], None]
+
+
+def ignore(_: Progress) -> None:
+    """A sink that drops every record."""

@@ -1,0 +1,169 @@
+"""Background jobs for a long-lived process such as the dashboard server.
+
+One job runs per process at a time, in a worker thread that never touches the
+UI. The worker feeds progress records into a lock-protected `Job`; the UI
+polls `job.snapshot()`, a plain dict, about once a second. `stop()` sets a
+`threading.Event` that the engine checks between steps; at interpreter exit
+the manager stops and joins its worker.
+"""
+from __future__ import annotations
+
+import atexit
+import copy
+import secrets
+import threading
+import time
+import traceback
+from typing import Callable, Optional
+
+from .events import Progress
+from .experiment import RunOutcome
+
+MAX_POINTS = 400   # step points per curve in a snapshot: charts stay light however long the run
+
+JobFn = Callable[[Callable[[Progress], None], threading.Event, "Job"], list[RunOutcome]]
+
+
+def downsample(points: list, limit: int = MAX_POINTS) -> list:
+    if len(points) <= limit:
+        return list(points)
+    stride = len(points) / limit
+    return [points[int(i * stride)] for i in range(limit - 1)] + [points[-1]]
+
+
+class Job:
+    """The live state of one job: its runs' curves, progress and outcomes."""
+
+    def __init__(self, title: str, kind: str):
+        self.id = secrets.token_hex(4)
+        self.title, self.kind = title, kind
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._status, self._message = "running", ""
+        self._runs: dict[str, dict] = {}          # run_id -> curves and last record
+        self._order: list[str] = []
+        self._outcomes: list[dict] = []
+        self._notes: dict = {}                    # free-form facts the job publishes (e.g. sweep cells)
+        self.started = time.time()
+        self.ended: Optional[float] = None
+
+    # ---- written by the worker
+    def on_progress(self, rec: Progress, label: str = "") -> None:
+        with self._lock:
+            run = self._runs.get(rec.run_id)
+            if run is None:
+                run = {"label": label or rec.run_id, "steps": [], "epochs": [], "last": None}
+                self._runs[rec.run_id] = run
+                self._order.append(rec.run_id)
+            if rec.event == "step":
+                run["steps"].append((rec.step, rec.loss, rec.ce, rec.kd))
+            elif rec.event == "epoch":
+                run["epochs"].append({"epoch": rec.epoch, "loss": rec.loss, "ce": rec.ce, "kd": rec.kd,
+                                      "train_acc": rec.train_acc, "val_acc": rec.val_acc})
+            run["last"] = rec.to_dict()
+
+    def set_label(self, run_id: str, label: str) -> None:
+        with self._lock:
+            if run_id in self._runs:
+                self._runs[run_id]["label"] = label
+
+    def add_outcome(self, outcome: RunOutcome) -> None:
+        with self._lock:
+            self._outcomes.append(outcome.summary())
+
+    def note(self, **facts) -> None:
+        with self._lock:
+            self._notes.update(copy.deepcopy(facts))
+
+    def end(self, status: str, message: str = "") -> None:
+        with self._lock:
+            self._status, self._message, self.ended = status, message, time.time()
+
+    # ---- read by the UI
+    @property
+    def live(self) -> bool:
+        with self._lock:
+            return self._status == "running"
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            runs = [{"run_id": rid, "label": r["label"], "steps": downsample(r["steps"]),
+                     "epochs": list(r["epochs"]), "last": dict(r["last"]) if r["last"] else None}
+                    for rid, r in ((rid, self._runs[rid]) for rid in self._order)]
+            return {"id": self.id, "title": self.title, "kind": self.kind, "status": self._status,
+                    "message": self._message, "runs": runs, "outcomes": copy.deepcopy(self._outcomes),
+                    "notes": copy.deepcopy(self._notes), "started": self.started, "ended": self.ended,
+                    "stopping": self.stop_event.is_set()}
+
+
+class JobBusy(RuntimeError):
+    """A job is already running in this process."""
+
+
+class JobManager:
+    """Runs at most one job at a time; keeps recent jobs for later tabs to find."""
+
+    def __init__(self, keep: int = 20):
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._keep = keep
+        self._thread: Optional[threading.Thread] = None
+        self._current: Optional[Job] = None
+        atexit.register(self.shutdown)
+
+    def current(self) -> Optional[Job]:
+        """The live job, if any."""
+        with self._lock:
+            job = self._current
+        return job if job is not None and job.live else None
+
+    def latest(self) -> Optional[Job]:
+        with self._lock:
+            return self._current
+
+    def get(self, job_id: str) -> Optional[Job]:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def start(self, title: str, kind: str, fn: JobFn) -> Job:
+        """Start `fn(emit, stop_event, job)` in the worker; JobBusy if one is live."""
+        with self._lock:
+            if self._current is not None and self._current.live:
+                raise JobBusy(f"'{self._current.title}' is still running; stop it or wait for it to finish.")
+            job = Job(title, kind)
+            self._jobs[job.id] = job
+            for old in list(self._jobs)[:-self._keep]:
+                del self._jobs[old]
+            self._current = job
+            self._thread = threading.Thread(target=self._work, args=(job, fn), name=f"kd-job-{job.id}",
+                                            daemon=True)
+            self._thread.start()
+        return job
+
+    @staticmethod
+    def _work(job: Job, fn: JobFn) -> None:
+        try:
+            outcomes = fn(job.on_progress, job.stop_event, job)
+            statuses = [o.status for o in outcomes]
+            failed = [o for o in outcomes if o.status == "failed"]
+            if failed:
+                job.end("failed", failed[0].message)
+            elif job.stop_event.is_set() or "stopped" in statuses:
+                job.end("stopped", "stopped by request")
+            else:
+                job.end("finished")
+        except Exception as err:   # the worker must never die silently: the UI shows the message
+            job.end("failed", f"{type(err).__name__}: {err}")
+            traceback.print_exc()
+
+    def stop(self) -> None:
+        job = self.current()
+        if job is not None:
+            job.stop_event.set()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop the live job and join its worker (called at interpreter exit)."""
+        self.stop()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(timeout)

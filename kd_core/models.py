@@ -1,0 +1,133 @@
+"""Model families sized by one number, teacher presets, and size/FLOP estimates.
+
+Everything here can be asked before training: the dashboard calls
+`describe(spec, input_shape, num_classes)` while a slider moves.
+"""
+from __future__ import annotations
+
+import io
+import math
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from .config import ModelSpec
+from .errors import ConfigError
+
+FAMILIES = ("mlp", "cnn")
+
+
+class MLP(nn.Module):
+    """Flatten, `depth` × (Linear → ReLU) of width `width`, then a Linear classifier."""
+
+    def __init__(self, in_features: int, num_classes: int, width: int, depth: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        prev = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(prev, width), nn.ReLU(inplace=True)]
+            prev = width
+        layers.append(nn.Linear(prev, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Conv blocks (3×3 conv → BN → ReLU → 2×2 max-pool), widths w, 2w, 4w…,
+    then global average pooling and a Linear classifier. Any channel count and size."""
+
+    def __init__(self, in_channels: int, side: int, num_classes: int, width: int):
+        super().__init__()
+        blocks = max(1, min(3, int(math.log2(max(side, 2))) - 1))  # 8px → 2 blocks, 28/32px → 3
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for i in range(blocks):
+            ch = width * 2 ** i
+            layers += [nn.Conv2d(prev, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            prev = ch
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(prev, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def validate_spec(spec: ModelSpec) -> None:
+    if spec.family not in FAMILIES:
+        raise ConfigError(f"unknown model family '{spec.family}'; choose one of {', '.join(FAMILIES)}.")
+    if not 1 <= spec.size <= 8192:
+        raise ConfigError(f"model size {spec.size} is out of range (1 to 8192).")
+    if spec.family == "mlp" and not 0 <= spec.depth <= 8:
+        raise ConfigError(f"MLP depth {spec.depth} is out of range (0 to 8).")
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    validate_spec(spec)
+    c, h, w = input_shape
+    if spec.family == "mlp":
+        return MLP(c * h * w, num_classes, spec.size, spec.depth)
+    return SmallCNN(c, min(h, w), num_classes, spec.size)
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def serialized_bytes(model: nn.Module) -> int:
+    """Size of the state_dict as `torch.save` writes it."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs for one sample (a multiply-add counts 2), by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@lru_cache(maxsize=256)
+def describe(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> dict:
+    """Params, forward FLOPs per sample and serialized bytes, before any training."""
+    model = build_model(spec, tuple(input_shape), num_classes)
+    return {"family": spec.family, "size": spec.size, "depth": spec.depth, "label": spec.label(),
+            "params": param_count(model), "flops": flops_per_sample(model, tuple(input_shape)),
+            "bytes": serialized_bytes(model)}
+
+
+# A strong default teacher for each dataset, and a student that is much smaller.
+TEACHER_PRESETS: dict[str, ModelSpec] = {
+    "digits": ModelSpec("mlp", 512, 2),
+    "mnist": ModelSpec("mlp", 1200, 2),         # Hinton et al. 2015
+    "fashion-mnist": ModelSpec("mlp", 1024, 2),
+    "cifar10": ModelSpec("cnn", 64),
+    "folder": ModelSpec("cnn", 32),
+}
+STUDENT_PRESETS: dict[str, ModelSpec] = {
+    "digits": ModelSpec("mlp", 32, 1),
+    "mnist": ModelSpec("mlp", 64, 1),
+    "fashion-mnist": ModelSpec("mlp", 64, 1),
+    "cifar10": ModelSpec("cnn", 8),
+    "folder": ModelSpec("cnn", 8),
+}
+
+
+def preset_key(dataset: str) -> str:
+    return "folder" if dataset.startswith("folder:") else dataset
+
+
+def teacher_preset(dataset: str) -> ModelSpec:
+    return TEACHER_PRESETS.get(preset_key(dataset), ModelSpec("mlp", 512, 2))
+
+
+def student_preset(dataset: str) -> ModelSpec:
+    return STUDENT_PRESETS.get(preset_key(dataset), ModelSpec("mlp", 32, 1))

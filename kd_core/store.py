@@ -1,0 +1,159 @@
+"""The run store: one SQLite file plus a weights folder under a data folder.
+
+Tables:
+  runs(id, kind, dataset, status, error, label, config, metrics, teacher_id,
+       sweep_id, created, finished, pid, weights)
+  epochs(run_id, epoch, loss, ce, kd, train_acc, val_acc, seconds)
+
+A connection is opened per operation, so any thread may use a Store. A run
+left "running" by a process that no longer exists is marked failed on open.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .config import RunConfig
+from .errors import KDError
+from .events import Progress
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, dataset TEXT NOT NULL, status TEXT NOT NULL,
+    error TEXT DEFAULT '', label TEXT DEFAULT '', config TEXT NOT NULL, metrics TEXT DEFAULT '{}',
+    teacher_id TEXT, sweep_id TEXT, created REAL NOT NULL, finished REAL, pid INTEGER,
+    weights TEXT
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
+    loss REAL, ce REAL, kd REAL, train_acc REAL, val_acc REAL, seconds REAL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs(sweep_id);
+"""
+STATUSES = ("running", "finished", "stopped", "failed")
+
+
+def _pid_alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StoreError(KDError):
+    """The run store cannot be opened or is not a KD Studio store."""
+
+
+class Store:
+    def __init__(self, root: str | Path = "kd_runs"):
+        self.root = Path(root).expanduser()
+        self.weights_dir = self.root / "weights"
+        self.db_path = self.root / "runs.db"
+        try:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(SCHEMA)
+        except (OSError, sqlite3.DatabaseError) as err:
+            raise StoreError(f"cannot open the run store at {self.db_path}: {err}") from err
+        self._mark_orphans_failed()
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.db_path, timeout=30)) as db:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA journal_mode = WAL")
+            with db:   # one transaction: committed on success, rolled back on error
+                yield db
+
+    def _mark_orphans_failed(self) -> None:
+        with self._connect() as db:
+            rows = db.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall()
+            dead = [r["id"] for r in rows if not _pid_alive(r["pid"])]
+            db.executemany("UPDATE runs SET status = 'failed', finished = ?, "
+                           "error = 'the process running it ended before it finished' WHERE id = ?",
+                           [(time.time(), rid) for rid in dead])
+
+    # ------------------------------------------------------------ writing
+
+    def create_run(self, cfg: RunConfig, label: str = "") -> str:
+        run_id = f"{cfg.kind[0]}{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        with self._connect() as db:
+            db.execute("INSERT INTO runs (id, kind, dataset, status, label, config, teacher_id, sweep_id, "
+                       "created, pid) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                       (run_id, cfg.kind, cfg.data.dataset, label or cfg.model.label(), cfg.to_json(),
+                        cfg.teacher_id, cfg.sweep_id, time.time(), os.getpid()))
+        return run_id
+
+    def add_epoch(self, rec: Progress) -> None:
+        """Consume an "epoch" progress record (other records are ignored)."""
+        if rec.event != "epoch" or not rec.run_id:
+            return
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (rec.run_id, rec.epoch, rec.loss, rec.ce, rec.kd, rec.train_acc, rec.val_acc,
+                        rec.elapsed_s))
+
+    def finish_run(self, run_id: str, status: str, metrics: dict, error: str = "",
+                   weights: Optional[Path] = None) -> None:
+        assert status in STATUSES, status
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status = ?, error = ?, metrics = ?, finished = ?, weights = ? "
+                       "WHERE id = ?", (status, error, json.dumps(metrics), time.time(),
+                                        str(weights) if weights else None, run_id))
+
+    def weights_path(self, run_id: str) -> Path:
+        return self.weights_dir / f"{run_id}.pt"
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run, its epochs and its files."""
+        for path in self.weights_dir.glob(f"{run_id}.*"):
+            path.unlink(missing_ok=True)
+        with self._connect() as db:
+            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    # ------------------------------------------------------------ reading
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> dict:
+        d = dict(row)
+        d["config"] = json.loads(d["config"])
+        d["metrics"] = json.loads(d["metrics"] or "{}")
+        return d
+
+    def get_run(self, run_id: str) -> Optional[dict]:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def list_runs(self, kind: Optional[str] = None, dataset: Optional[str] = None,
+                  status: Optional[str] = None, sweep_id: Optional[str] = None) -> list[dict]:
+        """Runs, newest first, optionally filtered."""
+        clauses, args = [], []
+        for column, value in (("kind", kind), ("dataset", dataset), ("status", status), ("sweep_id", sweep_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._connect() as db:
+            rows = db.execute(f"SELECT * FROM runs {where} ORDER BY created DESC", args).fetchall()
+        return [self._row(r) for r in rows]
+
+    def epochs(self, run_id: str) -> list[dict]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
+        return [dict(r) for r in rows]
