@@ -29,6 +29,7 @@ class Progress:
     status: str = "running"        # running | finished | stopped | failed
     message: str = ""
     run_id: str = ""               # filled in by the experiment layer, which knows the run
+    kind: str = ""                 # teacher | student | baseline, likewise
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -64,7 +64,7 @@ def run_one(store: Store, cfg: RunConfig, data: Dataset, teacher: Optional[nn.Mo
     run_id = store.create_run(cfg)
 
     def sink(rec: Progress) -> None:
-        rec = replace(rec, run_id=run_id)
+        rec = replace(rec, run_id=run_id, kind=cfg.kind)
         store.add_epoch(rec)
         emit(rec)
 
@@ -72,7 +72,7 @@ def run_one(store: Store, cfg: RunConfig, data: Dataset, teacher: Optional[nn.Mo
         result = fit(cfg, data, teacher, sink, stop)
     except KDError as err:
         store.finish_run(run_id, "failed", {}, error=str(err))
-        emit(Progress("end", 0, 0, 0, status="failed", message=str(err), run_id=run_id))
+        emit(Progress("end", 0, 0, 0, status="failed", message=str(err), run_id=run_id, kind=cfg.kind))
         return RunOutcome(run_id, cfg.kind, "failed", str(err))
     if not result.history:   # stopped or diverged before one epoch was done: nothing to keep
         store.finish_run(run_id, result.status, {"seconds": result.seconds}, error=result.message)

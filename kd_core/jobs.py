@@ -52,7 +52,10 @@ class Job:
         with self._lock:
             run = self._runs.get(rec.run_id)
             if run is None:
-                run = {"label": label or rec.run_id, "steps": [], "epochs": [], "last": None}
+                label = label or rec.kind or rec.run_id
+                if any(r["label"] == label for r in self._runs.values()):
+                    label = f"{label} {rec.run_id}"
+                run = {"label": label, "steps": [], "epochs": [], "last": None}
                 self._runs[rec.run_id] = run
                 self._order.append(rec.run_id)
             if rec.event == "step":

@@ -1,0 +1,142 @@
+"""Process-wide resources (cached) and the session's shared choices (sidebar).
+
+Datasets and teacher models are cached with bounded entries, keyed by what
+identifies them (dataset name, run id), never by slider values.
+"""
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from kd_core import studio
+from kd_core.errors import KDError
+from kd_core.jobs import JobManager
+
+DATASET_CHOICES = ["digits", "fashion-mnist", "mnist", "cifar10", "folder"]
+
+
+@st.cache_resource(show_spinner=False)
+def job_manager() -> JobManager:
+    """One per server process: at most one training job runs at a time."""
+    return JobManager()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the dataset…")
+def dataset(name: str, root: str, image_size: int):
+    return studio.load_data(name, root, image_size)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model…")
+def stored_model(store_root: str, run_id: str, dataset_name: str, root: str, image_size: int):
+    return studio.load_model(store(store_root), run_id, dataset(dataset_name, root, image_size))
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def store(root: str):
+    return studio.open_store(root)
+
+
+def settings() -> dict:
+    """The sidebar's choices, as set this session (see `sidebar`)."""
+    return st.session_state.setdefault("settings", {})
+
+
+def sidebar() -> None:
+    """Dataset, data and run folders, device, threads and the teacher in use."""
+    s = settings()
+    with st.sidebar:
+        st.subheader("Setup")
+        choice = st.selectbox("Dataset", DATASET_CHOICES, key="dataset", bind="query-params",
+                              help="digits loads instantly; fashion-mnist uses Debian's files or downloads.")
+        name = choice
+        if choice == "folder":
+            path = st.text_input("Image folder (one sub-folder per class)", key="folder_path",
+                                 bind="query-params")
+            s["image_size"] = st.number_input("Image size (px)", 8, 128, 32, key="image_size")
+            name = f"folder:{path}"
+        s["dataset"] = name
+        s.setdefault("image_size", 32)
+        with st.expander("Folders and compute"):
+            s["data_root"] = st.text_input("Data folder", os.environ.get("KD_DATA", "data"), key="data_root")
+            s["store_root"] = st.text_input("Run store folder", os.environ.get("KD_RUNS", "kd_runs"),
+                                            key="store_root")
+            s["device"] = st.selectbox("Device", studio.devices(), key="device")
+            s["threads"] = st.number_input("Torch threads", 1, max(1, studio.cpu_count() * 2),
+                                           studio.default_threads(), key="threads",
+                                           help="Intra-op threads for training and timing. "
+                                                "More than the cores slows small models down.")
+        studio.set_threads(int(s["threads"]))
+        _teacher_picker(s)
+        _job_status()
+
+
+def _teacher_picker(s: dict) -> None:
+    data = current_data(show_error=False)
+    s.setdefault("teacher_id", None)
+    if data is None:
+        return
+    options = studio.teachers(current_store(), data)
+    ids = [t["id"] for t in options]
+    if not ids:
+        st.caption("Teacher: none yet — train one on the Teacher page.")
+        s["teacher_id"] = None
+        return
+    labels = {t["id"]: f"{t['label']} · acc {t['test_acc']:.3f}" if t["test_acc"] is not None else t["label"]
+              for t in options}
+    wanted = st.session_state.pop("pending_teacher", None) or st.query_params.get("teacher")
+    if wanted in ids and st.session_state.get("teacher_pick") != wanted and "pending" in st.session_state:
+        st.session_state["teacher_pick"] = wanted
+    st.session_state.pop("pending", None)
+    if st.session_state.get("teacher_pick") not in ids:
+        st.session_state["teacher_pick"] = wanted if wanted in ids else ids[0]
+    s["teacher_id"] = st.selectbox("Teacher in use", ids, format_func=labels.get, key="teacher_pick")
+    st.query_params["teacher"] = s["teacher_id"]
+
+
+def use_teacher(run_id: str) -> None:
+    """Make `run_id` the teacher in use (the sidebar picker applies it on the rerun)."""
+    st.session_state["pending_teacher"] = run_id
+    st.session_state["pending"] = True
+    st.rerun()
+
+
+def _job_status() -> None:
+    job = job_manager().current()
+    if job is not None:
+        st.info(f"Running: {job.title}")
+
+
+def current_store():
+    return store(settings().get("store_root", "kd_runs"))
+
+
+def current_data(show_error: bool = True):
+    """The dataset picked in the sidebar, or None (with a message) if it cannot be loaded."""
+    s = settings()
+    name = s.get("dataset", "digits")
+    if name == "folder:":
+        if show_error:
+            st.info("Enter the path of an image folder in the sidebar.")
+        return None
+    try:
+        return dataset(name, s.get("data_root", "data"), int(s.get("image_size", 32)))
+    except KDError as err:
+        if show_error:
+            st.error(str(err))
+        return None
+
+
+def current_teacher():
+    """(run id, model) of the teacher in use, or (None, None)."""
+    s = settings()
+    run_id = s.get("teacher_id")
+    if not run_id:
+        return None, None
+    try:
+        model = stored_model(s.get("store_root", "kd_runs"), run_id, s.get("dataset", "digits"),
+                             s.get("data_root", "data"), int(s.get("image_size", 32)))
+    except KDError as err:
+        st.error(f"Teacher {run_id}: {err}")
+        return None, None
+    return run_id, model
