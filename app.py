@@ -1,7 +1,10 @@
-"""KD Studio: the dashboard's entry point (`streamlit run app.py`)."""
-import streamlit as st
+"""KD Studio: the dashboard's entry point (`streamlit run app.py`).
 
-from ui import state
+The router: page config and navigation. Each page starts with
+`ui.state.sidebar()`, the shared sidebar, so that it is in place however the
+page is run (Streamlit's AppTest runs a page file on its own after switch_page).
+"""
+import streamlit as st
 
 st.set_page_config(page_title="KD Studio", page_icon="⚗️", layout="wide")
 
@@ -13,6 +16,4 @@ PAGES = [
     st.Page("pages/soft_targets.py", title="Soft targets", icon=":material/bar_chart:"),
 ]
 
-page = st.navigation(PAGES)
-state.sidebar()
-page.run()
+st.navigation(PAGES).run()

@@ -82,6 +82,7 @@ def result_cards(snap: dict, teacher_id: str) -> None:
     st.page_link("pages/compare.py", label="Compare in detail", icon="➡️")
 
 
+state.sidebar()
 st.title("Distill")
 data = state.current_data()
 teacher_id, teacher = state.current_teacher()

@@ -5,6 +5,7 @@ from kd_core import studio
 from kd_core.jobs import JobBusy
 from ui import live, state
 
+state.sidebar()
 st.title("KD Studio")
 st.markdown(
     "**Knowledge distillation** trains a small *student* network to imitate a large *teacher*. "

@@ -85,6 +85,7 @@ def upload_section(data) -> None:
                 state.use_teacher(run_id)
 
 
+state.sidebar()
 st.title("Teacher")
 data = state.current_data()
 if data is not None:

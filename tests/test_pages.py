@@ -1,0 +1,127 @@
+"""AppTest: each of the lead's pages renders, and the whole flow works on digits.
+
+Pages run against a real run store in a temporary folder (KD_RUNS) and the
+real `digits` data; training happens in kd_core's real worker thread.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from kd_core import experiment, studio
+from kd_core.store import Store
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("KD_DATA", str(tmp_path / "data"))
+    return tmp_path / "runs"
+
+
+def open_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def wait_for_job(timeout: float = 120.0) -> dict:
+    """Wait for the process's job to end (the same JobManager the pages use)."""
+    from ui import state
+    manager = state.job_manager()
+    deadline = time.monotonic() + timeout
+    while manager.current() is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    job = manager.latest()
+    assert job is not None and not job.live, "the job did not finish in time"
+    return job.snapshot()
+
+
+def stored_teacher(runs_dir: Path, width: int = 64) -> dict:
+    store = Store(runs_dir)
+    data = studio.load_data("digits")
+    cfg = studio.make_config("teacher", "digits", "data", 32, "mlp", width, 1, epochs=2, lr=1e-3, batch_size=64)
+    outcome = experiment.train_teacher(store, cfg, data)
+    return store.get_run(outcome.run_id)
+
+
+def mlp_params(sizes: list[int]) -> int:
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def test_overview_renders(runs_dir):
+    at = open_app()
+    assert at.title[0].value == "KD Studio"
+    assert at.latex, "the loss formula is shown"
+    assert at.button(key="quick_start").label.startswith("Quick start")
+    assert [m.value for m in at.metric if m.label == "Teacher"] == ["none yet"]
+
+
+def test_teacher_page_renders(runs_dir):
+    at = open_app("pages/teacher.py")
+    for key in ("t_size", "t_depth", "t_epochs"):
+        assert at.slider(key=key) is not None
+    assert at.button(key="train_teacher").label == "Train teacher"
+    assert at.select_slider(key="t_lr").value == pytest.approx(1e-3)
+
+
+def test_distill_without_teacher_points_to_teacher_page(runs_dir):
+    at = open_app("pages/distill.py")
+    assert any("needs a teacher" in i.value for i in at.info)
+    assert not at.slider
+
+
+def test_distill_preview_shows_compression_before_training(runs_dir):
+    teacher = stored_teacher(runs_dir, width=64)
+    at = open_app("pages/distill.py")
+    at.slider(key="s_size").set_value(16).run()
+    student_params = mlp_params([64, 16, 10])
+    teacher_params = mlp_params([64, 64, 10])
+    assert teacher["metrics"]["params"] == teacher_params
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Student parameters"] == f"{student_params:,}"
+    assert metrics["Compression"] == f"{teacher_params / student_params:.1f}×"
+    assert at.slider(key="T").value == 4.0 and at.slider(key="lam").value == 0.9
+
+
+def test_whole_flow_teacher_distill_cards_compare(runs_dir):
+    at = open_app("pages/teacher.py")
+    at.slider(key="t_size").set_value(128)
+    at.slider(key="t_epochs").set_value(5)
+    at.button(key="train_teacher").click().run()
+    assert not at.exception
+    snap = wait_for_job()
+    assert snap["status"] == "finished" and snap["outcomes"][0]["kind"] == "teacher"
+    at.run()
+    at.run()   # the page adopts the new teacher in the sidebar on this rerun
+    teacher_id = snap["outcomes"][0]["run_id"]
+    # (AppTest drops the sidebar's elements after switch_page; the widget state is still there)
+    assert at.session_state["teacher_pick"] == teacher_id
+
+    at.switch_page("pages/distill.py").run()
+    at.slider(key="s_epochs").set_value(4)
+    at.slider(key="T").set_value(3.0)
+    at.button(key="distill").click().run()
+    snap = wait_for_job()
+    assert snap["status"] == "finished"
+    assert [o["kind"] for o in snap["outcomes"]] == ["student", "baseline"]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    cards = {m.label: m.value for m in at.metric}
+    student, baseline = snap["outcomes"]
+    assert cards["Student test accuracy"] == f"{student['test_acc']:.4f}"
+    assert cards["Gain over no-KD baseline"] == f"{student['test_acc'] - baseline['test_acc']:+.4f}"
+    stored = Store(runs_dir).get_run(student["run_id"])
+    assert stored["config"]["distill"]["temperature"] == 3.0 and stored["teacher_id"] == teacher_id
+
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
