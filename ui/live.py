@@ -17,13 +17,14 @@ POLL_SECONDS = 1.0
 
 
 def find_job(kinds: tuple[str, ...]) -> Optional[Job]:
-    """The job named in the URL, else the live one, else this session's last one."""
+    """The live job (whatever page started it: a second tab sees it too), else the
+    finished job named in the URL or last started in this session, if of `kinds`."""
     manager = state.job_manager()
-    job = manager.get(st.query_params.get("job", "")) or manager.current()
+    job = manager.current()
     if job is None:
-        job = manager.get(st.session_state.get("last_job", ""))
-    if job is None or job.kind not in kinds:
-        return None
+        job = manager.get(st.query_params.get("job", "")) or manager.get(st.session_state.get("last_job", ""))
+        if job is None or job.kind not in kinds:
+            return None
     st.query_params["job"] = job.id
     st.session_state["last_job"] = job.id
     return job
