@@ -179,6 +179,9 @@ def cmd_bench(a) -> int:
     from .checkpoint import load_checkpoint
     from .models import build_model, describe
     from .store import Store
+    if a.runtimes:
+        from .cli_deploy import cmd_bench_runtimes
+        return cmd_bench_runtimes(a)
     started = time.perf_counter()
     if a.threads:
         import torch
@@ -257,7 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--store", default="kd_runs")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--runtimes", help="eager,torchscript,onnxruntime: latency of a run's models across runtimes")
     p.set_defaults(fn=cmd_bench)
+
+    from .cli_deploy import register as register_deploy
+    register_deploy(sub)
 
     p = sub.add_parser("datasets", help="list the datasets")
     p.set_defaults(fn=cmd_datasets)
