@@ -71,6 +71,8 @@ def cmd_bench_runtimes(a) -> int:
     batches = tuple(int(b) for b in a.batch_sizes.split(","))
     result = bench_run(a.store, a.model, a.runtimes, batches, threads, a.warmup, a.repeats)
     result.update(command="bench", seconds=time.perf_counter() - started)
+    for w in result["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     if a.json:
         print(json.dumps(result, indent=2))
     else:

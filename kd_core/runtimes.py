@@ -9,7 +9,9 @@ intra-op threads and ONNX Runtime's intra-op threads alike), reported with the
 machine. The exported runtimes time the very files `export` writes, loaded back.
 
 Importing this module does not import torch (the dashboard's pages list rows,
-tables and machine facts without it); measuring does.
+tables and machine facts without it); measuring does. torch's thread count is
+process-wide: a measurement sets it for its duration and restores it after, so
+measure while no training runs in the same process.
 """
 from __future__ import annotations
 
@@ -244,14 +246,17 @@ def bench_run(store: Union["Store", str, Path], run_id: str, runtimes=DEFAULT_RU
               batch_sizes=(1, 256), threads: Optional[int] = None, warmup: int = 10,
               repeats: int = 50) -> dict:
     """Latency of a run's models under each runtime: {run_id, machine, runtimes, batch_sizes,
-    threads, rows: [{model, runtime, precision, batch_size, median_ms, p90_ms, ms_per_sample,
+    threads, warnings, rows: [{model, runtime, precision, batch_size, median_ms, p90_ms, ms_per_sample,
     samples_per_s, speedup_vs_teacher_eager, threads, runs, bytes, run_id}]}."""
     import torch
     runtimes = parse_runtimes(runtimes)
     threads = threads or torch.get_num_threads()
-    rows = latency_rows(run_variants(store, run_id), runtimes, tuple(batch_sizes), threads, warmup, repeats)
+    variants = run_variants(store, run_id)
+    warnings = [] if variants[0].name == "teacher" else \
+        [f"the teacher of run '{run_id}' is not in the store, so no speed-up over it is given."]
+    rows = latency_rows(variants, runtimes, tuple(batch_sizes), threads, warmup, repeats)
     return {"run_id": run_id, "machine": machine_info(threads), "runtimes": runtimes,
-            "batch_sizes": list(batch_sizes), "threads": threads, "rows": rows}
+            "batch_sizes": list(batch_sizes), "threads": threads, "rows": rows, "warnings": warnings}
 
 
 QUANT_METHODS = {("eager", None): "PyTorch float32", ("eager", "int8"): "PyTorch dynamic int8 (Linear)",

@@ -273,3 +273,18 @@ def test_cli_export_json_and_default_path(runs, capsys):
     assert ex.load_artifact(report["path"])[1]["quantize"] == "int8"
     assert main(["export", run_id, "--store", str(store.root)]) == 2      # no --format
     assert "needs --format" in capsys.readouterr().err
+
+
+def test_bench_without_the_teacher_warns_and_gives_no_speedup(runs, tmp_path):
+    root = tmp_path / "store"
+    shutil.copytree(runs["store"].root, root)
+    store = Store(root)
+    store.delete_run(runs["teacher"])
+    result = rt.bench_run(store, runs["cnn"], ["eager"], (1,), threads=1, warmup=1, repeats=2)
+    assert [r["model"] for r in result["rows"]] == ["teacher", "teacher-int8"] and not result["warnings"]
+    student = runs["student"]
+    store.finish_run(student, "finished", store.get_run(student)["metrics"], weights=root / "weights" / f"{student}.pt")
+    result = rt.bench_run(store, student, ["eager"], (1,), threads=1, warmup=1, repeats=2)
+    assert [r["model"] for r in result["rows"]] == ["student", "student-int8"]
+    assert "not in the store" in result["warnings"][0]
+    assert all(r["speedup_vs_teacher_eager"] is None for r in result["rows"])
