@@ -4,6 +4,7 @@ Tables:
   runs(id, kind, dataset, status, error, label, config, metrics, teacher_id,
        sweep_id, created, finished, pid, weights)
   epochs(run_id, epoch, loss, ce, kd, train_acc, val_acc, seconds)
+  sweeps(id, config, created): a sweep's grid, so it can be listed and resumed
 
 A connection is opened per operation, so any thread may use a Store. A run
 left "running" by a process that no longer exists is marked failed on open.
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS epochs (
     PRIMARY KEY (run_id, epoch)
 );
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs(sweep_id);
+CREATE TABLE IF NOT EXISTS sweeps (id TEXT PRIMARY KEY, config TEXT NOT NULL, created REAL NOT NULL);
 """
 STATUSES = ("running", "finished", "stopped", "failed")
 
@@ -116,6 +118,12 @@ class Store:
                        "WHERE id = ?", (status, error, json.dumps(metrics), time.time(),
                                         str(weights) if weights else None, run_id))
 
+    def save_sweep(self, sweep_id: str, config: dict) -> None:
+        """Keep a sweep's grid; its runs carry the id, this keeps the cells not yet run."""
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?)",
+                       (sweep_id, json.dumps(config, sort_keys=True), time.time()))
+
     def weights_path(self, run_id: str) -> Path:
         return self.weights_dir / f"{run_id}.pt"
 
@@ -157,3 +165,15 @@ class Store:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
         return [dict(r) for r in rows]
+
+    def get_sweep(self, sweep_id: str) -> Optional[dict]:
+        """{"id", "config", "created"} of a saved sweep, or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+        return {**dict(row), "config": json.loads(row["config"])} if row else None
+
+    def list_sweeps(self) -> list[dict]:
+        """Saved sweeps, newest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM sweeps ORDER BY created DESC").fetchall()
+        return [{**dict(r), "config": json.loads(r["config"])} for r in rows]

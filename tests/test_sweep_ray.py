@@ -1,0 +1,52 @@
+"""The Ray backend gives the in-process backend's numbers, through the dashboard's job path.
+
+One test, because starting a local Ray instance takes seconds; skipped only
+where Ray is not installed (CI installs it through requirements-dev.txt).
+"""
+import time
+
+import pytest
+
+from kd_core.jobs import JobManager
+from kd_core.store import Store
+from kd_core.sweep import cell_key, create_sweep, run_sweep, start_sweep
+from sweep_fixtures import sweep_data, teacher_path, tiny_sweep  # noqa: F401  (fixtures)
+
+ray = pytest.importorskip("ray")
+
+COMPARED = ("best_val_acc", "final_val_acc", "best_epoch", "test_acc", "ece", "agreement",
+            "per_class_accuracy", "confusion_matrix", "params")
+
+
+def by_cell(store: Store, sweep_id: str) -> dict:
+    return {cell_key(r["config"]): r for r in store.list_runs(sweep_id=sweep_id)}
+
+
+def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, sweep_data, teacher_path, monkeypatch):
+    local, remote = Store(tmp_path / "local"), Store(tmp_path / "ray")
+    local_id = create_sweep(local, tiny_sweep(teacher_path))
+    assert len(run_sweep(local, local_id, sweep_data)) == 5
+
+    puts = []
+    real_put = ray.put
+    monkeypatch.setattr(ray, "put", lambda value, **kw: puts.append(type(value)) or real_put(value, **kw))
+    manager = JobManager()
+    job = start_sweep(manager, remote, sweep_data, tiny_sweep(teacher_path), backend="ray")
+    deadline = time.monotonic() + 300
+    while job.live and time.monotonic() < deadline:
+        time.sleep(0.1)
+    snap = job.snapshot()
+    assert snap["status"] == "finished", snap["message"]
+    assert snap["notes"]["sweep"]["backend"] == "ray" and snap["notes"]["sweep"]["done"] == 5
+    assert puts == [tuple]          # dataset, teacher and its logits went to the object store once
+    assert not ray.is_initialized()  # the local instance the sweep started is shut down
+
+    a, b = by_cell(local, local_id), by_cell(remote, snap["notes"]["sweep"]["id"])
+    assert sorted(a) == sorted(b) and len(a) == 5
+    for key in a:
+        ra, rb = a[key], b[key]
+        assert rb["status"] == "finished" and rb["weights"]
+        assert {m: ra["metrics"][m] for m in COMPARED if m in ra["metrics"]} == \
+               {m: rb["metrics"][m] for m in COMPARED if m in ra["metrics"]}, key
+        ea, eb = local.epochs(ra["id"]), remote.epochs(rb["id"])
+        assert [(e["loss"], e["val_acc"]) for e in ea] == [(e["loss"], e["val_acc"]) for e in eb], key
