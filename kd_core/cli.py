@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="kd_runs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_runs)
+    from .cli_sweep import register as register_sweep
+    register_sweep(sub)
     return parser
 
 

@@ -4,6 +4,7 @@ The result tables are checked on a store written by hand, against means, stds
 and paired t statistics computed here; the tiny real sweeps (digits, one epoch)
 check the running, the resume and the command line end to end.
 """
+import json
 import math
 import sqlite3
 import sys
@@ -13,6 +14,7 @@ import time
 import pytest
 from scipy import stats as sps
 
+from kd_core.cli import main
 from kd_core.config import DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.errors import ConfigError, KDError
 from kd_core.jobs import JobManager
@@ -211,3 +213,28 @@ def test_a_sweep_job_fills_the_grid_and_publishes_progress(tmp_path, sweep_data,
             assert g["gain_mean"].loc[t, a] == pytest.approx(runs[("student", 16, 0, t, a)] - base)
     assert g["n"].values.tolist() == [[1, 1], [1, 1]]
 
+
+def test_cli_sweep_json_end_to_end_and_resume(tmp_path, teacher_path, capsys):
+    args = ["sweep", "--dataset", "digits", "--store", str(tmp_path), "--teacher", teacher_path,
+            "--temperatures", "1,4", "--alphas", "0.5,0.9", "--sizes", "16", "--seeds", "2",
+            "--epochs", "1", "--lr", "3e-3", "--threads", "1", "--quiet", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    store = Store(tmp_path)
+    runs = store.list_runs(sweep_id=out["sweep_id"])
+    assert len(out["runs"]) == len(runs) == 10
+    values = {}
+    for r in runs:
+        values.setdefault(cell_key(r["config"])[:2] + cell_key(r["config"])[3:], []).append(r["metrics"]["best_val_acc"])
+    g = out["grids"]["16"]
+    assert (g["temperatures"], g["alphas"]) == ([1.0, 4.0], [0.5, 0.9])
+    for i, t in enumerate(g["temperatures"]):
+        for j, a in enumerate(g["alphas"]):
+            mean, std = hand_mean_std(values[("student", 16, t, a)])
+            assert g["n"][i][j] == 2
+            assert g["mean"][i][j] == pytest.approx(mean) and g["std"][i][j] == pytest.approx(std)
+    assert sum(c["best"] for c in out["cells"]) == 1
+    assert main(["sweep", "--store", str(tmp_path), "--resume", out["sweep_id"], "--quiet", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["runs"] == [] and again["grids"] == out["grids"]
+    assert len(store.list_runs(sweep_id=out["sweep_id"])) == 10

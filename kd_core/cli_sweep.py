@@ -1,0 +1,134 @@
+"""`python -m kd_core sweep`: temperature × λ × student size over seeds, into the run store.
+
+    python -m kd_core sweep --teacher RUN_ID --temperatures 1,2,4 --alphas 0.25,0.5 \\
+        --sizes 16,32 --seeds 3 --epochs 5 [--backend ray] [--json]
+    python -m kd_core sweep --resume SWEEP_ID
+
+The sweep id goes to stderr first, so an interrupted sweep can be resumed; a
+resumed sweep runs only the cells without a finished run. `--json` prints the
+grids of means, stds, counts and gains over the baseline, and every cell.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+from .cli import ProgressBar, _exit_code, add_data_args, add_train_args, data_config, train_config
+from .errors import ConfigError
+from .sweep import SWEEP_METRICS, SweepConfig
+
+GRID_JSON = ("mean", "std", "n", "gain_mean", "gain_std", "gain_n", "p")
+
+
+def _numbers(cast):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(v) for v in text.split(",") if v.strip())
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from err
+    return parse
+
+
+def register(sub) -> None:
+    """Add the `sweep` sub-command to the CLI's sub-parsers."""
+    p = sub.add_parser("sweep", help="sweep temperature × λ × student size over seeds")
+    add_data_args(p), add_train_args(p, epochs=10)
+    g = p.add_argument_group("sweep")
+    g.add_argument("--teacher", help="teacher run id or checkpoint path (not needed with --resume)")
+    g.add_argument("--temperatures", type=_numbers(float), default=(1.0, 2.0, 4.0), help="e.g. 1,2,4")
+    g.add_argument("--alphas", "--lambdas", type=_numbers(float), default=(0.5, 0.9), help="λ values, e.g. 0.25,0.5")
+    g.add_argument("--sizes", type=_numbers(int), default=None, help="student sizes (default: the preset's)")
+    g.add_argument("--family", choices=["mlp", "cnn"], default=None, help="student family (default: the preset's)")
+    g.add_argument("--depth", type=int, default=None, help="MLP hidden layers")
+    g.add_argument("--seeds", type=int, default=1, help="N seeds: --seed, --seed+1, … (default 1)")
+    g.add_argument("--no-cache", action="store_true", help="run the teacher on every batch")
+    g.add_argument("--resume", metavar="SWEEP_ID", help="run the cells of this sweep that have not finished")
+    g.add_argument("--backend", choices=["inprocess", "ray"], default="inprocess")
+    g.add_argument("--ray-address", default=None, help="Ray cluster to use (default: start a local one)")
+    g.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray instance")
+    g.add_argument("--metric", choices=SWEEP_METRICS, default="best_val_acc", help="what the grid shows")
+    p.set_defaults(fn=cmd_sweep)
+
+
+def sweep_config(a) -> SweepConfig:
+    from .models import student_preset
+    if not a.teacher:
+        raise ConfigError("a new sweep needs --teacher (a run id or checkpoint path); "
+                          "--resume SWEEP_ID continues an old one.")
+    if a.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {a.seeds}.")
+    preset = student_preset(a.dataset)
+    return SweepConfig(temperatures=a.temperatures, alphas=a.alphas, sizes=a.sizes or (preset.size,),
+                       seeds=SweepConfig.seed_range(a.seeds, a.seed), teacher_id=str(a.teacher),
+                       family=a.family or preset.family, depth=preset.depth if a.depth is None else a.depth,
+                       data=data_config(a), train=train_config(a), cache_teacher_logits=not a.no_cache)
+
+
+def _plain(value):
+    """JSON has no NaN: missing numbers become null; numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def grid_payload(store, sweep_id: str, metric: str) -> dict:
+    """{"grids": {size: {temperatures, alphas, mean, std, n, gain_*, p, best, baseline}}, "cells": [...]}"""
+    from .sweep_results import sweep_grids, sweep_results
+    grids = {}
+    for size, g in sweep_grids(store, sweep_id, metric).items():
+        grids[str(size)] = {"temperatures": g["mean"].index.tolist(), "alphas": g["mean"].columns.tolist(),
+                            **{v: g[v].values.tolist() for v in GRID_JSON},
+                            "best": g["best"], "baseline": g["baseline"]}
+    return _plain({"grids": grids, "cells": sweep_results(store, sweep_id, metric).to_dict("records")})
+
+
+def _print_grids(payload: dict) -> None:
+    for size, g in payload["grids"].items():
+        print(f"size {size}: baseline {g['baseline']['text']}")
+        print("  T \\ λ  " + "".join(f"{a:>34g}" for a in g["alphas"]))
+        for i, t in enumerate(g["temperatures"]):
+            cells = []
+            for j in range(len(g["alphas"])):
+                mean, std, n, gain = (g[k][i][j] for k in ("mean", "std", "n", "gain_mean"))
+                best = "*" if g["best"] and (g["best"]["temperature"], g["best"]["alpha"]) == (t, g["alphas"][j]) else " "
+                cells.append("—" if not n else f"{mean:.4f}±{std or 0:.4f} n={n} Δ{gain or 0:+.4f}{best}")
+            print(f"  {t:<6g} " + "".join(f"{c:>34s}" for c in cells))
+        if g["best"]:
+            b = g["best"]
+            print(f"  best (*): T={b['temperature']:g} λ={b['alpha']:g} {b['text']}, gain {b['gain_text']}: "
+                  f"{b['verdict']} [{b['test']}]")
+
+
+def cmd_sweep(a) -> int:
+    from .data import load_dataset
+    from .store import Store
+    from .sweep import create_sweep, load_sweep, make_executor, pending, plan, run_sweep
+    started = time.perf_counter()
+    store = Store(a.store)
+    sweep_id = a.resume or create_sweep(store, sweep_config(a))
+    sweep = load_sweep(store, sweep_id)
+    print(f"sweep {sweep_id}: {len(pending(store, sweep_id, sweep))} of {len(plan(sweep))} runs to go "
+          f"(resume with --resume {sweep_id})", file=sys.stderr)
+    data = load_dataset(sweep.data)
+    bar = ProgressBar(not a.quiet)
+    executor = make_executor(a.backend, a.ray_address, a.ray_cpus)
+    outcomes = run_sweep(store, sweep_id, data, emit=bar, executor=executor)
+    bar.close()
+    runs = [o.summary() for o in outcomes]
+    payload = {"command": "sweep", "sweep_id": sweep_id, "backend": executor.name, "metric": a.metric,
+               "config": sweep.to_dict(), "runs": runs, **grid_payload(store, sweep_id, a.metric),
+               "seconds": time.perf_counter() - started}
+    if a.json:
+        print(json.dumps(_plain(payload), indent=2, default=str))
+    else:
+        _print_grids(payload)
+    return _exit_code(runs)
