@@ -17,7 +17,7 @@ MARGIN = dict(l=10, r=10, t=50, b=10)
 
 def _bar_names(table: pd.DataFrame) -> list[str]:
     """Bar labels: the run's label and kind, made unique by the run id when labels repeat."""
-    names = [f"{label} ({kind})" for label, kind in zip(table["label"], table["role"])]
+    names = [f"{label} ({kind})" for label, kind in zip(table["label"], table["kind"])]
     if len(set(names)) < len(names):
         names = [f"{n} · {rid}" for n, rid in zip(names, table["id"])]
     return names
@@ -25,11 +25,14 @@ def _bar_names(table: pd.DataFrame) -> list[str]:
 
 def metric_bars(table: pd.DataFrame, column: str, title: str, axis: str, fmt: str = ".3f",
                 log: bool = False) -> go.Figure:
-    """One bar per run of the compare table, coloured by role (teacher, student, baseline)."""
+    """One bar per run of the compare table, coloured by kind (teacher, student, baseline)."""
     df = table.assign(name=_bar_names(table))
-    fig = px.bar(df, x="name", y=column, color="role", color_discrete_map=KIND_COLORS, title=title,
+    fig = px.bar(df, x="name", y=column, color="kind", color_discrete_map=KIND_COLORS, title=title,
                  text_auto=fmt, log_y=log, hover_data={"id": True, "name": False})
+    fig.update_traces(textangle=0, textposition="inside", insidetextanchor="end")
     fig.update_layout(height=360, margin=MARGIN, xaxis_title="", yaxis_title=axis, legend_title_text="")
+    if log:
+        fig.update_yaxes(dtick=1)   # one tick per power of ten
     if column == "test_acc":
         low = float(df[column].min())
         fig.update_yaxes(range=[max(0.0, low - 0.1), 1.0])
@@ -41,10 +44,10 @@ def latency_bars(table: pd.DataFrame) -> go.Figure:
     df = table.assign(name=_bar_names(table))
     fig = make_subplots(rows=1, cols=2, subplot_titles=("batch 1", "batch 256"))
     for col, batch in enumerate(("b1", "b256"), start=1):
-        for role, part in df.groupby("role", sort=False):
+        for kind, part in df.groupby("kind", sort=False):
             med, p90 = part[f"{batch}_median_ms"], part[f"{batch}_p90_ms"]
-            fig.add_trace(go.Bar(x=part["name"], y=med, name=role, legendgroup=role, showlegend=col == 1,
-                                 marker_color=KIND_COLORS.get(role),
+            fig.add_trace(go.Bar(x=part["name"], y=med, name=kind, legendgroup=kind, showlegend=col == 1,
+                                 marker_color=KIND_COLORS.get(kind),
                                  error_y=dict(type="data", symmetric=False, array=(p90 - med).clip(lower=0),
                                               arrayminus=np.zeros(len(part))),
                                  hovertemplate="%{x}<br>median %{y:.3f} ms<extra></extra>"), row=1, col=col)
@@ -67,6 +70,9 @@ def pareto_scatter(runs: pd.DataFrame, front: pd.DataFrame, x: str, x_title: str
         fig.add_trace(go.Scatter(x=mine[x], y=mine["test_acc"], mode="markers", name="teacher in use",
                                  marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
                                  hoverinfo="skip"))
+    xs = runs[x][runs[x] > 0]
+    if len(xs) and xs.max() / xs.min() >= 10:
+        fig.update_xaxes(dtick=1)   # spans decades: label the powers of ten only
     fig.update_layout(height=400, margin=MARGIN, xaxis_title=x_title, yaxis_title="test accuracy",
                       legend_title_text="")
     return fig
@@ -96,13 +102,15 @@ def per_class_bars(diff: pd.DataFrame, student_label: str) -> go.Figure:
     return fig
 
 
-def soft_target_bars(view: dict) -> go.Figure:
-    """softmax(z/T) over the classes: teacher and student side by side; the true class is starred."""
+def soft_target_bars(view: dict, names: dict | None = None) -> go.Figure:
+    """softmax(z/T) over the classes: teacher and student side by side; the true class is starred.
+    `names` maps "teacher"/"student" to legend entries."""
+    names = names or {}
     classes = [f"{c} ★" if c == view["label"] else str(c) for c in view["classes"]]
     fig = go.Figure()
     for name in ("teacher", "student"):
         if name in view:
-            fig.add_trace(go.Bar(x=classes, y=view[name]["probs"], name=name,
+            fig.add_trace(go.Bar(x=classes, y=view[name]["probs"], name=names.get(name, name),
                                  marker_color=KIND_COLORS["teacher" if name == "teacher" else "student"],
                                  hovertemplate="%{x}: %{y:.4f}<extra>" + name + "</extra>"))
     fig.update_layout(title=f"Soft targets at T = {view['temperature']:g} (★ = true class)", barmode="group",

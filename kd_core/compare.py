@@ -1,0 +1,161 @@
+"""Teacher against students, in tables: what the Compare page shows.
+
+Pure functions over a `Store` and run ids; they return pandas DataFrames and
+plain dicts (numpy for matrices). Only runs that finished or were stopped
+with metrics (a test accuracy) take part: failed runs have nothing to compare.
+
+Units: size in MB (10^6 bytes, as on the Teacher page), latency in ms (median
+and p90 of timed calls on the CPU, at batch 1 and at batch 256), throughput
+in samples/s at batch 256.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .store import Store
+
+STUDENT_KINDS = ("student", "baseline")
+USABLE_STATUSES = ("finished", "stopped")
+
+TABLE_COLUMNS = ["id", "label", "kind", "params", "size_mb", "x_smaller",
+                 "b1_median_ms", "b1_p90_ms", "b256_median_ms", "b256_p90_ms", "samples_per_s",
+                 "test_acc", "acc_vs_teacher", "agreement", "teacher_id"]
+SCATTER_COLUMNS = ["id", "label", "kind", "test_acc", "size_mb", "b1_median_ms", "params",
+                   "teacher_id", "is_teacher_in_use"]
+
+
+def _usable(run: Optional[dict]) -> bool:
+    return (run is not None and run["status"] in USABLE_STATUSES
+            and run["metrics"].get("test_acc") is not None)
+
+
+def usable_runs(store: Store, dataset: str, kinds: Iterable[str] = ("teacher", *STUDENT_KINDS)) -> list[dict]:
+    """Stored runs of `dataset` with test metrics, newest first."""
+    kinds = set(kinds)
+    return [r for r in store.list_runs(dataset=dataset) if r["kind"] in kinds and _usable(r)]
+
+
+def student_options(store: Store, dataset: str) -> pd.DataFrame:
+    """Students and baselines of `dataset` one may compare: id, label, kind, teacher_id, test_acc."""
+    rows = [{"id": r["id"], "label": r["label"], "kind": r["kind"], "teacher_id": r["teacher_id"],
+             "test_acc": r["metrics"]["test_acc"]} for r in usable_runs(store, dataset, STUDENT_KINDS)]
+    return pd.DataFrame(rows, columns=["id", "label", "kind", "teacher_id", "test_acc"])
+
+
+def default_students(store: Store, dataset: str, teacher_id: str) -> list[str]:
+    """The students distilled from `teacher_id` and their no-KD baselines (which keep the teacher id)."""
+    options = student_options(store, dataset)
+    return options.loc[options["teacher_id"] == teacher_id, "id"].tolist()
+
+
+def _latency(metrics: dict, batch: int) -> dict:
+    return metrics.get("latency", {}).get("batches", {}).get(str(batch), {})
+
+
+def _nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def run_row(run: dict) -> dict:
+    """One run's comparable numbers (NaN where the run did not record them)."""
+    m = run["metrics"]
+    b1, b256 = _latency(m, 1), _latency(m, 256)
+    return {"id": run["id"], "label": run["label"], "kind": run["kind"],
+            "params": _nan(m.get("params")), "size_mb": _nan(m.get("bytes")) / 1e6,
+            "b1_median_ms": _nan(b1.get("median_ms")), "b1_p90_ms": _nan(b1.get("p90_ms")),
+            "b256_median_ms": _nan(b256.get("median_ms")), "b256_p90_ms": _nan(b256.get("p90_ms")),
+            "samples_per_s": _nan(b256.get("samples_per_s")),
+            "test_acc": _nan(m.get("test_acc")), "agreement": _nan(m.get("agreement")),
+            "teacher_id": run["teacher_id"]}
+
+
+def compare_table(store: Store, teacher_id: str, student_ids: Sequence[str]) -> pd.DataFrame:
+    """The teacher's row, then one per student (in the order given), with TABLE_COLUMNS.
+
+    x_smaller: teacher params / run params.
+    acc_vs_teacher: test accuracy minus the teacher's. agreement: share of test
+    images where the run's top-1 matches this teacher's (1 for the teacher); NaN
+    for a run distilled from, or measured against, another teacher.
+    Unknown or unusable run ids are left out.
+    """
+    teacher = store.get_run(teacher_id)
+    if not _usable(teacher):
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    rows = [{**run_row(teacher), "agreement": 1.0}]
+    seen = {teacher_id}
+    for rid in student_ids:
+        run = store.get_run(rid)
+        if rid in seen or not _usable(run):
+            continue
+        seen.add(rid)
+        row = run_row(run)
+        if run["teacher_id"] != teacher_id:
+            row["agreement"] = float("nan")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["x_smaller"] = df["params"].iloc[0] / df["params"]
+    df["acc_vs_teacher"] = df["test_acc"] - df["test_acc"].iloc[0]
+    return df[TABLE_COLUMNS].reset_index(drop=True)
+
+
+def scatter_frame(store: Store, dataset: str, teacher_id: Optional[str] = None) -> pd.DataFrame:
+    """Every usable run of `dataset` (teachers, students, baselines) with SCATTER_COLUMNS."""
+    rows = []
+    for run in usable_runs(store, dataset):
+        r = run_row(run)
+        rows.append({**{c: r[c] for c in SCATTER_COLUMNS if c in r},
+                     "is_teacher_in_use": run["id"] == teacher_id})
+    return pd.DataFrame(rows, columns=SCATTER_COLUMNS)
+
+
+def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Rows of `df` that no other row dominates, for minimal `x` and maximal `y`,
+    sorted by x (then y) ascending. Row q dominates p when q.x <= p.x and
+    q.y >= p.y, and q is strictly better in one of them; rows equal in both
+    stay together. Rows with NaN in x or y are left out."""
+    pts = df.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False], kind="mergesort")
+    keep, best_y, best_x = [], -np.inf, None
+    for idx, xv, yv in zip(pts.index, pts[x], pts[y]):
+        if yv > best_y or (yv == best_y and xv == best_x):
+            keep.append(idx)
+            best_y, best_x = yv, xv
+    return pts.loc[keep].sort_values([x, y], kind="mergesort")
+
+
+def _class_names(classes: Optional[Sequence[str]], k: int) -> list[str]:
+    return [str(c) for c in classes] if classes is not None and len(classes) == k else [str(i) for i in range(k)]
+
+
+def confusion_pair(store: Store, teacher_id: str, student_id: str,
+                   classes: Optional[Sequence[str]] = None) -> Optional[dict]:
+    """Test-set confusion matrices (rows true class, columns predicted; counts):
+    {"classes", "teacher", "student", "teacher_label", "student_label"}; None if one is missing."""
+    t, s = store.get_run(teacher_id), store.get_run(student_id)
+    if not (_usable(t) and _usable(s)):
+        return None
+    cm_t, cm_s = t["metrics"].get("confusion_matrix"), s["metrics"].get("confusion_matrix")
+    if cm_t is None or cm_s is None or np.shape(cm_t) != np.shape(cm_s):
+        return None
+    cm_t, cm_s = np.asarray(cm_t, dtype=np.int64), np.asarray(cm_s, dtype=np.int64)
+    return {"classes": _class_names(classes, len(cm_t)), "teacher": cm_t, "student": cm_s,
+            "teacher_label": t["label"], "student_label": s["label"]}
+
+
+def per_class_difference(store: Store, teacher_id: str, student_id: str,
+                         classes: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Per-class test accuracy (recall) of teacher and student, and student − teacher:
+    columns class, teacher, student, difference (empty if one run lacks them)."""
+    columns = ["class", "teacher", "student", "difference"]
+    t, s = store.get_run(teacher_id), store.get_run(student_id)
+    if not (_usable(t) and _usable(s)):
+        return pd.DataFrame(columns=columns)
+    pa_t, pa_s = t["metrics"].get("per_class_accuracy"), s["metrics"].get("per_class_accuracy")
+    if pa_t is None or pa_s is None or len(pa_t) != len(pa_s):
+        return pd.DataFrame(columns=columns)
+    df = pd.DataFrame({"class": _class_names(classes, len(pa_t)),
+                       "teacher": np.asarray(pa_t, dtype=float), "student": np.asarray(pa_s, dtype=float)})
+    df["difference"] = df["student"] - df["teacher"]
+    return df[columns]

@@ -1,0 +1,102 @@
+"""Soft targets: the teacher's softened output on one test image, beside a student's."""
+import math
+import random
+
+import streamlit as st
+
+from kd_core import compare, studio
+from ui import compare_charts as charts
+from ui import state
+
+DARK_KNOWLEDGE = (
+    "A trained teacher puts nearly all its probability on the right class, but the tiny rest is not noise: "
+    "it ranks the wrong classes by how much this image resembles them. Dividing the logits by a temperature "
+    "**T** before the softmax flattens the distribution, so at higher T those small probabilities become "
+    "visible — the *dark knowledge* the student learns from, far more signal per image than a one-hot label. "
+    "Raise T and watch the runner-up classes come up, and the entropy climb towards its maximum, ln K.")
+
+
+def pick_student(store, dataset: str, teacher_id: str):
+    """A stored student or baseline (this teacher's distilled students first); None if there are none."""
+    options = compare.student_options(store, dataset)
+    if options.empty:
+        st.info(f"No students for {dataset} yet: the teacher is shown alone.")
+        st.page_link("pages/distill.py", label="Distil a student", icon=":material/compress:")
+        return None
+    options = options.assign(own=options["teacher_id"] == teacher_id, distilled=options["kind"] == "student")
+    options = options.sort_values(["own", "distilled"], ascending=False, kind="mergesort")
+    labels = {r.id: f"{r.label} · {r.kind} · {r.id}" for r in options.itertuples()}
+    if st.session_state.get("st_for_teacher", teacher_id) != teacher_id:   # teacher changed: its own student
+        st.session_state["st_student"] = options["id"].iloc[0]
+    st.session_state["st_for_teacher"] = teacher_id
+    return st.selectbox("Student beside the teacher", list(labels), format_func=labels.get, key="st_student",
+                        bind="query-params")
+
+
+def _random_index(n: int) -> None:
+    st.session_state["st_index"] = random.randrange(n)
+
+
+def pick_image(n: int) -> int:
+    left, right = st.columns([4, 1], vertical_alignment="bottom")
+    with right:
+        st.button("Random image", key="st_random", icon=":material/casino:", on_click=_random_index, args=(n,))
+    with left:
+        return int(st.number_input(f"Test image (0–{n - 1})", 0, n - 1, step=1, key="st_index",
+                                   bind="query-params"))
+
+
+def load(run_id: str):
+    s = state.settings()
+    return state.stored_model(s.get("store_root", "kd_runs"), run_id, s.get("dataset", "digits"),
+                              s.get("data_root", "data"), int(s.get("image_size", 32)))
+
+
+def run_label(run_id) -> str:
+    card = studio.run_card(state.current_store(), run_id) if run_id else None
+    return f"{card['label']} ({card['kind']})" if card else ""
+
+
+def runners_up(view: dict, who: str, k: int = 3) -> str:
+    """The k most probable wrong classes, as text."""
+    probs = sorted(((p, c) for c, p in zip(view["classes"], view[who]["probs"]) if c != view["label"]),
+                   reverse=True)[:k]
+    return ", ".join(f"{c} ({p:.3f})" for p, c in probs)
+
+
+def entropy_cards(view: dict) -> None:
+    top = math.log(len(view["classes"]))
+    cols = st.columns(2)
+    for col, who in zip(cols, ("teacher", "student")):
+        if who in view:
+            col.metric(f"{who.capitalize()} entropy", f"{view[who]['entropy']:.3f} nats",
+                       f"{view[who]['entropy'] / top:.0%} of ln K = {top:.2f}", delta_color="off", delta_arrow="off",
+                       help="Shannon entropy of softmax(z/T): 0 for one-hot, ln K for uniform.")
+            col.caption(f"Predicts **{view[who]['prediction']}** · most similar wrong classes: "
+                        f"{runners_up(view, who)}")
+
+
+state.sidebar()
+st.title("Soft targets")
+st.markdown(DARK_KNOWLEDGE)
+data = state.current_data()
+if data is None:
+    st.stop()
+teacher_id, teacher = state.current_teacher()
+if teacher is None:
+    st.info(f"No teacher for {data.name} yet: train one to see its soft targets.")
+    st.page_link("pages/teacher.py", label="Train a teacher", icon=":material/psychology:")
+    st.stop()
+student_id = pick_student(state.current_store(), data.name, teacher_id)
+index = pick_image(len(data.test_y))
+temperature = st.slider("Temperature T", 1.0, 20.0, 4.0, 0.5, key="st_T", bind="query-params",
+                        help="softmax(z / T): T = 1 is the ordinary softmax; higher T is softer.")
+names = {"teacher": f"teacher: {run_label(teacher_id)}", "student": f"student: {run_label(student_id)}"}
+view = studio.soft_target_view(teacher, load(student_id) if student_id else None, data, index, temperature)
+image_col, bars_col = st.columns([1, 3])
+with image_col:
+    st.image(charts.enlarge(studio.image_for_display(data, index)), caption=f"#{index} · true class: {view['label']}",
+             width="stretch", clamp=True)
+with bars_col:
+    st.plotly_chart(charts.soft_target_bars(view, names), key="st_bars", width="stretch")
+entropy_cards(view)
