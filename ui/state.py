@@ -42,8 +42,23 @@ def settings() -> dict:
     return st.session_state.setdefault("settings", {})
 
 
+def _leave_legacy_pages_mode() -> None:
+    """A fresh server whose first visitor opens a sub-page URL runs that page file on
+    its own, in Streamlit's legacy `pages/`-folder mode (wrong navigation, no page
+    config) until `st.navigation` has run once. Switch the mode off and rerun, so
+    app.py's router handles the same URL. (AppTest resets the mode before every
+    run and runs page files on their own by design: leave it be there.)"""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.pages_manager import PagesManager
+    under_apptest = type(Runtime._instance) is not Runtime   # AppTest runs on a mock runtime
+    if PagesManager.uses_pages_directory and not under_apptest:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def sidebar() -> None:
     """Dataset, data and run folders, device, threads and the teacher in use."""
+    _leave_legacy_pages_mode()
     s = settings()
     with st.sidebar:
         st.subheader("Setup")
