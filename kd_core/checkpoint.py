@@ -6,6 +6,8 @@ code, so a file from anywhere can be inspected without running it.
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Optional, Union
 
@@ -31,9 +33,29 @@ def save_checkpoint(path: Union[str, Path], model: nn.Module, spec: ModelSpec,
     tmp.replace(path)   # never leave a half-written checkpoint under the real name
 
 
-def _read(source: Union[str, Path, bytes, BinaryIO]) -> dict:
+def check_archive(source: Union[str, Path, bytes, BinaryIO], error: type[KDError] = CheckpointError,
+                  what: str = "checkpoint") -> None:
+    """Refuse a zip archive (.pt, TorchScript) that is truncated or whose entries fail
+    their CRC: torch.load does not check them, so a flipped byte would load as wrong weights."""
     if isinstance(source, (str, Path)) and not Path(source).is_file():
-        raise CheckpointError(f"checkpoint '{source}' does not exist.")
+        raise error(f"{what} '{source}' does not exist.")
+    name = source if isinstance(source, (str, Path)) else "upload"
+    try:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError) as err:
+        raise error(f"not a readable {what} '{name}' (truncated, corrupt or not a PyTorch "
+                    f"file): {err}") from err
+    finally:
+        if hasattr(source, "seek"):
+            source.seek(0)
+    if bad is not None:
+        raise error(f"{what} '{name}' is corrupt: its entry '{bad}' fails its checksum "
+                    "(the file was modified or damaged after it was written).")
+
+
+def _read(source: Union[str, Path, bytes, BinaryIO]) -> dict:
+    check_archive(source)
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:

@@ -29,7 +29,6 @@ import json
 import tempfile
 import warnings
 import zipfile
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Callable, Iterator, Optional, Union
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import check_archive, load_checkpoint
 from .config import RunConfig
 from .errors import CheckpointError, DataError, KDError
 from .metrics import accuracy, agreement, predict_logits
@@ -92,20 +91,6 @@ def check_choice(fmt: str, quantize: Optional[str]) -> None:
         raise ExportError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
     if quantize not in QUANTIZE:
         raise ExportError(f"unknown quantization '{quantize}'; the only choice is int8.")
-
-
-def check_archive(path: Union[str, Path], error: type[KDError] = ArtifactError, what: str = "file") -> None:
-    """Refuse a zip archive (.pt, TorchScript) that is truncated or whose entries fail their CRC."""
-    if not Path(path).is_file():
-        raise error(f"{what} '{path}' does not exist.")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError) as err:
-        raise error(f"{what} '{path}' is not a readable archive (truncated or corrupt): {err}") from err
-    if bad is not None:
-        raise error(f"{what} '{path}' is corrupt: its entry '{bad}' fails its checksum "
-                    "(the file was modified or damaged after it was written).")
 
 
 # ---------------------------------------------------------------- stored runs

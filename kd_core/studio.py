@@ -7,7 +7,6 @@ handles such as a `Dataset` or a model that they only pass back in).
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import replace
 from typing import Optional
 
