@@ -166,6 +166,20 @@ class Store:
             rows = db.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
         return [dict(r) for r in rows]
 
+    def epochs_of(self, run_ids: list[str]) -> dict[str, list[dict]]:
+        """Per-epoch rows of many runs in one query: {run_id: [rows by epoch]} (runs without
+        epochs are absent)."""
+        out: dict[str, list[dict]] = {}
+        ids = list(run_ids)
+        with self._connect() as db:
+            for i in range(0, len(ids), 500):   # SQLite's bound-parameter limit
+                chunk = ids[i:i + 500]
+                rows = db.execute(f"SELECT * FROM epochs WHERE run_id IN ({','.join('?' * len(chunk))}) "
+                                  "ORDER BY run_id, epoch", chunk).fetchall()
+                for r in rows:
+                    out.setdefault(r["run_id"], []).append(dict(r))
+        return out
+
     def get_sweep(self, sweep_id: str) -> Optional[dict]:
         """{"id", "config", "created"} of a saved sweep, or None."""
         with self._connect() as db:
