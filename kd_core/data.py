@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import DataConfig
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -58,8 +58,11 @@ def dataset_names() -> list[str]:
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load `cfg.dataset` into memory, normalised and split. Raises DataError."""
+    """Load `cfg.dataset` into memory, normalised and split. Raises DataError
+    (ConfigError for a validation fraction outside (0, 1))."""
     name = cfg.dataset.strip()
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise ConfigError(f"validation fraction must be between 0 and 1 (exclusive), got {cfg.val_fraction}.")
     if name.startswith("folder:"):
         x, y, classes, x_test, y_test = _load_folder(Path(name[len("folder:"):]).expanduser(), cfg.image_size)
     elif name in LOADERS:
@@ -79,7 +82,10 @@ def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nda
     try:
         keep, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y)
     except ValueError:  # a class too small to stratify: fall back to a plain random split
-        keep, held = train_test_split(idx, test_size=fraction, random_state=seed)
+        try:
+            keep, held = train_test_split(idx, test_size=fraction, random_state=seed)
+        except ValueError as err:   # too few samples to hold out this share and keep some
+            raise DataError(f"cannot hold out {fraction:g} of {len(y)} samples: {err}") from err
     return np.sort(keep), np.sort(held)
 
 

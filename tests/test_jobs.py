@@ -1,0 +1,183 @@
+"""Background jobs: one at a time, stoppable, observable through plain-data snapshots."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from conftest import TEACHER_SPEC, make_config
+from kd_core.events import Progress
+from kd_core.experiment import distill, train_teacher
+from kd_core.jobs import MAX_POINTS, Job, JobBusy, JobManager, downsample
+from kd_core.store import Store
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    """Poll until `predicate()` holds; fail (not hang) if it never does."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        time.sleep(0.02)
+
+
+def assert_plain(value) -> None:
+    """Only JSON-like builtins all the way down: safe to hand to any UI thread."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            assert isinstance(k, str)
+            assert_plain(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            assert_plain(v)
+    else:
+        assert value is None or isinstance(value, (str, int, float, bool)), type(value)
+
+
+def worker_alive(job: Job) -> bool:
+    return any(t.name == f"kd-job-{job.id}" and t.is_alive() for t in threading.enumerate())
+
+
+def distill_job(store, data, teacher, cfg):
+    def fn(emit, stop, job):
+        outcomes = distill(store, cfg, data, teacher, with_baseline=True, emit=emit, stop=stop)
+        for o in outcomes:
+            job.add_outcome(o)
+        return outcomes
+    return fn
+
+
+def teacher_job(store, data, cfg):
+    def fn(emit, stop, job):
+        outcome = train_teacher(store, cfg, data, emit=emit, stop=stop)
+        job.add_outcome(outcome)
+        return [outcome]
+    return fn
+
+
+@pytest.fixture
+def manager():
+    m = JobManager()
+    yield m
+    m.shutdown(timeout=60)
+
+
+def test_one_job_at_a_time_and_stop_ends_a_running_distillation(tmp_path, digits, teacher, manager):
+    store = Store(tmp_path)
+    long_cfg = make_config("student", epochs=10_000)          # would take hours: it must be stopped
+    job = manager.start("distil digits", "distill", distill_job(store, digits, teacher, long_cfg))
+    wait_for(lambda: job.snapshot()["runs"] and len(job.snapshot()["runs"][0]["steps"]) >= 3)
+
+    with pytest.raises(JobBusy, match="distil digits"):
+        manager.start("another", "teacher", teacher_job(store, digits, make_config()))
+    assert manager.current() is job and job.live
+
+    manager.stop()
+    wait_for(lambda: not job.live)
+    manager.shutdown(timeout=60)
+    assert not worker_alive(job)
+
+    snap = job.snapshot()
+    assert snap["status"] == "stopped" and snap["stopping"] and not job.live
+    assert_plain(snap)
+    json.dumps(snap)
+    (run,) = snap["runs"]                                       # the baseline never started
+    steps = [s[0] for s in run["steps"]]
+    assert steps == sorted(steps) and len(steps) >= 3
+    assert run["last"]["event"] == "end" and run["last"]["status"] == "stopped"
+    assert [o["status"] for o in snap["outcomes"]] == ["stopped"]
+    assert store.get_run(run["run_id"])["status"] == "stopped"
+    assert len(store.list_runs()) == 1
+    assert manager.current() is None and manager.latest() is job and manager.get(job.id) is job
+
+
+def test_shutdown_stops_the_live_job_and_joins_its_worker(tmp_path, digits):
+    manager = JobManager()
+    job = manager.start("endless", "teacher", teacher_job(Store(tmp_path), digits, make_config(epochs=10_000)))
+    wait_for(lambda: job.snapshot()["runs"] and job.snapshot()["runs"][0]["steps"])
+    manager.shutdown(timeout=60)
+    assert not worker_alive(job)
+    assert job.snapshot()["status"] == "stopped"
+    manager.shutdown()                                          # a second call has nothing left to do
+
+
+def test_finished_job_snapshot_has_curves(tmp_path, digits, manager):
+    store = Store(tmp_path)
+    cfg = make_config("teacher", TEACHER_SPEC, epochs=2, batch_size=128)
+    job = manager.start("teacher", "teacher", teacher_job(store, digits, cfg))
+    wait_for(lambda: not job.live, timeout=120)
+    snap = job.snapshot()
+    assert snap["status"] == "finished", snap["message"]
+    assert_plain(snap)
+    (run,) = snap["runs"]
+    steps_per_epoch = -(-len(digits.train_y) // 128)
+    assert [s[0] for s in run["steps"]] == list(range(1, 2 * steps_per_epoch + 1))
+    assert [e["epoch"] for e in run["epochs"]] == [1, 2]
+    stored = store.epochs(run["run_id"])
+    assert [e["val_acc"] for e in run["epochs"]] == [e["val_acc"] for e in stored]
+    assert snap["outcomes"][0]["status"] == "finished" and "test_acc" in snap["outcomes"][0]
+    assert run["label"] == "teacher"
+    # A snapshot is a copy: changing it leaves the job alone.
+    run["steps"].clear()
+    snap["outcomes"].clear()
+    again = job.snapshot()
+    assert again["runs"][0]["steps"] and again["outcomes"]
+
+
+def test_a_new_job_can_start_once_the_last_one_ended(tmp_path, digits, manager):
+    store = Store(tmp_path)
+    first = manager.start("one", "teacher", teacher_job(store, digits, make_config(epochs=1)))
+    wait_for(lambda: not first.live)
+    second = manager.start("two", "teacher", teacher_job(store, digits, make_config(epochs=1)))
+    wait_for(lambda: not second.live)
+    assert first.id != second.id and manager.latest() is second
+    assert first.snapshot()["status"] == second.snapshot()["status"] == "finished"
+
+
+def test_diverging_job_fails_with_the_runs_message(tmp_path, digits, manager):
+    store = Store(tmp_path)
+    job = manager.start("bad lr", "teacher", teacher_job(store, digits, make_config(lr=1e6)))
+    wait_for(lambda: not job.live)
+    snap = job.snapshot()
+    assert snap["status"] == "failed" and "learning rate" in snap["message"]
+
+
+def test_an_exception_in_the_job_is_reported_not_lost(manager, capsys):
+    def broken(emit, stop, job):
+        raise RuntimeError("disk on fire")
+    job = manager.start("broken", "teacher", broken)
+    manager.shutdown(timeout=60)            # joins the worker, which prints the traceback last
+    assert job.snapshot()["status"] == "failed"
+    assert job.snapshot()["message"] == "RuntimeError: disk on fire"
+    assert "disk on fire" in capsys.readouterr().err
+
+
+def test_snapshot_downsamples_long_curves():
+    job = Job("long", "teacher")
+    n = 3 * MAX_POINTS + 7
+    for step in range(1, n + 1):
+        job.on_progress(Progress("step", 1, step, n, loss=1.0 / step, run_id="r1", kind="teacher"))
+    steps = job.snapshot()["runs"][0]["steps"]
+    assert len(steps) == MAX_POINTS
+    assert steps[0][0] == 1 and steps[-1][0] == n
+    assert [s[0] for s in steps] == sorted({s[0] for s in steps})
+
+
+@pytest.mark.parametrize("n", [0, 5, MAX_POINTS, MAX_POINTS + 1, 10_000])
+def test_downsample(n):
+    points = list(range(n))
+    out = downsample(points)
+    assert len(out) == min(n, MAX_POINTS)
+    assert out == sorted(set(out)) and set(out) <= set(points)
+    if n:
+        assert out[0] == 0 and out[-1] == n - 1
+
+
+def test_runs_with_the_same_label_are_told_apart():
+    job = Job("sweep", "sweep")
+    for rid in ("r1", "r2"):
+        job.on_progress(Progress("step", 1, 1, 10, loss=1.0, run_id=rid, kind="student"))
+    labels = [r["label"] for r in job.snapshot()["runs"]]
+    assert len(set(labels)) == 2 and labels[0] == "student"
