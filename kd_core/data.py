@@ -7,6 +7,7 @@ so no per-sample Python transform runs in the training loop.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,9 +142,10 @@ def _install_debian_fashion(raw: Path) -> None:
     for f in IDX_FILES:
         target = raw / f
         if not target.exists():
-            with gzip.open(DEBIAN_FASHION_DIR / f"{f}.gz", "rb") as src, open(f"{target}.part", "wb") as dst:
+            part = Path(f"{target}.{os.getpid()}.part")   # per process: two may unpack at once
+            with gzip.open(DEBIAN_FASHION_DIR / f"{f}.gz", "rb") as src, open(part, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-            Path(f"{target}.part").replace(target)
+            part.replace(target)
 
 
 def _mnist_like(cls_name: str, label: str, cfg: DataConfig):

@@ -93,7 +93,7 @@ class Store:
     # ------------------------------------------------------------ writing
 
     def create_run(self, cfg: RunConfig, label: str = "") -> str:
-        run_id = f"{cfg.kind[0]}{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        run_id = f"{cfg.kind[0]}{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(4)}"
         with self._connect() as db:
             db.execute("INSERT INTO runs (id, kind, dataset, status, label, config, teacher_id, sweep_id, "
                        "created, pid) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
