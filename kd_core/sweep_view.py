@@ -32,7 +32,7 @@ def parse_values(text: str, cast: Callable = float, name: str = "values") -> tup
             raise ConfigError(f"{name}: '{p}' is not a finite number.")
         out.append(value)
     if len(set(out)) != len(out):
-        raise ConfigError(f"{name}: a value is repeated ({', '.join(map(str, out))}).")
+        raise ConfigError(f"{name}: a value is repeated ({', '.join(f'{v:g}' for v in out)}).")
     return tuple(out)
 
 
@@ -65,15 +65,15 @@ def run_counts(sweep: SweepConfig) -> dict:
 
 
 def sweep_list(store: Store) -> list[dict]:
-    """Every stored sweep, newest first: {"id", "created", "config", "total", "done", "left", "label"}."""
+    """Every stored sweep, newest first: {"id", "created", "config", "total", "done", "left", "label"}
+    (the label names the grid; it does not change as runs finish)."""
     out = []
     for row in store.list_sweeps():
         sweep = load_sweep(store, row["id"])
         total, done = len(plan(sweep)), len(finished_runs(store, row["id"]))
         label = (f"{row['id']} · T {'/'.join(f'{t:g}' for t in sweep.temperatures)} × "
                  f"λ {'/'.join(f'{a:g}' for a in sweep.alphas)} × {sweep.family} "
-                 f"{'/'.join(map(str, sweep.sizes))} × {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}"
-                 f" · {done}/{total} done")
+                 f"{'/'.join(map(str, sweep.sizes))} × {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}")
         out.append({"id": row["id"], "created": row["created"], "config": row["config"], "total": total,
                     "done": done, "left": total - done, "label": label})
     return out

@@ -171,7 +171,7 @@ def test_sweep_list_counts_done_runs(populated):
     assert (info["id"], info["total"], info["done"], info["left"]) == (populated["sweep_id"], 10, 10, 0)
     store.delete_run(store.list_runs(kind="student")[0]["id"])
     [info] = sweep_view.sweep_list(store)
-    assert (info["done"], info["left"]) == (9, 1) and "9/10 done" in info["label"]
+    assert (info["done"], info["left"]) == (9, 1) and info["label"].startswith(f"{populated['sweep_id']} · T 1/4")
 
 
 def test_duration_text():
