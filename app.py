@@ -14,6 +14,8 @@ PAGES = [
     st.Page("pages/distill.py", title="Distill", icon=":material/compress:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/soft_targets.py", title="Soft targets", icon=":material/bar_chart:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
+    st.Page("pages/sweep.py", title="Sweep", icon=":material/grid_on:"),
 ]
 
 st.navigation(PAGES).run()
