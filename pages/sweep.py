@@ -1,0 +1,306 @@
+"""Sweep: temperature × λ × student size over seeds, with live heatmaps, paired tests, stop and resume."""
+from typing import Optional
+
+import streamlit as st
+
+from kd_core import stats, studio, sweep_view
+from kd_core.config import DataConfig, TrainConfig
+from kd_core.errors import KDError
+from kd_core.jobs import Job, JobBusy
+from kd_core.sweep import SWEEP_METRICS, create_sweep, load_sweep, pending, start_sweep
+from kd_core.sweep_ray import RAY_MISSING
+from kd_core.sweep_results import estimate_seconds, sweep_grids, sweep_results
+from ui import experiment_charts, forms, live, state
+
+POLL_SECONDS = 1.0
+ALPHA = 0.05
+BACKENDS = {"inprocess": "In-process (this server)", "ray": "Ray"}
+
+
+# ---------------------------------------------------------------- a new sweep
+
+
+def grid_widgets(data) -> dict:
+    """The axes as lists, the student family and the training budget (all kept in the URL)."""
+    preset = studio.presets(data.name)["student"]
+    c = st.columns(4)
+    w = {"temperatures": c[0].text_input("Temperatures T", "1, 2, 4", key="sw_T", bind="query-params",
+                                         help="Comma-separated, each above 0."),
+         "alphas": c[1].text_input("λ values", "0.5, 0.9", key="sw_lam", bind="query-params",
+                                   help="Weights of the teacher's soft targets, in [0, 1]."),
+         "sizes": c[2].text_input("Student sizes", f"{max(4, preset.size // 2)}, {preset.size}", key="sw_sizes",
+                                  bind="query-params", help="MLP hidden width or CNN channel width, comma-separated."),
+         "seeds": c[3].number_input("Seeds per configuration", 1, 20, 3, key="sw_seeds", bind="query-params",
+                                    help="Each configuration and its no-KD baseline are trained once per seed.")}
+    c = st.columns(2)
+    w["family"] = c[0].selectbox("Student family", ["mlp", "cnn"], index=["mlp", "cnn"].index(preset.family),
+                                 key="sw_family", bind="query-params")
+    w["depth"] = c[1].slider("Hidden layers", 0, 4, preset.depth, key="sw_depth", bind="query-params",
+                             disabled=w["family"] != "mlp")
+    w["budget"] = forms.budget_widgets("sw", epochs=5, lr=3e-3)
+    return w
+
+
+def sweep_config(data, teacher_id: str, w: dict):
+    """The SweepConfig the fields describe, or None (with the reason shown)."""
+    s, b = state.settings(), w["budget"]
+    data_cfg = DataConfig(dataset=data.name, root=s.get("data_root", "data"), image_size=int(s.get("image_size", 32)))
+    train = TrainConfig(epochs=int(b["epochs"]), batch_size=int(b["batch_size"]), lr=float(b["lr"]),
+                        optimizer=b["optimizer"], cosine=bool(b["cosine"]), device=s.get("device", "auto"))
+    try:
+        return sweep_view.make_sweep(w["temperatures"], w["alphas"], w["sizes"], w["seeds"], b["seed"], teacher_id,
+                                     w["family"], w["depth"], data_cfg, train)
+    except KDError as err:
+        st.error(str(err))
+        return None
+
+
+def plan_summary(data, cfg) -> None:
+    counts = sweep_view.run_counts(cfg)
+    seconds = estimate_seconds(state.current_store(), cfg, data.info()["train"])
+    c = st.columns([1, 1, 3])
+    c[0].metric("Runs", f"{counts['total']}")
+    c[1].metric("Estimated time", sweep_view.duration_text(seconds))
+    c[2].caption(f"{counts['cells']} distillations ({counts['configs']} configurations of T × λ × size, "
+                 f"× {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) > 1)}) + {counts['baselines']} no-KD "
+                 f"baselines (one per size and seed, each distillation is compared with the baseline of its "
+                 f"seed). The estimate comes from the training speed this store measured on {data.name}"
+                 + ("." if seconds is not None else "; train anything on it first to get one."))
+
+
+def backend_widgets() -> Optional[tuple[str, Optional[str]]]:
+    """(backend, Ray address or None), or None when the choice cannot run here."""
+    c = st.columns([1, 2])
+    backend = c[0].radio("Backend", list(BACKENDS), format_func=BACKENDS.get, key="sw_backend", horizontal=True,
+                         bind="query-params")
+    if backend == "inprocess":
+        return backend, None
+    if not sweep_view.ray_available():
+        c[1].warning(f"Ray is not available: {RAY_MISSING}", icon=":material/warning:")
+        return None
+    address = c[1].text_input("Ray address (optional)", key="sw_ray_address", placeholder="ray://host:10001",
+                              help="Empty: a small local Ray instance is started for the sweep and shut down after.")
+    return backend, address.strip() or None
+
+
+def launch(data, sweep, backend: tuple[str, Optional[str]]) -> None:
+    """Start a new sweep (a SweepConfig) or resume one (its id) in the shared worker."""
+    manager, store = state.job_manager(), state.current_store()
+    if manager.current() is not None:
+        st.error(f"'{manager.current().title}' is still running; stop it or wait for it to finish.")
+        return
+    try:
+        sweep_id = sweep if isinstance(sweep, str) else create_sweep(store, sweep)
+        job = start_sweep(manager, store, data, sweep_id, backend[0], backend[1])
+    except (JobBusy, KDError) as err:
+        st.error(str(err))
+        return
+    st.query_params["job"] = job.id
+    st.session_state["sw_view_next"] = sweep_id   # shown in Results on the rerun
+    st.rerun()
+
+
+def new_sweep_section(data, teacher_id: str, busy: bool) -> None:
+    st.subheader("New sweep")
+    st.caption(f"Distils every student size at every T and λ from the teacher in use ({teacher_id}), "
+               "each over several seeds, beside a no-KD baseline of the same size and seed.")
+    w = grid_widgets(data)
+    cfg = sweep_config(data, teacher_id, w)
+    if cfg is not None:
+        plan_summary(data, cfg)
+    backend = backend_widgets()
+    if st.button("Start sweep", type="primary", key="sw_start", disabled=busy or cfg is None or backend is None,
+                 icon=":material/play_arrow:"):
+        launch(data, cfg, backend)
+    if busy:
+        st.caption("A job is running; a new sweep can start once it ends (or is stopped).")
+
+
+# ---------------------------------------------------------------- resume
+
+
+def sweep_data(sweep_id: str):
+    """The dataset a stored sweep was planned on (cached like the sidebar's)."""
+    d = load_sweep(state.current_store(), sweep_id).data
+    return state.dataset(d.dataset, d.root, d.image_size)
+
+
+def resume_section(sweeps: list[dict], busy: bool, running_id: Optional[str]) -> None:
+    unfinished = [s for s in sweeps if s["left"] and s["id"] != running_id]
+    if not unfinished:
+        return
+    st.subheader("Resume a sweep")
+    labels = {s["id"]: s["label"] for s in unfinished}
+    c = st.columns([3, 1], vertical_alignment="bottom")
+    pick = c[0].selectbox("Unfinished sweeps", list(labels), format_func=labels.get, key="sw_resume_pick")
+    store = state.current_store()
+    try:
+        data = sweep_data(pick)
+    except KDError as err:
+        st.error(f"Sweep {pick} cannot run here: {err}")
+        return
+    cells = pending(store, pick)
+    seconds = estimate_seconds(store, load_sweep(store, pick), data.info()["train"], cells)
+    st.caption(f"{len(cells)} run{'s' * (len(cells) != 1)} left ({sweep_view.duration_text(seconds)}); the "
+               f"finished ones are kept and not run again. Runs on the backend chosen under New sweep.")
+    if c[1].button("Resume", key="sw_resume", disabled=busy, icon=":material/resume:"):
+        backend = backend_widgets_value()
+        if backend is not None:
+            launch(data, pick, backend)
+
+
+def backend_widgets_value() -> Optional[tuple[str, Optional[str]]]:
+    """The backend chosen in the New sweep section (in-process when that section is not shown)."""
+    backend = st.session_state.get("sw_backend", "inprocess")
+    if backend == "ray" and not sweep_view.ray_available():
+        st.error(f"Ray is not available: {RAY_MISSING}")
+        return None
+    return backend, (st.session_state.get("sw_ray_address") or "").strip() or None
+
+
+# ---------------------------------------------------------------- results, live while a sweep runs
+
+
+def job_sweep_id(job: Optional[Job]) -> Optional[str]:
+    if job is None:
+        return None
+    note = job.snapshot()["notes"].get("sweep")
+    return note["id"] if note else job.title.removeprefix("sweep ").strip()
+
+
+def job_status(snap: dict) -> None:
+    """The sweep job's progress and Stop while it runs; how it ended, after."""
+    note = snap["notes"].get("sweep")
+    status = snap["status"]
+    if status == "running":
+        c = st.columns([5, 1], vertical_alignment="center")
+        if note is None:
+            c[0].progress(0.0, text="loading the teacher…")
+        else:
+            ran = note["done"] + note["failed"]
+            eta = "" if note["eta_s"] is None else f" · {sweep_view.duration_text(note['eta_s'])} left"
+            c[0].progress(min(1.0, ran / max(1, note["total"])),
+                          text=f"Sweep {note['id']} ({note['backend']}): {note['done']}/{note['total']} runs "
+                               f"done{eta}" + (f" · {note['failed']} failed" if note["failed"] else ""))
+        if c[1].button("Stop", key="sw_stop", disabled=snap["stopping"], type="primary", icon=":material/stop:"):
+            state.job_manager().stop()
+            st.toast("Stopping after the current run's step…")
+        if note is not None:
+            st.caption(f"Now: {studio.progress_of(snap)['text']}" + (
+                f" · {note['skipped']} were done before this start" if note["skipped"] else ""))
+        if snap["stopping"]:
+            st.caption("Stopping… the finished runs are kept; resume the sweep later to run the rest.")
+    elif status == "finished":
+        st.success(f"Finished: {snap['title']}" + (f" — {note['done']}/{note['total']} runs" if note else ""))
+    elif status == "stopped":
+        st.warning(f"Stopped: {snap['title']}" + (f" after {note['done']}/{note['total']} runs" if note else "")
+                   + ". The finished runs are kept: resume it to run the rest.")
+    else:
+        st.error(f"Failed: {snap['title']} — {snap['message']}")
+
+
+def results_section(sweeps: list[dict], job: Optional[Job]) -> None:
+    """The sweep job's status and the chosen sweep's heatmaps, in one fragment that redraws every
+    second while the job runs (so the cells fill in as runs finish); a whole-page rerun when it ends."""
+    st.subheader("Results")
+    sweep_id, metric = None, SWEEP_METRICS[0]
+    if sweeps:
+        labels = {s["id"]: s["label"] for s in sweeps}
+        if st.session_state.get("sw_view_next") in labels:
+            st.session_state["sw_view"] = st.session_state.pop("sw_view_next")
+        if st.session_state.get("sw_view") not in labels:
+            default = job_sweep_id(job)
+            st.session_state["sw_view"] = default if default in labels else sweeps[0]["id"]
+        c = st.columns([3, 1])
+        sweep_id = c[0].selectbox("Sweep", list(labels), format_func=labels.get, key="sw_view",
+                                  bind="query-params")
+        metric = c[1].selectbox("Accuracy", SWEEP_METRICS, key="sw_metric", bind="query-params",
+                                format_func=experiment_charts.METRIC_NAMES.get)
+        st.caption(f"Each cell: mean ± sample std over seeds (n = finished seeds). Gain: distilled minus the "
+                   f"no-KD baseline of the same size and seed, averaged over seeds; its significance is judged "
+                   f"by a {stats.TEST_NAME}, two-sided, α = {ALPHA:g}: * marks p < {ALPHA:g}. The outlined "
+                   f"cell with a star has the best mean of its size. One seed, or the same gain on every seed, "
+                   f"gives no verdict.")
+    elif job is None:
+        st.caption("No sweep in this store yet.")
+        return
+    was_live = job is not None and job.live
+
+    @st.fragment(run_every=POLL_SECONDS if was_live else None)
+    def panel() -> None:
+        if job is not None:
+            snap = job.snapshot()
+            job_status(snap)
+        if sweep_id is not None:
+            grids(sweep_id, metric, running=was_live and sweep_id == job_sweep_id(job))
+        if was_live and not job.live:
+            st.rerun()   # the whole page: stop polling, offer Resume, show the final grid
+
+    panel()
+
+
+def grids(sweep_id: str, metric: str, running: bool) -> None:
+    """Heatmaps per student size, the best cell in words, and every cell's test in a table."""
+    store = state.current_store()
+    sweep = load_sweep(store, sweep_id)
+    finished = len(store.list_runs(sweep_id=sweep_id, status="finished"))
+    st.caption(f"{sweep_id}: {finished} of {sweep_view.run_counts(sweep)['total']} runs finished"
+               + (" · running: the cells fill in as runs finish." if running else "."))
+    for size, g in sweep_grids(store, sweep_id, metric, ALPHA).items():
+        label = f"{sweep.family} {size}"
+        c = st.columns(2)
+        c[0].plotly_chart(experiment_charts.sweep_accuracy_heatmap(g, label, metric), key=f"sw_acc_{size}",
+                          width="stretch")
+        c[1].plotly_chart(experiment_charts.sweep_gain_heatmap(g, label, ALPHA), key=f"sw_gain_{size}",
+                          width="stretch")
+        best = g["best"]
+        if best is not None:
+            st.caption(f"Best for {label}: T={best['temperature']:g}, λ={best['alpha']:g} — {best['text']}; "
+                       f"gain {best['gain_text']}: {best['verdict']}.")
+    with st.expander("Paired t-tests: every cell's p-value"):
+        st.dataframe(sweep_results(store, sweep_id, metric, ALPHA), key="sw_pvalues", hide_index=True,
+                     column_order=["size", "temperature", "alpha", "text", "baseline_mean", "gain_text", "t", "p",
+                                   "significant", "verdict"],
+                     column_config={"size": st.column_config.NumberColumn("Size", format="%d"),
+                                    "temperature": st.column_config.NumberColumn("T", format="%g"),
+                                    "alpha": st.column_config.NumberColumn("λ", format="%g"),
+                                    "text": "Accuracy (mean ± std, n)",
+                                    "baseline_mean": st.column_config.NumberColumn("Baseline mean", format="%.4f"),
+                                    "gain_text": "Gain over baseline",
+                                    "t": st.column_config.NumberColumn("t", format="%.3g"),
+                                    "p": st.column_config.NumberColumn("p", format="%.3g"),
+                                    "significant": st.column_config.CheckboxColumn("p < α"),
+                                    "verdict": "Verdict"})
+        st.caption(f"Test: {stats.TEST_NAME}, on the per-seed pairs (distilled, baseline of the same seed); "
+                   f"α = {ALPHA:g}.")
+
+
+# ---------------------------------------------------------------- page
+
+
+def setup_sections(busy: bool, running_id: Optional[str], resume_first: bool) -> None:
+    """New sweep and Resume (Resume first after this session's sweep, which may have been stopped)."""
+    if resume_first:
+        resume_section(sweep_view.sweep_list(state.current_store()), busy, running_id)
+    data = state.current_data()
+    teacher_id = state.settings().get("teacher_id")
+    if data is not None and not teacher_id:
+        st.info("A sweep distils from a teacher. Train one, or pick a saved one in the sidebar.")
+        st.page_link("pages/teacher.py", label="Go to the Teacher page", icon="➡️")
+    elif data is not None:
+        new_sweep_section(data, teacher_id, busy)
+    if not resume_first:
+        resume_section(sweep_view.sweep_list(state.current_store()), busy, running_id)
+
+
+state.sidebar()
+st.title("Sweep")
+job = live.find_job(("sweep",))
+busy = state.job_manager().current() is not None
+running_id = job_sweep_id(job) if job is not None and job.live else None
+if job is not None:      # a sweep of this session (or running): its progress and grid first
+    results_section(sweep_view.sweep_list(state.current_store()), job)
+    setup_sections(busy, running_id, resume_first=True)
+else:
+    setup_sections(busy, running_id, resume_first=False)
+    results_section(sweep_view.sweep_list(state.current_store()), None)
