@@ -1,0 +1,308 @@
+"""What the dashboard's Deployment section asks of kd_core, in plain data.
+
+Distill, then quantize, then ship: a stored run's models (its teacher, itself
+and itself in int8) timed under eager PyTorch, TorchScript and ONNX Runtime;
+float against int8 in accuracy, size and speed; and the files to download
+(weights, checked TorchScript/ONNX exports, model card).
+
+Importing this module does not import torch: the functions that measure or
+export import kd_core.export / kd_core.runtimes' measuring code when called.
+Measuring sets torch's thread count for its duration (process-wide), so the
+dashboard runs it as a job in the single worker (`start_measure`), never beside
+training. Results are plain dicts and pandas DataFrames.
+"""
+from __future__ import annotations
+
+import io
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+
+import pandas as pd
+
+from . import runtimes as rt
+from .compare import STUDENT_KINDS, usable_runs
+from .errors import KDError
+from .store import Store
+
+if TYPE_CHECKING:
+    from .jobs import Job, JobManager
+
+JOB_KIND = "deploy"
+NOTE = "deploy"                      # the job note that carries the measurement
+DEFAULT_BATCHES = (1, 256)
+RUNTIME_LABELS = {"eager": "eager PyTorch", "torchscript": "TorchScript", "onnxruntime": "ONNX Runtime",
+                  "onnxruntime-cuda": "ONNX Runtime (CUDA)"}
+# what the Downloads offer: artifact -> (format, quantize)
+EXPORTS = {"torchscript": ("torchscript", None), "torchscript-int8": ("torchscript", "int8"),
+           "onnx": ("onnx", None), "onnx-int8": ("onnx", "int8")}
+
+
+def _store(store: Union[Store, str, Path]) -> Store:
+    return store if isinstance(store, Store) else Store(store)
+
+
+# ---------------------------------------------------------------- which run
+
+
+def deploy_options(store: Store, dataset: str, teacher_id: Optional[str],
+                   picked: Sequence[str] = ()) -> list[dict]:
+    """Runs of `dataset` one can measure and download (finished or stopped, with weights):
+    the students picked on the page first, then the teacher in use, then the rest, newest
+    first. Each: {id, label, kind, teacher_id}."""
+    runs = {r["id"]: r for r in usable_runs(store, dataset) if r.get("weights")}
+    order = [*picked, *([teacher_id] if teacher_id else []), *runs]
+    return [{"id": rid, "label": runs[rid]["label"], "kind": runs[rid]["kind"],
+             "teacher_id": runs[rid]["teacher_id"]} for rid in dict.fromkeys(order) if rid in runs]
+
+
+def default_run(options: list[dict], picked: Sequence[str], teacher_id: Optional[str]) -> Optional[str]:
+    """The student picked on the page, else the teacher's latest student, else its latest
+    baseline, else the first option."""
+    by_id = {o["id"]: o for o in options}
+    for rid in picked:
+        if rid in by_id and by_id[rid]["kind"] == "student":
+            return rid
+    for kind in STUDENT_KINDS:
+        for o in options:                  # newest first after the picked ones and the teacher
+            if o["kind"] == kind and o["teacher_id"] == teacher_id:
+                return o["id"]
+    return options[0]["id"] if options else None
+
+
+def option_label(option: dict) -> str:
+    return f"{option['label']} · {option['kind']} · {option['id']}"
+
+
+def teacher_in_store(store: Store, run_id: str) -> Optional[str]:
+    """The run's teacher id when that teacher is a stored run with weights."""
+    run = store.get_run(run_id)
+    ref = run and run.get("teacher_id")
+    teacher = store.get_run(ref) if ref and run["kind"] != "teacher" else None
+    return ref if teacher is not None and teacher.get("weights") else None
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _test_acc(record: Optional[dict]) -> Optional[float]:
+    return ((record or {}).get("metrics") or {}).get("test_acc")
+
+
+def measure(store: Union[Store, str, Path], run_id: str, *, data=None, threads: int = 1,
+            runtimes: Optional[Sequence[str]] = None, batch_sizes: Sequence[int] = DEFAULT_BATCHES,
+            warmup: int = 10, repeats: int = 50, publish: Callable[[dict], None] = lambda r: None,
+            stop: Optional[threading.Event] = None) -> dict:
+    """`runtimes.bench_run` and `runtimes.quantization_report` for one run, step by step:
+    after each model × runtime the partial result goes to `publish`, and `stop` is checked.
+
+    Returns {run_id, label, kind, models, accuracy{model: test acc}, machine, threads, runtimes,
+    batch_sizes, warmup, repeats, warnings, rows (bench_run's rows), quantization
+    (quantization_report's result, or None), steps_done, steps_total, phase, complete,
+    stopped, seconds}; with machine, threads and rows it is also a `bench_run` result,
+    which `modelcard.model_card(latency=...)` takes."""
+    started = time.perf_counter()
+    store = _store(store)
+    names = rt.parse_runtimes(list(runtimes) if runtimes else
+                              [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()])
+    variants = rt.run_variants(store, run_id)
+    record = store.get_run(run_id)
+    result = {"run_id": run_id, "label": record["label"], "kind": record["kind"],
+              "models": [v.name for v in variants],
+              "accuracy": {v.name: _test_acc(v.run.record) for v in variants if not v.quantize},
+              "machine": rt.machine_info(threads), "threads": threads, "runtimes": names,
+              "batch_sizes": list(batch_sizes), "warmup": warmup, "repeats": repeats,
+              "warnings": [] if variants[0].name == "teacher" else
+              [f"the teacher of run '{run_id}' is not in the store, so no speed-up over it is given."],
+              "rows": [], "quantization": None, "steps_done": 0,
+              "steps_total": len(variants) * len(names) + 1, "phase": "starting", "complete": False,
+              "stopped": False, "seconds": 0.0}
+
+    def step(phase: str) -> bool:
+        result["phase"], result["seconds"] = phase, time.perf_counter() - started
+        publish(result)
+        if stop is not None and stop.is_set():
+            result["stopped"] = True
+            publish(result)
+            return False
+        return True
+
+    for v in variants:
+        for name in names:
+            if not step(f"timing {v.name} under {RUNTIME_LABELS.get(name, name)}"):
+                return result
+            rows = rt.latency_rows([v], [name], tuple(batch_sizes), threads, warmup, repeats)
+            result["rows"] = rt.add_speedups(result["rows"] + rows)
+            result["steps_done"] += 1
+    if not step("float32 against int8: accuracy on the test split, size and latency"):
+        return result
+    result["quantization"] = rt.quantization_report(store, run_id, data=data, threads=threads,
+                                                    batch_sizes=tuple(batch_sizes), warmup=warmup,
+                                                    repeats=repeats)
+    result["steps_done"] += 1
+    result.update(complete=True, phase="done", seconds=time.perf_counter() - started)
+    publish(result)
+    return result
+
+
+class MeasureBusy(KDError):
+    """Another job is running in this process: a measurement must not run beside it."""
+
+
+def start_measure(manager: "JobManager", store: Union[Store, str, Path], run_id: str, *,
+                  label: str = "", **kw) -> "Job":
+    """`measure` as a job in the manager's single worker; MeasureBusy while another job runs.
+    The job publishes its partial and final result as the note `deploy` (and its run id as
+    `deploy_run` at once); it returns no training outcomes, so it ends "finished", or
+    "stopped" when asked to stop, or "failed" with the error's message."""
+    from .jobs import JobBusy
+
+    def work(emit, stop, job):
+        measure(store, run_id, stop=stop, publish=lambda r: job.note(**{NOTE: r}), **kw)
+        return []
+    try:
+        job = manager.start(f"measure {label or run_id} across runtimes", JOB_KIND, work)
+    except JobBusy as err:
+        raise MeasureBusy(f"Cannot measure now: {err} Timings taken beside another job would be "
+                          "wrong, and torch's thread count is process-wide.") from err
+    job.note(**{f"{NOTE}_run": run_id})
+    return job
+
+
+def job_run(snapshot: dict) -> Optional[str]:
+    """The run a deploy job measures (None for other jobs)."""
+    return snapshot.get("notes", {}).get(f"{NOTE}_run") if snapshot.get("kind") == JOB_KIND else None
+
+
+def measurement(snapshot: dict) -> Optional[dict]:
+    """The (partial) measurement a deploy job's snapshot carries, if any."""
+    return snapshot.get("notes", {}).get(NOTE)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def runtime_label(name: str) -> str:
+    return RUNTIME_LABELS.get(name, name)
+
+
+def latency_frame(result: dict) -> pd.DataFrame:
+    """One row per model × runtime × batch size (bench_run's rows), runtime labels in `runtime_label`."""
+    if not result.get("rows"):
+        return pd.DataFrame(columns=[*rt.ROW_COLUMNS, "runtime_label"])
+    frame = rt.rows_frame(result["rows"])
+    return frame.assign(runtime_label=frame["runtime"].map(runtime_label))
+
+
+def latency_table(result: dict) -> pd.DataFrame:
+    """One row per model × runtime: precision, size, and per batch size B the columns
+    b<B>_median_ms, b<B>_p90_ms, b<B>_speedup (over the teacher in eager PyTorch);
+    samples_per_s at the largest batch."""
+    long = latency_frame(result)
+    out = []
+    for (model, runtime), part in long.groupby(["model", "runtime"], sort=False):
+        row = {"model": model, "runtime": runtime_label(runtime), "precision": part["precision"].iloc[0],
+               "size_kb": part["bytes"].iloc[0] / 1e3}
+        for r in part.itertuples():
+            row[f"b{r.batch_size}_median_ms"], row[f"b{r.batch_size}_p90_ms"] = r.median_ms, r.p90_ms
+            row[f"b{r.batch_size}_speedup"] = r.speedup_vs_teacher_eager
+        row["samples_per_s"] = part.loc[part["batch_size"].idxmax(), "samples_per_s"]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def quantization_table(result: dict) -> pd.DataFrame:
+    """quantization_report's 4 rows (float32 and int8 × PyTorch and ONNX Runtime), size in kB."""
+    q = result.get("quantization")
+    if not q:
+        return pd.DataFrame()
+    frame = pd.DataFrame(q["rows"])
+    return frame.assign(runtime=frame["runtime"].map(runtime_label), size_kb=frame["bytes"] / 1e3)
+
+
+def headline(result: dict) -> Optional[dict]:
+    """The whole effect on one line: the first model (the teacher when it is in the store) in
+    eager PyTorch float32 against the int8 model under its fastest runtime (at the largest
+    batch): {base, final}, each {model, runtime, acc, bytes, ms: {batch: median}} and
+    final's speedup {batch: ×} and size_ratio (base bytes / final bytes)."""
+    rows, q = result.get("rows") or [], result.get("quantization")
+    if not result.get("complete") or not rows or not q:
+        return None
+    base_name, final_name = result["models"][0], result["models"][-1]
+    big = max(result["batch_sizes"])
+    base = {r["batch_size"]: r for r in rows if r["model"] == base_name and r["runtime"] == "eager"}
+    finals = [r for r in rows if r["model"] == final_name]
+    fastest = min((r for r in finals if r["batch_size"] == big), key=lambda r: r["median_ms"])["runtime"]
+    final = {r["batch_size"]: r for r in finals if r["runtime"] == fastest}
+    q_runtime = "onnxruntime" if fastest.startswith("onnxruntime") else "eager"
+    q_row = next(r for r in q["rows"] if r["precision"] == "int8" and r["runtime"] == q_runtime)
+    base_acc = result["accuracy"].get(base_name)
+    if base_name == result["kind"]:   # no teacher in the store: the float model itself
+        base_acc = next(r["test_acc"] for r in q["rows"] if r["precision"] == "float32" and r["runtime"] == "eager")
+    return {"base": {"model": base_name, "runtime": runtime_label("eager"), "acc": base_acc,
+                     "bytes": base[big]["bytes"], "ms": {b: r["median_ms"] for b, r in base.items()}},
+            "final": {"model": final_name, "runtime": runtime_label(fastest), "acc": q_row["test_acc"],
+                      "bytes": final[big]["bytes"], "ms": {b: r["median_ms"] for b, r in final.items()}},
+            "speedup": {b: base[b]["median_ms"] / final[b]["median_ms"] for b in final if b in base},
+            "size_ratio": base[big]["bytes"] / final[big]["bytes"]}
+
+
+# ---------------------------------------------------------------- downloads
+
+
+def weights(store: Union[Store, str, Path], run_id: str) -> dict:
+    """The run's checkpoint: {ok, filename, mime, data} or {ok: False, error}."""
+    from .export import weights_bytes
+    try:
+        return {"ok": True, **weights_bytes(store, run_id)}
+    except KDError as err:
+        return {"ok": False, "error": str(err)}
+
+
+def build_export(store: Union[Store, str, Path], run_id: str, artifact: str, data=None) -> dict:
+    """Export, load back and check on the test split (see kd_core.export): {ok, filename, mime,
+    data, report, seconds}; refused or failed: {ok: False, error, report (may be empty)}."""
+    from .export import ExportError, export_bytes
+    fmt, quantize = EXPORTS[artifact]
+    started = time.perf_counter()
+    try:
+        built = export_bytes(store, run_id, fmt, quantize, data=data)
+    except ExportError as err:
+        return {"ok": False, "error": str(err), "report": err.report}
+    except KDError as err:
+        return {"ok": False, "error": str(err), "report": {}}
+    return {"ok": True, **built, "seconds": time.perf_counter() - started}
+
+
+def check_text(report: dict) -> str:
+    """An export check in one line: max |Δlogit| and top-1 agreement against the float model."""
+    if not report or "max_abs_diff" not in report:
+        return ""
+    t = report.get("tolerance", {})
+    text = (f"max |Δlogit| {report['max_abs_diff']:.3g} (allowed {t.get('max_abs_diff', float('nan')):.3g}) · "
+            f"top-1 agreement {report['agreement']:.4f} (at least {t.get('min_agreement', float('nan')):g})")
+    if report.get("samples"):
+        text += f" on {report['samples']} test samples"
+    if report.get("test_acc") is not None and report.get("reference_test_acc") is not None:
+        text += f" · test acc {report['test_acc']:.4f} (PyTorch float32 {report['reference_test_acc']:.4f})"
+    return text
+
+
+def card(store: Union[Store, str, Path], run_id: str, result: Optional[dict] = None) -> dict:
+    """The model card: {ok, zip: bytes, zip_name, files: {name: bytes}}, with the measurement
+    `result` (latency and int8) when it is a complete one of this run; {ok: False, error}."""
+    from .modelcard import card_files
+    use = result if result and result.get("complete") and result.get("run_id") == run_id else None
+    latency, quant = (use, use["quantization"]) if use else (None, None)
+    try:
+        files = card_files(store, run_id, latency, quant)
+    except KDError as err:
+        return {"ok": False, "error": str(err)}
+    buf = io.BytesIO()   # as modelcard.card_zip lays it out, from the same files (built once)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, payload in files.items():
+            z.writestr(f"{run_id}/{name}", payload)
+    return {"ok": True, "zip": buf.getvalue(), "zip_name": f"{run_id}_model_card.zip", "files": files,
+            "with_measurement": use is not None}
