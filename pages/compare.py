@@ -3,6 +3,7 @@ import streamlit as st
 
 from kd_core import compare
 from ui import compare_charts as charts
+from ui import deploy_section
 from ui import state
 
 TABLE_FORMAT = {
@@ -122,8 +123,14 @@ table = compare.compare_table(store, teacher_id, picked)
 if table.empty:
     st.warning(f"Teacher {teacher_id} has no test metrics to compare.")
     st.stop()
-table_section(table)
-bar_section(table)
-pareto_section(store, data.name, teacher_id)
-if len(table) > 1:
-    confusion_section(store, teacher_id, table, data.classes)
+side_by_side, deployment = st.tabs(["Teacher vs students", "Deployment"], key="dep_tab", bind="query-params")
+if side_by_side.open:
+    with side_by_side:
+        table_section(table)
+        bar_section(table)
+        pareto_section(store, data.name, teacher_id)
+        if len(table) > 1:
+            confusion_section(store, teacher_id, table, data.classes)
+if deployment.open:
+    with deployment:
+        deploy_section.render(store, data, teacher_id, picked)
