@@ -18,6 +18,7 @@ import time
 
 from .cli import ProgressBar, _exit_code, add_data_args, add_train_args, data_config, train_config
 from .errors import ConfigError
+from .fmt import signed
 from .sweep import SWEEP_METRICS, SweepConfig
 
 GRID_JSON = ("mean", "std", "n", "gain_mean", "gain_std", "gain_n", "p")
@@ -100,7 +101,7 @@ def _print_grids(payload: dict) -> None:
             for j in range(len(g["alphas"])):
                 mean, std, n, gain = (g[k][i][j] for k in ("mean", "std", "n", "gain_mean"))
                 best = "*" if g["best"] and (g["best"]["temperature"], g["best"]["alpha"]) == (t, g["alphas"][j]) else " "
-                cells.append("—" if not n else f"{mean:.4f}±{std or 0:.4f} n={n} Δ{gain or 0:+.4f}{best}")
+                cells.append("—" if not n else f"{mean:.4f}±{std or 0:.4f} n={n} Δ{signed(gain or 0)}{best}")
             print(f"  {t:<6g} " + "".join(f"{c:>34s}" for c in cells))
         if g["best"]:
             b = g["best"]

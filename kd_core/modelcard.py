@@ -56,12 +56,20 @@ def _switch(name: str, on: bool) -> list[str]:
     return [name] if on else []
 
 
-def reproduce_command(config: dict, store_root: Optional[str] = None) -> str:
+def reproduce_command(config: dict, store_root: Optional[str] = None) -> Optional[str]:
     """The `python -m kd_core ...` line that trains this run again, every flag from the stored
-    config (a baseline is the second run that `distill --baseline` makes; its λ and T are unused)."""
+    config; None for a student whose teacher the config does not name (no command can make it).
+
+    A baseline with a teacher is the second run that `distill --teacher … --baseline` makes
+    (after a student of the same seed; the baseline's λ and T are unused). A baseline without
+    one is trained by `teacher` with the same model and budget: labels only, the same training,
+    stored as a teacher. Never a placeholder: every command printed here runs as it is."""
     data, model, train = config["data"], config["model"], config["train"]
     kind = config.get("kind", "teacher")
-    args = ["python", "-m", "kd_core", "teacher" if kind == "teacher" else "distill"]
+    teacher_id = config.get("teacher_id")
+    if kind == "student" and not teacher_id:
+        return None
+    args = ["python", "-m", "kd_core", "distill" if teacher_id and kind != "teacher" else "teacher"]
     args += _flag("--dataset", data["dataset"]) + _flag("--data-root", data["root"])
     args += _flag("--image-size", data["image_size"]) + _flag("--val-fraction", data["val_fraction"])
     args += _flag("--split-seed", data["split_seed"]) + _switch("--no-download", not data["download"])
@@ -71,14 +79,32 @@ def reproduce_command(config: dict, store_root: Optional[str] = None) -> str:
                 "threads", "patience"):
         args += _flag("--" + key.replace("_", "-"), train[key])
     args += _switch("--cosine", train["cosine"]) + _switch("--augment", train["augment"])
-    if kind != "teacher":
+    if args[3] == "distill":
         distill = config.get("distill") or {}
-        args += _flag("--teacher", config.get("teacher_id") or "TEACHER")
+        args += _flag("--teacher", teacher_id)
         if distill:
             args += _flag("--temperature", distill["temperature"]) + _flag("--alpha", distill["alpha"])
             args += _switch("--no-cache", not distill["cache_teacher_logits"])
         args += _switch("--baseline", kind == "baseline")
     return " ".join(shlex.quote(a) for a in args)
+
+
+def run_command(store: Optional[Store], record: dict) -> Optional[str]:
+    """The command that trains the stored run `record` again (`reproduce_command`), writing
+    into `store` if given; None for an uploaded checkpoint (it was not trained here) or a
+    student whose teacher is unknown.
+
+    A sweep's no-KD baseline is stored without a teacher of its own: its command names the
+    sweep's teacher, the one its students are compared against (`distill --baseline` trains
+    the distilled student of the same seed first, then the baseline)."""
+    if record["metrics"].get("uploaded"):
+        return None
+    config = json.loads(json.dumps(record["config"]))
+    if config.get("kind") == "baseline" and not config.get("teacher_id") and store is not None:
+        sweep = store.get_sweep(config.get("sweep_id") or "")
+        if sweep is not None:
+            config["teacher_id"] = sweep["config"].get("teacher_id") or None
+    return reproduce_command(config, str(store.root) if store is not None else None)
 
 
 # ---------------------------------------------------------------- content
@@ -155,7 +181,7 @@ def model_card(store: Union[Store, str, Path], run_id: str, latency: Optional[di
                     "confusion_matrix": metrics.get("confusion_matrix"),
                     "seed": config["train"]["seed"], "split_seed": config["data"]["split_seed"]},
         "seeds": seed_runs(store, record), "latency": _latency(record, latency),
-        "quantization": quantization, "reproduce": reproduce_command(config, str(store.root)),
+        "quantization": quantization, "reproduce": run_command(store, record),
         "curves": store.epochs(run_id),
     }
 
@@ -208,8 +234,10 @@ def card_markdown(card: dict) -> str:
     lines += [latency_markdown(lat["rows"])] if lat["rows"] else ["not measured"]
     if card.get("quantization"):
         lines += ["", "## int8 quantization", ""] + quantization_markdown(card["quantization"])
-    lines += ["", "## Reproduce", "", "```sh", card["reproduce"], "```", "",
-              "Training curves: `curves.html` beside this card.", ""]
+    lines += ["", "## Reproduce", ""]
+    lines += ["```sh", card["reproduce"], "```"] if card["reproduce"] else \
+        ["Not reproducible from this store: the run was uploaded, or its teacher is unknown."]
+    lines += ["", "Training curves: `curves.html` beside this card.", ""]
     return "\n".join(lines)
 
 

@@ -170,18 +170,7 @@ def to_csv(frame: pd.DataFrame) -> str:
 
 def command_for(run: dict, store: Optional[Store] = None) -> Optional[str]:
     """The `python -m kd_core …` line that trains `run` (a store record) again, every flag from
-    its stored config (kd_core.modelcard.reproduce_command), writing into `store` if given.
-
-    A sweep's no-KD baseline has no teacher of its own; it is made again by `distill
-    --baseline` from its sweep's teacher (that command trains the distilled student of the
-    same seed first, then the baseline). An uploaded checkpoint was not trained here: None.
-    """
-    from .modelcard import reproduce_command
-    if run["metrics"].get("uploaded"):
-        return None
-    config = json.loads(json.dumps(run["config"]))
-    if config.get("kind") == "baseline" and not config.get("teacher_id") and store is not None:
-        sweep = store.get_sweep(config.get("sweep_id") or "")
-        if sweep is not None:
-            config["teacher_id"] = sweep["config"].get("teacher_id")
-    return reproduce_command(config, str(store.root) if store is not None else None)
+    its stored config, writing into `store` if given: `kd_core.modelcard.run_command` (a sweep's
+    no-KD baseline names its sweep's teacher; an uploaded checkpoint was not trained here: None)."""
+    from .modelcard import run_command
+    return run_command(store, run)

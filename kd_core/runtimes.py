@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional, Union
 
+from .fmt import signed
+
 if TYPE_CHECKING:
     from .export import StoredRun
     from .store import Store
@@ -134,7 +136,7 @@ def quantization_markdown(q: dict) -> list[str]:
              f"median ms (b{big}) | speed-up |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in q["rows"]:
         lines.append(f"| {r['model']} | {r['runtime']} | {r['method']} | {r['test_acc']:.4f} | "
-                     f"{r['acc_delta']:+.4f} | {r['agreement']:.4f} | {r['bytes']:,} | {r['size_ratio']:.2f}× | "
+                     f"{signed(r['acc_delta'])} | {r['agreement']:.4f} | {r['bytes']:,} | {r['size_ratio']:.2f}× | "
                      f"{r[f'median_ms_b{big}']:.3f} | {r['speedup_vs_float']:.2f}× |")
     return lines
 

@@ -15,6 +15,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from .fmt import num, signed
+
 TEST_NAME = "paired t-test over seeds (scipy.stats.ttest_rel)"
 # Accuracies pass through float32, whose rounding near 1 is about 6e-8, so a gain
 # that is really the same on every seed differs in the 8th decimal. Differences
@@ -33,8 +35,8 @@ class Summary:
         if self.n == 0:
             return "no runs"
         if self.n == 1:
-            return f"{self.mean:.{digits}f} (n=1)"
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} (n={self.n})"
+            return f"{num(self.mean, digits)} (n=1)"
+        return f"{num(self.mean, digits)} ± {num(self.std, digits)} (n={self.n})"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,7 +114,7 @@ def paired_test(treated: Sequence[float], control: Sequence[float], alpha: float
     significant = p < alpha
     word = "significant" if significant else "not significant"
     return PairedTest(n, mean, std, t, p, significant,
-                      f"{word} at {alpha:g}: mean gain {mean:+.4f}, t={t:.3g}, p={p:.3g}, n={n}", alpha)
+                      f"{word} at {alpha:g}: mean gain {signed(mean)}, t={t:.3g}, p={p:.3g}, n={n}", alpha)
 
 
 def _constant_difference(n: int, mean: float, std: float, alpha: float) -> PairedTest:
@@ -120,5 +122,5 @@ def _constant_difference(n: int, mean: float, std: float, alpha: float) -> Paire
         return PairedTest(n, mean, std, float("nan"), 1.0, False,
                           f"identical on all {n} seeds: no difference", alpha)
     return PairedTest(n, mean, std, math.copysign(math.inf, mean), float("nan"), None,
-                      f"the gain is {mean:+.4f} on every one of the {n} seeds (zero variance), so the "
+                      f"the gain is {signed(mean)} on every one of the {n} seeds (zero variance), so the "
                       "t-test is undefined; more seeds or a larger validation split would tell", alpha)

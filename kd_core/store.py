@@ -8,6 +8,14 @@ Tables:
 
 A connection is opened per operation, so any thread may use a Store. A run
 left "running" by a process that no longer exists is marked failed on open.
+
+The root is made absolute when the store opens, so a store opened as a relative
+folder means the same folder whatever the working directory later is. A run's
+weights path is kept relative to the root (a store folder moved or copied
+elsewhere still finds its weights) and read back absolute. Rows written before
+hold absolute paths (or, from a relative root, paths relative to the working
+directory of the time): they are read as they are where the file is there, else
+as the file of that name in this store's weights folder.
 """
 from __future__ import annotations
 
@@ -62,7 +70,7 @@ class StoreError(KDError):
 
 class Store:
     def __init__(self, root: str | Path = "kd_runs"):
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser().resolve()
         self.weights_dir = self.root / "weights"
         self.db_path = self.root / "runs.db"
         try:
@@ -116,7 +124,7 @@ class Store:
         with self._connect() as db:
             db.execute("UPDATE runs SET status = ?, error = ?, metrics = ?, finished = ?, weights = ? "
                        "WHERE id = ?", (status, error, json.dumps(metrics), time.time(),
-                                        str(weights) if weights else None, run_id))
+                                        self._relative(weights), run_id))
 
     def save_sweep(self, sweep_id: str, config: dict) -> None:
         """Keep a sweep's grid; its runs carry the id, this keeps the cells not yet run."""
@@ -127,6 +135,31 @@ class Store:
     def weights_path(self, run_id: str) -> Path:
         return self.weights_dir / f"{run_id}.pt"
 
+    def _relative(self, weights: Optional[Path]) -> Optional[str]:
+        """How a weights path is kept: relative to the root when it lies under it (as POSIX
+        text, so a store copied between systems still reads), else absolute."""
+        if not weights:
+            return None
+        path = Path(weights).expanduser()
+        path = (path if path.is_absolute() else Path.cwd() / path).resolve()
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def _absolute(self, stored: Optional[str]) -> Optional[str]:
+        """A stored weights path as an absolute path: relative ones are under the root. A path
+        that names no file (an older row: absolute in a store since moved, or relative to the
+        working directory of the process that wrote it) falls back to the file of that name in
+        this store's weights folder, where the store always writes weights, if it is there."""
+        if not stored:
+            return stored
+        path = Path(stored)
+        path = path if path.is_absolute() else self.root / path
+        if not path.is_file() and (self.weights_dir / path.name).is_file():
+            path = self.weights_dir / path.name
+        return str(path)
+
     def delete_run(self, run_id: str) -> None:
         """Remove a run, its epochs and its files."""
         for path in self.weights_dir.glob(f"{run_id}.*"):
@@ -136,11 +169,11 @@ class Store:
 
     # ------------------------------------------------------------ reading
 
-    @staticmethod
-    def _row(row: sqlite3.Row) -> dict:
+    def _row(self, row: sqlite3.Row) -> dict:
         d = dict(row)
         d["config"] = json.loads(d["config"])
         d["metrics"] = json.loads(d["metrics"] or "{}")
+        d["weights"] = self._absolute(d["weights"])
         return d
 
     def get_run(self, run_id: str) -> Optional[dict]:

@@ -1,7 +1,7 @@
 """Compare: the teacher in use against its students — size, speed and accuracy."""
 import streamlit as st
 
-from kd_core import compare
+from kd_core import compare, fmt
 from ui import compare_charts as charts
 from ui import deploy_section
 from ui import state
@@ -43,6 +43,7 @@ def pick_students(store, dataset: str, teacher_id: str) -> list[str]:
 
 def table_section(table) -> None:
     st.subheader("Side by side")
+    table = table.assign(acc_vs_teacher=fmt.rounded_all(table["acc_vs_teacher"]))   # no "-0.0000" from %+.4f
     st.dataframe(table, key="cmp_table", hide_index=True, column_config=TABLE_FORMAT,
                  column_order=[*TABLE_FORMAT])
     st.caption("Latency: CPU, median of timed calls after warm-up, at the thread count of the run "

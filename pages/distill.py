@@ -1,7 +1,7 @@
 """Distill: size the student, set T and λ, run in the background, watch it live, read the result."""
 import streamlit as st
 
-from kd_core import studio
+from kd_core import fmt, studio
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy
 from ui import forms, live, state
@@ -67,9 +67,9 @@ def result_cards(snap: dict, teacher_id: str) -> None:
     st.subheader("Result")
     c = st.columns(5)
     c[0].metric("Student test accuracy", f"{student['test_acc']:.4f}",
-                f"{student['test_acc'] - teacher['test_acc']:+.4f} vs teacher")
+                f"{fmt.signed(student['test_acc'] - teacher['test_acc'])} vs teacher")
     if baseline and baseline["test_acc"] is not None:
-        c[1].metric("Gain over no-KD baseline", f"{student['test_acc'] - baseline['test_acc']:+.4f}",
+        c[1].metric("Gain over no-KD baseline", fmt.signed(student['test_acc'] - baseline['test_acc']),
                     f"baseline {baseline['test_acc']:.4f}", delta_color="off", delta_arrow="off")
     c[2].metric("Teacher test accuracy", f"{teacher['test_acc']:.4f}")
     c[3].metric("Compression", f"{teacher['params'] / student['params']:.1f}×",

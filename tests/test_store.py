@@ -186,3 +186,64 @@ def test_failed_and_stopped_runs_are_stored_with_their_reason(tmp_path, digits):
         load_teacher(store, failed.run_id, digits)
     with pytest.raises(CheckpointError, match="neither a checkpoint file nor a stored run id"):
         load_teacher(store, "no-such-run", digits)
+
+
+# ---------------------------------------------------------------- paths: relative roots, moved stores
+
+
+def test_a_store_opened_by_a_relative_path_finds_its_weights_from_any_directory(tmp_path, monkeypatch, digits):
+    """A teacher trained into `--store kd_runs` from one directory is loaded again, by run id,
+    from another (as the library and as a CLI command), and after the store folder moved."""
+    from conftest import run_cli
+    first, other = tmp_path / "first", tmp_path / "other"
+    first.mkdir()
+    other.mkdir()
+    monkeypatch.chdir(first)
+    store = Store("kd_runs")
+    assert store.root.is_absolute() and store.root == (first / "kd_runs").resolve()
+    outcome = train_teacher(store, make_config("teacher", epochs=1), digits)
+    assert outcome.status == "finished"
+    run_id = outcome.run_id
+    # kept relative to the store's root, read back absolute
+    assert raw(store, "SELECT weights FROM runs WHERE id = ?", run_id) == [(f"weights/{run_id}.pt",)]
+    assert store.get_run(run_id)["weights"] == str(store.weights_path(run_id))
+
+    monkeypatch.chdir(other)
+    again = Store("../first/kd_runs")
+    assert again.root == store.root
+    weights = again.get_run(run_id)["weights"]
+    assert weights == str((first / "kd_runs" / "weights" / f"{run_id}.pt").resolve())
+    load_teacher(again, run_id, digits)
+    proc = run_cli(other, "distill", "--teacher", run_id, "--store", "../first/kd_runs", "--size", "8",
+                   "--epochs", "1", "--threads", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["kind"] for r in again.list_runs()] == ["student", "teacher"]
+
+    moved = tmp_path / "elsewhere" / "runs"
+    moved.parent.mkdir()
+    (first / "kd_runs").rename(moved)
+    monkeypatch.chdir(tmp_path)
+    there = Store(moved)
+    assert there.get_run(run_id)["weights"] == str(moved.resolve() / "weights" / f"{run_id}.pt")
+    load_teacher(there, run_id, digits)
+
+
+def test_older_rows_with_absolute_or_working_directory_paths_still_load(tmp_path, monkeypatch, digits):
+    store = Store(tmp_path / "runs")
+    outcome = train_teacher(store, make_config("teacher", epochs=1), digits)
+    run_id, path = outcome.run_id, store.weights_path(outcome.run_id)
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    for old in (str(path),                                # absolute, as rows held before
+                f"runs/weights/{run_id}.pt",              # relative to the working directory that wrote it
+                f"/gone/kd_runs/weights/{run_id}.pt"):    # absolute, in a store since moved
+        with sqlite3.connect(store.db_path) as db:
+            db.execute("UPDATE runs SET weights = ? WHERE id = ?", (old, run_id))
+        assert store.get_run(run_id)["weights"] == str(path), old
+        load_teacher(store, run_id, digits)
+    outside = tmp_path / "teacher.pt"                     # a weights file outside the store stays absolute
+    outside.write_bytes(path.read_bytes())
+    store.finish_run(run_id, "finished", {}, weights=outside)
+    assert raw(store, "SELECT weights FROM runs WHERE id = ?", run_id) == [(str(outside),)]
+    assert store.get_run(run_id)["weights"] == str(outside)

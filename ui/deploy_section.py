@@ -16,6 +16,7 @@ from typing import Optional
 import streamlit as st
 
 from kd_core import deploy_ui as dep
+from kd_core import fmt
 from kd_core.runtimes import machine_line
 from ui import deploy_charts as charts
 from ui import state
@@ -144,6 +145,7 @@ def results(result: dict) -> None:
         return
     big = max(result["batch_sizes"])
     st.markdown("**float32 against int8** — dynamic int8 quantization of the Linear layers, on the test split")
+    quant = quant.assign(acc_delta=fmt.rounded_all(quant["acc_delta"]))   # no "-0.0000" from %+.4f
     st.dataframe(quant, key="dep_quant_table", hide_index=True, column_config=quant_columns(result["batch_sizes"]),
                  column_order=["method", "test_acc", "acc_delta", "agreement", "size_kb",
                                "size_ratio", *(f"median_ms_b{b}" for b in result["batch_sizes"]),
@@ -158,7 +160,7 @@ def headline(hl: dict) -> None:
                 f"{final['runtime']}, its fastest runtime:")
     cols = st.columns(2 + len(hl["speedup"]))
     if base["acc"] is not None and final["acc"] is not None:
-        cols[0].metric("Test accuracy", f"{final['acc']:.4f}", f"{final['acc'] - base['acc']:+.4f} vs "
+        cols[0].metric("Test accuracy", f"{final['acc']:.4f}", f"{fmt.signed(final['acc'] - base['acc'])} vs "
                        f"{base['model']}")
     cols[1].metric("Size", f"{final['bytes'] / 1e3:,.1f} kB", f"{hl['size_ratio']:.1f}× smaller",
                    delta_arrow="off")

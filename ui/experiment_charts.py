@@ -10,6 +10,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from kd_core import fmt
+
 MARGIN = dict(l=10, r=10, t=60, b=10)
 METRIC_NAMES = {"best_val_acc": "best validation accuracy", "final_val_acc": "final validation accuracy",
                 "test_acc": "test accuracy"}
@@ -58,9 +60,8 @@ def _yes(v) -> bool:
 def _cell_text(mean: float, std: float, n: int, signed: bool = False, mark: str = "") -> str:
     if not n or not math.isfinite(mean):
         return "—"
-    fmt = "+.4f" if signed else ".4f"
-    spread = f" ± {std:.4f}" if n > 1 and math.isfinite(std) else ""
-    return f"{mean:{fmt}}{spread}<br>(n={int(n)}){mark}"
+    spread = f" ± {fmt.num(std)}" if n > 1 and math.isfinite(std) else ""
+    return f"{fmt.num(mean, sign=signed)}{spread}<br>(n={int(n)}){mark}"
 
 
 def _heatmap(z: pd.DataFrame, text: list[list[str]], title: str, colorbar: str, best: Optional[dict],

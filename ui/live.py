@@ -2,9 +2,15 @@
 
 The job runs in kd_core's worker thread; this module only reads `job.snapshot()`.
 The job's id is kept in the URL (`?job=…`) so a refreshed or second tab finds it.
+
+Only training jobs (TRAINING_KINDS) have the curves drawn here. Another kind of job,
+such as a measurement started from the Compare page's Deployment tab, holds the single
+worker too; a training page names it in one line instead of showing it as a training
+run that never starts.
 """
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import streamlit as st
@@ -14,13 +20,18 @@ from kd_core.jobs import Job
 from ui import charts, state
 
 POLL_SECONDS = 1.0
+TRAINING_KINDS = ("teacher", "distill", "quick", "sweep")   # jobs whose runs emit training progress
 
 
 def find_job(kinds: tuple[str, ...]) -> Optional[Job]:
-    """The live job (whatever page started it: a second tab sees it too), else the
-    finished job named in the URL or last started in this session, if of `kinds`."""
+    """The live training job (whatever page started it: a second tab sees it too), else the
+    finished job named in the URL or last started in this session, if of `kinds`. A live job
+    of another kind is named in one line (`other_job`) and not returned."""
     manager = state.job_manager()
     job = manager.current()
+    if job is not None and job.kind not in TRAINING_KINDS and job.kind not in kinds:
+        other_job(job)
+        job = None
     if job is None:
         job = manager.get(st.query_params.get("job", "")) or manager.get(st.session_state.get("last_job", ""))
         if job is None or job.kind not in kinds:
@@ -28,6 +39,29 @@ def find_job(kinds: tuple[str, ...]) -> Optional[Job]:
     st.query_params["job"] = job.id
     st.session_state["last_job"] = job.id
     return job
+
+
+def other_job(job: Job) -> None:
+    """One line for a live job this page does not draw: its title and how far it is; polled
+    while it runs, and the whole page is rerun when it ends (its buttons come back)."""
+    @st.fragment(run_every=POLL_SECONDS)
+    def line() -> None:
+        snap = job.snapshot()
+        if snap["status"] != "running":
+            st.rerun()
+        elapsed = max(0.0, time.time() - snap["started"])
+        st.info(f"Busy: {snap['title']} ({job_text(snap)}, running for {elapsed:.0f} s). "
+                "Training can start here once it ends.", icon=":material/hourglass_top:")
+
+    line()
+
+
+def job_text(snap: dict) -> str:
+    """A job's progress in words: its training progress, else the phase it publishes, else its kind."""
+    if snap["runs"]:
+        return studio.progress_of(snap)["text"]
+    phase = next((n["phase"] for n in snap["notes"].values() if isinstance(n, dict) and n.get("phase")), None)
+    return phase or f"a {snap['kind']} job"
 
 
 def show_job(job: Job, key: str) -> dict:

@@ -1,0 +1,60 @@
+"""AppTest: a job that is not training (a deployment measurement, as the Compare page's
+Deployment tab starts) is named on the training pages, not drawn as a training run that
+stays at "starting…" with curves that never fill.
+
+The job runs in the process's real JobManager (the one the pages use), with the deploy
+job kind and the note a measurement publishes; it holds the worker until the test ends it.
+"""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from kd_core import deploy_ui as dep
+from test_pages import open_app, runs_dir, stored_teacher, wait_for_job  # noqa: F401  (fixture)
+
+TITLE = "measure mlp 16 · student across runtimes"
+PHASE = "timing student under ONNX Runtime"
+
+
+@pytest.fixture
+def measuring(runs_dir):  # noqa: F811
+    """A live deploy job: its title, and its phase in the note, until the test is done."""
+    from ui import state
+    release = threading.Event()
+
+    def work(emit, stop, job):
+        job.note(**{f"{dep.NOTE}_run": "s-1", dep.NOTE: {"phase": PHASE, "steps_done": 2, "steps_total": 7}})
+        while not (stop.is_set() or release.is_set()):
+            stop.wait(0.05)
+        return []
+
+    job = state.job_manager().start(TITLE, dep.JOB_KIND, work)
+    yield job
+    release.set()
+    snap = wait_for_job(30)
+    assert snap["id"] == job.id and snap["status"] == "finished"
+
+
+def page_text(at) -> str:
+    """Every text the page shows: alerts, captions, markdown and progress bars."""
+    parts = [el.value for kind in ("info", "warning", "error", "success", "caption", "markdown")
+             for el in at.get(kind)]
+    parts += [el.proto.text for el in at.get("progress")]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("page, button, chart", [("pages/distill.py", "distill", "distill_loss"),
+                                                 ("pages/teacher.py", "train_teacher", "teacher_loss")])
+def test_a_measure_job_is_named_on_the_training_pages(runs_dir, measuring, page, button, chart):  # noqa: F811
+    if page == "pages/distill.py":
+        stored_teacher(runs_dir, width=32)         # the Distill page draws jobs only once it has a teacher
+    assert measuring.live
+    at = open_app(page)
+    text = page_text(at)
+    assert "starting…" not in text and not at.get("progress")
+    assert TITLE in text and PHASE in text
+    assert chart not in {el.key for el in at.get("plotly_chart")}
+    assert at.button(key=button).disabled             # the single worker is busy
+    assert at.query_params.get("job") != [measuring.id]
