@@ -17,7 +17,7 @@ epochs, batch, lr, T, λ, seed, no baseline) is distilled from it, alternating (
 Both "seconds" are the engine's own timer around the training loop (kd_core.engine.fit),
 so start-up, data loading and final evaluation are outside both. Medians are reported,
 with the ratio dashboard / CLI (target ≤ 1.15×). The thread count each run really used is
-read back from the run (metrics["latency"]["threads"], measured in the same worker thread).
+read back from the run (metrics["train_threads"]; 0 asks for auto, which picks by model size).
 
 Start-up: seconds from spawning `streamlit run` to the Overview title being visible in the
 browser, for a first start and a second one (target: the second under 5 s).
@@ -82,9 +82,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each side per dataset (default 3)")
     cores = os.cpu_count() or 1
-    p.add_argument("--threads", default=",".join(dict.fromkeys([str(cores), "1"])),
-                   help="torch thread counts to compare at, each the same on both sides (default: the cores, "
-                        "the dashboard's own default, and 1)")
+    p.add_argument("--threads", default=",".join(dict.fromkeys(["0", str(cores)])),
+                   help="torch thread counts to compare at, each the same on both sides; 0 is auto (default: "
+                        "auto, the dashboard's own default, and all cores)")
     p.add_argument("--quick", action="store_true", help="fewer epochs, 1 repeat, no 'no viewer' arm")
     p.add_argument("--no-viewer-arm", action="store_true", help="skip the diagnostic 'no viewer' arm")
     p.add_argument("--datasets", default=",".join(c.dataset for c in CASES))
@@ -163,13 +163,29 @@ def distill_url(base: str, case: Case, teacher: str) -> str:
 
 
 def set_threads(page, threads: int) -> None:
-    """The sidebar's "Torch threads" (a number_input, not in the URL)."""
-    field_ = page.get_by_label("Torch threads", exact=True)
-    if not field_.is_visible():
-        page.get_by_test_id("stSidebar").get_by_text("Folders and compute").click()
-    field_.fill(str(threads))
-    field_.press("Enter")
-    wait_until(lambda: field_.input_value() == str(threads), 30, what="the thread count")
+    """The sidebar's "Torch threads" (a select box, not in the URL; 0 is auto)."""
+    from kd_core.studio import threads_label
+    label = threads_label(threads)
+    sidebar = page.get_by_test_id("stSidebar")
+    box = sidebar.get_by_test_id("stSelectbox").filter(has_text="Torch threads")
+    if not box.is_visible():
+        sidebar.get_by_text("Folders and compute").click()
+    combo = box.get_by_role("combobox")
+
+    def pick() -> bool:
+        # A rerun of the page can close the list before the click lands: try again.
+        if combo.input_value() == label:
+            return True
+        combo.click()
+        combo.press("ArrowDown")
+        option = page.get_by_role("option", name=label, exact=True)
+        try:
+            option.click(timeout=3000)
+        except Exception:       # noqa: BLE001 - playwright's TimeoutError; retried
+            page.keyboard.press("Escape")
+        return False
+
+    wait_until(pick, 60, what="the thread count")
     settle(page, "Distill")
 
 
@@ -329,12 +345,13 @@ def compare(page, base: str, c: Case, teacher: str, runs: Path, data: Path, env:
                 run = dashboard_distill(page, base, c, teacher, runs, threads, viewer=arm == "dashboard")
             arms[arm].append(run)
             print(f"  {c.dataset:13s} {threads} thr  {arm:9s} {run['seconds']:7.2f} s  "
-                  f"threads {run['latency']['threads']}  test acc {run['test_acc']:.4f}  load {load()}", flush=True)
+                  f"threads {run['train_threads']}  test acc {run['test_acc']:.4f}  load {load()}", flush=True)
     reference = _stored_config(runs, arms["cli"][0])
+    reference_threads = arms["cli"][0]["train_threads"]
     for arm, rs in arms.items():
         for run in rs:
             same_config(_stored_config(runs, run), reference)
-            assert run["latency"]["threads"] == threads, (arm, run["latency"])
+            assert run["train_threads"] == (threads or reference_threads), (arm, run["train_threads"])
     return {"case": c, "threads": threads, "arms": {a: [r["seconds"] for r in rs] for a, rs in arms.items() if rs},
             "acc": {a: [r["test_acc"] for r in rs] for a, rs in arms.items() if rs}}
 
@@ -353,7 +370,7 @@ def render(info: dict, args, repeats: int, results: dict, startup: list) -> str:
              f"{info['streamlit']}, plotly {info['plotly']}, Python {info['python']}",
              f"- browser: {info['chromium']} (headless, same machine)", f"- {info['os']}",
              f"- torch threads: {args.threads}, the same on both sides of each row (read back from every run: "
-             "metrics.latency.threads)",
+             "metrics.train_threads; 0 = auto)",
              f"- load average at the end: {load()}", "",
              "## Training time (the engine's `seconds`), medians", "",
              "| dataset | config | threads | CLI s | dashboard s | dashboard / CLI | no viewer s | no viewer / CLI |",

@@ -5,6 +5,7 @@ runs; median and p90 in milliseconds, with the thread count that was in force.
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Callable
@@ -50,6 +51,17 @@ def _sync_for(device: torch.device) -> Callable[[], None]:
 
 
 @torch.inference_mode()
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with n intra-op threads, then put the old count back."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_sizes=(1, 256),
                     warmup: int = 10, repeats: int = 50, device: str | torch.device = "cpu") -> dict:
     """Median/p90 latency per batch size, plus the thread count in force."""

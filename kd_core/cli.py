@@ -1,4 +1,4 @@
-"""Command line: `python -m kd_core {teacher,distill,bench,datasets,runs} ...`.
+"""Command line: `python -m kd_core {teacher,distill,sweep,bench,export,datasets,runs} ...`.
 
 Every engine option is a flag. Progress goes to stderr as a bar; `--json`
 prints one machine-readable summary on stdout. Errors print one line and exit 2.
@@ -51,7 +51,8 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int) -> None:
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     g.add_argument("--augment", action="store_true", help="random ±2 px shifts (turns the logit cache off)")
-    g.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="torch threads (0: auto, 1 for small models and all cores for large ones)")
     g.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
     g.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     g.add_argument("--quiet", action="store_true", help="no progress bar")

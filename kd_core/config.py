@@ -54,7 +54,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"         # auto | cpu | cuda
     augment: bool = False        # random shifts; turns the teacher-logit cache off
-    threads: int = 0             # torch intra-op threads; 0 = leave as is
+    threads: int = 0             # torch intra-op threads; 0 = auto by model size (engine.auto_threads)
     patience: int = 0            # early stopping: epochs without a better val accuracy; 0 = off
 
 
@@ -97,3 +97,9 @@ class RunConfig:
     @staticmethod
     def from_json(text: str) -> "RunConfig":
         return RunConfig.from_dict(json.loads(text))
+
+
+def timing_threads(train_threads: int) -> int:
+    """Latency is timed at a fixed, reported thread count, whatever "auto" trained
+    with, so that a teacher and its student are timed alike: the chosen count, or 1."""
+    return train_threads if train_threads > 0 else 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -23,12 +24,16 @@ from .errors import ConfigError
 from .events import Progress, ProgressSink, ignore
 from .losses import LOSSES
 from .metrics import accuracy, predict_logits
-from .models import build_model, param_count
+from .models import build_model, describe, param_count
 
 AUGMENT_SHIFT = 2  # pixels of random translation when augmentation is on
 # A finite loss this far above the first step's has diverged as surely as a NaN:
 # the weights have blown up and accuracy falls to chance.
 DIVERGENCE_FACTOR, DIVERGENCE_FLOOR = 1000.0, 1e4
+# Below this many training FLOPs per step (3 × forward × batch) a second thread
+# buys nothing even on an idle machine, and on a busy one its OpenMP barrier
+# waits make small models several times slower (benchmarks/RESULTS_engine.md).
+AUTO_THREADS_MIN_STEP_FLOPS = 20e6
 
 
 @dataclass
@@ -43,6 +48,20 @@ class FitResult:
     seconds: float = 0.0
     samples_per_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    threads: int = 0                 # torch intra-op threads the run used
+
+
+def auto_threads(step_flops: float, cores: int) -> int:
+    """Threads for a model whose training step costs `step_flops`: 1 when small, all cores when not."""
+    return 1 if step_flops < AUTO_THREADS_MIN_STEP_FLOPS else max(1, cores)
+
+
+def resolve_threads(cfg: RunConfig, data: Dataset) -> int:
+    """cfg.train.threads, or (0 = auto) a count chosen from the student's size."""
+    if cfg.train.threads > 0:
+        return cfg.train.threads
+    flops = describe(cfg.model, data.input_shape, data.num_classes)["flops"]
+    return auto_threads(3 * flops * cfg.train.batch_size, os.cpu_count() or 1)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,10 +90,12 @@ def validate_config(cfg: RunConfig) -> None:
             raise ConfigError(message)
 
 
-def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ±max_shift pixels (zero padding). (B,C,H,W) -> (B,C,H,W)."""
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator, fill: float = 0.0) -> torch.Tensor:
+    """Translate each image by up to ±max_shift pixels, padding with `fill`. (B,C,H,W) -> (B,C,H,W).
+
+    The images are normalised, so a black border is fill = −mean/std, not 0."""
     b, c, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4)
+    padded = F.pad(x, (max_shift,) * 4, value=fill)
     dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen).to(x.device)
     dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen).to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B,1,H,1)
@@ -133,8 +154,9 @@ def fit(cfg: RunConfig, data: Dataset, teacher: Optional[nn.Module] = None,
         emit: ProgressSink = ignore, stop: Optional[threading.Event] = None) -> FitResult:
     """Train `cfg.model` on `data`; with a teacher and `cfg.distill`, distil from it."""
     validate_config(cfg)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+    threads = resolve_threads(cfg, data)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     device = resolve_device(cfg.train.device)
     distill = cfg.distill if teacher is not None else None
     with torch.random.fork_rng(devices=[]):
@@ -143,6 +165,7 @@ def fit(cfg: RunConfig, data: Dataset, teacher: Optional[nn.Module] = None,
     if teacher is not None:
         teacher = teacher.to(device)
     loop = _Loop(cfg, data, model, teacher, distill, device, emit, stop or threading.Event())
+    loop.result.threads = threads
     return loop.run()
 
 
@@ -185,7 +208,7 @@ class _Loop:
         # index_select is a plain row gather, ~4x cheaper than advanced indexing x[idx]
         xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
         if self.cfg.train.augment:
-            xb = random_shift(xb, AUGMENT_SHIFT, self.gen)
+            xb = random_shift(xb, AUGMENT_SHIFT, self.gen, fill=-self.data.mean / self.data.std)
         t_logits = self.teacher_logits(idx, xb)
         out = self.model(xb)
         parts = LOSSES["hinton"](out, t_logits, yb, self.temperature, self.alpha)

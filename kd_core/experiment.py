@@ -14,9 +14,9 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .bench import measure_latency, size_report
+from .bench import measure_latency, size_report, torch_threads
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig
+from .config import RunConfig, timing_threads
 from .data import Dataset
 from .engine import FitResult, baseline_config, fit
 from .errors import CheckpointError, KDError
@@ -48,12 +48,14 @@ def final_metrics(result: FitResult, cfg: RunConfig, data: Dataset,
     """Everything a finished (or stopped) run is judged by."""
     model = result.model.cpu()
     report = evaluate(model, data.test_x, data.test_y, data.num_classes, teacher_test_logits)
-    latency = measure_latency(model, data.input_shape, LATENCY_BATCHES, warmup=5, repeats=latency_repeats)
+    with torch_threads(timing_threads(cfg.train.threads)):
+        latency = measure_latency(model, data.input_shape, LATENCY_BATCHES, warmup=5, repeats=latency_repeats)
     info = describe(cfg.model, data.input_shape, data.num_classes)
     return {"test_acc": report.pop("accuracy"), **report,
             "best_val_acc": result.best_val_acc, "final_val_acc": result.final_val_acc,
             "best_epoch": result.best_epoch, "epochs_done": len(result.history),
             "seconds": result.seconds, "train_samples_per_s": result.samples_per_s,
+            "train_threads": result.threads,
             **size_report(model), "flops": info["flops"], "latency": latency}
 
 

@@ -37,14 +37,13 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def default_threads() -> int:
-    """All cores: the UI thread mostly waits on the network and the GIL is released inside torch ops."""
-    return cpu_count()
+def thread_choices() -> list[int]:
+    """0 (auto: by model size, see engine.auto_threads), then 1 … 2 × cores."""
+    return list(range(0, max(1, cpu_count() * 2) + 1))
 
 
-def set_threads(n: int) -> None:
-    if n >= 1 and torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+def threads_label(n: int) -> str:
+    return "auto (by model size)" if n == 0 else str(n)
 
 
 def devices() -> list[str]:
@@ -169,13 +168,13 @@ def start_distill(manager: JobManager, store: Store, data: Dataset, teacher: nn.
     return manager.start(title, "distill", work)
 
 
-def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = "auto") -> Job:
+def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = "auto", threads: int = 0) -> Job:
     """Default teacher, then a small student and its no-KD baseline: the whole flow in seconds."""
     p = presets(data.name)
     t_cfg = make_config("teacher", data.name, "data", 32, p["teacher"].family, p["teacher"].size,
-                        p["teacher"].depth, epochs=15, lr=1e-3, batch_size=64, device=device)
+                        p["teacher"].depth, epochs=15, lr=1e-3, batch_size=64, device=device, threads=threads)
     s_base = make_config("student", data.name, "data", 32, p["student"].family, p["student"].size,
-                         p["student"].depth, epochs=15, lr=3e-3, batch_size=64, device=device)
+                         p["student"].depth, epochs=15, lr=3e-3, batch_size=64, device=device, threads=threads)
 
     def work(emit, stop, job):
         teacher = experiment.train_teacher(store, t_cfg, data, emit, stop)

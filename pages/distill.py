@@ -45,7 +45,7 @@ def launch(data, teacher_id: str, teacher, w: dict) -> None:
                              w["family"], w["size"], w["depth"], w["epochs"], w["lr"], w["batch_size"],
                              seed=w["seed"], device=s.get("device", "auto"), optimizer=w["optimizer"],
                              cosine=w["cosine"], temperature=w["temperature"], alpha=w["alpha"],
-                             teacher_id=teacher_id)
+                             teacher_id=teacher_id, threads=int(s.get("threads", 0)))
     try:
         job = studio.start_distill(state.job_manager(), state.current_store(), data, teacher, cfg, w["baseline"])
     except (JobBusy, KDError) as err:

@@ -52,7 +52,8 @@ if st.button("Quick start on digits", type="primary", key="quick_start",
              disabled=state.job_manager().current() is not None):
     try:
         job = studio.start_quick(state.job_manager(), state.current_store(),
-                                 state.dataset("digits", s.get("data_root", "data"), 32), s.get("device", "auto"))
+                                 state.dataset("digits", s.get("data_root", "data"), 32), s.get("device", "auto"),
+                                 int(s.get("threads", 0)))
         st.query_params["job"] = job.id
         st.rerun()
     except JobBusy as err:

@@ -20,7 +20,8 @@ def train_section(data) -> None:
     if st.button("Train teacher", type="primary", key="train_teacher", disabled=busy):
         s = state.settings()
         cfg = studio.make_config("teacher", data.name, s.get("data_root", "data"), int(s.get("image_size", 32)),
-                                 family, size, depth, device=s.get("device", "auto"), **budget)
+                                 family, size, depth, device=s.get("device", "auto"),
+                                 threads=int(s.get("threads", 0)), **budget)
         try:
             job = studio.start_teacher(state.job_manager(), state.current_store(), data, cfg)
             st.query_params["job"] = job.id

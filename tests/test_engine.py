@@ -241,3 +241,43 @@ def test_progress_records(digits, teacher):
         assert 0.0 <= h["train_acc"] <= 1.0
     end = rec.records[-1]
     assert end.event == "end" and end.status == "finished" and result.status == "finished"
+
+
+def test_random_shift_pads_with_fill_and_moves_pixels_like_a_loop():
+    from kd_core.engine import random_shift
+    x = torch.randn(5, 2, 6, 7)
+    gen = torch.Generator().manual_seed(3)
+    out = random_shift(x, 2, gen, fill=-0.42)
+    gen = torch.Generator().manual_seed(3)          # replay the same draws
+    dy = torch.randint(0, 5, (5,), generator=gen)
+    dx = torch.randint(0, 5, (5,), generator=gen)
+    for b in range(5):
+        for i in range(6):
+            for j in range(7):
+                si, sj = i + int(dy[b]) - 2, j + int(dx[b]) - 2
+                inside = 0 <= si < 6 and 0 <= sj < 7
+                want = x[b, :, si, sj] if inside else torch.full((2,), -0.42)
+                assert torch.equal(out[b, :, i, j], want), (b, i, j)
+
+
+def test_augmented_border_is_normalised_black(digits):
+    """A shifted digit's new border is what a black pixel normalises to, not 0."""
+    from kd_core.engine import random_shift
+    fill = -digits.mean / digits.std
+    out = random_shift(digits.train_x[:64], 2, torch.Generator().manual_seed(0), fill=fill)
+    assert out.min().item() >= digits.train_x.min().item() - 1e-6
+    assert (out == torch.tensor(fill, dtype=out.dtype)).any()
+
+
+@pytest.mark.parametrize("flops, cores, want", [(1e6, 8, 1), (19.9e6, 2, 1), (20e6, 2, 2), (5e9, 16, 16)])
+def test_auto_threads_one_for_small_steps_all_cores_for_large(flops, cores, want):
+    from kd_core.engine import auto_threads
+    assert auto_threads(flops, cores) == want
+
+
+def test_fit_reports_threads_auto_and_explicit(digits):
+    auto = fit(make_config(epochs=1), digits)
+    assert auto.threads == 1                         # a tiny digits MLP is far below the threshold
+    explicit = fit(make_config(epochs=1, threads=2), digits)
+    assert explicit.threads == 2 and torch.get_num_threads() == 2
+    torch.set_num_threads(1)

@@ -17,6 +17,7 @@ import streamlit as st
 
 from kd_core import deploy_ui as dep
 from kd_core import fmt
+from kd_core.config import timing_threads
 from kd_core.runtimes import machine_line
 from ui import deploy_charts as charts
 from ui import state
@@ -68,7 +69,7 @@ def remember(job) -> None:
 
 def measure_part(store, data, run_id: str, option: dict, job):
     """The Measure button and the measurement of `run_id`; returns its job (None if none yet)."""
-    threads = int(state.settings().get("threads", 1))
+    threads = timing_threads(int(state.settings().get("threads", 0)))
     kind = option["kind"]
     models = f"its teacher, the {kind} and the int8 {kind}" if kind != "teacher" else "the teacher and the int8 teacher"
     left, right = st.columns([1, 3], vertical_alignment="center")

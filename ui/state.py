@@ -94,11 +94,11 @@ def sidebar() -> None:
             s["store_root"] = st.text_input("Run store folder", os.environ.get("KD_RUNS", "kd_runs"),
                                             key="store_root")
             s["device"] = st.selectbox("Device", studio.devices(), key="device")
-            s["threads"] = st.number_input("Torch threads", 1, max(1, studio.cpu_count() * 2),
-                                           studio.default_threads(), key="threads",
-                                           help="Intra-op threads for training and timing. "
-                                                "More than the cores slows small models down.")
-        studio.set_threads(int(s["threads"]))
+            s["threads"] = st.selectbox("Torch threads", studio.thread_choices(), key="threads",
+                                        format_func=studio.threads_label,
+                                        help="Intra-op threads for training. Auto takes 1 thread for small "
+                                             "models, where a second one only waits, and every core for "
+                                             "large ones. Latency is timed at 1 thread unless set here.")
         _teacher_picker(s)
         _job_status()
 
