@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 from .config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
@@ -157,6 +158,13 @@ def cmd_teacher(a) -> int:
     return _exit_code(runs)
 
 
+def _teacher_ref(ref: str) -> str:
+    """A run id as given; a checkpoint file as an absolute path, so the run's
+    reproduce command works from any folder."""
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.is_file() else ref
+
+
 def cmd_distill(a) -> int:
     from .experiment import distill, load_teacher
     from .models import student_preset
@@ -164,7 +172,7 @@ def cmd_distill(a) -> int:
     data, store = _load(a)
     teacher = load_teacher(store, a.teacher, data)
     cfg = RunConfig(kind="student", data=data_config(a), model=model_spec(a, student_preset(a.dataset)),
-                    train=train_config(a), teacher_id=str(a.teacher),
+                    train=train_config(a), teacher_id=_teacher_ref(a.teacher),
                     distill=DistillConfig(temperature=a.temperature, alpha=a.alpha,
                                           cache_teacher_logits=not a.no_cache))
     bar = ProgressBar(not a.quiet)

@@ -95,9 +95,9 @@ elif data is not None:
     busy = state.job_manager().current() is not None
     if st.button("Distill", type="primary", key="distill", disabled=busy):
         launch(data, teacher_id, teacher, widgets)
-    if busy:
-        st.caption("A run is in progress; it keeps going while you move the sliders.")
     job = live.find_job(("distill", "quick"))
+    if busy and job is not None:
+        st.caption("A run is in progress; it keeps going while you move the sliders.")
     if job is not None:
         snap = live.show_job(job, "distill")
         if snap["status"] != "running":

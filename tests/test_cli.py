@@ -85,6 +85,7 @@ class Launched:
                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                       for name, args in commands.items()}
         self.done: dict[str, subprocess.CompletedProcess] = {}
+        self.cwd = cwd
 
     def result(self, name: str) -> subprocess.CompletedProcess:
         if name not in self.done:
@@ -211,3 +212,6 @@ def test_distill_from_out_checkpoint_warns_for_larger_student(cli_distills):
     assert "warning:" in proc.stderr and "larger than its teacher" in proc.stderr
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("student")]
     assert "finished" in line and "test acc" in line
+    # A checkpoint given by a relative path is stored absolute: the reproduce command works anywhere.
+    students = [r for r in Store(cli_distills.cwd / "kd_runs").list_runs(kind="student") if r["teacher_id"].endswith(".pt")]
+    assert [r["teacher_id"] for r in students] == [str((cli_distills.cwd / "teacher.pt").resolve())]
