@@ -51,9 +51,11 @@ class FitResult:
     threads: int = 0                 # torch intra-op threads the run used
 
 
-def auto_threads(step_flops: float, cores: int) -> int:
-    """Threads for a model whose training step costs `step_flops`: 1 when small, all cores when not."""
-    return 1 if step_flops < AUTO_THREADS_MIN_STEP_FLOPS else max(1, cores)
+def auto_threads(step_flops: float, cores: int, spare: int = 0) -> int:
+    """Threads for a model whose training step costs `step_flops`: 1 when small;
+    otherwise every core but `spare`. With one core busy elsewhere, a second
+    thread made every size 2–3× slower here (benchmarks/RESULTS_engine.md)."""
+    return 1 if step_flops < AUTO_THREADS_MIN_STEP_FLOPS else max(1, cores - spare)
 
 
 def resolve_threads(cfg: RunConfig, data: Dataset) -> int:
@@ -61,7 +63,7 @@ def resolve_threads(cfg: RunConfig, data: Dataset) -> int:
     if cfg.train.threads > 0:
         return cfg.train.threads
     flops = describe(cfg.model, data.input_shape, data.num_classes)["flops"]
-    return auto_threads(3 * flops * cfg.train.batch_size, os.cpu_count() or 1)
+    return auto_threads(3 * flops * cfg.train.batch_size, os.cpu_count() or 1, cfg.train.spare_cores)
 
 
 def resolve_device(name: str) -> torch.device:

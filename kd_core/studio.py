@@ -37,6 +37,11 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+# "auto" in the dashboard leaves a core to the server and the browser, which
+# poll while a run is live (engine.auto_threads; benchmarks/RESULTS_engine.md).
+DASHBOARD_SPARE_CORES = 1
+
+
 def thread_choices() -> list[int]:
     """0 (auto: by model size, see engine.auto_threads), then 1 … 2 × cores."""
     return list(range(0, max(1, cpu_count() * 2) + 1))
@@ -83,7 +88,8 @@ def make_config(kind: str, dataset: str, root: str, image_size: int, family: str
                 alpha: float = 0.9, teacher_id: Optional[str] = None, threads: int = 0) -> RunConfig:
     data = DataConfig(dataset=dataset, root=root, image_size=image_size)
     train = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), optimizer=optimizer,
-                        cosine=cosine, seed=int(seed), device=device, threads=int(threads))
+                        cosine=cosine, seed=int(seed), device=device, threads=int(threads),
+                        spare_cores=DASHBOARD_SPARE_CORES)
     distill = DistillConfig(float(temperature), float(alpha)) if kind == "student" else None
     return RunConfig(kind=kind, data=data, model=ModelSpec(family, int(size), int(depth)), train=train,
                      distill=distill, teacher_id=teacher_id)

@@ -47,7 +47,7 @@ def sweep_config(data, teacher_id: str, w: dict):
     data_cfg = DataConfig(dataset=data.name, root=s.get("data_root", "data"), image_size=int(s.get("image_size", 32)))
     train = TrainConfig(epochs=int(b["epochs"]), batch_size=int(b["batch_size"]), lr=float(b["lr"]),
                         optimizer=b["optimizer"], cosine=bool(b["cosine"]), device=s.get("device", "auto"),
-                        threads=int(s.get("threads", 0)))
+                        threads=int(s.get("threads", 0)), spare_cores=studio.DASHBOARD_SPARE_CORES)
     try:
         return sweep_view.make_sweep(w["temperatures"], w["alphas"], w["sizes"], w["seeds"], b["seed"], teacher_id,
                                      w["family"], w["depth"], data_cfg, train)

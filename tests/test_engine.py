@@ -269,10 +269,18 @@ def test_augmented_border_is_normalised_black(digits):
     assert (out == torch.tensor(fill, dtype=out.dtype)).any()
 
 
-@pytest.mark.parametrize("flops, cores, want", [(1e6, 8, 1), (19.9e6, 2, 1), (20e6, 2, 2), (5e9, 16, 16)])
-def test_auto_threads_one_for_small_steps_all_cores_for_large(flops, cores, want):
+@pytest.mark.parametrize("flops, cores, spare, want", [(1e6, 8, 0, 1), (19.9e6, 2, 0, 1), (20e6, 2, 0, 2),
+                                                       (5e9, 16, 0, 16), (5e9, 16, 1, 15), (5e9, 2, 1, 1),
+                                                       (5e9, 1, 1, 1), (1e6, 16, 1, 1)])
+def test_auto_threads_one_for_small_steps_all_but_spare_cores_for_large(flops, cores, spare, want):
     from kd_core.engine import auto_threads
-    assert auto_threads(flops, cores) == want
+    assert auto_threads(flops, cores, spare) == want
+
+
+def test_dashboard_configs_leave_a_core_spare():
+    from kd_core import studio
+    cfg = studio.make_config("student", "digits", "data", 32, "mlp", 32, 1, epochs=1, lr=1e-3, batch_size=32)
+    assert cfg.train.threads == 0 and cfg.train.spare_cores == studio.DASHBOARD_SPARE_CORES == 1
 
 
 def test_fit_reports_threads_auto_and_explicit(digits):
