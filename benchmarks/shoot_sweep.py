@@ -5,12 +5,13 @@ A digits teacher (the default preset, 15 epochs) is trained by the CLI into a fr
 by Playwright, opens the Sweep page with the grid of benchmarks/bench_sweep.py in its URL
 (T 1, 2, 4, 8, 16 × λ 0.25, 0.5, 0.75, 1 × mlp 16×1 × 3 seeds, 100 epochs, batch 32, lr 0.003,
 in-process), checks that the page plans 63 runs, clicks Start sweep and waits for "Finished" with
-every cell at n=3. The Results section (accuracy and gain heatmaps, the best cell in words) is shot
-twice, with the page's default metric (best validation accuracy) and with test accuracy picked in its
-"Accuracy" select box, and the two shots are stacked into one PNG. The browser window is 1920 px wide
-(a desktop screen): at 1400 px the cells' "mean ± std" texts are wider than the cells and clipped.
+every cell at n=3. The Results section (accuracy and gain heatmaps, one above the other, the best
+cell and the multiple-testing counts in words) is shot twice, with the page's default metric (test
+accuracy) and with best validation accuracy picked in its "Accuracy" select box, and the two shots
+are stacked into one PNG. The browser window is 1400 px wide by default (a laptop screen, the
+narrow end the heatmaps' cell text is made to fit; --width to change it).
 
-    python benchmarks/shoot_sweep.py [--out docs/img/sweep_heatmaps.png] [--keep DIR]
+    python benchmarks/shoot_sweep.py [--out docs/img/sweep_heatmaps.png] [--keep DIR] [--width 1400]
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "sweep_heatmaps.png")
     p.add_argument("--keep", type=Path, default=None, help="store and shots here (default: a temp dir)")
+    p.add_argument("--width", type=int, default=1400, help="browser window width in px (default 1400)")
     return p.parse_args()
 
 
@@ -56,18 +58,20 @@ def heat_texts(page) -> list[str]:
 
 
 def all_filled(page) -> bool:
+    """Every accuracy cell (the first map) at n=3, every gain cell (the second) with its test."""
     try:
         texts = heat_texts(page)
     except Exception:          # noqa: BLE001 - redrawn by the fragment mid-read
         return False
-    return len(texts) == 2 * 20 and all("(n=3)" in t for t in texts)
+    return (len(texts) == 2 * 20 and all(t.endswith("n=3") for t in texts[:20])
+            and all("<br>p=" in t or t.endswith("no test") for t in texts[20:]))
 
 
 def results_shot(page, path: Path) -> None:
-    """From the Results heading to the "Best for …" caption under the heatmaps."""
+    """From the Results heading to the significance caption under the heatmaps."""
     main = page.get_by_test_id("stMain")
     top = main.get_by_role("heading", name="Results").bounding_box()
-    bottom = main.get_by_text("Best for mlp 16").first.bounding_box()
+    bottom = main.get_by_text("Significance: paired t-test").first.bounding_box()
     page.screenshot(path=str(path), clip={"x": top["x"] - 10, "y": top["y"] - 10, "width": top["width"] + 20,
                                           "height": bottom["y"] + bottom["height"] - top["y"] + 24})
 
@@ -105,7 +109,7 @@ def drive(page, base: str, teacher: str, shots: Path) -> list[Path]:
     print(f"the sweep finished {time.perf_counter() - started:.0f} s after Start sweep")
     settle(page, "Sweep")
     out = []
-    for metric in ("best validation accuracy", "test accuracy"):
+    for metric in ("test accuracy", "best validation accuracy"):
         pick_metric(page, metric)
         wait_until(lambda: all_filled(page), 60, what="every heatmap cell at n=3")
         page.mouse.move(0, 0)          # no plotly toolbar over a chart
@@ -121,7 +125,7 @@ def check_store(runs: Path) -> None:
     """The page stored the sweep bench_sweep.py runs; print its best cells to compare with RESULTS_sweep.md."""
     from kd_core.store import Store
     from kd_core.sweep import load_sweep
-    from kd_core.sweep_results import sweep_results
+    from kd_core.sweep_results import multiple_tests, sweep_results
     store = Store(runs)
     [row] = store.list_sweeps()
     sweep = load_sweep(store, row["id"])
@@ -130,10 +134,14 @@ def check_store(runs: Path) -> None:
     want = ((1.0, 2.0, 4.0, 8.0, 16.0), (0.25, 0.5, 0.75, 1.0), (16,), (0, 1, 2), "mlp", 1, 100, 32, 0.003)
     assert got == want, f"the page stored {got}, not {want}"
     assert len(store.list_runs(sweep_id=row["id"], status="finished")) == N_RUNS
-    for metric in ("best_val_acc", "test_acc"):
-        best = sweep_results(store, row["id"], metric).query("best").iloc[0]
-        print(f"{metric}: best T={best['temperature']:g} λ={best['alpha']:g} {best['text']}, "
-              f"gain {best['gain_text']}: {best['verdict']}")
+    for metric in ("test_acc", "best_val_acc"):
+        df = sweep_results(store, row["id"], metric)
+        marked = df[df["best_marked"]]
+        best = ", ".join(f"T={r['temperature']:g} λ={r['alpha']:g} {r['text']}, gain {r['gain_text']}: "
+                         f"{r['verdict']}" for _, r in marked.iterrows()) or "none (no mean gain above 0)"
+        tests = multiple_tests(df)
+        print(f"{metric}: marked best {best}; {tests['significant']} of {tests['tested']} cells significant, "
+              f"{tests['significant_bh']} after Benjamini–Hochberg")
 
 
 def stack(parts: list[Path], out: Path) -> None:
@@ -158,7 +166,7 @@ def main() -> int:
     with StreamlitServer(runs, data, cwd=root) as server, sync_playwright() as pw:
         browser = launch_browser(pw)
         try:
-            page = browser.new_page(viewport={"width": 1920, "height": 3000})
+            page = browser.new_page(viewport={"width": a.width, "height": 3000})
             page.set_default_timeout(120_000)
             parts = drive(page, server.url, teacher, shots)
         finally:

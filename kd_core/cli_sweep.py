@@ -21,7 +21,8 @@ from .errors import ConfigError
 from .fmt import signed
 from .sweep import SWEEP_METRICS, SweepConfig
 
-GRID_JSON = ("mean", "std", "n", "gain_mean", "gain_std", "gain_n", "p")
+GRID_JSON = ("mean", "std", "n", "gain_mean", "gain_std", "gain_n", "p", "significant", "p_bh", "best_marked")
+ALPHA = 0.05
 
 
 def _numbers(cast):
@@ -82,31 +83,49 @@ def _plain(value):
 
 
 def grid_payload(store, sweep_id: str, metric: str) -> dict:
-    """{"grids": {size: {temperatures, alphas, mean, std, n, gain_*, p, best, baseline}}, "cells": [...]}"""
-    from .sweep_results import sweep_grids, sweep_results
+    """{"grids": {size: {temperatures, alphas, mean, std, n, gain_*, p, significant, p_bh, best_marked,
+    best (the marked best cells: every tie, none when no best mean beats the baseline), top, beats,
+    baseline, text (the best cell in words)}}, "cells": [...], "tests": the multiple-testing counts}"""
+    from .sweep_results import multiple_tests, sweep_grids, sweep_results
+    from .sweep_view import best_text
+    results = sweep_results(store, sweep_id, metric, ALPHA)
     grids = {}
-    for size, g in sweep_grids(store, sweep_id, metric).items():
+    for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results).items():
         grids[str(size)] = {"temperatures": g["mean"].index.tolist(), "alphas": g["mean"].columns.tolist(),
                             **{v: g[v].values.tolist() for v in GRID_JSON},
-                            "best": g["best"], "baseline": g["baseline"]}
-    return _plain({"grids": grids, "cells": sweep_results(store, sweep_id, metric).to_dict("records")})
+                            "best": g["best"], "top": g["top"], "beats": g["beats"], "baseline": g["baseline"],
+                            "text": best_text(g, f"size {size}")}
+    return _plain({"grids": grids, "cells": results.to_dict("records"), "tests": multiple_tests(results, ALPHA)})
+
+
+def cell_text(mean, std, n, gain, p, significant, best) -> str:
+    """One cell of the text grid: "0.9704±0.0032 n=3 Δ+0.0046 p=0.2 ^"; * only for p < 0.05 (as on the
+    page), ^ for a marked best cell, "p=–" where the paired test gives no verdict."""
+    if not n:
+        return "—"
+    verdict = "p=–" if significant is None else f"p={p:.2g}" + (" *" if significant else "")
+    return f"{mean:.4f}±{std or 0:.4f} n={n} Δ{signed(gain or 0)} {verdict}{' ^' if best else ''}"
 
 
 def _print_grids(payload: dict) -> None:
+    width = 44
     for size, g in payload["grids"].items():
         print(f"size {size}: baseline {g['baseline']['text']}")
-        print("  T \\ λ  " + "".join(f"{a:>34g}" for a in g["alphas"]))
+        print("  T \\ λ  " + "".join(f"{a:>{width}g}" for a in g["alphas"]))
         for i, t in enumerate(g["temperatures"]):
-            cells = []
-            for j in range(len(g["alphas"])):
-                mean, std, n, gain = (g[k][i][j] for k in ("mean", "std", "n", "gain_mean"))
-                best = "*" if g["best"] and (g["best"]["temperature"], g["best"]["alpha"]) == (t, g["alphas"][j]) else " "
-                cells.append("—" if not n else f"{mean:.4f}±{std or 0:.4f} n={n} Δ{signed(gain or 0)}{best}")
-            print(f"  {t:<6g} " + "".join(f"{c:>34s}" for c in cells))
-        if g["best"]:
-            b = g["best"]
-            print(f"  best (*): T={b['temperature']:g} λ={b['alpha']:g} {b['text']}, gain {b['gain_text']}: "
-                  f"{b['verdict']} [{b['test']}]")
+            cells = [cell_text(*(g[k][i][j] for k in ("mean", "std", "n", "gain_mean", "p", "significant",
+                                                      "best_marked")))
+                     for j in range(len(g["alphas"]))]
+            print(f"  {t:<6g} " + "".join(f"{c:>{width}s}" for c in cells))
+        print(f"  ^ best mean (every tie; only above the baseline) · * p < {ALPHA:g}, paired t-test over seeds "
+              f"(uncorrected) · p=–: no verdict")
+        if g["text"]:
+            print(f"  {g['text']}")
+    t = payload["tests"]
+    if t["tested"]:
+        print(f"{t['significant']} of {t['tested']} tested cells significant at {t['alpha']:g} (about "
+              f"{t['expected']:.2g} expected by chance); {t['significant_bh']} after the Benjamini–Hochberg "
+              f"correction (scipy.stats.false_discovery_control)")
 
 
 def cmd_sweep(a) -> int:

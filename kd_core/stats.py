@@ -123,4 +123,4 @@ def _constant_difference(n: int, mean: float, std: float, alpha: float) -> Paire
                           f"identical on all {n} seeds: no difference", alpha)
     return PairedTest(n, mean, std, math.copysign(math.inf, mean), float("nan"), None,
                       f"the gain is {signed(mean)} on every one of the {n} seeds (zero variance), so the "
-                      "t-test is undefined; more seeds or a larger validation split would tell", alpha)
+                      "t-test is undefined; more seeds or a larger evaluation split would tell", alpha)

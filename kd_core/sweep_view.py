@@ -1,5 +1,6 @@
 """What the Sweep page asks of kd_core besides the results tables: the grid typed as
-lists, how many runs it makes, which stored sweeps are unfinished, whether Ray is there.
+lists, how many runs it makes, which stored sweeps are unfinished, whether Ray is there,
+and the results in words (the best cells, the multiple-testing counts, the estimate's basis).
 
 No torch: importing this module imports neither torch nor ray.
 """
@@ -9,10 +10,12 @@ import importlib.util
 import math
 from typing import Callable, Optional
 
+from . import fmt
 from .config import DataConfig, TrainConfig
 from .errors import ConfigError
 from .store import Store
 from .sweep import SweepConfig, finished_runs, load_sweep, plan
+from .sweep_results import RAY_START_S
 
 
 def parse_values(text: str, cast: Callable = float, name: str = "values") -> tuple:
@@ -93,3 +96,77 @@ def duration_text(seconds: Optional[float]) -> str:
     if seconds < 90 * 60:
         return f"about {round(seconds / 60)} min"
     return f"about {seconds / 3600:.1f} h"
+
+
+def ray_workers() -> int:
+    """How many runs a Ray sweep started here trains at once: the CPUs of the local instance
+    (`make_executor`'s num_cpus), each run being a 1-CPU task."""
+    import inspect
+    from .sweep import make_executor
+    return int(inspect.signature(make_executor).parameters["num_cpus"].default)
+
+
+def _model_label(model: tuple) -> str:
+    family, size, depth = model
+    return f"{family} {size}×{depth}" if family == "mlp" else f"{family} {size}"
+
+
+def estimate_note(est, dataset: str) -> str:
+    """Where a `sweep_results.Estimate` comes from, in words (None: there is nothing to go by)."""
+    if est is None:
+        return f"There is no estimate yet: train anything on {dataset} first."
+    scaled = {m: b for m, b in est.basis.items() if b[0] == "scaled"}
+    if scaled:
+        refs = ", ".join(f"{_model_label(b[1])} {b[2]}" for b in {b[1:3]: b for b in scaled.values()}.values())
+        note = (f"The estimate scales the training speed this store measured on {dataset} ({refs}) to the "
+                f"planned students by FLOPs per step, above a fixed cost per step; rough until a student of "
+                f"this size has been trained here.")
+    else:
+        note = f"The estimate comes from the training speed this store measured on {dataset} for the same students."
+    if est.workers > 1:
+        note += (f" Ray: {est.workers} runs at once (the local instance's CPUs; a cluster given by address "
+                 f"may run more), plus about {RAY_START_S:g} s to start it.")
+    return note
+
+
+def _cells(rows: list[dict], most: int = 4) -> str:
+    names = [f"T={r['temperature']:g} λ={r['alpha']:g}" for r in rows]
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def best_text(g: dict, label: str) -> str:
+    """The best cell of one size's grid (`sweep_results.sweep_grids`) in words: every marked best cell
+    with its gain and verdict; "no cell beats its baseline" when no mean gain is above 0; "" before
+    any run."""
+    best, top = g["best"], g["top"]
+    if not top:
+        return ""
+    if len(best) == 1:
+        b = best[0]
+        return (f"Best for {label}: T={b['temperature']:g}, λ={b['alpha']:g} — {b['text']}; "
+                f"gain {b['gain_text']}: {b['verdict']}.")
+    if best:
+        each = "; ".join(f"T={b['temperature']:g} λ={b['alpha']:g}: gain {b['gain_text']}, {b['verdict']}"
+                         for b in best)
+        return f"Best for {label}: {len(best)} cells tie at the highest mean, {fmt.num(best[0]['mean'])} — {each}."
+    where = f"{_cells(top)}" + (f" ({len(top)} cells tie)" if len(top) > 1 else "")
+    if g["beats"] == 0:
+        return (f"{label}: no cell beats its baseline ({g['baseline']['text']}) — no mean gain is above 0. "
+                f"The highest mean, {top[0]['text']}, is at {where}, gain {top[0]['gain_text']}.")
+    return (f"{label}: the highest mean, {top[0]['text']} at {where}, does not beat its baseline "
+            f"(gain {top[0]['gain_text']}); {g['beats']} cell{'s' * (g['beats'] != 1)} with fewer finished "
+            f"seeds or a lower mean have a mean gain above 0.")
+
+
+def significance_text(summary: dict, test_name: str) -> str:
+    """`sweep_results.multiple_tests`' counts in words: the test, how many significant cells chance
+    alone gives, and how many stay significant after the Benjamini–Hochberg correction."""
+    k, alpha = summary["tested"], summary["alpha"]
+    if k == 0:
+        return (f"Significance: {test_name}, two-sided, α = {alpha:g}; no cell has a test yet "
+                f"(it needs 2 seeds, and a gain that is not the same on every seed).")
+    return (f"Significance: {test_name}, two-sided, α = {alpha:g}, each cell on its own (* in a cell). With "
+            f"k = {k} tested cell{'s' * (k != 1)}, about {alpha:g} × {k} = {summary['expected']:.2g} would come "
+            f"out significant by chance alone even if distillation changed nothing; {summary['significant']} "
+            f"did. After the Benjamini–Hochberg correction over the {k} (scipy.stats.false_discovery_control, "
+            f"false discovery rate {alpha:g}): {summary['significant_bh']} of {k} stay significant.")

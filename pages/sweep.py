@@ -7,14 +7,17 @@ from kd_core import stats, studio, sweep_view
 from kd_core.config import DataConfig, TrainConfig
 from kd_core.errors import KDError
 from kd_core.jobs import Job, JobBusy
-from kd_core.sweep import SWEEP_METRICS, create_sweep, load_sweep, pending, start_sweep
+from kd_core.sweep import create_sweep, load_sweep, pending, start_sweep
 from kd_core.sweep_ray import RAY_MISSING
-from kd_core.sweep_results import estimate_seconds, sweep_grids, sweep_results
+from kd_core.sweep_results import RAY_START_S, estimate, multiple_tests, sweep_grids, sweep_results
 from ui import experiment_charts, forms, live, state
 
 POLL_SECONDS = 1.0
 ALPHA = 0.05
 BACKENDS = {"inprocess": "In-process (this server)", "ray": "Ray"}
+# The Results select box (kd_core.sweep.SWEEP_METRICS), test accuracy first: the default. The 144-image
+# validation split of digits saturates (the best epoch reaches 142/144 in every cell): no gain can show.
+PAGE_METRICS = ("test_acc", "best_val_acc", "final_val_acc")
 
 
 # ---------------------------------------------------------------- a new sweep
@@ -56,17 +59,21 @@ def sweep_config(data, teacher_id: str, w: dict):
         return None
 
 
-def plan_summary(data, cfg) -> None:
+def backend_parallel(backend: Optional[str]) -> tuple[int, float]:
+    """(runs at once, start-up seconds) of a backend, for the time estimate."""
+    return (sweep_view.ray_workers(), RAY_START_S) if backend == "ray" else (1, 0.0)
+
+
+def plan_summary(data, cfg, backend: Optional[str]) -> None:
     counts = sweep_view.run_counts(cfg)
-    seconds = estimate_seconds(state.current_store(), cfg, data.info()["train"])
+    est = estimate(state.current_store(), cfg, data.info(), None, *backend_parallel(backend))
     c = st.columns([1, 1, 3])
     c[0].metric("Runs", f"{counts['total']}")
-    c[1].metric("Estimated time", sweep_view.duration_text(seconds))
+    c[1].metric("Estimated time", sweep_view.duration_text(None if est is None else est.seconds))
     c[2].caption(f"{counts['cells']} distillations ({counts['configs']} configurations of T × λ × size, "
                  f"× {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) > 1)}) + {counts['baselines']} no-KD "
                  f"baselines (one per size and seed, each distillation is compared with the baseline of its "
-                 f"seed). The estimate comes from the training speed this store measured on {data.name}"
-                 + ("." if seconds is not None else "; train anything on it first to get one."))
+                 f"seed). {sweep_view.estimate_note(est, data.name)}")
 
 
 def backend_widgets() -> Optional[tuple[str, Optional[str]]]:
@@ -107,9 +114,11 @@ def new_sweep_section(data, teacher_id: str, busy: bool) -> None:
                "each over several seeds, beside a no-KD baseline of the same size and seed.")
     w = grid_widgets(data)
     cfg = sweep_config(data, teacher_id, w)
-    if cfg is not None:
-        plan_summary(data, cfg)
+    plan = st.container()      # above the backend choice, drawn after it (the estimate depends on it)
     backend = backend_widgets()
+    if cfg is not None:
+        with plan:
+            plan_summary(data, cfg, st.session_state.get("sw_backend"))
     if st.button("Start sweep", type="primary", key="sw_start", disabled=busy or cfg is None or backend is None,
                  icon=":material/play_arrow:"):
         launch(data, cfg, backend)
@@ -141,7 +150,9 @@ def resume_section(sweeps: list[dict], busy: bool, running_id: Optional[str]) ->
         st.error(f"Sweep {pick} cannot run here: {err}")
         return
     cells = pending(store, pick)
-    seconds = estimate_seconds(store, load_sweep(store, pick), data.info()["train"], cells)
+    est = estimate(store, load_sweep(store, pick), data.info(), cells,
+                   *backend_parallel(st.session_state.get("sw_backend")))
+    seconds = None if est is None else est.seconds
     st.caption(f"{len(cells)} run{'s' * (len(cells) != 1)} left ({sweep_view.duration_text(seconds)}); the "
                f"finished ones are kept and not run again. Runs on the backend chosen under New sweep.")
     if c[1].button("Resume", key="sw_resume", disabled=busy, icon=":material/resume:"):
@@ -204,7 +215,7 @@ def results_section(sweeps: list[dict], job: Optional[Job]) -> None:
     """The sweep job's status and the chosen sweep's heatmaps, in one fragment that redraws every
     second while the job runs (so the cells fill in as runs finish); a whole-page rerun when it ends."""
     st.subheader("Results")
-    sweep_id, metric = None, SWEEP_METRICS[0]
+    sweep_id, metric = None, PAGE_METRICS[0]
     if sweeps:
         labels = {s["id"]: s["label"] for s in sweeps}
         if st.session_state.get("sw_view_next") in labels:
@@ -215,13 +226,17 @@ def results_section(sweeps: list[dict], job: Optional[Job]) -> None:
         c = st.columns([3, 1])
         sweep_id = c[0].selectbox("Sweep", list(labels), format_func=labels.get, key="sw_view",
                                   bind="query-params")
-        metric = c[1].selectbox("Accuracy", SWEEP_METRICS, key="sw_metric", bind="query-params",
-                                format_func=experiment_charts.METRIC_NAMES.get)
-        st.caption(f"Each cell: mean ± sample std over seeds (n = finished seeds). Gain: distilled minus the "
-                   f"no-KD baseline of the same size and seed, averaged over seeds; its significance is judged "
-                   f"by a {stats.TEST_NAME}, two-sided, α = {ALPHA:g}: * marks p < {ALPHA:g}. The outlined "
-                   f"cell with a star has the best mean of its size. One seed, or the same gain on every seed, "
-                   f"gives no verdict.")
+        metric = metric_widget(c[1])
+        st.caption(f"Each cell: mean ± sample std over seeds, then n = finished seeds (3 decimals; hover a cell "
+                   f"for 4 and the test's verdict). Gain: distilled minus the no-KD baseline of the same size "
+                   f"and seed, averaged over seeds, then the p-value of a {stats.TEST_NAME}, two-sided: * marks "
+                   f"p < {ALPHA:g}; \"no test\": one seed, or the same gain on every seed, gives no verdict. "
+                   f"A star and an outline mark the best mean of its size — every cell of a tie, and only when "
+                   f"its mean gain is above 0.")
+        if metric == "test_acc":
+            st.caption("Picking the best T and λ by the test split is optimistic: the winner's test accuracy "
+                       "is biased upwards by the choice itself (with many cells, one wins by luck). Confirm the "
+                       "chosen cell on fresh seeds before reporting it.")
     elif job is None:
         st.caption("No sweep in this store yet.")
         return
@@ -240,28 +255,40 @@ def results_section(sweeps: list[dict], job: Optional[Job]) -> None:
     panel()
 
 
+def metric_widget(container) -> str:
+    """The Results' metric, bound to ?sw_metric=. Streamlit writes the select box's label into the URL
+    ("test accuracy"); the CLI's names (`--metric test_acc`) are accepted there too."""
+    asked = st.query_params.get("sw_metric")
+    if asked in PAGE_METRICS:      # rewritten as the label, which the widget reads on the rerun
+        st.query_params["sw_metric"] = experiment_charts.METRIC_NAMES[asked]
+        st.rerun()
+    return container.selectbox("Accuracy", PAGE_METRICS, key="sw_metric", bind="query-params",
+                               format_func=experiment_charts.METRIC_NAMES.get)
+
+
 def grids(sweep_id: str, metric: str, running: bool) -> None:
-    """Heatmaps per student size, the best cell in words, and every cell's test in a table."""
+    """Heatmaps per student size (accuracy, then the gain, each the full width so that the cells'
+    text fits), the best cell in words, the multiple-testing counts, and every cell's test in a table."""
     store = state.current_store()
     sweep = load_sweep(store, sweep_id)
     finished = len(store.list_runs(sweep_id=sweep_id, status="finished"))
     st.caption(f"{sweep_id}: {finished} of {sweep_view.run_counts(sweep)['total']} runs finished"
                + (" · running: the cells fill in as runs finish." if running else "."))
-    for size, g in sweep_grids(store, sweep_id, metric, ALPHA).items():
+    results = sweep_results(store, sweep_id, metric, ALPHA)
+    for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results).items():
         label = f"{sweep.family} {size}"
-        c = st.columns(2)
-        c[0].plotly_chart(experiment_charts.sweep_accuracy_heatmap(g, label, metric), key=f"sw_acc_{size}",
-                          width="stretch")
-        c[1].plotly_chart(experiment_charts.sweep_gain_heatmap(g, label, ALPHA), key=f"sw_gain_{size}",
-                          width="stretch")
-        best = g["best"]
-        if best is not None:
-            st.caption(f"Best for {label}: T={best['temperature']:g}, λ={best['alpha']:g} — {best['text']}; "
-                       f"gain {best['gain_text']}: {best['verdict']}.")
+        st.plotly_chart(experiment_charts.sweep_accuracy_heatmap(g, label, metric), key=f"sw_acc_{size}",
+                        width="stretch")
+        st.plotly_chart(experiment_charts.sweep_gain_heatmap(g, label, ALPHA), key=f"sw_gain_{size}",
+                        width="stretch")
+        words = sweep_view.best_text(g, label)
+        if words:
+            st.caption(words)
+    st.caption(sweep_view.significance_text(multiple_tests(results, ALPHA), stats.TEST_NAME))
     with st.expander("Paired t-tests: every cell's p-value"):
-        st.dataframe(sweep_results(store, sweep_id, metric, ALPHA), key="sw_pvalues", hide_index=True,
+        st.dataframe(results, key="sw_pvalues", hide_index=True,
                      column_order=["size", "temperature", "alpha", "text", "baseline_mean", "gain_text", "t", "p",
-                                   "significant", "verdict"],
+                                   "significant", "p_bh", "significant_bh", "verdict"],
                      column_config={"size": st.column_config.NumberColumn("Size", format="%d"),
                                     "temperature": st.column_config.NumberColumn("T", format="%g"),
                                     "alpha": st.column_config.NumberColumn("λ", format="%g"),
@@ -271,9 +298,12 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
                                     "t": st.column_config.NumberColumn("t", format="%.3g"),
                                     "p": st.column_config.NumberColumn("p", format="%.3g"),
                                     "significant": st.column_config.CheckboxColumn("p < α"),
+                                    "p_bh": st.column_config.NumberColumn("p (BH-adjusted)", format="%.3g"),
+                                    "significant_bh": st.column_config.CheckboxColumn("BH p < α"),
                                     "verdict": "Verdict"})
         st.caption(f"Test: {stats.TEST_NAME}, on the per-seed pairs (distilled, baseline of the same seed); "
-                   f"α = {ALPHA:g}.")
+                   f"α = {ALPHA:g}. BH: Benjamini–Hochberg adjusted p over every tested cell of the sweep "
+                   f"(scipy.stats.false_discovery_control).")
 
 
 # ---------------------------------------------------------------- page

@@ -63,5 +63,6 @@ def test_quantization_table_and_sweep_heatmap_cells_use_it():
            "agreement": 1.0, "bytes": 1000, "size_ratio": 1.0, "median_ms_b1": 0.1, "speedup_vs_float": 1.0}
     lines = quantization_markdown({"batch_sizes": [1], "rows": [row]})
     assert "| +0.0000 |" in lines[-1] and "-0.0000" not in "\n".join(lines)
-    assert _cell_text(-1e-18, 0.004, 3, signed=True) == "+0.0000 ± 0.0040<br>(n=3)"
-    assert _cell_text(-1e-18, float("nan"), 1) == "0.0000<br>(n=1)"
+    assert _cell_text(-1e-18, 0.004, 3, signed=True) == "+0.000 ± 0.004<br>n=3"
+    assert _cell_text(-1e-18, float("nan"), 1) == "0.000<br>n=1"
+    assert _cell_text(-0.0004, 0.004, 3, signed=True, second="p=0.42") == "+0.000 ± 0.004<br>p=0.42"

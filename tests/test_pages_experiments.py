@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import math
+import sqlite3
 
 import numpy as np
 import pandas as pd
@@ -18,8 +21,11 @@ from streamlit.testing.v1 import AppTest
 
 from experiments_fixtures import N_RUNS, populated, template_store  # noqa: F401  (fixtures)
 from kd_core import studio, sweep_view
+from kd_core.config import DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.store import Store
-from kd_core.sweep import pending
+from kd_core.sweep import SweepConfig, create_sweep, pending, plan
+from kd_core.sweep_results import RAY_START_S, estimate, measured_speeds, sweep_results
+from ui import experiment_charts
 from test_pages import APP, wait_for_job
 
 
@@ -172,6 +178,10 @@ def test_runs_page_csv_is_the_filtered_store(populated, monkeypatch):
 # ---------------------------------------------------------------- Sweep
 
 
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
 def test_sweep_page_shows_the_past_sweep_as_heatmaps(populated):
     at = open_page("pages/sweep.py")
     for key in ("sw_T", "sw_lam", "sw_sizes"):
@@ -181,14 +191,94 @@ def test_sweep_page_shows_the_past_sweep_as_heatmaps(populated):
     values = metric_values(at)
     assert values["Runs"] == "42" and values["Estimated time"].startswith("about ")
     assert at.selectbox(key="sw_view").value == populated["sweep_id"]
+    # test accuracy by default (a 144-image validation split saturates), the others selectable
+    metric = at.selectbox(key="sw_metric")
+    assert metric.value == "test_acc" and set(metric.options) == {"test accuracy", "best validation accuracy",
+                                                                  "final validation accuracy"}
+    assert "optimistic" in captions(at) and "fresh seeds" in captions(at)
     figs = charts(at)
     acc, gain = figs["sw_acc_16"], figs["sw_gain_16"]
-    assert all("±" in t and "(n=2)" in t for t in heat_text(acc))
-    assert all(t.startswith(("+", "-")) and "(n=2)" in t for t in heat_text(gain))
-    assert any(tr.name == "best mean" for tr in acc.data) and acc.layout.shapes
-    assert "paired t-test" in " ".join(c.value for c in at.caption)
+    assert "test accuracy" in acc.layout.title.text
+    assert all("±" in t and t.endswith("<br>n=2") for t in heat_text(acc))
+    assert all(t.startswith(("+", "-")) and ("<br>p=" in t or t.endswith("<br>no test")) for t in heat_text(gain))
+    df = sweep_results(Store(populated["root"]), populated["sweep_id"], "test_acc")
+    assert [t.split("<br>")[1] for t in heat_text(gain)] == [experiment_charts.p_text(p, s)
+                                                            for p, s in zip(df["p"], df["significant"])]
+    assert bool(acc.layout.shapes) == bool(df["best_marked"].any())
+    text = captions(at)
+    assert "paired t-test over seeds (scipy.stats.ttest_rel)" in text and "Benjamini–Hochberg" in text
+    k = int(df["p"].notna().sum())
+    assert f"k = {k} tested cell" in text and f"{sum(df['significant_bh'].fillna(False))} of {k} stay" in text
     [pvalues] = [d.value for d in at.dataframe]
-    assert len(pvalues) == 4 and "p" in pvalues.columns
+    assert len(pvalues) == 4 and {"p", "p_bh", "significant_bh"} <= set(pvalues.columns)
+    at.selectbox(key="sw_metric").set_value("best_val_acc").run()
+    assert_clean(at)
+    assert "best validation accuracy" in charts(at)["sw_acc_16"].layout.title.text
+    assert "optimistic" not in captions(at)
+
+
+@pytest.mark.parametrize("asked, shown", [("best_val_acc", "best validation accuracy"),
+                                          ("final_val_acc", "final validation accuracy"),
+                                          ("test_acc", "test accuracy"),
+                                          ("best validation accuracy", "best validation accuracy")])
+def test_sweep_page_takes_the_metric_from_the_url_by_its_cli_name_or_label(populated, asked, shown):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["sw_metric"] = asked
+    at.run()
+    at.switch_page("pages/sweep.py").run()
+    assert_clean(at)
+    assert at.selectbox(key="sw_metric").value == {v: k for k, v in experiment_charts.METRIC_NAMES.items()}[shown]
+    assert charts(at)["sw_acc_16"].layout.title.text.endswith(shown)
+
+
+def test_sweep_page_says_when_no_cell_beats_its_baseline(empty):
+    """Students that equal or lose to their baseline on every seed (the digits validation grid):
+    no star, and the words say so."""
+    store = Store(empty)
+    sweep_id = create_sweep(store, SweepConfig(temperatures=(1.0, 4.0), alphas=(0.5,), sizes=(16,),
+                                               seeds=(0, 1), teacher_id="t"))
+    for seed, v in ((0, 0.95), (1, 0.96)):
+        for kind, t, d in (("baseline", None, 0.0), ("student", 1.0, 0.0), ("student", 4.0, -0.01)):
+            cfg = RunConfig(kind=kind, model=ModelSpec("mlp", 16, 1), train=TrainConfig(seed=seed), sweep_id=sweep_id,
+                            distill=DistillConfig(t, 0.5) if t else None)
+            store.finish_run(store.create_run(cfg), "finished", {"test_acc": v + d, "best_val_acc": v + d})
+    at = open_page("pages/sweep.py")
+    figs = charts(at)
+    assert not figs["sw_acc_16"].layout.shapes and not figs["sw_gain_16"].layout.shapes
+    assert len(figs["sw_acc_16"].data) == 1     # no star trace
+    assert "mlp 16: no cell beats its baseline" in captions(at) and "Best for" not in captions(at)
+    assert heat_text(figs["sw_gain_16"]) == ["+0.000 ± 0.000<br>p=1.00", "-0.010 ± 0.000<br>no test"]
+
+
+def test_sweep_estimate_from_a_teacher_alone_is_scaled_and_divided_by_ray_workers(populated, monkeypatch):
+    """Only the teacher measured: its speed scaled by FLOPs to the students, not taken as it is."""
+    store = Store(populated["root"])
+    for r in store.list_runs(sweep_id=populated["sweep_id"]):
+        store.delete_run(r["id"])
+    [teacher] = store.list_runs()
+    assert teacher["kind"] == "teacher"
+    with sqlite3.connect(store.db_path) as db:     # a teacher as slow as the issue's 512×2 (2.3 ms a step)
+        db.execute("UPDATE runs SET metrics = ? WHERE id = ?",
+                   (json.dumps({**teacher["metrics"], "train_samples_per_s": 28000.0}), teacher["id"]))
+    at = open_page("pages/sweep.py")
+    data = studio.load_data("digits")
+    # the New sweep defaults: T 1, 2, 4 × λ 0.5, 0.9 × mlp 16, 32 (×1) × 3 seeds, 5 epochs, batch 64
+    assert (at.text_input(key="sw_sizes").value, at.slider(key="sw_epochs").value) == ("16, 32", 5)
+    sweep = SweepConfig(temperatures=(1.0, 2.0, 4.0), alphas=(0.5, 0.9), sizes=(16, 32), seeds=(0, 1, 2),
+                        teacher_id=populated["teacher_id"], train=TrainConfig(epochs=5, batch_size=64))
+    expected = estimate(store, sweep, data.info())
+    assert expected.scaled and metric_values(at)["Estimated time"] == sweep_view.duration_text(expected.seconds)
+    assert "scales the training speed" in captions(at) and "mlp 64×1 teacher" in captions(at)
+    teacher = measured_speeds(store, "digits")[0]
+    unscaled = sum(math.ceil(1293 / c.config.train.batch_size) * c.config.train.batch_size * c.config.train.epochs
+                   / teacher.samples_per_s + teacher.overhead_s for c in plan(sweep))
+    assert data.info()["train"] == 1293 and expected.seconds < unscaled / 2
+    monkeypatch.setattr(sweep_view, "ray_available", lambda: True)
+    at.radio(key="sw_backend").set_value("ray").run()
+    assert_clean(at)
+    ray = estimate(store, sweep, data.info(), None, sweep_view.ray_workers(), RAY_START_S)
+    assert ray.workers == 2 and metric_values(at)["Estimated time"] == sweep_view.duration_text(ray.seconds)
+    assert "2 runs at once" in captions(at)
 
 
 def test_sweep_page_counts_runs_as_the_axes_change(populated):
@@ -230,7 +320,7 @@ def test_sweep_page_runs_a_sweep_and_fills_the_grid(populated):
     assert at.selectbox(key="sw_view").value == new_id
     assert any(f"Finished: sweep {new_id}" in s.value for s in at.success)
     texts = heat_text(charts(at)["sw_acc_8"])
-    assert len(texts) == 2 and all("(n=2)" in t for t in texts)
+    assert len(texts) == 2 and all(t.endswith("n=2") for t in texts)
     assert len(store.list_runs(sweep_id=new_id, status="finished")) == 6
     # with that sweep's results now first on the page, a second sweep starts and is shown instead
     at.text_input(key="sw_T").set_value("3").run()
@@ -269,22 +359,79 @@ def test_sweep_page_resumes_without_repeating_finished_cells(populated):
     assert "Resume a sweep" not in [h.value for h in at.subheader]    # nothing left to resume
 
 
-def test_gain_heatmap_marks_significant_cells_and_the_best():
-    from ui import experiment_charts
+def chart_grid(best=({"temperature": 1.0, "alpha": 0.5},)):
+    """A 2 × 2 grid as sweep_grids gives it: T=1 λ=0.5 significant, T=1 λ=0.9 not run, T=4 λ=0.5
+    not significant, T=4 λ=0.9 one seed (no test)."""
     idx, cols = pd.Index([1.0, 4.0], name="temperature"), pd.Index([0.5, 0.9], name="alpha")
 
     def grid(values):
         return pd.DataFrame(values, index=idx, columns=cols)
-    g = {"gain_mean": grid([[0.02, float("nan")], [-0.01, 0.0]]), "gain_std": grid([[0.004, float("nan")],
-                                                                                    [0.02, float("nan")]]),
-         "gain_n": grid([[3, 0], [3, 1]]), "significant": grid([[True, None], [False, None]]),
-         "mean": grid([[0.95, float("nan")], [0.93, 0.9]]), "std": grid([[0.01, float("nan")], [0.02, float("nan")]]),
-         "n": grid([[3, 0], [3, 1]]), "baseline": {"n": 3, "text": "0.9300 ± 0.0100 (n=3)"},
-         "best": {"temperature": 1.0, "alpha": 0.5}}
+    nan = float("nan")
+    return {"gain_mean": grid([[0.02, nan], [-0.01, 0.0]]), "gain_std": grid([[0.004, nan], [0.02, nan]]),
+            "gain_n": grid([[3, 0], [3, 1]]), "significant": grid([[True, None], [False, None]]),
+            "p": grid([[0.0034, nan], [0.52, nan]]), "p_bh": grid([[0.0068, nan], [0.52, nan]]),
+            "mean": grid([[0.95, nan], [0.93, 0.9]]), "std": grid([[0.01, nan], [0.02, nan]]),
+            "n": grid([[3, 0], [3, 1]]), "baseline": {"n": 3, "text": "0.9300 ± 0.0100 (n=3)"},
+            "text": grid([["0.9500 ± 0.0100 (n=3)", "no runs"], ["0.9300 ± 0.0200 (n=3)", "0.9000 (n=1)"]]),
+            "gain_text": grid([["0.0200 ± 0.0040 (n=3)", "no runs"], ["-0.0100 ± 0.0200 (n=3)", "0.0000 (n=1)"]]),
+            "verdict": grid([["significant at 0.05", "", ], ["not significant at 0.05", "one seed only"]]),
+            "best": list(best)}
+
+
+def test_gain_heatmap_shows_p_values_and_marks_significant_cells_and_the_best():
+    from ui import experiment_charts
+    g = chart_grid()
     gain = experiment_charts.sweep_gain_heatmap(g, "mlp 16")
-    assert [list(r) for r in gain.data[0].text] == [["+0.0200 ± 0.0040<br>(n=3) *", "—"],
-                                                    ["-0.0100 ± 0.0200<br>(n=3)", "+0.0000<br>(n=1)"]]
-    assert "baseline 0.9300 ± 0.0100 (n=3)" in gain.layout.title.text
-    acc = experiment_charts.sweep_accuracy_heatmap(g, "mlp 16")
+    assert [list(r) for r in gain.data[0].text] == [["+0.020 ± 0.004<br>p=0.0034 *", "—"],
+                                                    ["-0.010 ± 0.020<br>p=0.52", "+0.000<br>no test"]]
+    assert "baseline 0.9300 ± 0.0100 (n=3)" in gain.layout.title.text and "paired t-test" in gain.layout.title.text
+    hover = gain.data[0].customdata[0][0]
+    assert "0.9500 ± 0.0100 (n=3)" in hover and "significant at 0.05" in hover and "p=0.0068" in hover
+    acc = experiment_charts.sweep_accuracy_heatmap(g, "mlp 16", "test_acc")
+    assert [list(r) for r in acc.data[0].text] == [["0.950 ± 0.010<br>n=3", "—"],
+                                                   ["0.930 ± 0.020<br>n=3", "0.900<br>n=1"]]
     assert acc.layout.shapes[0].x0 == -0.5 and acc.layout.shapes[0].y0 == -0.5     # the best: T=1, λ=0.5
-    assert [t.name for t in acc.data] == [None, "best mean"]
+    assert [t.name for t in acc.data] == [None, "best mean"] and "test accuracy" in acc.layout.title.text
+
+
+def test_every_tied_best_is_marked_and_none_when_nothing_beats_the_baseline():
+    from ui import experiment_charts
+    tie = chart_grid(best=({"temperature": 1.0, "alpha": 0.5}, {"temperature": 4.0, "alpha": 0.9}))
+    for fig in (experiment_charts.sweep_accuracy_heatmap(tie, "l"), experiment_charts.sweep_gain_heatmap(tie, "l")):
+        assert len(fig.layout.shapes) == 2 and len(fig.data[1].x) == 2
+    none = experiment_charts.sweep_accuracy_heatmap(chart_grid(best=()), "mlp 16")
+    assert not none.layout.shapes and len(none.data) == 1
+
+
+def test_cell_text_fits_a_cell():
+    """At 1280–1400 px a full-width heatmap of 4 λ columns has cells of about 200 px, 8 columns about
+    100 px: at most 15 characters a line at font 12 (about 7 px a character), and no std past 6 columns."""
+    from ui import experiment_charts
+    g = chart_grid()
+    for fig in (experiment_charts.sweep_accuracy_heatmap(g, "l"), experiment_charts.sweep_gain_heatmap(g, "l")):
+        lines = [line for row in fig.data[0].text for cell in row for line in cell.split("<br>")]
+        assert max(map(len, lines)) <= 15 and fig.data[0].textfont.size <= 12
+    wide = {k: (pd.concat([v] * 4, axis=1).set_axis(np.arange(8) / 8, axis=1) if isinstance(v, pd.DataFrame) else v)
+            for k, v in chart_grid(best=()).items()}
+    texts = heat_text(experiment_charts.sweep_gain_heatmap(wide, "l"))
+    assert len(texts) == 16 and not any("±" in t for t in texts) and "p=0.0034 *" in texts[0]
+
+
+@pytest.mark.parametrize("lo, hi", [(0.963, 0.9704), (0.9815, 0.9861), (0.9851, 0.9871), (-0.0046, 0.0046),
+                                    (-0.005, 0.005), (0.1, 0.9), (0.97, 0.9700001), (-0.3, 0.25)])
+def test_colour_bar_ticks_never_repeat_a_label(lo, hi):
+    from ui import experiment_charts
+    dtick, tickformat = experiment_charts.nice_ticks(lo, hi)
+    ticks = [k * dtick for k in range(math.ceil(lo / dtick - 1e-9), math.floor(hi / dtick + 1e-9) + 1)]
+    labels = [format(t, tickformat) for t in ticks]
+    assert 1 <= len(ticks) <= 7 and len(set(labels)) == len(labels), labels
+
+
+def test_the_accuracy_colour_bar_of_the_issue_has_distinct_ticks():
+    """Validation accuracy 0.9815–0.9861: plotly's own ticks (every 0.0005) with ".3f" read
+    0.982, 0.982, 0.983, …; a 0.001 step does not."""
+    from ui import experiment_charts
+    g = chart_grid()
+    g["mean"] = pd.DataFrame([[0.9815, 0.9861], [0.9838, 0.9861]], index=g["mean"].index, columns=g["mean"].columns)
+    bar = experiment_charts.sweep_accuracy_heatmap(g, "l").data[0].colorbar
+    assert (bar.dtick, bar.tick0, bar.tickformat) == (0.001, 0, ".3f")

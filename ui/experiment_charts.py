@@ -51,71 +51,132 @@ def curves_overlay(curves: pd.DataFrame) -> go.Figure:
 
 # ---------------------------------------------------------------- Sweep
 
+CELL_DIGITS = 3        # in the cells; the hover and the tables keep 4
+WIDE_GRID = 6          # more λ columns than this: the std moves to the hover
+
 
 def _yes(v) -> bool:
     """True for a True verdict (None, NaN and False are not)."""
     return v is not None and not (isinstance(v, float) and math.isnan(v)) and bool(v)
 
 
-def _cell_text(mean: float, std: float, n: int, signed: bool = False, mark: str = "") -> str:
-    if not n or not math.isfinite(mean):
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def p_text(p: Optional[float], significant) -> str:
+    """A gain cell's verdict: "p=0.20", "p=0.035 *" (* significant), "p<0.001 *" (two decimals from 0.1,
+    three significant digits below, so nothing just under 0.05 reads as 0.05); "no test" where the
+    paired test gives no verdict (one seed, or the same gain on every seed)."""
+    if significant is None or (isinstance(significant, float) and math.isnan(significant)) or not _finite(p):
+        return "no test"
+    text = "p<0.001" if p < 0.001 else f"p={p:.2f}" if p >= 0.1 else f"p={p:.3g}"
+    return text + (" *" if _yes(significant) else "")
+
+
+def _cell_text(mean: float, std: float, n: int, signed: bool = False, second: str = "", wide: bool = False) -> str:
+    """Two short lines: "0.970 ± 0.003" (the std only when n > 1 and the grid is not wide), then
+    `second` (default "n=3")."""
+    if not n or not _finite(mean):
         return "—"
-    spread = f" ± {fmt.num(std)}" if n > 1 and math.isfinite(std) else ""
-    return f"{fmt.num(mean, sign=signed)}{spread}<br>(n={int(n)}){mark}"
+    spread = f" ± {fmt.num(std, CELL_DIGITS)}" if n > 1 and _finite(std) and not wide else ""
+    return f"{fmt.num(mean, CELL_DIGITS, sign=signed)}{spread}<br>{second or f'n={int(n)}'}"
 
 
-def _heatmap(z: pd.DataFrame, text: list[list[str]], title: str, colorbar: str, best: Optional[dict],
-             diverging: bool) -> go.Figure:
+def nice_ticks(lo: float, hi: float, target: int = 6) -> tuple[float, str]:
+    """(dtick, tickformat) for a colour bar from lo to hi: a 1, 2 or 5 × 10^k step giving at most
+    about `target` ticks, and as many decimals as that step needs, so no two ticks read the same."""
+    span = max(hi - lo, 1e-9)
+    raw = span / target
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return step, f".{max(0, -math.floor(math.log10(step) + 1e-9))}f"
+
+
+def _heatmap(z: pd.DataFrame, text: list[list[str]], hover: list[list[str]], title: str, colorbar: str,
+             best: list[dict], diverging: bool) -> go.Figure:
     temps, alphas = list(z.index), list(z.columns)
     values = z.to_numpy(dtype=float)
     finite = values[~pd.isna(values)]
-    heat = dict(z=values, x=list(range(len(alphas))), y=list(range(len(temps))), text=text,
-                texttemplate="%{text}", textfont=dict(size=13), hoverinfo="skip", xgap=2, ygap=2,
-                colorbar=dict(title=dict(text=colorbar, side="right"), thickness=14,
-                              tickformat="+.3f" if diverging else ".3f"))
     if diverging:
         bound = max(abs(finite).max(), 0.005) if finite.size else 0.01   # at least ±half a point
-        heat.update(colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound)
+        lo, hi = -bound, bound
+    else:
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+        if hi - lo < 0.002:      # every cell (nearly) equal: a readable bar around the value
+            lo, hi = lo - 0.001, hi + 0.001
+    dtick, tickformat = nice_ticks(lo, hi)
+    heat = dict(z=values, x=list(range(len(alphas))), y=list(range(len(temps))), text=text,
+                texttemplate="%{text}", textfont=dict(size=12), customdata=hover,
+                hovertemplate="%{customdata}<extra></extra>", xgap=2, ygap=2, zmin=lo, zmax=hi,
+                colorbar=dict(title=dict(text=colorbar, side="right"), thickness=14, tick0=0, dtick=dtick,
+                              tickformat=("+" if diverging else "") + tickformat))
+    if diverging:
+        heat.update(colorscale="RdBu", zmid=0)
     else:
         heat.update(colorscale="Viridis")
     fig = go.Figure(go.Heatmap(**heat))
-    if best is not None:
-        j, i = alphas.index(best["alpha"]), temps.index(best["temperature"])
+    xs, ys = [], []
+    for b in best:
+        j, i = alphas.index(b["alpha"]), temps.index(b["temperature"])
         fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
                       line=dict(color="#ff2d55", width=4))
-        fig.add_trace(go.Scatter(x=[j + 0.36], y=[i + 0.3], mode="markers", name="best mean",
-                                 marker=dict(symbol="star", size=18, color="#ff2d55",
+        xs.append(j + 0.38)
+        ys.append(i + 0.28)
+    if best:
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="best mean",
+                                 marker=dict(symbol="star", size=16, color="#ff2d55",
                                              line=dict(color="white", width=1.5)),
-                                 hovertemplate=f"best mean: T={best['temperature']:g}, "
-                                               f"λ={best['alpha']:g}<extra></extra>"))
+                                 hovertemplate="best mean, above the baseline<extra></extra>"))
     fig.update_xaxes(tickvals=list(range(len(alphas))), ticktext=[f"λ={a:g}" for a in alphas],
                      title_text="λ (weight of the teacher)", range=[-0.5, len(alphas) - 0.5], showgrid=False,
                      zeroline=False)
     fig.update_yaxes(tickvals=list(range(len(temps))), ticktext=[f"T={t:g}" for t in temps],
                      title_text="temperature T", range=[-0.5, len(temps) - 0.5], showgrid=False, zeroline=False)
-    fig.update_layout(title=dict(text=title, font=dict(size=15)), height=max(300, 150 + 80 * len(temps)),
+    fig.update_layout(title=dict(text=title, font=dict(size=15)), height=max(280, 150 + 64 * len(temps)),
                       margin=MARGIN, showlegend=False, plot_bgcolor="rgba(0,0,0,0)")
     return fig
 
 
-def sweep_accuracy_heatmap(grids: dict, label: str, metric: str = "best_val_acc") -> go.Figure:
-    """Mean over seeds per T × λ, each cell "mean ± std (n)", the best mean outlined and starred."""
+def _hover(grids: dict, i: int, j: int) -> str:
+    """A cell's full numbers: T, λ, mean ± std (n), the gain, the test's verdict and the
+    Benjamini–Hochberg adjusted p."""
+    g = {k: grids[k].iat[i, j] for k in ("text", "gain_text", "verdict", "p_bh") if k in grids}
+    t, a = grids["mean"].index[i], grids["mean"].columns[j]
+    lines = [f"T={t:g}, λ={a:g}", f"accuracy {g.get('text', '')}", f"gain {g.get('gain_text', '')}"]
+    if g.get("verdict"):
+        lines.append(str(g["verdict"]))
+    if _finite(g.get("p_bh")):
+        lines.append(f"Benjamini–Hochberg adjusted p={g['p_bh']:.3g}")
+    return "<br>".join(lines)
+
+
+def sweep_accuracy_heatmap(grids: dict, label: str, metric: str = "test_acc") -> go.Figure:
+    """Mean over seeds per T × λ, each cell "mean ± std" over "n=…" (3 decimals; 4 in the hover);
+    the marked best cells (every tie; none when the best mean does not beat the baseline)
+    outlined and starred."""
     mean, std, n = grids["mean"], grids["std"], grids["n"]
-    text = [[_cell_text(mean.iat[i, j], std.iat[i, j], n.iat[i, j]) for j in range(mean.shape[1])]
-            for i in range(mean.shape[0])]
-    return _heatmap(mean, text, f"{label}: {METRIC_NAMES.get(metric, metric)}", "accuracy", grids["best"],
-                    diverging=False)
+    wide = mean.shape[1] > WIDE_GRID
+    shape = range(mean.shape[0]), range(mean.shape[1])
+    text = [[_cell_text(mean.iat[i, j], std.iat[i, j], n.iat[i, j], wide=wide) for j in shape[1]] for i in shape[0]]
+    hover = [[_hover(grids, i, j) for j in shape[1]] for i in shape[0]]
+    return _heatmap(mean, text, hover, f"{label}: {METRIC_NAMES.get(metric, metric)}", "accuracy",
+                    grids["best"], diverging=False)
 
 
 def sweep_gain_heatmap(grids: dict, label: str, alpha: float = 0.05) -> go.Figure:
-    """Mean per-seed gain over the no-KD baseline of the same size; "*" marks a significant
-    paired t-test; the best mean accuracy is outlined as on the accuracy map."""
-    gain, std, n, sig = grids["gain_mean"], grids["gain_std"], grids["gain_n"], grids["significant"]
+    """Mean per-seed gain over the no-KD baseline of the same size, each cell "gain ± std" over the
+    paired test's p ("p=0.20", "p=0.035 *" when p < alpha, "no test" without a verdict); the
+    marked best cells outlined as on the accuracy map."""
+    gain, std, n, sig, p = grids["gain_mean"], grids["gain_std"], grids["gain_n"], grids["significant"], grids["p"]
+    wide = gain.shape[1] > WIDE_GRID
+    shape = range(gain.shape[0]), range(gain.shape[1])
     text = [[_cell_text(gain.iat[i, j], std.iat[i, j], n.iat[i, j], signed=True,
-                        mark=" *" if _yes(sig.iat[i, j]) else "") for j in range(gain.shape[1])]
-            for i in range(gain.shape[0])]
+                        second=p_text(p.iat[i, j], sig.iat[i, j]), wide=wide) for j in shape[1]] for i in shape[0]]
+    hover = [[_hover(grids, i, j) for j in shape[1]] for i in shape[0]]
     base = grids["baseline"]
     base_text = f"baseline {base['text']}" if base.get("n") else "baseline not run yet"
-    return _heatmap(gain, text, f"{label}: gain over the no-KD baseline · {base_text}<br>"
-                                f"<sup>* significant at {alpha:g} (paired t-test over seeds)</sup>",
+    return _heatmap(gain, text, hover, f"{label}: gain over the no-KD baseline · {base_text}<br>"
+                                       f"<sup>p: paired t-test over seeds · * p < {alpha:g} (uncorrected) · "
+                                       f"no test: one seed, or the same gain on every seed</sup>",
                     "gain", grids["best"], diverging=True)
