@@ -225,9 +225,10 @@ def dashboard_distill(page, base: str, case: Case, teacher: str, runs: Path, thr
 
 
 def same_config(a: dict, b: dict) -> None:
-    """The two runs trained the same thing (the thread count aside: see metrics.latency.threads)."""
+    """The two runs trained the same thing (the thread settings aside: see metrics.train_threads)."""
     def essentials(cfg: dict) -> dict:
-        train = {k: v for k, v in cfg["train"].items() if k != "threads"}
+        # The thread count is compared on what each run used (metrics.train_threads).
+        train = {k: v for k, v in cfg["train"].items() if k not in ("threads", "spare_cores")}
         return {"dataset": cfg["data"]["dataset"], "model": cfg["model"], "train": train,
                 "distill": cfg["distill"], "teacher": cfg["teacher_id"]}
     assert essentials(a) == essentials(b), (essentials(a), essentials(b))

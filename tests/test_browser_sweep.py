@@ -3,7 +3,7 @@ driven by Playwright through Debian's chromium.
 
 A teacher is trained by the CLI first. On the Sweep page a 2 T × 2 λ × 1 size × 2 seeds sweep
 (10 runs) is set up through the URL and started; the accuracy heatmap's cells fill in while it
-runs; it is stopped, then resumed from the Resume section, and completes with every cell at n=2
+runs; it is stopped, then resumed from the Resume section, and completes with every cell at n=2 (two seeds)
 and no finished cell run twice (checked in the store). The Runs page then lists the store, its
 rows can be picked (curves and reproduce commands appear) and its CSV download is the store.
 Screenshots go to artifacts/screenshots/. Waits poll with generous deadlines; nothing is timed.
@@ -54,7 +54,9 @@ def heat_cells(page) -> list[str]:
         for (const plot of document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')) {
             const title = plot.layout && plot.layout.title;
             const text = title ? (title.text || title) : '';
-            if (!String(text).includes('validation accuracy') || !plot.data || !plot.data.length) continue;
+            // the accuracy map (the gain map's title says "gain over the no-KD baseline")
+            if (!String(text).includes('accuracy') || String(text).includes('gain over')
+                || !plot.data || !plot.data.length) continue;
             return plot.data[0].text.flat();
         }
         return [];
@@ -142,7 +144,7 @@ def _sweep(page, base: str, runs: Path, teacher_id: str) -> str:
     button(page, "Resume").click()
     page.get_by_text(re.compile(rf"^Finished: sweep {sweep_id}")).first.wait_for(timeout=3 * LONG)
     settle(page, "Sweep")
-    wait_until(lambda: all("(n=2)" in t for t in heat_cells(page)), 30, what="every cell at n=2")
+    wait_until(lambda: all(t.endswith("n=2") for t in heat_cells(page)), 30, what="every cell at n=2")
     assert page.get_by_test_id("stMain").get_by_text("Resume a sweep").count() == 0
     shot(page, "sweep_done")
 
