@@ -61,23 +61,27 @@ def query_float(page, key: str):
 def nudge_slider(page, label: str, key: str, presses: int) -> float:
     """Focus the slider's thumb, press ArrowRight `presses` times and wait until the new value is
     both shown and in the URL (?key=…); returns it. A key press that lands while the page is
-    being redrawn can be shown but never sent, so this nudges again (right, then left) if the
-    URL does not follow."""
+    being redrawn can be shown but never sent, so this moves it one more step if the URL does
+    not follow."""
     before = slider_value(page, label)
     thumb = page.get_by_role("slider", name=label)
     thumb.focus()
     for _ in range(presses):
         page.keyboard.press("ArrowRight")
     wait_until(lambda: slider_value(page, label) not in ("", before), 30, what=f"{label} to move")
-    for _ in range(3):
+    for _ in range(5):
         value = float(slider_value(page, label))
         try:
             wait_until(lambda: query_float(page, key) == value, 10, what=f"{key}={value:g} in the URL")
             return value
         except AssertionError:
+            # One more step to a new value, which the slider must send (a right-then-left
+            # nudge back to the same value can be dropped again, as can a press mid-redraw).
+            page.wait_for_timeout(500)
             thumb.focus()
             page.keyboard.press("ArrowRight")
-            page.keyboard.press("ArrowLeft")
+            wait_until(lambda: slider_value(page, label) not in ("", str(value), f"{value:.2f}"), 10,
+                       what=f"{label} to move on")
     raise AssertionError(f"the {label} slider's value {slider_value(page, label)} never reached the URL "
                          f"({page.url})")
 
