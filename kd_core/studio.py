@@ -206,7 +206,10 @@ def step_frame(snapshot: dict, smooth: float = 0.9) -> pd.DataFrame:
         if not run["steps"]:
             continue
         df = pd.DataFrame(run["steps"], columns=["step", "total", "CE", "KD"])
-        for col in ("total", "CE", "KD"):
+        if (df["KD"] == 0).all():
+            # No teacher (a teacher's own run, a baseline): total is CE and KD is 0; one curve says it.
+            df = df[["step", "total"]]
+        for col in df.columns.drop("step"):
             df[col] = df[col].ewm(alpha=1 - smooth, adjust=True).mean() if smooth > 0 else df[col]
         long = df.melt(id_vars="step", var_name="component", value_name="loss")
         long["run"] = run["label"]

@@ -89,6 +89,9 @@ teacher_id, teacher = state.current_teacher()
 if data is not None and teacher is None:
     st.info("Distillation needs a teacher. Train one, pick a saved one in the sidebar, or upload a checkpoint.")
     st.page_link("pages/teacher.py", label="Go to the Teacher page", icon="➡️")
+    quick = live.find_job(("quick",))
+    if quick is not None and quick.live:     # Quick start is training the teacher: show it
+        live.show_job(quick, "distill")
 elif data is not None:
     widgets = student_widgets(data)
     size_preview(data, teacher_id, widgets)

@@ -58,3 +58,31 @@ def test_a_measure_job_is_named_on_the_training_pages(runs_dir, measuring, page,
     assert chart not in {el.key for el in at.get("plotly_chart")}
     assert at.button(key=button).disabled             # the single worker is busy
     assert at.query_params.get("job") != [measuring.id]
+
+
+@pytest.fixture
+def quick_training_teacher(runs_dir):  # noqa: F811
+    """A live quick-start job that is still in its teacher phase (one step emitted)."""
+    from kd_core.events import Progress
+    from ui import state
+    release = threading.Event()
+
+    def work(emit, stop, job):
+        emit(Progress(event="step", epoch=1, step=1, total_steps=100, run_id="t-quick", kind="teacher",
+                      loss=2.3, ce=2.3, kd=0.0))
+        while not (stop.is_set() or release.is_set()):
+            stop.wait(0.05)
+        return []
+
+    job = state.job_manager().start("quick start: teacher, student and baseline on digits", "quick", work)
+    yield job
+    release.set()
+    wait_for_job(30)
+
+
+def test_distill_without_a_teacher_shows_the_quick_start_training_one(runs_dir, quick_training_teacher):  # noqa: F811
+    at = open_app("pages/distill.py")
+    text = page_text(at)
+    assert "needs a teacher" in text                  # no teacher yet: the page says so …
+    assert "distill_loss" in {el.key for el in at.get("plotly_chart")}   # … and shows the one being trained
+    assert at.get("progress") and "step 1/100" in at.get("progress")[0].proto.text

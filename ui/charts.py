@@ -52,8 +52,17 @@ def loss_curves(steps: pd.DataFrame) -> go.Figure:
         return _empty("Loss per step", "waiting for the first steps…")
     return go.Figure(_lines(steps, "step", "loss", "component", "run", "lines"),
                      dict(title="Loss per step (smoothed)", height=340, margin=dict(l=10, r=10, t=40, b=10),
-                          xaxis_title="step", yaxis=dict(title="loss", type="log"),
+                          xaxis_title="step", yaxis=dict(title="loss", type="log", dtick=_log_dtick(steps["loss"])),
                           legend=dict(title_text="", tracegroupgap=0)))
+
+
+def _log_dtick(values: pd.Series):
+    """Ticks at whole decades (0.1, 1, 10) when the curve spans more than one: plotly's default
+    then labels the 2s and 5s between decades with a bare digit, which reads as a wrong value."""
+    positive = values[values > 0]
+    if positive.empty:
+        return None
+    return 1 if positive.max() / positive.min() > 10 else None
 
 
 def accuracy_curves(epochs: pd.DataFrame) -> go.Figure:

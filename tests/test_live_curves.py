@@ -1,0 +1,49 @@
+"""The live view's curves from a job snapshot: smoothing against an independent EMA, the
+components each kind of run shows, and readable log-axis ticks."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kd_core import studio
+from ui import charts
+
+
+def snapshot(runs: dict[str, list[tuple]]) -> dict:
+    return {"runs": [{"label": label, "steps": steps, "epochs": [], "last": None} for label, steps in runs.items()]}
+
+
+def ema(values: list[float], smooth: float) -> list[float]:
+    """TensorBoard's debiased exponential moving average, written out as a loop."""
+    out, acc, weight = [], 0.0, 0.0
+    for v in values:
+        acc = smooth * acc + (1 - smooth) * v
+        weight = smooth * weight + (1 - smooth)
+        out.append(acc / weight)
+    return out
+
+
+def test_student_shows_three_components_smoothed_like_an_ema():
+    rng = np.random.default_rng(0)
+    steps = [(i, *rng.uniform(0.1, 3.0, 3)) for i in range(50)]
+    frame = studio.step_frame(snapshot({"student": steps}), smooth=0.8)
+    assert sorted(frame["component"].unique()) == ["CE", "KD", "total"]
+    for col, name in ((1, "total"), (2, "CE"), (3, "KD")):
+        got = frame[frame["component"] == name].sort_values("step")["loss"].to_numpy()
+        assert np.allclose(got, ema([s[col] for s in steps], 0.8), rtol=1e-12)
+
+
+def test_runs_without_a_teacher_show_only_their_total():
+    student = [(i, 1.0 / (i + 1), 0.5, 0.8) for i in range(10)]
+    baseline = [(i, 0.9 / (i + 1), 0.9 / (i + 1), 0.0) for i in range(10)]
+    frame = studio.step_frame(snapshot({"student": student, "baseline": baseline}), smooth=0)
+    shown = frame.groupby("run")["component"].unique().map(sorted).to_dict()
+    assert shown == {"student": ["CE", "KD", "total"], "baseline": ["total"]}
+    assert np.allclose(frame[frame["run"] == "baseline"]["loss"], [s[1] for s in baseline])
+
+
+@pytest.mark.parametrize("low, high, want", [(0.01, 5.0, 1), (0.3, 0.9, None)])
+def test_log_axis_ticks_at_decades_only_when_the_curve_spans_one(low, high, want):
+    steps = pd.DataFrame({"step": [0, 1], "loss": [high, low], "component": "total", "run": "r"})
+    assert charts.loss_curves(steps).layout.yaxis.dtick == want
