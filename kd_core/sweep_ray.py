@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -53,8 +54,12 @@ def train_cell(cfg: RunConfig, shared: tuple) -> dict:
     import torch
     from .engine import fit
     from .experiment import final_metrics
-    torch.set_num_threads(1)
     data, teacher, teacher_test_logits = shared
+    # Each task holds one Ray CPU: under "auto" (threads 0) a large model would otherwise take
+    # every core in each of the parallel tasks and oversubscribe the machine.
+    if cfg.train.threads == 0:
+        cfg = replace(cfg, train=replace(cfg.train, threads=1))
+    torch.set_num_threads(cfg.train.threads)
     try:
         result = fit(cfg, data, teacher if cfg.kind == "student" else None)
     except KDError as err:

@@ -50,3 +50,17 @@ def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, sweep_data, te
                {m: rb["metrics"][m] for m in COMPARED if m in ra["metrics"]}, key
         ea, eb = local.epochs(ra["id"]), remote.epochs(rb["id"])
         assert [(e["loss"], e["val_acc"]) for e in ea] == [(e["loss"], e["val_acc"]) for e in eb], key
+
+
+def test_a_ray_task_trains_at_one_thread_under_auto_even_for_a_large_model(digits):
+    """Each task holds one Ray CPU; "auto" must not give a large model every core in each task."""
+    from kd_core.config import DataConfig, ModelSpec, RunConfig, TrainConfig
+    from kd_core.engine import AUTO_THREADS_MIN_STEP_FLOPS
+    from kd_core.models import describe
+    from kd_core.sweep_ray import train_cell
+    spec = ModelSpec("mlp", 1024, 2)
+    assert 3 * describe(spec, digits.input_shape, digits.num_classes)["flops"] * 64 > AUTO_THREADS_MIN_STEP_FLOPS
+    cfg = RunConfig(kind="baseline", data=DataConfig("digits"), model=spec,
+                    train=TrainConfig(epochs=1, batch_size=64, device="cpu", threads=0))
+    out = train_cell(cfg, (digits, None, None))
+    assert out["status"] == "finished" and out["metrics"]["train_threads"] == 1
