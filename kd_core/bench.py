@@ -50,7 +50,6 @@ def _sync_for(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-@torch.inference_mode()
 @contextlib.contextmanager
 def torch_threads(n: int):
     """Run the block with n intra-op threads, then put the old count back."""
@@ -62,6 +61,7 @@ def torch_threads(n: int):
         torch.set_num_threads(old)
 
 
+@torch.inference_mode()
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], batch_sizes=(1, 256),
                     warmup: int = 10, repeats: int = 50, device: str | torch.device = "cpu") -> dict:
     """Median/p90 latency per batch size, plus the thread count in force."""

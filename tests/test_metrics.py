@@ -162,3 +162,20 @@ def test_evaluate_reports_every_metric(case):
     same = sum(a == b for a, b in zip(loop_predictions(logits), loop_predictions(teacher_logits)))
     assert report["agreement"] == pytest.approx(same / N, abs=1e-7)
     assert "agreement" not in evaluate(model, x, labels, K)
+
+
+def test_latency_is_timed_in_eval_under_inference_mode_at_the_threads_asked_for():
+    """Every timed call runs in eval mode under torch.inference_mode (no autograd bookkeeping),
+    the thread count reported is the one in force, and torch_threads puts the old one back."""
+    from kd_core.bench import measure_latency, torch_threads
+    seen = []
+    model = torch.nn.Linear(4, 3)
+    model.register_forward_hook(lambda m, i, o: seen.append((torch.is_inference_mode_enabled(), m.training)))
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        result = measure_latency(model, (4,), batch_sizes=(1, 8), warmup=2, repeats=3)
+        assert result["threads"] == 2 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    assert seen and all(mode and not training for mode, training in seen)
+    assert model.training                                   # put back as it was
+    assert set(result["batches"]) == {"1", "8"}
