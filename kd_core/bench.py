@@ -5,7 +5,6 @@ runs; median and p90 in milliseconds, with the thread count that was in force.
 """
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from typing import Callable
@@ -48,17 +47,6 @@ def _sync_for(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run the block with n intra-op threads, then put the old count back."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @torch.inference_mode()

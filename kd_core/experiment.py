@@ -14,7 +14,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .bench import measure_latency, size_report, torch_threads
+from .bench import measure_latency, size_report
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, timing_threads
 from .data import Dataset
@@ -23,6 +23,7 @@ from .errors import CheckpointError, KDError
 from .events import Progress, ProgressSink, ignore
 from .metrics import evaluate, predict_logits
 from .models import describe
+from .runtimes import torch_threads
 from .store import Store
 
 LATENCY_BATCHES = (1, 256)

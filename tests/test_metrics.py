@@ -167,7 +167,8 @@ def test_evaluate_reports_every_metric(case):
 def test_latency_is_timed_in_eval_under_inference_mode_at_the_threads_asked_for():
     """Every timed call runs in eval mode under torch.inference_mode (no autograd bookkeeping),
     the thread count reported is the one in force, and torch_threads puts the old one back."""
-    from kd_core.bench import measure_latency, torch_threads
+    from kd_core.bench import measure_latency
+    from kd_core.runtimes import torch_threads
     seen = []
     model = torch.nn.Linear(4, 3)
     model.register_forward_hook(lambda m, i, o: seen.append((torch.is_inference_mode_enabled(), m.training)))
