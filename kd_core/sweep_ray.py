@@ -51,15 +51,13 @@ def _failed(message: str) -> dict:
 
 def train_cell(cfg: RunConfig, shared: tuple) -> dict:
     """The Ray task: train and measure one cell, touching no store."""
-    import torch
     from .engine import fit
     from .experiment import final_metrics
     data, teacher, teacher_test_logits = shared
     # Each task holds one Ray CPU: under "auto" (threads 0) a large model would otherwise take
     # every core in each of the parallel tasks and oversubscribe the machine.
     if cfg.train.threads == 0:
-        cfg = replace(cfg, train=replace(cfg.train, threads=1))
-    torch.set_num_threads(cfg.train.threads)
+        cfg = replace(cfg, train=replace(cfg.train, threads=1))   # fit sets torch's threads from it
     try:
         result = fit(cfg, data, teacher if cfg.kind == "student" else None)
     except KDError as err:
