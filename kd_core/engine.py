@@ -82,7 +82,9 @@ def validate_config(cfg: RunConfig) -> None:
               (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
               (t.lr > 0 and math.isfinite(t.lr), f"learning rate must be a positive number, got {t.lr}"),
               (t.optimizer in ("adam", "sgd"), f"unknown optimizer '{t.optimizer}'; use adam or sgd"),
-              (t.weight_decay >= 0, f"weight decay must be >= 0, got {t.weight_decay}")]
+              (t.weight_decay >= 0, f"weight decay must be >= 0, got {t.weight_decay}"),
+              (t.threads >= 0, f"threads must be 0 (auto) or a positive count, got {t.threads}"),
+              (t.spare_cores >= 0, f"spare cores must be >= 0, got {t.spare_cores}")]
     if cfg.distill is not None:
         d = cfg.distill
         checks += [(0.0 <= d.alpha <= 1.0, f"λ (alpha) must be in [0, 1], got {d.alpha}"),

@@ -52,11 +52,13 @@ def prepare_error_inputs(root) -> dict[str, list]:
         "other dataset": ["distill", "--teacher", root / "rgb.pt", *quick],
         "unknown teacher": ["distill", "--teacher", "t0000-000000-dead", *quick],
         "diverging lr": ["teacher", "--lr", "1e6", *quick],
+        "negative threads": ["teacher", "--threads", "-2", *quick],
     }
 
 
 EXPECTED = {   # case -> (phrases, stream)
     "unknown dataset": (["error:", "unknown dataset 'imagenet'", "digits, mnist"], "stderr"),
+    "negative threads": (["failed", "threads must be 0 (auto) or a positive count, got -2"], "stdout"),
     "missing folder": (["error:", "does not exist"], "stderr"),
     "empty class folder": (["error:", "no valid file", "classes c", "sub-folder"], "stderr"),
     "missing idx files": (["error:", "could not load 'mnist'", "train-images-idx3-ubyte"], "stderr"),

@@ -193,7 +193,8 @@ def test_diverging_loss_fails_with_a_learning_rate_message(digits, optimizer, lr
 
 @pytest.mark.parametrize("field, value, word", [("epochs", 0, "epochs"), ("batch_size", 0, "batch size"),
                                                 ("lr", -1.0, "learning rate"), ("lr", float("nan"), "learning rate"),
-                                                ("optimizer", "lbfgs", "optimizer")])
+                                                ("optimizer", "lbfgs", "optimizer"), ("threads", -1, "threads"),
+                                                ("spare_cores", -1, "spare cores")])
 def test_invalid_training_config_is_a_config_error(digits, field, value, word):
     cfg = make_config("teacher", epochs=1)
     cfg = replace(cfg, train=replace(cfg.train, **{field: value}))
