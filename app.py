@@ -4,6 +4,7 @@ The router: page config and navigation. Each page starts with
 `ui.state.sidebar()`, the shared sidebar, so that it is in place however the
 page is run (Streamlit's AppTest runs a page file on its own after switch_page).
 """
+
 import streamlit as st
 
 st.set_page_config(page_title="KD Studio", page_icon="⚗️", layout="wide")

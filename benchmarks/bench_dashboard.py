@@ -14,7 +14,7 @@ epochs, batch, lr, T, λ, seed, no baseline) is distilled from it, alternating (
   no viewer  (diagnostic) the same as dashboard, but the page leaves for about:blank as soon
              as the run has started, so nobody polls: what remains is the server itself.
 
-Both "seconds" are the engine's own timer around the training loop (kd_core.engine.fit),
+Both "seconds" are the engine's own timer around the training loop (kd_core.train.engine.fit),
 so start-up, data loading and final evaluation are outside both. Medians are reported,
 with the ratio dashboard / CLI (target ≤ 1.15×). The thread count each run really used is
 read back from the run (metrics["train_threads"]; 0 asks for auto, which picks by model size).
@@ -26,6 +26,7 @@ browser, for a first start and a second one (target: the second under 5 s).
 
 Writes benchmarks/RESULTS_dashboard.md (with the machine: CPU model, cores, torch version).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,6 @@ from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
 
 from _server import CHROMIUM, StreamlitServer, kd_env, launch_browser, settle, slider_value, wait_until  # noqa: E402
 
@@ -57,34 +57,53 @@ class Case:
     depth: int
     epochs: int
     batch: int
-    lr: float                 # one of ui.forms.LEARNING_RATES (a select_slider)
+    lr: float  # one of ui.forms.LEARNING_RATES (a select_slider)
     temperature: float = 4.0
     alpha: float = 0.9
     seed: int = 0
-    teacher: dict = field(default_factory=dict)   # CLI flags of the shared teacher
+    teacher: dict = field(default_factory=dict)  # CLI flags of the shared teacher
 
     def label(self) -> str:
-        return (f"{self.dataset}: student mlp {self.size}×{self.depth}, {self.epochs} epochs, batch {self.batch}, "
-                f"lr {self.lr:g}, T {self.temperature:g}, λ {self.alpha:g}, seed {self.seed}, no baseline")
+        return (
+            f"{self.dataset}: student mlp {self.size}×{self.depth}, {self.epochs} epochs, batch {self.batch}, "
+            f"lr {self.lr:g}, T {self.temperature:g}, λ {self.alpha:g}, seed {self.seed}, no baseline"
+        )
 
 
 CASES = [
-    Case("digits", size=32, depth=1, epochs=100, batch=32, lr=3e-3,
-         teacher={"--size": "256", "--depth": "1", "--epochs": "5"}),
-    Case("fashion-mnist", size=64, depth=1, epochs=2, batch=32, lr=1e-3,
-         teacher={"--size": "256", "--depth": "1", "--epochs": "1"}),
+    Case(
+        "digits",
+        size=32,
+        depth=1,
+        epochs=100,
+        batch=32,
+        lr=3e-3,
+        teacher={"--size": "256", "--depth": "1", "--epochs": "5"},
+    ),
+    Case(
+        "fashion-mnist",
+        size=64,
+        depth=1,
+        epochs=2,
+        batch=32,
+        lr=1e-3,
+        teacher={"--size": "256", "--depth": "1", "--epochs": "1"},
+    ),
 ]
-NOTES = "## Notes"          # RESULTS_dashboard.md from this heading on is written by hand and kept
-QUICK = {"digits": 20, "fashion-mnist": 1}    # epochs with --quick
+NOTES = "## Notes"  # RESULTS_dashboard.md from this heading on is written by hand and kept
+QUICK = {"digits": 20, "fashion-mnist": 1}  # epochs with --quick
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each side per dataset (default 3)")
     cores = os.cpu_count() or 1
-    p.add_argument("--threads", default=",".join(dict.fromkeys(["0", str(cores)])),
-                   help="torch thread counts to compare at, each the same on both sides; 0 is auto (default: "
-                        "auto, the dashboard's own default, and all cores)")
+    p.add_argument(
+        "--threads",
+        default=",".join(dict.fromkeys(["0", str(cores)])),
+        help="torch thread counts to compare at, each the same on both sides; 0 is auto (default: "
+        "auto, the dashboard's own default, and all cores)",
+    )
     p.add_argument("--quick", action="store_true", help="fewer epochs, 1 repeat, no 'no viewer' arm")
     p.add_argument("--no-viewer-arm", action="store_true", help="skip the diagnostic 'no viewer' arm")
     p.add_argument("--datasets", default=",".join(c.dataset for c in CASES))
@@ -100,6 +119,7 @@ def machine() -> dict:
     import plotly
     import streamlit
     import torch
+
     model = platform.processor() or platform.machine()
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -108,13 +128,21 @@ def machine() -> dict:
     except OSError:
         pass
     try:
-        chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, check=False,
-                                  timeout=30).stdout.strip()
+        chromium = subprocess.run(
+            [CHROMIUM, "--version"], capture_output=True, text=True, check=False, timeout=30
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         chromium = "?"
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "streamlit": streamlit.__version__, "plotly": plotly.__version__, "chromium": chromium,
-            "os": platform.platform()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "streamlit": streamlit.__version__,
+        "plotly": plotly.__version__,
+        "chromium": chromium,
+        "os": platform.platform(),
+    }
 
 
 def load() -> str:
@@ -125,8 +153,15 @@ def load() -> str:
 
 
 def cli(args: list[str], env: dict, cwd: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "kd_core", *args, "--json", "--quiet"], cwd=cwd, env=env,
-                         capture_output=True, text=True, check=False, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, "-m", "kd_core", *args, "--json", "--quiet"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"kd_core {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout)
@@ -134,19 +169,50 @@ def cli(args: list[str], env: dict, cwd: Path) -> dict:
 
 def train_teacher(case: Case, runs: Path, data: Path, env: dict) -> str:
     flags = [x for kv in case.teacher.items() for x in kv]
-    out = cli(["teacher", "--dataset", case.dataset, "--data-root", str(data), "--store", str(runs), *flags],
-              env, runs.parent)
+    out = cli(
+        ["teacher", "--dataset", case.dataset, "--data-root", str(data), "--store", str(runs), *flags], env, runs.parent
+    )
     run = out["runs"][0]
     assert run["status"] == "finished", run
     return run["run_id"]
 
 
 def cli_distill(case: Case, teacher: str, runs: Path, data: Path, env: dict, threads: int) -> dict:
-    out = cli(["distill", "--dataset", case.dataset, "--data-root", str(data), "--store", str(runs),
-               "--teacher", teacher, "--family", "mlp", "--size", str(case.size), "--depth", str(case.depth),
-               "--epochs", str(case.epochs), "--batch-size", str(case.batch), "--lr", str(case.lr),
-               "-T", str(case.temperature), "--alpha", str(case.alpha), "--seed", str(case.seed),
-               "--threads", str(threads)], env, runs.parent)
+    out = cli(
+        [
+            "distill",
+            "--dataset",
+            case.dataset,
+            "--data-root",
+            str(data),
+            "--store",
+            str(runs),
+            "--teacher",
+            teacher,
+            "--family",
+            "mlp",
+            "--size",
+            str(case.size),
+            "--depth",
+            str(case.depth),
+            "--epochs",
+            str(case.epochs),
+            "--batch-size",
+            str(case.batch),
+            "--lr",
+            str(case.lr),
+            "-T",
+            str(case.temperature),
+            "--alpha",
+            str(case.alpha),
+            "--seed",
+            str(case.seed),
+            "--threads",
+            str(threads),
+        ],
+        env,
+        runs.parent,
+    )
     run = out["runs"][0]
     assert run["status"] == "finished" and len(out["runs"]) == 1, out["runs"]
     return run
@@ -156,15 +222,27 @@ def cli_distill(case: Case, teacher: str, runs: Path, data: Path, env: dict, thr
 
 
 def distill_url(base: str, case: Case, teacher: str) -> str:
-    query = {"dataset": case.dataset, "teacher": teacher, "s_family": "mlp", "s_size": case.size,
-             "s_depth": case.depth, "s_epochs": case.epochs, "s_lr": case.lr, "s_bs": case.batch,
-             "T": case.temperature, "lam": case.alpha, "s_seed": case.seed, "baseline": "false"}
+    query = {
+        "dataset": case.dataset,
+        "teacher": teacher,
+        "s_family": "mlp",
+        "s_size": case.size,
+        "s_depth": case.depth,
+        "s_epochs": case.epochs,
+        "s_lr": case.lr,
+        "s_bs": case.batch,
+        "T": case.temperature,
+        "lam": case.alpha,
+        "s_seed": case.seed,
+        "baseline": "false",
+    }
     return f"{base}/distill?{urlencode(query)}"
 
 
 def set_threads(page, threads: int) -> None:
     """The sidebar's "Torch threads" (a select box, not in the URL; 0 is auto)."""
-    from kd_core.studio import threads_label
+    from kd_core.views.studio import threads_label
+
     label = threads_label(threads)
     sidebar = page.get_by_test_id("stSidebar")
     box = sidebar.get_by_test_id("stSelectbox").filter(has_text="Torch threads")
@@ -181,7 +259,7 @@ def set_threads(page, threads: int) -> None:
         option = page.get_by_role("option", name=label, exact=True)
         try:
             option.click(timeout=3000)
-        except Exception:       # noqa: BLE001 - playwright's TimeoutError; retried
+        except Exception:
             page.keyboard.press("Escape")
         return False
 
@@ -191,19 +269,34 @@ def set_threads(page, threads: int) -> None:
 
 def check_widgets(page, case: Case) -> None:
     """What the page shows is the config asked for in the URL."""
-    shown = {label: slider_value(page, label) for label in
-             ("Hidden width", "Hidden layers", "Temperature T", "λ (weight of the teacher)", "Epochs",
-              "Learning rate", "Batch size")}
-    want = {"Hidden width": str(case.size), "Hidden layers": str(case.depth),
-            "Temperature T": f"{case.temperature:.2f}", "λ (weight of the teacher)": f"{case.alpha:.2f}",
-            "Epochs": str(case.epochs), "Learning rate": f"{case.lr:g}", "Batch size": str(case.batch)}
+    shown = {
+        label: slider_value(page, label)
+        for label in (
+            "Hidden width",
+            "Hidden layers",
+            "Temperature T",
+            "λ (weight of the teacher)",
+            "Epochs",
+            "Learning rate",
+            "Batch size",
+        )
+    }
+    want = {
+        "Hidden width": str(case.size),
+        "Hidden layers": str(case.depth),
+        "Temperature T": f"{case.temperature:.2f}",
+        "λ (weight of the teacher)": f"{case.alpha:.2f}",
+        "Epochs": str(case.epochs),
+        "Learning rate": f"{case.lr:g}",
+        "Batch size": str(case.batch),
+    }
     assert shown == want, f"the page shows {shown}, not {want}"
     assert not page.get_by_label("Also train the same student without distillation (baseline)").is_checked()
 
 
-def dashboard_distill(page, base: str, case: Case, teacher: str, runs: Path, threads: int,
-                      viewer: bool = True) -> dict:
+def dashboard_distill(page, base: str, case: Case, teacher: str, runs: Path, threads: int, viewer: bool = True) -> dict:
     from kd_core.store import Store
+
     store = Store(runs)
     page.goto(distill_url(base, case, teacher))
     settle(page, "Distill")
@@ -211,26 +304,38 @@ def dashboard_distill(page, base: str, case: Case, teacher: str, runs: Path, thr
     check_widgets(page, case)
     before = {r["id"] for r in store.list_runs(kind="student")}
     page.get_by_role("button", name="Distill", exact=True).click()
-    new = wait_until(lambda: [r for r in store.list_runs(kind="student") if r["id"] not in before], 120,
-                     interval=0.1, what="the run to start")
+    new = wait_until(
+        lambda: [r for r in store.list_runs(kind="student") if r["id"] not in before],
+        120,
+        interval=0.1,
+        what="the run to start",
+    )
     run_id = new[0]["id"]
     if viewer:
         page.get_by_text(re.compile(r"^Finished: ")).first.wait_for(timeout=1_800_000)
     else:
         page.goto("about:blank")
-    run = wait_until(lambda: (r := store.get_run(run_id)) and r["status"] != "running" and r, 1800,
-                     what="the run to finish")
+    run = wait_until(
+        lambda: (r := store.get_run(run_id)) and r["status"] != "running" and r, 1800, what="the run to finish"
+    )
     assert run["status"] == "finished", run
     return {"run_id": run_id, **run["metrics"]}
 
 
 def same_config(a: dict, b: dict) -> None:
     """The two runs trained the same thing (the thread settings aside: see metrics.train_threads)."""
+
     def essentials(cfg: dict) -> dict:
         # The thread count is compared on what each run used (metrics.train_threads).
         train = {k: v for k, v in cfg["train"].items() if k not in ("threads", "spare_cores")}
-        return {"dataset": cfg["data"]["dataset"], "model": cfg["model"], "train": train,
-                "distill": cfg["distill"], "teacher": cfg["teacher_id"]}
+        return {
+            "dataset": cfg["data"]["dataset"],
+            "model": cfg["model"],
+            "train": train,
+            "distill": cfg["distill"],
+            "teacher": cfg["teacher_id"],
+        }
+
     assert essentials(a) == essentials(b), (essentials(a), essentials(b))
 
 
@@ -288,6 +393,7 @@ def main() -> int:
 
 def run_all(args, cases: list, thread_counts: list, repeats: int, no_viewer: bool, info: dict, root: Path) -> int:
     from playwright.sync_api import sync_playwright
+
     runs, data = root / "runs", root / "data"
     env = kd_env(runs, data)
     teachers = {c.dataset: train_teacher(c, runs, data, env) for c in cases}
@@ -312,8 +418,9 @@ def run_all(args, cases: list, thread_counts: list, repeats: int, no_viewer: boo
                     settle(page, "Distill", 300)
                 for c in cases:
                     for threads in thread_counts:
-                        results[(c.dataset, threads)] = compare(page, server.url, c, teachers[c.dataset], runs, data,
-                                                                env, threads, repeats, no_viewer)
+                        results[(c.dataset, threads)] = compare(
+                            page, server.url, c, teachers[c.dataset], runs, data, env, threads, repeats, no_viewer
+                        )
             finally:
                 page.close()
                 code = server.stop()
@@ -326,72 +433,108 @@ def run_all(args, cases: list, thread_counts: list, repeats: int, no_viewer: boo
     print(report)
     out = Path(args.out)
     old = out.read_text() if out.exists() else ""
-    notes = old[old.index(NOTES):] if NOTES in old else ""     # hand-written findings are kept
+    notes = old[old.index(NOTES) :] if NOTES in old else ""  # hand-written findings are kept
     out.write_text(report + ("\n" + notes if notes else ""))
     print(f"written: {args.out}")
     return 0
 
 
-def compare(page, base: str, c: Case, teacher: str, runs: Path, data: Path, env: dict, threads: int,
-            repeats: int, no_viewer: bool) -> dict:
+def compare(
+    page,
+    base: str,
+    c: Case,
+    teacher: str,
+    runs: Path,
+    data: Path,
+    env: dict,
+    threads: int,
+    repeats: int,
+    no_viewer: bool,
+) -> dict:
     """The arms of one case at one thread count, alternating ABBA…; checks that every run trained
     the same config with the thread count asked for."""
     arms = {"cli": [], "dashboard": [], "no viewer": []}
     order = ["cli", "dashboard"] + (["no viewer"] if no_viewer else [])
     for r in range(repeats):
-        for arm in (order if r % 2 == 0 else order[::-1]):
+        for arm in order if r % 2 == 0 else order[::-1]:
             if arm == "cli":
                 run = cli_distill(c, teacher, runs, data, env, threads)
             else:
                 run = dashboard_distill(page, base, c, teacher, runs, threads, viewer=arm == "dashboard")
             arms[arm].append(run)
-            print(f"  {c.dataset:13s} {threads} thr  {arm:9s} {run['seconds']:7.2f} s  "
-                  f"threads {run['train_threads']}  test acc {run['test_acc']:.4f}  load {load()}", flush=True)
+            print(
+                f"  {c.dataset:13s} {threads} thr  {arm:9s} {run['seconds']:7.2f} s  "
+                f"threads {run['train_threads']}  test acc {run['test_acc']:.4f}  load {load()}",
+                flush=True,
+            )
     reference = _stored_config(runs, arms["cli"][0])
     reference_threads = arms["cli"][0]["train_threads"]
     for arm, rs in arms.items():
         for run in rs:
             same_config(_stored_config(runs, run), reference)
             assert run["train_threads"] == (threads or reference_threads), (arm, run["train_threads"])
-    return {"case": c, "threads": threads, "arms": {a: [r["seconds"] for r in rs] for a, rs in arms.items() if rs},
-            "acc": {a: [r["test_acc"] for r in rs] for a, rs in arms.items() if rs}}
+    return {
+        "case": c,
+        "threads": threads,
+        "arms": {a: [r["seconds"] for r in rs] for a, rs in arms.items() if rs},
+        "acc": {a: [r["test_acc"] for r in rs] for a, rs in arms.items() if rs},
+    }
 
 
 def _stored_config(runs: Path, run: dict) -> dict:
     from kd_core.store import Store
+
     return Store(runs).get_run(run["run_id"])["config"]
 
 
 def render(info: dict, args, repeats: int, results: dict, startup: list) -> str:
-    lines = ["# Dashboard against CLI: training time and start-up", "",
-             f"`python benchmarks/bench_dashboard.py{' --quick' if args.quick else ''} --repeats {repeats} "
-             f"--threads {args.threads}` — {time.strftime('%Y-%m-%d %H:%M')}", "",
-             "## Machine", "",
-             f"- CPU: {info['cpu']}, {info['cores']} cores", f"- torch {info['torch']}, streamlit "
-             f"{info['streamlit']}, plotly {info['plotly']}, Python {info['python']}",
-             f"- browser: {info['chromium']} (headless, same machine)", f"- {info['os']}",
-             f"- torch threads: {args.threads}, the same on both sides of each row (read back from every run: "
-             "metrics.train_threads; 0 = auto)",
-             f"- load average at the end: {load()}", "",
-             "## Training time (the engine's `seconds`), medians", "",
-             "| dataset | config | threads | CLI s | dashboard s | dashboard / CLI | no viewer s | no viewer / CLI |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Dashboard against CLI: training time and start-up",
+        "",
+        f"`python benchmarks/bench_dashboard.py{' --quick' if args.quick else ''} --repeats {repeats} "
+        f"--threads {args.threads}` — {time.strftime('%Y-%m-%d %H:%M')}",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {info['cpu']}, {info['cores']} cores",
+        f"- torch {info['torch']}, streamlit {info['streamlit']}, plotly {info['plotly']}, Python {info['python']}",
+        f"- browser: {info['chromium']} (headless, same machine)",
+        f"- {info['os']}",
+        f"- torch threads: {args.threads}, the same on both sides of each row (read back from every run: "
+        "metrics.train_threads; 0 = auto)",
+        f"- load average at the end: {load()}",
+        "",
+        "## Training time (the engine's `seconds`), medians",
+        "",
+        "| dataset | config | threads | CLI s | dashboard s | dashboard / CLI | no viewer s | no viewer / CLI |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for (ds, _), r in results.items():
         a = r["arms"]
         cli_s, dash_s = median(a["cli"]), median(a["dashboard"])
         nv = a.get("no viewer")
-        lines.append(f"| {ds} | {r['case'].label().split(': ', 1)[1]} | {r['threads']} | {cli_s:.2f} | {dash_s:.2f} | "
-                     f"**{dash_s / cli_s:.2f}×** | {median(nv) if nv else float('nan'):.2f} | "
-                     f"{(median(nv) / cli_s) if nv else float('nan'):.2f}× |")
+        lines.append(
+            f"| {ds} | {r['case'].label().split(': ', 1)[1]} | {r['threads']} | {cli_s:.2f} | {dash_s:.2f} | "
+            f"**{dash_s / cli_s:.2f}×** | {median(nv) if nv else float('nan'):.2f} | "
+            f"{(median(nv) / cli_s) if nv else float('nan'):.2f}× |"
+        )
     lines += ["", "All runs (seconds, in the order run):", ""]
     for (ds, threads), r in results.items():
         for arm, xs in r["arms"].items():
-            lines.append(f"- {ds}, {threads} thread(s), {arm}: {', '.join(f'{x:.2f}' for x in xs)} "
-                         f"(test acc {', '.join(f'{x:.4f}' for x in r['acc'][arm])})")
-    lines += ["", "## Start-up: `streamlit run` spawned → Overview title visible", "",
-              "Both starts come after the CLI trained the teachers, so torch and friends are already in the "
-              f"OS file cache (PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', 'unset')}).", "",
-              "| start | server healthy s | Overview shown s |", "| --- | --- | --- |"]
+            lines.append(
+                f"- {ds}, {threads} thread(s), {arm}: {', '.join(f'{x:.2f}' for x in xs)} "
+                f"(test acc {', '.join(f'{x:.4f}' for x in r['acc'][arm])})"
+            )
+    lines += [
+        "",
+        "## Start-up: `streamlit run` spawned → Overview title visible",
+        "",
+        "Both starts come after the CLI trained the teachers, so torch and friends are already in the "
+        f"OS file cache (PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', 'unset')}).",
+        "",
+        "| start | server healthy s | Overview shown s |",
+        "| --- | --- | --- |",
+    ]
     for s in startup:
         lines.append(f"| {s['start']} | {s['healthy_s']:.2f} | {s['overview_s']:.2f} |")
     lines.append("")

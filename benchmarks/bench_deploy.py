@@ -9,6 +9,7 @@ it to benchmarks/RESULTS_deploy.md.
 
     python benchmarks/bench_deploy.py [--threads 1] [--epochs 2] [--repeats 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,16 +22,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kd_core import export as ex  # noqa: E402
-from kd_core import runtimes as rt  # noqa: E402
-from kd_core.bench import matmul_flops_per_s  # noqa: E402
-from kd_core.config import DataConfig, DistillConfig, RunConfig, TrainConfig  # noqa: E402
-from kd_core.data import load_dataset  # noqa: E402
-from kd_core.experiment import distill, train_teacher  # noqa: E402
-from kd_core.models import student_preset, teacher_preset  # noqa: E402
-from kd_core.store import Store  # noqa: E402
+from kd_core import export as ex
+from kd_core import runtimes as rt
+from kd_core.config import DataConfig, DistillConfig, RunConfig, TrainConfig
+from kd_core.store import Store
+from kd_core.train.bench import matmul_flops_per_s
+from kd_core.train.data import load_dataset
+from kd_core.train.models import student_preset, teacher_preset
+from kd_core.train.recorder import distill, train_teacher
 
 BATCHES = (1, 256)
 RESULTS = Path(__file__).with_name("RESULTS_deploy.md")
@@ -39,28 +38,45 @@ RESULTS = Path(__file__).with_name("RESULTS_deploy.md")
 def train_pair(store: Store, data, epochs: int, threads: int) -> tuple[str, str, list[str]]:
     """Teacher and distilled student at the dataset's presets; returns their ids and a summary."""
     train = TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, seed=0, threads=threads)
-    cfg = RunConfig(kind="teacher", data=DataConfig(dataset="fashion-mnist"),
-                    model=teacher_preset("fashion-mnist"), train=train)
+    cfg = RunConfig(
+        kind="teacher", data=DataConfig(dataset="fashion-mnist"), model=teacher_preset("fashion-mnist"), train=train
+    )
     teacher = train_teacher(store, cfg, data)
-    student = distill(store, replace(cfg, kind="student", model=student_preset("fashion-mnist"),
-                                     distill=DistillConfig(temperature=4.0, alpha=0.9), teacher_id=teacher.run_id),
-                      data, teacher.model, with_baseline=False)[0]
-    lines = [f"- {o.kind}: {cfg_label} — test accuracy {o.metrics['test_acc']:.4f}, {o.metrics['params']:,} params, "
-             f"{o.metrics['flops']:,} FLOPs/sample, trained {o.metrics['seconds']:.1f} s"
-             for o, cfg_label in ((teacher, cfg.model.label()), (student, student_preset("fashion-mnist").label()))]
+    student = distill(
+        store,
+        replace(
+            cfg,
+            kind="student",
+            model=student_preset("fashion-mnist"),
+            distill=DistillConfig(temperature=4.0, alpha=0.9),
+            teacher_id=teacher.run_id,
+        ),
+        data,
+        teacher.model,
+        with_baseline=False,
+    )[0]
+    lines = [
+        f"- {o.kind}: {cfg_label} — test accuracy {o.metrics['test_acc']:.4f}, {o.metrics['params']:,} params, "
+        f"{o.metrics['flops']:,} FLOPs/sample, trained {o.metrics['seconds']:.1f} s"
+        for o, cfg_label in ((teacher, cfg.model.label()), (student, student_preset("fashion-mnist").label()))
+    ]
     return teacher.run_id, student.run_id, lines
 
 
 def export_checks(store: Store, teacher: str, student: str, data) -> list[str]:
     """Every export verified against PyTorch on the 10,000 test images."""
-    lines = ["| model | format | bytes | max abs Δlogit | allowed | top-1 agreement | test acc |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | format | bytes | max abs Δlogit | allowed | top-1 agreement | test acc |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     cases = [(teacher, f, None) for f in ex.FORMATS] + [(student, f, q) for f in ex.FORMATS for q in ex.QUANTIZE]
     for run_id, fmt, quantize in cases:
         r = ex.export_run(store, run_id, fmt, quantize, data=data)
-        lines.append(f"| {r['kind']} | {fmt}{' int8' if quantize else ''} | {r['bytes']:,} | "
-                     f"{r['max_abs_diff']:.2e} | {r['tolerance']['max_abs_diff']:.2e} | {r['agreement']:.4f} | "
-                     f"{r['test_acc']:.4f} |")
+        lines.append(
+            f"| {r['kind']} | {fmt}{' int8' if quantize else ''} | {r['bytes']:,} | "
+            f"{r['max_abs_diff']:.2e} | {r['tolerance']['max_abs_diff']:.2e} | {r['agreement']:.4f} | "
+            f"{r['test_acc']:.4f} |"
+        )
     return lines
 
 
@@ -81,19 +97,24 @@ def flop_floor(store: Store, rows: list[dict], threads: int) -> list[str]:
         rates = {n: matmul_flops_per_s(n) for n in (256, 512)}
     rate = max(rates.values())
     flops = {r["kind"]: r["metrics"]["flops"] for r in store.list_runs()}
-    lines = [f"Measured float32 matmul rate, {threads} thread(s): "
-             + ", ".join(f"{n}×{n}: {v / 1e9:.1f} GFLOP/s" for n, v in rates.items())
-             + f"; the floor uses the best, {rate / 1e9:.1f} GFLOP/s. "
-             f"Teacher/student FLOP ratio: {flops['teacher'] / flops['student']:.1f}×.", "",
-             "| model | runtime | FLOPs per batch of 256 | floor ms | measured ms | × floor | achieved GFLOP/s |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Measured float32 matmul rate, {threads} thread(s): "
+        + ", ".join(f"{n}×{n}: {v / 1e9:.1f} GFLOP/s" for n, v in rates.items())
+        + f"; the floor uses the best, {rate / 1e9:.1f} GFLOP/s. "
+        f"Teacher/student FLOP ratio: {flops['teacher'] / flops['student']:.1f}×.",
+        "",
+        "| model | runtime | FLOPs per batch of 256 | floor ms | measured ms | × floor | achieved GFLOP/s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if r["batch_size"] != 256 or r["model"] not in ("teacher", "student"):
             continue
         work = flops[r["model"]] * 256
         floor_ms = work / rate * 1e3
-        lines.append(f"| {r['model']} | {r['runtime']} | {work:,} | {floor_ms:.4f} | {r['median_ms']:.4f} | "
-                     f"{r['median_ms'] / floor_ms:.2f}× | {work / r['median_ms'] / 1e6:.1f} |")
+        lines.append(
+            f"| {r['model']} | {r['runtime']} | {work:,} | {floor_ms:.4f} | {r['median_ms']:.4f} | "
+            f"{r['median_ms'] / floor_ms:.2f}× | {work / r['median_ms'] / 1e6:.1f} |"
+        )
     return lines
 
 
@@ -117,23 +138,47 @@ def main() -> int:
         cpu_share = (time.process_time() - cpu) / (time.perf_counter() - wall) / a.threads
         quant = rt.quantization_report(store, student, data, a.threads, BATCHES, a.warmup, a.repeats)
         floor = flop_floor(store, bench["rows"], a.threads)
-    load = (f"Contention: load average (1 min) {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on "
-            f"{os.cpu_count()} cores; while the latency table was measured this process got {cpu_share:.0%} of "
-            f"its {a.threads} thread(s)' time (100% = never preempted). Calls longer than a scheduler slice "
-            "(the teacher at batch 256) suffer most.")
+    load = (
+        f"Contention: load average (1 min) {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on "
+        f"{os.cpu_count()} cores; while the latency table was measured this process got {cpu_share:.0%} of "
+        f"its {a.threads} thread(s)' time (100% = never preempted). Calls longer than a scheduler slice "
+        "(the teacher at batch 256) suffer most."
+    )
     report = [
-        "# Deployment benchmark: Fashion-MNIST teacher → student", "",
+        "# Deployment benchmark: Fashion-MNIST teacher → student",
+        "",
         f"`python benchmarks/bench_deploy.py --threads {a.threads} --epochs {a.epochs} --warmup {a.warmup} "
         f"--repeats {a.repeats}` — {time.strftime('%Y-%m-%d %H:%M')}, "
-        f"{time.perf_counter() - started:.0f} s in all.", "",
-        rt.machine_line(bench["machine"]), "", load, "",
-        "## Models", "", *trained, "",
-        "## Exports checked on the test split (10,000 images)", "", *checks, "",
-        f"## Latency ({a.threads} thread(s), median of ≥{a.repeats} calls after {a.warmup} warm-up)", "",
-        rt.latency_markdown(bench["rows"]), "",
-        "## Speed-up of the student over the teacher in eager PyTorch", "", *speedups(bench["rows"]), "",
-        "## int8 student beside the float student", "", *rt.quantization_markdown(quant), "",
-        "## Batch-256 throughput against the FLOP floor", "", *floor, "",
+        f"{time.perf_counter() - started:.0f} s in all.",
+        "",
+        rt.machine_line(bench["machine"]),
+        "",
+        load,
+        "",
+        "## Models",
+        "",
+        *trained,
+        "",
+        "## Exports checked on the test split (10,000 images)",
+        "",
+        *checks,
+        "",
+        f"## Latency ({a.threads} thread(s), median of ≥{a.repeats} calls after {a.warmup} warm-up)",
+        "",
+        rt.latency_markdown(bench["rows"]),
+        "",
+        "## Speed-up of the student over the teacher in eager PyTorch",
+        "",
+        *speedups(bench["rows"]),
+        "",
+        "## int8 student beside the float student",
+        "",
+        *rt.quantization_markdown(quant),
+        "",
+        "## Batch-256 throughput against the FLOP floor",
+        "",
+        *floor,
+        "",
     ]
     text = "\n".join(report)
     print(text)

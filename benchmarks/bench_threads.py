@@ -1,5 +1,5 @@
 """Training-step time at 1 thread and at all cores, by model size: the evidence
-behind `kd_core.engine.auto_threads` (1 thread below AUTO_THREADS_MIN_STEP_FLOPS).
+behind `kd_core.train.engine.auto_threads` (1 thread below AUTO_THREADS_MIN_STEP_FLOPS).
 
 Each row times the engine's step (index_select batch, forward, Hinton loss,
 backward, fused Adam) of one student on random data, interleaving the thread
@@ -11,28 +11,29 @@ hits both alike. This is a script, not a test:
 Run it once on an idle machine and once while something else runs (the browser,
 a second training): a second thread that helps when idle can hurt when busy.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kd_core.config import ModelSpec  # noqa: E402
-from kd_core.engine import AUTO_THREADS_MIN_STEP_FLOPS, auto_threads  # noqa: E402
-from kd_core.losses import hinton_kd_loss  # noqa: E402
-from kd_core.models import build_model, describe  # noqa: E402
+from kd_core.config import ModelSpec
+from kd_core.train.engine import AUTO_THREADS_MIN_STEP_FLOPS, auto_threads
+from kd_core.train.losses import hinton_kd_loss
+from kd_core.train.models import build_model, describe
 
 CASES = [  # (student, input shape, batch): the presets and sizes the sliders reach
-    (ModelSpec("mlp", 32, 1), (1, 8, 8), 32), (ModelSpec("mlp", 64, 1), (1, 28, 28), 32),
-    (ModelSpec("mlp", 128, 1), (1, 28, 28), 64), (ModelSpec("mlp", 256, 1), (1, 28, 28), 64),
-    (ModelSpec("mlp", 512, 1), (1, 28, 28), 64), (ModelSpec("mlp", 1024, 2), (1, 28, 28), 64),
-    (ModelSpec("cnn", 1, 1), (1, 28, 28), 64), (ModelSpec("cnn", 8, 1), (1, 28, 28), 64),
+    (ModelSpec("mlp", 32, 1), (1, 8, 8), 32),
+    (ModelSpec("mlp", 64, 1), (1, 28, 28), 32),
+    (ModelSpec("mlp", 128, 1), (1, 28, 28), 64),
+    (ModelSpec("mlp", 256, 1), (1, 28, 28), 64),
+    (ModelSpec("mlp", 512, 1), (1, 28, 28), 64),
+    (ModelSpec("mlp", 1024, 2), (1, 28, 28), 64),
+    (ModelSpec("cnn", 1, 1), (1, 28, 28), 64),
+    (ModelSpec("cnn", 8, 1), (1, 28, 28), 64),
 ]
 
 
@@ -65,16 +66,21 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150)
     args = p.parse_args()
     cores = os.cpu_count() or 1
-    print(f"{cores} cores, torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}; "
-          f"auto threshold {AUTO_THREADS_MIN_STEP_FLOPS / 1e6:.0f} MFLOP/step")
+    print(
+        f"{cores} cores, torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}; "
+        f"auto threshold {AUTO_THREADS_MIN_STEP_FLOPS / 1e6:.0f} MFLOP/step"
+    )
     print(f"| student | batch | MFLOP/step | 1 thread ms | {cores} threads ms | {cores} / 1 | auto picks |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for spec, shape, batch in CASES:
         step_flops = 3 * describe(spec, shape, 10)["flops"] * batch
         runs = [step_ms(spec, shape, batch, n, args.steps) for n in (1, cores, 1, cores)]
         one, many = min(runs[0::2]), min(runs[1::2])
-        print(f"| {spec.label()} | {batch} | {step_flops / 1e6:.1f} | {one:.3f} | {many:.3f} | {many / one:.2f} | "
-              f"{auto_threads(step_flops, cores)} |", flush=True)
+        print(
+            f"| {spec.label()} | {batch} | {step_flops / 1e6:.1f} | {one:.3f} | {many:.3f} | {many / one:.2f} | "
+            f"{auto_threads(step_flops, cores)} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

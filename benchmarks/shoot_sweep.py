@@ -13,6 +13,7 @@ narrow end the heatmaps' cell text is made to fit; --width to change it).
 
     python benchmarks/shoot_sweep.py [--out docs/img/sweep_heatmaps.png] [--keep DIR] [--width 1400]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,21 @@ from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
 
 from _server import StreamlitServer, kd_env, launch_browser, settle, wait_until  # noqa: E402
 
-GRID = {"sw_T": "1, 2, 4, 8, 16", "sw_lam": "0.25, 0.5, 0.75, 1", "sw_sizes": "16", "sw_family": "mlp",
-        "sw_depth": 1, "sw_seeds": 3, "sw_epochs": 100, "sw_bs": 32, "sw_lr": 0.003, "sw_backend": "inprocess"}
+GRID = {
+    "sw_T": "1, 2, 4, 8, 16",
+    "sw_lam": "0.25, 0.5, 0.75, 1",
+    "sw_sizes": "16",
+    "sw_family": "mlp",
+    "sw_depth": 1,
+    "sw_seeds": 3,
+    "sw_epochs": 100,
+    "sw_bs": 32,
+    "sw_lr": 0.003,
+    "sw_backend": "inprocess",
+}
 N_RUNS = 5 * 4 * 3 + 3
 TIMEOUT_S = 1800
 
@@ -45,9 +55,29 @@ def parse_args() -> argparse.Namespace:
 
 
 def train_teacher(runs: Path, data: Path) -> str:
-    out = subprocess.run([sys.executable, "-m", "kd_core", "teacher", "--dataset", "digits", "--epochs", "15",
-                          "--store", str(runs), "--data-root", str(data), "--json", "--quiet"],
-                         cwd=runs.parent, env=kd_env(runs, data), capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kd_core",
+            "teacher",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "15",
+            "--store",
+            str(runs),
+            "--data-root",
+            str(data),
+            "--json",
+            "--quiet",
+        ],
+        cwd=runs.parent,
+        env=kd_env(runs, data),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)["runs"][0]["run_id"]
 
 
@@ -61,10 +91,13 @@ def all_filled(page) -> bool:
     """Every accuracy cell (the first map) at n=3, every gain cell (the second) with its test."""
     try:
         texts = heat_texts(page)
-    except Exception:          # noqa: BLE001 - redrawn by the fragment mid-read
+    except Exception:
         return False
-    return (len(texts) == 2 * 20 and all(t.endswith("n=3") for t in texts[:20])
-            and all("<br>p=" in t or t.endswith("no test") for t in texts[20:]))
+    return (
+        len(texts) == 2 * 20
+        and all(t.endswith("n=3") for t in texts[:20])
+        and all("<br>p=" in t or t.endswith("no test") for t in texts[20:])
+    )
 
 
 def results_shot(page, path: Path) -> None:
@@ -72,14 +105,22 @@ def results_shot(page, path: Path) -> None:
     main = page.get_by_test_id("stMain")
     top = main.get_by_role("heading", name="Results").bounding_box()
     bottom = main.get_by_text("Significance: paired t-test").first.bounding_box()
-    page.screenshot(path=str(path), clip={"x": top["x"] - 10, "y": top["y"] - 10, "width": top["width"] + 20,
-                                          "height": bottom["y"] + bottom["height"] - top["y"] + 24})
+    page.screenshot(
+        path=str(path),
+        clip={
+            "x": top["x"] - 10,
+            "y": top["y"] - 10,
+            "width": top["width"] + 20,
+            "height": bottom["y"] + bottom["height"] - top["y"] + 24,
+        },
+    )
 
 
 def pick_metric(page, label: str) -> None:
     """The Results section's "Accuracy" select box, as a user picks it (retried: a rerun may close the list)."""
-    combo = page.get_by_test_id("stMain").get_by_test_id("stSelectbox").filter(has_text="Accuracy") \
-        .get_by_role("combobox")
+    combo = (
+        page.get_by_test_id("stMain").get_by_test_id("stSelectbox").filter(has_text="Accuracy").get_by_role("combobox")
+    )
 
     def pick() -> bool:
         if combo.input_value() == label:
@@ -87,7 +128,7 @@ def pick_metric(page, label: str) -> None:
         combo.click()
         try:
             page.get_by_role("option", name=label, exact=True).click(timeout=3000)
-        except Exception:      # noqa: BLE001 - playwright's TimeoutError; retried
+        except Exception:
             page.keyboard.press("Escape")
         return False
 
@@ -97,7 +138,7 @@ def pick_metric(page, label: str) -> None:
 
 def drive(page, base: str, teacher: str, shots: Path) -> list[Path]:
     page.goto(base)
-    settle(page, "KD Studio")    # a first visit to a sub-page URL gets Streamlit's legacy navigation
+    settle(page, "KD Studio")  # a first visit to a sub-page URL gets Streamlit's legacy navigation
     page.goto(f"{base}/sweep?{urlencode({'teacher': teacher, **GRID})}")
     settle(page, "Sweep")
     runs = page.locator('[data-testid="stMetric"]').filter(has_text="Runs").get_by_test_id("stMetricValue")
@@ -112,8 +153,8 @@ def drive(page, base: str, teacher: str, shots: Path) -> list[Path]:
     for metric in ("test accuracy", "best validation accuracy"):
         pick_metric(page, metric)
         wait_until(lambda: all_filled(page), 60, what="every heatmap cell at n=3")
-        page.mouse.move(0, 0)          # no plotly toolbar over a chart
-        page.wait_for_timeout(1500)    # plotly's last paint
+        page.mouse.move(0, 0)  # no plotly toolbar over a chart
+        page.wait_for_timeout(1500)  # plotly's last paint
         name = metric.replace(" ", "_")
         page.screenshot(path=str(shots / f"full_{name}.png"), full_page=True)
         out.append(shots / f"results_{name}.png")
@@ -124,28 +165,46 @@ def drive(page, base: str, teacher: str, shots: Path) -> list[Path]:
 def check_store(runs: Path) -> None:
     """The page stored the sweep bench_sweep.py runs; print its best cells to compare with RESULTS_sweep.md."""
     from kd_core.store import Store
-    from kd_core.sweep import load_sweep
-    from kd_core.sweep_results import multiple_tests, sweep_results
+    from kd_core.sweep.grid import load_sweep
+    from kd_core.sweep.results import multiple_tests, sweep_results
+
     store = Store(runs)
     [row] = store.list_sweeps()
     sweep = load_sweep(store, row["id"])
-    got = (sweep.temperatures, sweep.alphas, sweep.sizes, sweep.seeds, sweep.family, sweep.depth,
-           sweep.train.epochs, sweep.train.batch_size, sweep.train.lr)
+    got = (
+        sweep.temperatures,
+        sweep.alphas,
+        sweep.sizes,
+        sweep.seeds,
+        sweep.family,
+        sweep.depth,
+        sweep.train.epochs,
+        sweep.train.batch_size,
+        sweep.train.lr,
+    )
     want = ((1.0, 2.0, 4.0, 8.0, 16.0), (0.25, 0.5, 0.75, 1.0), (16,), (0, 1, 2), "mlp", 1, 100, 32, 0.003)
     assert got == want, f"the page stored {got}, not {want}"
     assert len(store.list_runs(sweep_id=row["id"], status="finished")) == N_RUNS
     for metric in ("test_acc", "best_val_acc"):
         df = sweep_results(store, row["id"], metric)
         marked = df[df["best_marked"]]
-        best = ", ".join(f"T={r['temperature']:g} λ={r['alpha']:g} {r['text']}, gain {r['gain_text']}: "
-                         f"{r['verdict']}" for _, r in marked.iterrows()) or "none (no mean gain above 0)"
+        best = (
+            ", ".join(
+                f"T={r['temperature']:g} λ={r['alpha']:g} {r['text']}, gain {r['gain_text']}: {r['verdict']}"
+                for _, r in marked.iterrows()
+            )
+            or "none (no mean gain above 0)"
+        )
         tests = multiple_tests(df)
-        print(f"{metric}: marked best {best}; {tests['significant']} of {tests['tested']} cells significant, "
-              f"{tests['significant_bh']} after Benjamini–Hochberg")
+        print(
+            f"{metric}: marked best {best}; {tests['significant']} of {tests['tested']} cells significant, "
+            f"{tests['significant_bh']} after Benjamini–Hochberg"
+        )
 
 
 def stack(parts: list[Path], out: Path) -> None:
     from PIL import Image
+
     images = [Image.open(p).convert("RGB") for p in parts]
     canvas = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
     y = 0
@@ -158,6 +217,7 @@ def stack(parts: list[Path], out: Path) -> None:
 
 def main() -> int:
     from playwright.sync_api import sync_playwright
+
     a = parse_args()
     root = a.keep or Path(tempfile.mkdtemp(prefix="kd_shoot_sweep_"))
     runs, data, shots = root / "runs", root / "data", root / "shots"

@@ -1,5 +1,6 @@
 """KD Studio's core: datasets, model families, losses, the distillation engine,
 metrics, the run store and background jobs. Never imports streamlit."""
+
 import os
 
 # torch's OpenMP workers spin-wait after every parallel region by default. When

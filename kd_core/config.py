@@ -3,12 +3,13 @@
 Every experiment is fully described by one `RunConfig`; the store keeps it,
 the CLI builds it from flags and the dashboard builds it from sliders.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 RUN_KINDS = ("teacher", "student", "baseline")
 OPTIMIZERS = ("adam", "sgd")
@@ -16,12 +17,12 @@ OPTIMIZERS = ("adam", "sgd")
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"      # digits | mnist | fashion-mnist | cifar10 | folder:PATH
-    root: str = "data"           # where torchvision datasets live / are downloaded
-    image_size: int = 32         # side length for folder: datasets
-    val_fraction: float = 0.1    # share of the training split held out for validation
-    split_seed: int = 0          # the split is fixed by this, not by the training seed
-    download: bool = True        # let torchvision download missing files
+    dataset: str = "digits"  # digits | mnist | fashion-mnist | cifar10 | folder:PATH
+    root: str = "data"  # where torchvision datasets live / are downloaded
+    image_size: int = 32  # side length for folder: datasets
+    val_fraction: float = 0.1  # share of the training split held out for validation
+    split_seed: int = 0  # the split is fixed by this, not by the training seed
+    download: bool = True  # let torchvision download missing files
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ModelSpec:
          (Hinton et al. 2015's teacher is mlp 1200 x 2).
     cnn: `size` is the channel width of the first block; blocks double it.
     """
+
     family: str = "mlp"
     size: int = 64
     depth: int = 1
@@ -48,33 +50,33 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     optimizer: str = "adam"
-    momentum: float = 0.9        # SGD only
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
-    cosine: bool = False         # cosine learning-rate decay to zero over the run
+    cosine: bool = False  # cosine learning-rate decay to zero over the run
     seed: int = 0
-    device: str = "auto"         # auto | cpu | cuda
-    augment: bool = False        # random shifts; turns the teacher-logit cache off
-    threads: int = 0             # torch intra-op threads; 0 = auto by model size (engine.auto_threads)
-    spare_cores: int = 0         # cores auto leaves free: the dashboard keeps 1 for its server and the browser
-    patience: int = 0            # early stopping: epochs without a better val accuracy; 0 = off
+    device: str = "auto"  # auto | cpu | cuda
+    augment: bool = False  # random shifts; turns the teacher-logit cache off
+    threads: int = 0  # torch intra-op threads; 0 = auto by model size (engine.auto_threads)
+    spare_cores: int = 0  # cores auto leaves free: the dashboard keeps 1 for its server and the browser
+    patience: int = 0  # early stopping: epochs without a better val accuracy; 0 = off
 
 
 @dataclass(frozen=True)
 class DistillConfig:
     temperature: float = 4.0
-    alpha: float = 0.9           # λ: weight of the soft-target term
+    alpha: float = 0.9  # λ: weight of the soft-target term
     cache_teacher_logits: bool = True
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    kind: str = "teacher"                       # teacher | student | baseline
+    kind: str = "teacher"  # teacher | student | baseline
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
-    distill: Optional[DistillConfig] = None     # set for kind == "student"
-    teacher_id: Optional[str] = None            # run id (or checkpoint path) of the teacher
-    sweep_id: Optional[str] = None
+    distill: DistillConfig | None = None  # set for kind == "student"
+    teacher_id: str | None = None  # run id (or checkpoint path) of the teacher
+    sweep_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,7 +85,7 @@ class RunConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "RunConfig":
+    def from_dict(d: dict[str, Any]) -> RunConfig:
         distill = d.get("distill")
         return RunConfig(
             kind=d.get("kind", "teacher"),
@@ -96,7 +98,7 @@ class RunConfig:
         )
 
     @staticmethod
-    def from_json(text: str) -> "RunConfig":
+    def from_json(text: str) -> RunConfig:
         return RunConfig.from_dict(json.loads(text))
 
 

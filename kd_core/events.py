@@ -1,9 +1,10 @@
 """The one progress-record type that the CLI, the dashboard and the store consume."""
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 
 @dataclass(frozen=True)
@@ -13,9 +14,10 @@ class Progress:
     `event` is "step" (loss components and throughput), "epoch" (adds train and
     validation accuracy, seconds and ETA) or "end" (adds the final status).
     """
-    event: str                     # step | epoch | end
-    epoch: int                     # 1-based epoch the record belongs to
-    step: int                      # global step, 1-based
+
+    event: str  # step | epoch | end
+    epoch: int  # 1-based epoch the record belongs to
+    step: int  # global step, 1-based
     total_steps: int
     loss: float = float("nan")
     ce: float = float("nan")
@@ -23,13 +25,13 @@ class Progress:
     samples_per_s: float = 0.0
     elapsed_s: float = 0.0
     eta_s: float = 0.0
-    train_acc: Optional[float] = None
-    val_acc: Optional[float] = None
-    lr: Optional[float] = None
-    status: str = "running"        # running | finished | stopped | failed
+    train_acc: float | None = None
+    val_acc: float | None = None
+    lr: float | None = None
+    status: str = "running"  # running | finished | stopped | failed
     message: str = ""
-    run_id: str = ""               # filled in by the experiment layer, which knows the run
-    kind: str = ""                 # teacher | student | baseline, likewise
+    run_id: str = ""  # filled in by the experiment layer, which knows the run
+    kind: str = ""  # teacher | student | baseline, likewise
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

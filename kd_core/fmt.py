@@ -8,30 +8,31 @@ format that the browser applies.
 
 No torch and no pandas: pure Python, so every layer may use it.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional, Union
+from collections.abc import Iterable
 
-Number = Union[int, float]
+Number = int | float
 
 
-def rounded(value: Optional[Number], digits: int = 4) -> Optional[float]:
+def rounded(value: Number | None, digits: int = 4) -> float | None:
     """`value` rounded to `digits` decimals, never negative zero (None and NaN pass through)."""
     if value is None:
         return None
     value = float(value)
     if not math.isfinite(value):
         return value
-    return round(value, digits) + 0.0     # -0.0 + 0.0 is +0.0
+    return round(value, digits) + 0.0  # -0.0 + 0.0 is +0.0
 
 
-def rounded_all(values: Iterable[Optional[Number]], digits: int = 4) -> list[Optional[float]]:
+def rounded_all(values: Iterable[Number | None], digits: int = 4) -> list[float | None]:
     """`rounded` over a sequence (a pandas column goes in, a list comes out)."""
     return [rounded(v, digits) for v in values]
 
 
-def num(value: Optional[Number], digits: int = 4, sign: bool = False, missing: str = "—") -> str:
+def num(value: Number | None, digits: int = 4, sign: bool = False, missing: str = "—") -> str:
     """`value` with `digits` decimals ("+" in front of non-negative values if `sign`);
     a value that rounds to zero prints as 0.0000 / +0.0000, never -0.0000.
     None and NaN print as `missing`."""
@@ -41,6 +42,6 @@ def num(value: Optional[Number], digits: int = 4, sign: bool = False, missing: s
     return format(rounded(value, digits), spec)
 
 
-def signed(value: Optional[Number], digits: int = 4, missing: str = "—") -> str:
+def signed(value: Number | None, digits: int = 4, missing: str = "—") -> str:
     """A gain or a difference: always signed, "+0.0000" for one that rounds to zero."""
     return num(value, digits, sign=True, missing=missing)

@@ -6,6 +6,7 @@ polls `job.snapshot()`, a plain dict, about once a second. `stop()` sets a
 `threading.Event` that the engine checks between steps; at interpreter exit
 the manager stops and joins its worker.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -14,12 +15,12 @@ import secrets
 import threading
 import time
 import traceback
-from typing import Callable, Optional
+from collections.abc import Callable
 
-from .events import Progress
-from .experiment import RunOutcome
+from kd_core.events import Progress
+from kd_core.train.recorder import RunOutcome
 
-MAX_POINTS = 400   # step points per curve in a snapshot: charts stay light however long the run
+MAX_POINTS = 400  # step points per curve in a snapshot: charts stay light however long the run
 
 JobFn = Callable[[Callable[[Progress], None], threading.Event, "Job"], list[RunOutcome]]
 
@@ -40,12 +41,12 @@ class Job:
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self._status, self._message = "running", ""
-        self._runs: dict[str, dict] = {}          # run_id -> curves and last record
+        self._runs: dict[str, dict] = {}  # run_id -> curves and last record
         self._order: list[str] = []
         self._outcomes: list[dict] = []
-        self._notes: dict = {}                    # free-form facts the job publishes (e.g. sweep cells)
+        self._notes: dict = {}  # free-form facts the job publishes (e.g. sweep cells)
         self.started = time.time()
-        self.ended: Optional[float] = None
+        self.ended: float | None = None
 
     # ---- written by the worker
     def on_progress(self, rec: Progress, label: str = "") -> None:
@@ -61,8 +62,16 @@ class Job:
             if rec.event == "step":
                 run["steps"].append((rec.step, rec.loss, rec.ce, rec.kd))
             elif rec.event == "epoch":
-                run["epochs"].append({"epoch": rec.epoch, "loss": rec.loss, "ce": rec.ce, "kd": rec.kd,
-                                      "train_acc": rec.train_acc, "val_acc": rec.val_acc})
+                run["epochs"].append(
+                    {
+                        "epoch": rec.epoch,
+                        "loss": rec.loss,
+                        "ce": rec.ce,
+                        "kd": rec.kd,
+                        "train_acc": rec.train_acc,
+                        "val_acc": rec.val_acc,
+                    }
+                )
             run["last"] = rec.to_dict()
 
     def set_label(self, run_id: str, label: str) -> None:
@@ -90,13 +99,29 @@ class Job:
 
     def snapshot(self) -> dict:
         with self._lock:
-            runs = [{"run_id": rid, "label": r["label"], "steps": downsample(r["steps"]),
-                     "epochs": list(r["epochs"]), "last": dict(r["last"]) if r["last"] else None}
-                    for rid, r in ((rid, self._runs[rid]) for rid in self._order)]
-            return {"id": self.id, "title": self.title, "kind": self.kind, "status": self._status,
-                    "message": self._message, "runs": runs, "outcomes": copy.deepcopy(self._outcomes),
-                    "notes": copy.deepcopy(self._notes), "started": self.started, "ended": self.ended,
-                    "stopping": self.stop_event.is_set()}
+            runs = [
+                {
+                    "run_id": rid,
+                    "label": r["label"],
+                    "steps": downsample(r["steps"]),
+                    "epochs": list(r["epochs"]),
+                    "last": dict(r["last"]) if r["last"] else None,
+                }
+                for rid, r in ((rid, self._runs[rid]) for rid in self._order)
+            ]
+            return {
+                "id": self.id,
+                "title": self.title,
+                "kind": self.kind,
+                "status": self._status,
+                "message": self._message,
+                "runs": runs,
+                "outcomes": copy.deepcopy(self._outcomes),
+                "notes": copy.deepcopy(self._notes),
+                "started": self.started,
+                "ended": self.ended,
+                "stopping": self.stop_event.is_set(),
+            }
 
 
 class JobBusy(RuntimeError):
@@ -110,21 +135,21 @@ class JobManager:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._keep = keep
-        self._thread: Optional[threading.Thread] = None
-        self._current: Optional[Job] = None
+        self._thread: threading.Thread | None = None
+        self._current: Job | None = None
         atexit.register(self.shutdown)
 
-    def current(self) -> Optional[Job]:
+    def current(self) -> Job | None:
         """The live job, if any."""
         with self._lock:
             job = self._current
         return job if job is not None and job.live else None
 
-    def latest(self) -> Optional[Job]:
+    def latest(self) -> Job | None:
         with self._lock:
             return self._current
 
-    def get(self, job_id: str) -> Optional[Job]:
+    def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
 
@@ -135,11 +160,10 @@ class JobManager:
                 raise JobBusy(f"'{self._current.title}' is still running; stop it or wait for it to finish.")
             job = Job(title, kind)
             self._jobs[job.id] = job
-            for old in list(self._jobs)[:-self._keep]:
+            for old in list(self._jobs)[: -self._keep]:
                 del self._jobs[old]
             self._current = job
-            self._thread = threading.Thread(target=self._work, args=(job, fn), name=f"kd-job-{job.id}",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._work, args=(job, fn), name=f"kd-job-{job.id}", daemon=True)
             self._thread.start()
         return job
 
@@ -155,7 +179,7 @@ class JobManager:
                 job.end("stopped", "stopped by request")
             else:
                 job.end("finished")
-        except Exception as err:   # the worker must never die silently: the UI shows the message
+        except Exception as err:  # the worker must never die silently: the UI shows the message
             job.end("failed", f"{type(err).__name__}: {err}")
             traceback.print_exc()
 

@@ -7,15 +7,16 @@ distillation beats the no-KD baseline is judged on the per-seed differences
 `scipy.stats.ttest_rel`. Pure numbers in, plain dataclasses out: no torch, so
 the dashboard's pages may call it directly.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from .fmt import num, signed
+from kd_core.fmt import num, signed
 
 TEST_NAME = "paired t-test over seeds (scipy.stats.ttest_rel)"
 # Accuracies pass through float32, whose rounding near 1 is about 6e-8, so a gain
@@ -27,6 +28,7 @@ ZERO_SPREAD = 1e-6
 @dataclass(frozen=True)
 class Summary:
     """Mean and sample standard deviation (ddof=1) of n values; std is NaN for n < 2."""
+
     mean: float
     std: float
     n: int
@@ -59,12 +61,13 @@ class PairedTest:
     `significant` is None when the test cannot give a verdict; `reason` says why,
     or states the result in words.
     """
+
     n: int
     mean_diff: float
     std_diff: float
     t: float
     p: float
-    significant: Optional[bool]
+    significant: bool | None
     reason: str
     alpha: float = 0.05
     test: str = TEST_NAME
@@ -73,10 +76,11 @@ class PairedTest:
         return asdict(self)
 
 
-def pair_by_seed(treated: Mapping[int, float], control: Mapping[int, float]) -> tuple[list[int], np.ndarray, np.ndarray]:
+def pair_by_seed(
+    treated: Mapping[int, float], control: Mapping[int, float]
+) -> tuple[list[int], np.ndarray, np.ndarray]:
     """The seeds both sides have a finite result for, and the two aligned arrays."""
-    seeds = sorted(s for s in treated.keys() & control.keys()
-                   if _finite(treated[s]) and _finite(control[s]))
+    seeds = sorted(s for s in treated.keys() & control.keys() if _finite(treated[s]) and _finite(control[s]))
     a = np.asarray([treated[s] for s in seeds], dtype=np.float64)
     b = np.asarray([control[s] for s in seeds], dtype=np.float64)
     return seeds, a, b
@@ -100,27 +104,59 @@ def paired_test(treated: Sequence[float], control: Sequence[float], alpha: float
     d = a - b
     n = len(d)
     if n == 0:
-        return PairedTest(0, float("nan"), float("nan"), float("nan"), float("nan"), None,
-                          "no seed has both a distilled and a baseline result", alpha)
+        return PairedTest(
+            0,
+            float("nan"),
+            float("nan"),
+            float("nan"),
+            float("nan"),
+            None,
+            "no seed has both a distilled and a baseline result",
+            alpha,
+        )
     mean, std = float(d.mean()), float(d.std(ddof=1)) if n > 1 else float("nan")
     if n < 2:
-        return PairedTest(1, mean, std, float("nan"), float("nan"), None,
-                          "one seed only: a paired test needs at least 2 seeds to estimate the spread", alpha)
+        return PairedTest(
+            1,
+            mean,
+            std,
+            float("nan"),
+            float("nan"),
+            None,
+            "one seed only: a paired test needs at least 2 seeds to estimate the spread",
+            alpha,
+        )
     if std <= ZERO_SPREAD:
         return _constant_difference(n, mean, std, alpha)
     from scipy import stats
+
     res = stats.ttest_rel(a, b)
     t, p = float(res.statistic), float(res.pvalue)
     significant = p < alpha
     word = "significant" if significant else "not significant"
-    return PairedTest(n, mean, std, t, p, significant,
-                      f"{word} at {alpha:g}: mean gain {signed(mean)}, t={t:.3g}, p={p:.3g}, n={n}", alpha)
+    return PairedTest(
+        n,
+        mean,
+        std,
+        t,
+        p,
+        significant,
+        f"{word} at {alpha:g}: mean gain {signed(mean)}, t={t:.3g}, p={p:.3g}, n={n}",
+        alpha,
+    )
 
 
 def _constant_difference(n: int, mean: float, std: float, alpha: float) -> PairedTest:
     if abs(mean) <= ZERO_SPREAD:
-        return PairedTest(n, mean, std, float("nan"), 1.0, False,
-                          f"identical on all {n} seeds: no difference", alpha)
-    return PairedTest(n, mean, std, math.copysign(math.inf, mean), float("nan"), None,
-                      f"the gain is {signed(mean)} on every one of the {n} seeds (zero variance), so the "
-                      "t-test is undefined; more seeds or a larger evaluation split would tell", alpha)
+        return PairedTest(n, mean, std, float("nan"), 1.0, False, f"identical on all {n} seeds: no difference", alpha)
+    return PairedTest(
+        n,
+        mean,
+        std,
+        math.copysign(math.inf, mean),
+        float("nan"),
+        None,
+        f"the gain is {signed(mean)} on every one of the {n} seeds (zero variance), so the "
+        "t-test is undefined; more seeds or a larger evaluation split would tell",
+        alpha,
+    )

@@ -1,9 +1,11 @@
 """Distill: size the student, set T and λ, run in the background, watch it live, read the result."""
+
 import streamlit as st
 
-from kd_core import fmt, studio
+from kd_core import fmt
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy
+from kd_core.views import studio
 from ui import forms, live, state
 
 
@@ -11,15 +13,39 @@ def student_widgets(data) -> dict:
     preset = studio.presets(data.name)["student"]
     family, size, depth = forms.model_widgets("s", preset.family, preset.size, preset.depth)
     c = st.columns(2)
-    temperature = c[0].slider("Temperature T", 1.0, 20.0, 4.0, step=0.5, key="T", bind="query-params",
-                              help="Higher T softens the teacher's distribution and reveals its dark knowledge.")
-    alpha = c[1].slider("λ (weight of the teacher)", 0.0, 1.0, 0.9, step=0.05, key="lam", bind="query-params",
-                        help="0 trains on labels only; 1 learns from the teacher only.")
+    temperature = c[0].slider(
+        "Temperature T",
+        1.0,
+        20.0,
+        4.0,
+        step=0.5,
+        key="T",
+        bind="query-params",
+        help="Higher T softens the teacher's distribution and reveals its dark knowledge.",
+    )
+    alpha = c[1].slider(
+        "λ (weight of the teacher)",
+        0.0,
+        1.0,
+        0.9,
+        step=0.05,
+        key="lam",
+        bind="query-params",
+        help="0 trains on labels only; 1 learns from the teacher only.",
+    )
     budget = forms.budget_widgets("s", epochs=20, lr=3e-3)
-    baseline = st.checkbox("Also train the same student without distillation (baseline)", value=True,
-                           key="baseline", bind="query-params")
-    return {"family": family, "size": size, "depth": depth, "temperature": temperature, "alpha": alpha,
-            "baseline": baseline, **budget}
+    baseline = st.checkbox(
+        "Also train the same student without distillation (baseline)", value=True, key="baseline", bind="query-params"
+    )
+    return {
+        "family": family,
+        "size": size,
+        "depth": depth,
+        "temperature": temperature,
+        "alpha": alpha,
+        "baseline": baseline,
+        **budget,
+    }
 
 
 def size_preview(data, teacher_id: str, w: dict) -> None:
@@ -29,11 +55,27 @@ def size_preview(data, teacher_id: str, w: dict) -> None:
     teacher = {k: card[k] for k in ("params", "flops", "bytes")}
     ratio = studio.compression(student, teacher)
     c = st.columns(4)
-    c[0].metric("Student parameters", f"{student['params']:,}", f"teacher {teacher['params']:,}",
-                delta_color="off", delta_arrow="off")
-    c[1].metric("FLOPs per sample", f"{student['flops']:,}", f"teacher {teacher['flops']:,}", delta_color="off", delta_arrow="off")
-    c[2].metric("Size", f"{student['bytes'] / 1e6:.3f} MB", f"teacher {teacher['bytes'] / 1e6:.2f} MB",
-                delta_color="off", delta_arrow="off")
+    c[0].metric(
+        "Student parameters",
+        f"{student['params']:,}",
+        f"teacher {teacher['params']:,}",
+        delta_color="off",
+        delta_arrow="off",
+    )
+    c[1].metric(
+        "FLOPs per sample",
+        f"{student['flops']:,}",
+        f"teacher {teacher['flops']:,}",
+        delta_color="off",
+        delta_arrow="off",
+    )
+    c[2].metric(
+        "Size",
+        f"{student['bytes'] / 1e6:.3f} MB",
+        f"teacher {teacher['bytes'] / 1e6:.2f} MB",
+        delta_color="off",
+        delta_arrow="off",
+    )
     c[3].metric("Compression", f"{ratio['params']:.1f}×", "fewer parameters", delta_color="off", delta_arrow="off")
     if ratio["params"] < 1:
         st.warning("This student is larger than its teacher: born-again distillation, not compression.")
@@ -41,11 +83,26 @@ def size_preview(data, teacher_id: str, w: dict) -> None:
 
 def launch(data, teacher_id: str, teacher, w: dict) -> None:
     s = state.settings()
-    cfg = studio.make_config("student", data.name, s.get("data_root", "data"), int(s.get("image_size", 32)),
-                             w["family"], w["size"], w["depth"], w["epochs"], w["lr"], w["batch_size"],
-                             seed=w["seed"], device=s.get("device", "auto"), optimizer=w["optimizer"],
-                             cosine=w["cosine"], temperature=w["temperature"], alpha=w["alpha"],
-                             teacher_id=teacher_id, threads=int(s.get("threads", 0)))
+    cfg = studio.make_config(
+        "student",
+        data.name,
+        s.get("data_root", "data"),
+        int(s.get("image_size", 32)),
+        w["family"],
+        w["size"],
+        w["depth"],
+        w["epochs"],
+        w["lr"],
+        w["batch_size"],
+        seed=w["seed"],
+        device=s.get("device", "auto"),
+        optimizer=w["optimizer"],
+        cosine=w["cosine"],
+        temperature=w["temperature"],
+        alpha=w["alpha"],
+        teacher_id=teacher_id,
+        threads=int(s.get("threads", 0)),
+    )
     try:
         job = studio.start_distill(state.job_manager(), state.current_store(), data, teacher, cfg, w["baseline"])
     except (JobBusy, KDError) as err:
@@ -66,17 +123,35 @@ def result_cards(snap: dict, teacher_id: str) -> None:
         return
     st.subheader("Result")
     c = st.columns(5)
-    c[0].metric("Student test accuracy", f"{student['test_acc']:.4f}",
-                f"{fmt.signed(student['test_acc'] - teacher['test_acc'])} vs teacher")
+    c[0].metric(
+        "Student test accuracy",
+        f"{student['test_acc']:.4f}",
+        f"{fmt.signed(student['test_acc'] - teacher['test_acc'])} vs teacher",
+    )
     if baseline and baseline["test_acc"] is not None:
-        c[1].metric("Gain over no-KD baseline", fmt.signed(student['test_acc'] - baseline['test_acc']),
-                    f"baseline {baseline['test_acc']:.4f}", delta_color="off", delta_arrow="off")
+        c[1].metric(
+            "Gain over no-KD baseline",
+            fmt.signed(student["test_acc"] - baseline["test_acc"]),
+            f"baseline {baseline['test_acc']:.4f}",
+            delta_color="off",
+            delta_arrow="off",
+        )
     c[2].metric("Teacher test accuracy", f"{teacher['test_acc']:.4f}")
-    c[3].metric("Compression", f"{teacher['params'] / student['params']:.1f}×",
-                f"{teacher['bytes'] / 1e6:.2f} → {student['bytes'] / 1e6:.3f} MB", delta_color="off", delta_arrow="off")
+    c[3].metric(
+        "Compression",
+        f"{teacher['params'] / student['params']:.1f}×",
+        f"{teacher['bytes'] / 1e6:.2f} → {student['bytes'] / 1e6:.3f} MB",
+        delta_color="off",
+        delta_arrow="off",
+    )
     if teacher["latency_b1_ms"] and student["latency_b1_ms"]:
-        c[4].metric("Speed-up, batch 1", f"{teacher['latency_b1_ms'] / student['latency_b1_ms']:.1f}×",
-                    f"{student['latency_b1_ms']:.3f} ms vs {teacher['latency_b1_ms']:.3f} ms", delta_color="off", delta_arrow="off")
+        c[4].metric(
+            "Speed-up, batch 1",
+            f"{teacher['latency_b1_ms'] / student['latency_b1_ms']:.1f}×",
+            f"{student['latency_b1_ms']:.3f} ms vs {teacher['latency_b1_ms']:.3f} ms",
+            delta_color="off",
+            delta_arrow="off",
+        )
     if student["agreement"] is not None:
         st.caption(f"The student agrees with the teacher on {student['agreement']:.1%} of test images.")
     st.page_link("pages/compare.py", label="Compare in detail", icon="➡️")
@@ -90,7 +165,7 @@ if data is not None and teacher is None:
     st.info("Distillation needs a teacher. Train one, pick a saved one in the sidebar, or upload a checkpoint.")
     st.page_link("pages/teacher.py", label="Go to the Teacher page", icon="➡️")
     quick = live.find_job(("quick",))
-    if quick is not None and quick.live:     # Quick start is training the teacher: show it
+    if quick is not None and quick.live:  # Quick start is training the teacher: show it
         live.show_job(quick, "distill")
 elif data is not None:
     widgets = student_widgets(data)

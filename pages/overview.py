@@ -1,8 +1,9 @@
 """Overview: what distillation is, where this session stands, and a one-click quick start."""
+
 import streamlit as st
 
-from kd_core import studio
 from kd_core.jobs import JobBusy
+from kd_core.views import studio
 from ui import live, state
 
 state.sidebar()
@@ -12,19 +13,24 @@ st.markdown(
     "Besides the true labels, the student learns from the teacher's *softened* output "
     "distribution, which says not only which class is right but how similar the wrong ones look. "
     "The result is a model many times smaller and faster that keeps most of the teacher's accuracy "
-    "(Hinton, Vinyals & Dean, 2015).")
-st.latex(r"\mathcal{L} = (1-\lambda)\,\mathrm{CE}\big(z_s, y\big) + "
-         r"\lambda\,T^2\,\mathrm{KL}\!\big(\mathrm{softmax}(z_t/T)\,\big\|\,\mathrm{softmax}(z_s/T)\big)")
+    "(Hinton, Vinyals & Dean, 2015)."
+)
+st.latex(
+    r"\mathcal{L} = (1-\lambda)\,\mathrm{CE}\big(z_s, y\big) + "
+    r"\lambda\,T^2\,\mathrm{KL}\!\big(\mathrm{softmax}(z_t/T)\,\big\|\,\mathrm{softmax}(z_s/T)\big)"
+)
 left, right = st.columns(2)
 left.markdown(
     "- **Temperature T** softens both softmaxes. At T = 1 the teacher is nearly one-hot; at higher T "
     "its small probabilities — the *dark knowledge* — carry signal.\n"
-    "- The **T²** factor keeps the soft term's gradients on the same scale whatever T is.")
+    "- The **T²** factor keeps the soft term's gradients on the same scale whatever T is."
+)
 right.markdown(
     "- **λ** weighs imitation against the labels: λ = 0 is ordinary training, λ = 1 learns from "
     "the teacher alone.\n"
     "- Every distillation can be trained beside a **no-KD baseline** — the same student, seed and "
-    "budget without the teacher — so you see what distillation bought.")
+    "budget without the teacher — so you see what distillation bought."
+)
 
 st.subheader("Where you are")
 s = state.settings()
@@ -33,27 +39,46 @@ teacher_id, _ = state.current_teacher()
 cols = st.columns(3)
 if data is not None:
     info = data.info()
-    cols[0].metric("Dataset", info["name"], help=f"{info['train']} train · {info['val']} val · "
-                   f"{info['test']} test · {info['num_classes']} classes · input {info['input_shape']}")
+    cols[0].metric(
+        "Dataset",
+        info["name"],
+        help=f"{info['train']} train · {info['val']} val · "
+        f"{info['test']} test · {info['num_classes']} classes · input {info['input_shape']}",
+    )
 teacher = studio.run_card(state.current_store(), teacher_id) if teacher_id else None
-cols[1].metric("Teacher", teacher["label"] if teacher else "none yet",
-               f"test acc {teacher['test_acc']:.3f}" if teacher and teacher["test_acc"] is not None else None,
-               delta_color="off", delta_arrow="off")
+cols[1].metric(
+    "Teacher",
+    teacher["label"] if teacher else "none yet",
+    f"test acc {teacher['test_acc']:.3f}" if teacher and teacher["test_acc"] is not None else None,
+    delta_color="off",
+    delta_arrow="off",
+)
 students = state.current_store().list_runs(kind="student", dataset=s.get("dataset", "digits"))
 last = studio.run_card(state.current_store(), students[0]["id"]) if students else None
-cols[2].metric("Last student", last["label"] if last else "none yet",
-               f"test acc {last['test_acc']:.3f}" if last and last["test_acc"] is not None else None,
-               delta_color="off", delta_arrow="off")
+cols[2].metric(
+    "Last student",
+    last["label"] if last else "none yet",
+    f"test acc {last['test_acc']:.3f}" if last and last["test_acc"] is not None else None,
+    delta_color="off",
+    delta_arrow="off",
+)
 
 st.subheader("Quick start")
-st.write("Train a default teacher, distil a small student from it and train its no-KD baseline "
-         "on `digits` — the whole flow in a few seconds.")
-if st.button("Quick start on digits", type="primary", key="quick_start",
-             disabled=state.job_manager().current() is not None):
+st.write(
+    "Train a default teacher, distil a small student from it and train its no-KD baseline "
+    "on `digits` — the whole flow in a few seconds."
+)
+if st.button(
+    "Quick start on digits", type="primary", key="quick_start", disabled=state.job_manager().current() is not None
+):
     try:
-        job = studio.start_quick(state.job_manager(), state.current_store(),
-                                 state.dataset("digits", s.get("data_root", "data"), 32), s.get("device", "auto"),
-                                 int(s.get("threads", 0)))
+        job = studio.start_quick(
+            state.job_manager(),
+            state.current_store(),
+            state.dataset("digits", s.get("data_root", "data"), 32),
+            s.get("device", "auto"),
+            int(s.get("threads", 0)),
+        )
         st.query_params["job"] = job.id
         st.rerun()
     except JobBusy as err:

@@ -1,7 +1,8 @@
 """Runs: every run in the store — filter, fold seeds, overlay curves, reproduce, export, delete."""
+
 import streamlit as st
 
-from kd_core import runs_table
+from kd_core.views import runs_table
 from ui import experiment_charts, state
 
 NO_SWEEP = "(no sweep)"
@@ -17,14 +18,16 @@ RUN_COLUMNS = {
     "λ": st.column_config.NumberColumn("λ", format="%g"),
     "seed": st.column_config.NumberColumn("Seed", format="%d"),
     "status": st.column_config.TextColumn("Status"),
-    "val_acc_curve": st.column_config.LineChartColumn("Val acc per epoch", width="small",
-                                                      help="validation accuracy per epoch, scaled per run"),
+    "val_acc_curve": st.column_config.LineChartColumn(
+        "Val acc per epoch", width="small", help="validation accuracy per epoch, scaled per run"
+    ),
     "best_val_acc": st.column_config.NumberColumn("Best val acc", format="%.4f"),
     "final_val_acc": st.column_config.NumberColumn("Final val acc", format="%.4f"),
     "test_acc": st.column_config.NumberColumn("Test acc", format="%.4f"),
     "params": st.column_config.NumberColumn("Params", format="localized"),
-    "latency_b1_ms": st.column_config.NumberColumn("Latency b1 (ms)", format="%.3f",
-                                                   help="median latency of one image, batch 1, CPU"),
+    "latency_b1_ms": st.column_config.NumberColumn(
+        "Latency b1 (ms)", format="%.3f", help="median latency of one image, batch 1, CPU"
+    ),
     "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.1f", help="wall-clock, start to end"),
     "dataset": st.column_config.TextColumn("Dataset"),
     "epochs": st.column_config.NumberColumn("Epochs", format="%d"),
@@ -33,8 +36,12 @@ RUN_COLUMNS = {
     "error": st.column_config.TextColumn("Error"),
 }
 GROUP_COLUMNS = {
-    "kind": RUN_COLUMNS["kind"], "teacher": RUN_COLUMNS["teacher"],
-    "model": RUN_COLUMNS["model"], "T": RUN_COLUMNS["T"], "λ": RUN_COLUMNS["λ"], "epochs": RUN_COLUMNS["epochs"],
+    "kind": RUN_COLUMNS["kind"],
+    "teacher": RUN_COLUMNS["teacher"],
+    "model": RUN_COLUMNS["model"],
+    "T": RUN_COLUMNS["T"],
+    "λ": RUN_COLUMNS["λ"],
+    "epochs": RUN_COLUMNS["epochs"],
     "n": st.column_config.NumberColumn("n", format="%d", help="finished runs (seeds) of this configuration"),
     "seeds": st.column_config.TextColumn("Seeds"),
     "best_val_acc": st.column_config.TextColumn("Best val acc (mean ± std)"),
@@ -64,17 +71,35 @@ def table_height(rows: int) -> int:
 
 def table(frame, grouped: bool) -> list[str]:
     """The runs (or configurations) table; returns the ids of the picked rows' runs."""
-    gen = st.session_state.setdefault("runs_gen", 0)   # a new key after a delete clears the selection
+    gen = st.session_state.setdefault("runs_gen", 0)  # a new key after a delete clears the selection
     if grouped:
         shown = runs_table.group_by_config(frame)
-        event = st.dataframe(shown, column_config=GROUP_COLUMNS, column_order=list(GROUP_COLUMNS),
-                             hide_index=True, height=table_height(len(shown)), placeholder="—", on_select="rerun", selection_mode="multi-row",
-                             key=f"runs_groups_{gen}")
-        st.caption("Finished runs only, folded over seeds: mean ± sample std (n). "
-                   "Picking a configuration picks all its runs.")
+        event = st.dataframe(
+            shown,
+            column_config=GROUP_COLUMNS,
+            column_order=list(GROUP_COLUMNS),
+            hide_index=True,
+            height=table_height(len(shown)),
+            placeholder="—",
+            on_select="rerun",
+            selection_mode="multi-row",
+            key=f"runs_groups_{gen}",
+        )
+        st.caption(
+            "Finished runs only, folded over seeds: mean ± sample std (n). Picking a configuration picks all its runs."
+        )
         return [i for row in event.selection.rows for i in shown["ids"].iloc[row]]
-    event = st.dataframe(frame, column_config=RUN_COLUMNS, column_order=list(RUN_COLUMNS), hide_index=True,
-                         height=table_height(len(frame)), placeholder="—", on_select="rerun", selection_mode="multi-row", key=f"runs_table_{gen}")
+    event = st.dataframe(
+        frame,
+        column_config=RUN_COLUMNS,
+        column_order=list(RUN_COLUMNS),
+        hide_index=True,
+        height=table_height(len(frame)),
+        placeholder="—",
+        on_select="rerun",
+        selection_mode="multi-row",
+        key=f"runs_table_{gen}",
+    )
     return frame["id"].iloc[list(event.selection.rows)].tolist()
 
 
@@ -113,12 +138,16 @@ def delete(frame, ids: list[str]) -> None:
     students = runs_table.runs_frame(state.current_store(), {"kind": ["student"]})
     taught = students[students["teacher"].isin(doomed)]
     if len(taught):
-        st.warning(f"{len(taught)} student run(s) were distilled from the teacher(s) picked; their records "
-                   "stay, but they will name a teacher that is gone.")
+        st.warning(
+            f"{len(taught)} student run(s) were distilled from the teacher(s) picked; their records "
+            "stay, but they will name a teacher that is gone."
+        )
     gen = st.session_state["runs_gen"]
     c = st.columns([3, 1])
-    sure = c[0].checkbox(f"Delete {len(doomed)} run{'s' * (len(doomed) > 1)} with their weight files "
-                         "(this cannot be undone)", key=f"runs_confirm_{gen}")
+    sure = c[0].checkbox(
+        f"Delete {len(doomed)} run{'s' * (len(doomed) > 1)} with their weight files (this cannot be undone)",
+        key=f"runs_confirm_{gen}",
+    )
     if c[1].button("Delete", key="runs_delete", type="primary", disabled=not sure, icon=":material/delete:"):
         store = state.current_store()
         for run_id in doomed:
@@ -143,16 +172,28 @@ else:
     picked_filters = filter_widgets(runs_table.filter_options(store))
     frame = runs_table.runs_frame(store, picked_filters)
     top = st.columns([3, 2])
-    top[0].caption(f"{len(frame)} of {len(everything)} runs in `{store.root}` · pick rows to compare, "
-                   "reproduce or delete them.")
-    grouped = top[1].toggle("Group seeds by configuration", key="runs_group", bind="query-params",
-                            help="One row per configuration: mean ± std over its seeds, with n.")
+    top[0].caption(
+        f"{len(frame)} of {len(everything)} runs in `{store.root}` · pick rows to compare, reproduce or delete them."
+    )
+    grouped = top[1].toggle(
+        "Group seeds by configuration",
+        key="runs_group",
+        bind="query-params",
+        help="One row per configuration: mean ± std over its seeds, with n.",
+    )
     ids = table(frame, grouped)
     shown = runs_table.group_by_config(frame) if grouped else frame
     c = st.columns([1, 1, 4])
-    c[0].download_button("Download CSV", runs_table.to_csv(shown), file_name="kd_runs.csv", mime="text/csv",
-                         key="runs_csv", on_click="ignore", icon=":material/download:",
-                         help="The table as shown: filtered" + (", seeds folded." if grouped else "."))
+    c[0].download_button(
+        "Download CSV",
+        runs_table.to_csv(shown),
+        file_name="kd_runs.csv",
+        mime="text/csv",
+        key="runs_csv",
+        on_click="ignore",
+        icon=":material/download:",
+        help="The table as shown: filtered" + (", seeds folded." if grouped else "."),
+    )
     c[1].button("Refresh", key="runs_refresh", icon=":material/refresh:", help="Read the store again.")
     if ids:
         st.subheader(f"{len(ids)} run{'s' * (len(ids) > 1)} picked")

@@ -1,10 +1,11 @@
 """Soft targets: the teacher's softened output on one test image, beside a student's."""
+
 import math
 import random
 
 import streamlit as st
 
-from kd_core import compare, studio
+from kd_core.views import compare, studio
 from ui import compare_charts as charts
 from ui import state
 
@@ -13,7 +14,8 @@ DARK_KNOWLEDGE = (
     "it ranks the wrong classes by how much this image resembles them. Dividing the logits by a temperature "
     "**T** before the softmax flattens the distribution, so at higher T those small probabilities become "
     "visible — the *dark knowledge* the student learns from, far more signal per image than a one-hot label. "
-    "Raise T and watch the runner-up classes come up, and the entropy climb towards its maximum, ln K.")
+    "Raise T and watch the runner-up classes come up, and the entropy climb towards its maximum, ln K."
+)
 
 
 def pick_student(store, dataset: str, teacher_id: str):
@@ -26,11 +28,12 @@ def pick_student(store, dataset: str, teacher_id: str):
     options = options.assign(own=options["teacher_id"] == teacher_id, distilled=options["kind"] == "student")
     options = options.sort_values(["own", "distilled"], ascending=False, kind="mergesort")
     labels = {r.id: f"{r.label} · {r.kind} · {r.id}" for r in options.itertuples()}
-    if st.session_state.get("st_for_teacher", teacher_id) != teacher_id:   # teacher changed: its own student
+    if st.session_state.get("st_for_teacher", teacher_id) != teacher_id:  # teacher changed: its own student
         st.session_state["st_student"] = options["id"].iloc[0]
     st.session_state["st_for_teacher"] = teacher_id
-    return st.selectbox("Student beside the teacher", list(labels), format_func=labels.get, key="st_student",
-                        bind="query-params")
+    return st.selectbox(
+        "Student beside the teacher", list(labels), format_func=labels.get, key="st_student", bind="query-params"
+    )
 
 
 def _random_index(n: int) -> None:
@@ -42,14 +45,18 @@ def pick_image(n: int) -> int:
     with right:
         st.button("Random image", key="st_random", icon=":material/casino:", on_click=_random_index, args=(n,))
     with left:
-        return int(st.number_input(f"Test image (0–{n - 1})", 0, n - 1, step=1, key="st_index",
-                                   bind="query-params"))
+        return int(st.number_input(f"Test image (0–{n - 1})", 0, n - 1, step=1, key="st_index", bind="query-params"))
 
 
 def load(run_id: str):
     s = state.settings()
-    return state.stored_model(s.get("store_root", "kd_runs"), run_id, s.get("dataset", "digits"),
-                              s.get("data_root", "data"), int(s.get("image_size", 32)))
+    return state.stored_model(
+        s.get("store_root", "kd_runs"),
+        run_id,
+        s.get("dataset", "digits"),
+        s.get("data_root", "data"),
+        int(s.get("image_size", 32)),
+    )
 
 
 def run_label(run_id) -> str:
@@ -59,8 +66,9 @@ def run_label(run_id) -> str:
 
 def runners_up(view: dict, who: str, k: int = 3) -> str:
     """The k most probable wrong classes, as text."""
-    probs = sorted(((p, c) for c, p in zip(view["classes"], view[who]["probs"]) if c != view["label"]),
-                   reverse=True)[:k]
+    probs = sorted(((p, c) for c, p in zip(view["classes"], view[who]["probs"]) if c != view["label"]), reverse=True)[
+        :k
+    ]
     return ", ".join(f"{c} ({p:.3f})" for p, c in probs)
 
 
@@ -69,11 +77,15 @@ def entropy_cards(view: dict) -> None:
     cols = st.columns(2)
     for col, who in zip(cols, ("teacher", "student")):
         if who in view:
-            col.metric(f"{who.capitalize()} entropy", f"{view[who]['entropy']:.3f} nats",
-                       f"{view[who]['entropy'] / top:.0%} of ln K = {top:.2f}", delta_color="off", delta_arrow="off",
-                       help="Shannon entropy of softmax(z/T): 0 for one-hot, ln K for uniform.")
-            col.caption(f"Predicts **{view[who]['prediction']}** · most similar wrong classes: "
-                        f"{runners_up(view, who)}")
+            col.metric(
+                f"{who.capitalize()} entropy",
+                f"{view[who]['entropy']:.3f} nats",
+                f"{view[who]['entropy'] / top:.0%} of ln K = {top:.2f}",
+                delta_color="off",
+                delta_arrow="off",
+                help="Shannon entropy of softmax(z/T): 0 for one-hot, ln K for uniform.",
+            )
+            col.caption(f"Predicts **{view[who]['prediction']}** · most similar wrong classes: {runners_up(view, who)}")
 
 
 state.sidebar()
@@ -89,14 +101,26 @@ if teacher is None:
     st.stop()
 student_id = pick_student(state.current_store(), data.name, teacher_id)
 index = pick_image(len(data.test_y))
-temperature = st.slider("Temperature T", 1.0, 20.0, 4.0, 0.5, key="st_T", bind="query-params",
-                        help="softmax(z / T): T = 1 is the ordinary softmax; higher T is softer.")
+temperature = st.slider(
+    "Temperature T",
+    1.0,
+    20.0,
+    4.0,
+    0.5,
+    key="st_T",
+    bind="query-params",
+    help="softmax(z / T): T = 1 is the ordinary softmax; higher T is softer.",
+)
 names = {"teacher": f"teacher: {run_label(teacher_id)}", "student": f"student: {run_label(student_id)}"}
 view = studio.soft_target_view(teacher, load(student_id) if student_id else None, data, index, temperature)
 image_col, bars_col = st.columns([1, 3])
 with image_col:
-    st.image(charts.enlarge(studio.image_for_display(data, index)), caption=f"#{index} · true class: {view['label']}",
-             width="stretch", clamp=True)
+    st.image(
+        charts.enlarge(studio.image_for_display(data, index)),
+        caption=f"#{index} · true class: {view['label']}",
+        width="stretch",
+        clamp=True,
+    )
 with bars_col:
     st.plotly_chart(charts.soft_target_bars(view, names), key="st_bars", width="stretch")
 entropy_cards(view)

@@ -1,15 +1,25 @@
 """Sweep: temperature × λ × student size over seeds, with live heatmaps, paired tests, stop and resume."""
-from typing import Optional
 
 import streamlit as st
 
-from kd_core import stats, studio, sweep_view
-from kd_core.config import DataConfig, TrainConfig
 from kd_core.errors import KDError
 from kd_core.jobs import Job, JobBusy
-from kd_core.sweep import create_sweep, load_sweep, pending, start_sweep
-from kd_core.sweep_ray import RAY_MISSING
-from kd_core.sweep_results import RAY_START_S, estimate, multiple_tests, sweep_grids, sweep_results
+from kd_core.views import studio, sweep_view
+from kd_core.views.sweep_view import (
+    RAY_MISSING,
+    RAY_START_S,
+    TEST_NAME,
+    DataConfig,
+    TrainConfig,
+    create_sweep,
+    estimate,
+    load_sweep,
+    multiple_tests,
+    pending,
+    start_sweep,
+    sweep_grids,
+    sweep_results,
+)
 from ui import experiment_charts, forms, live, state
 
 POLL_SECONDS = 1.0
@@ -27,19 +37,45 @@ def grid_widgets(data) -> dict:
     """The axes as lists, the student family and the training budget (all kept in the URL)."""
     preset = studio.presets(data.name)["student"]
     c = st.columns(4)
-    w = {"temperatures": c[0].text_input("Temperatures T", "1, 2, 4", key="sw_T", bind="query-params",
-                                         help="Comma-separated, each above 0."),
-         "alphas": c[1].text_input("λ values", "0.5, 0.9", key="sw_lam", bind="query-params",
-                                   help="Weights of the teacher's soft targets, in [0, 1]."),
-         "sizes": c[2].text_input("Student sizes", f"{max(4, preset.size // 2)}, {preset.size}", key="sw_sizes",
-                                  bind="query-params", help="MLP hidden width or CNN channel width, comma-separated."),
-         "seeds": c[3].number_input("Seeds per configuration", 1, 20, 3, key="sw_seeds", bind="query-params",
-                                    help="Each configuration and its no-KD baseline are trained once per seed.")}
+    w = {
+        "temperatures": c[0].text_input(
+            "Temperatures T", "1, 2, 4", key="sw_T", bind="query-params", help="Comma-separated, each above 0."
+        ),
+        "alphas": c[1].text_input(
+            "λ values",
+            "0.5, 0.9",
+            key="sw_lam",
+            bind="query-params",
+            help="Weights of the teacher's soft targets, in [0, 1].",
+        ),
+        "sizes": c[2].text_input(
+            "Student sizes",
+            f"{max(4, preset.size // 2)}, {preset.size}",
+            key="sw_sizes",
+            bind="query-params",
+            help="MLP hidden width or CNN channel width, comma-separated.",
+        ),
+        "seeds": c[3].number_input(
+            "Seeds per configuration",
+            1,
+            20,
+            3,
+            key="sw_seeds",
+            bind="query-params",
+            help="Each configuration and its no-KD baseline are trained once per seed.",
+        ),
+    }
     c = st.columns(2)
-    w["family"] = c[0].selectbox("Student family", ["mlp", "cnn"], index=["mlp", "cnn"].index(preset.family),
-                                 key="sw_family", bind="query-params")
-    w["depth"] = c[1].slider("Hidden layers", 0, 4, preset.depth, key="sw_depth", bind="query-params",
-                             disabled=w["family"] != "mlp")
+    w["family"] = c[0].selectbox(
+        "Student family",
+        ["mlp", "cnn"],
+        index=["mlp", "cnn"].index(preset.family),
+        key="sw_family",
+        bind="query-params",
+    )
+    w["depth"] = c[1].slider(
+        "Hidden layers", 0, 4, preset.depth, key="sw_depth", bind="query-params", disabled=w["family"] != "mlp"
+    )
     w["budget"] = forms.budget_widgets("sw", epochs=5, lr=3e-3)
     return w
 
@@ -48,50 +84,74 @@ def sweep_config(data, teacher_id: str, w: dict):
     """The SweepConfig the fields describe, or None (with the reason shown)."""
     s, b = state.settings(), w["budget"]
     data_cfg = DataConfig(dataset=data.name, root=s.get("data_root", "data"), image_size=int(s.get("image_size", 32)))
-    train = TrainConfig(epochs=int(b["epochs"]), batch_size=int(b["batch_size"]), lr=float(b["lr"]),
-                        optimizer=b["optimizer"], cosine=bool(b["cosine"]), device=s.get("device", "auto"),
-                        threads=int(s.get("threads", 0)), spare_cores=studio.DASHBOARD_SPARE_CORES)
+    train = TrainConfig(
+        epochs=int(b["epochs"]),
+        batch_size=int(b["batch_size"]),
+        lr=float(b["lr"]),
+        optimizer=b["optimizer"],
+        cosine=bool(b["cosine"]),
+        device=s.get("device", "auto"),
+        threads=int(s.get("threads", 0)),
+        spare_cores=studio.DASHBOARD_SPARE_CORES,
+    )
     try:
-        return sweep_view.make_sweep(w["temperatures"], w["alphas"], w["sizes"], w["seeds"], b["seed"], teacher_id,
-                                     w["family"], w["depth"], data_cfg, train)
+        return sweep_view.make_sweep(
+            w["temperatures"],
+            w["alphas"],
+            w["sizes"],
+            w["seeds"],
+            b["seed"],
+            teacher_id,
+            w["family"],
+            w["depth"],
+            data_cfg,
+            train,
+        )
     except KDError as err:
         st.error(str(err))
         return None
 
 
-def backend_parallel(backend: Optional[str]) -> tuple[int, float]:
+def backend_parallel(backend: str | None) -> tuple[int, float]:
     """(runs at once, start-up seconds) of a backend, for the time estimate."""
     return (sweep_view.ray_workers(), RAY_START_S) if backend == "ray" else (1, 0.0)
 
 
-def plan_summary(data, cfg, backend: Optional[str]) -> None:
+def plan_summary(data, cfg, backend: str | None) -> None:
     counts = sweep_view.run_counts(cfg)
     est = estimate(state.current_store(), cfg, data.info(), None, *backend_parallel(backend))
     c = st.columns([1, 1, 3])
     c[0].metric("Runs", f"{counts['total']}")
     c[1].metric("Estimated time", sweep_view.duration_text(None if est is None else est.seconds))
-    c[2].caption(f"{counts['cells']} distillations ({counts['configs']} configurations of T × λ × size, "
-                 f"× {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) > 1)}) + {counts['baselines']} no-KD "
-                 f"baselines (one per size and seed, each distillation is compared with the baseline of its "
-                 f"seed). {sweep_view.estimate_note(est, data.name)}")
+    c[2].caption(
+        f"{counts['cells']} distillations ({counts['configs']} configurations of T × λ × size, "
+        f"× {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) > 1)}) + {counts['baselines']} no-KD "
+        f"baselines (one per size and seed, each distillation is compared with the baseline of its "
+        f"seed). {sweep_view.estimate_note(est, data.name)}"
+    )
 
 
-def backend_widgets() -> Optional[tuple[str, Optional[str]]]:
+def backend_widgets() -> tuple[str, str | None] | None:
     """(backend, Ray address or None), or None when the choice cannot run here."""
     c = st.columns([1, 2])
-    backend = c[0].radio("Backend", list(BACKENDS), format_func=BACKENDS.get, key="sw_backend", horizontal=True,
-                         bind="query-params")
+    backend = c[0].radio(
+        "Backend", list(BACKENDS), format_func=BACKENDS.get, key="sw_backend", horizontal=True, bind="query-params"
+    )
     if backend == "inprocess":
         return backend, None
     if not sweep_view.ray_available():
         c[1].warning(f"Ray is not available: {RAY_MISSING}", icon=":material/warning:")
         return None
-    address = c[1].text_input("Ray address (optional)", key="sw_ray_address", placeholder="ray://host:10001",
-                              help="Empty: a small local Ray instance is started for the sweep and shut down after.")
+    address = c[1].text_input(
+        "Ray address (optional)",
+        key="sw_ray_address",
+        placeholder="ray://host:10001",
+        help="Empty: a small local Ray instance is started for the sweep and shut down after.",
+    )
     return backend, address.strip() or None
 
 
-def launch(data, sweep, backend: tuple[str, Optional[str]]) -> None:
+def launch(data, sweep, backend: tuple[str, str | None]) -> None:
     """Start a new sweep (a SweepConfig) or resume one (its id) in the shared worker."""
     manager, store = state.job_manager(), state.current_store()
     if manager.current() is not None:
@@ -104,23 +164,30 @@ def launch(data, sweep, backend: tuple[str, Optional[str]]) -> None:
         st.error(str(err))
         return
     st.query_params["job"] = job.id
-    st.session_state["sw_view_next"] = sweep_id   # shown in Results on the rerun
+    st.session_state["sw_view_next"] = sweep_id  # shown in Results on the rerun
     st.rerun()
 
 
 def new_sweep_section(data, teacher_id: str, busy: bool) -> None:
     st.subheader("New sweep")
-    st.caption(f"Distils every student size at every T and λ from the teacher in use ({teacher_id}), "
-               "each over several seeds, beside a no-KD baseline of the same size and seed.")
+    st.caption(
+        f"Distils every student size at every T and λ from the teacher in use ({teacher_id}), "
+        "each over several seeds, beside a no-KD baseline of the same size and seed."
+    )
     w = grid_widgets(data)
     cfg = sweep_config(data, teacher_id, w)
-    plan = st.container()      # above the backend choice, drawn after it (the estimate depends on it)
+    plan = st.container()  # above the backend choice, drawn after it (the estimate depends on it)
     backend = backend_widgets()
     if cfg is not None:
         with plan:
             plan_summary(data, cfg, st.session_state.get("sw_backend"))
-    if st.button("Start sweep", type="primary", key="sw_start", disabled=busy or cfg is None or backend is None,
-                 icon=":material/play_arrow:"):
+    if st.button(
+        "Start sweep",
+        type="primary",
+        key="sw_start",
+        disabled=busy or cfg is None or backend is None,
+        icon=":material/play_arrow:",
+    ):
         launch(data, cfg, backend)
     if busy:
         st.caption("A job is running; a new sweep can start once it ends (or is stopped).")
@@ -135,7 +202,7 @@ def sweep_data(sweep_id: str):
     return state.dataset(d.dataset, d.root, d.image_size)
 
 
-def resume_section(sweeps: list[dict], busy: bool, running_id: Optional[str]) -> None:
+def resume_section(sweeps: list[dict], busy: bool, running_id: str | None) -> None:
     unfinished = [s for s in sweeps if s["left"] and s["id"] != running_id]
     if not unfinished:
         return
@@ -150,18 +217,21 @@ def resume_section(sweeps: list[dict], busy: bool, running_id: Optional[str]) ->
         st.error(f"Sweep {pick} cannot run here: {err}")
         return
     cells = pending(store, pick)
-    est = estimate(store, load_sweep(store, pick), data.info(), cells,
-                   *backend_parallel(st.session_state.get("sw_backend")))
+    est = estimate(
+        store, load_sweep(store, pick), data.info(), cells, *backend_parallel(st.session_state.get("sw_backend"))
+    )
     seconds = None if est is None else est.seconds
-    st.caption(f"{len(cells)} run{'s' * (len(cells) != 1)} left ({sweep_view.duration_text(seconds)}); the "
-               f"finished ones are kept and not run again. Runs on the backend chosen under New sweep.")
+    st.caption(
+        f"{len(cells)} run{'s' * (len(cells) != 1)} left ({sweep_view.duration_text(seconds)}); the "
+        f"finished ones are kept and not run again. Runs on the backend chosen under New sweep."
+    )
     if c[1].button("Resume", key="sw_resume", disabled=busy, icon=":material/resume:"):
         backend = backend_widgets_value()
         if backend is not None:
             launch(data, pick, backend)
 
 
-def backend_widgets_value() -> Optional[tuple[str, Optional[str]]]:
+def backend_widgets_value() -> tuple[str, str | None] | None:
     """The backend chosen in the New sweep section (in-process when that section is not shown)."""
     backend = st.session_state.get("sw_backend", "inprocess")
     if backend == "ray" and not sweep_view.ray_available():
@@ -173,7 +243,7 @@ def backend_widgets_value() -> Optional[tuple[str, Optional[str]]]:
 # ---------------------------------------------------------------- results, live while a sweep runs
 
 
-def job_sweep_id(job: Optional[Job]) -> Optional[str]:
+def job_sweep_id(job: Job | None) -> str | None:
     if job is None:
         return None
     note = job.snapshot()["notes"].get("sweep")
@@ -191,27 +261,34 @@ def job_status(snap: dict) -> None:
         else:
             ran = note["done"] + note["failed"]
             eta = "" if note["eta_s"] is None else f" · {sweep_view.duration_text(note['eta_s'])} left"
-            c[0].progress(min(1.0, ran / max(1, note["total"])),
-                          text=f"Sweep {note['id']} ({note['backend']}): {note['done']}/{note['total']} runs "
-                               f"done{eta}" + (f" · {note['failed']} failed" if note["failed"] else ""))
+            c[0].progress(
+                min(1.0, ran / max(1, note["total"])),
+                text=f"Sweep {note['id']} ({note['backend']}): {note['done']}/{note['total']} runs "
+                f"done{eta}" + (f" · {note['failed']} failed" if note["failed"] else ""),
+            )
         if c[1].button("Stop", key="sw_stop", disabled=snap["stopping"], type="primary", icon=":material/stop:"):
             state.job_manager().stop()
             st.toast("Stopping after the current run's step…")
         if note is not None:
-            st.caption(f"Now: {studio.progress_of(snap)['text']}" + (
-                f" · {note['skipped']} were done before this start" if note["skipped"] else ""))
+            st.caption(
+                f"Now: {studio.progress_of(snap)['text']}"
+                + (f" · {note['skipped']} were done before this start" if note["skipped"] else "")
+            )
         if snap["stopping"]:
             st.caption("Stopping… the finished runs are kept; resume the sweep later to run the rest.")
     elif status == "finished":
         st.success(f"Finished: {snap['title']}" + (f" — {note['done']}/{note['total']} runs" if note else ""))
     elif status == "stopped":
-        st.warning(f"Stopped: {snap['title']}" + (f" after {note['done']}/{note['total']} runs" if note else "")
-                   + ". The finished runs are kept: resume it to run the rest.")
+        st.warning(
+            f"Stopped: {snap['title']}"
+            + (f" after {note['done']}/{note['total']} runs" if note else "")
+            + ". The finished runs are kept: resume it to run the rest."
+        )
     else:
         st.error(f"Failed: {snap['title']} — {snap['message']}")
 
 
-def results_section(sweeps: list[dict], job: Optional[Job]) -> None:
+def results_section(sweeps: list[dict], job: Job | None) -> None:
     """The sweep job's status and the chosen sweep's heatmaps, in one fragment that redraws every
     second while the job runs (so the cells fill in as runs finish); a whole-page rerun when it ends."""
     st.subheader("Results")
@@ -224,19 +301,22 @@ def results_section(sweeps: list[dict], job: Optional[Job]) -> None:
             default = job_sweep_id(job)
             st.session_state["sw_view"] = default if default in labels else sweeps[0]["id"]
         c = st.columns([3, 1])
-        sweep_id = c[0].selectbox("Sweep", list(labels), format_func=labels.get, key="sw_view",
-                                  bind="query-params")
+        sweep_id = c[0].selectbox("Sweep", list(labels), format_func=labels.get, key="sw_view", bind="query-params")
         metric = metric_widget(c[1])
-        st.caption(f"Each cell: mean ± sample std over seeds, then n = finished seeds (3 decimals; hover a cell "
-                   f"for 4 and the test's verdict). Gain: distilled minus the no-KD baseline of the same size "
-                   f"and seed, averaged over seeds, then the p-value of a {stats.TEST_NAME}, two-sided: * marks "
-                   f"p < {ALPHA:g}; \"no test\": one seed, or the same gain on every seed, gives no verdict. "
-                   f"A star and an outline mark the best mean of its size — every cell of a tie, and only when "
-                   f"its mean gain is above 0.")
+        st.caption(
+            f"Each cell: mean ± sample std over seeds, then n = finished seeds (3 decimals; hover a cell "
+            f"for 4 and the test's verdict). Gain: distilled minus the no-KD baseline of the same size "
+            f"and seed, averaged over seeds, then the p-value of a {TEST_NAME}, two-sided: * marks "
+            f'p < {ALPHA:g}; "no test": one seed, or the same gain on every seed, gives no verdict. '
+            f"A star and an outline mark the best mean of its size — every cell of a tie, and only when "
+            f"its mean gain is above 0."
+        )
         if metric == "test_acc":
-            st.caption("Picking the best T and λ by the test split is optimistic: the winner's test accuracy "
-                       "is biased upwards by the choice itself (with many cells, one wins by luck). Confirm the "
-                       "chosen cell on fresh seeds before reporting it.")
+            st.caption(
+                "Picking the best T and λ by the test split is optimistic: the winner's test accuracy "
+                "is biased upwards by the choice itself (with many cells, one wins by luck). Confirm the "
+                "chosen cell on fresh seeds before reporting it."
+            )
     elif job is None:
         st.caption("No sweep in this store yet.")
         return
@@ -250,7 +330,7 @@ def results_section(sweeps: list[dict], job: Optional[Job]) -> None:
         if sweep_id is not None:
             grids(sweep_id, metric, running=was_live and sweep_id == job_sweep_id(job))
         if was_live and not job.live:
-            st.rerun()   # the whole page: stop polling, offer Resume, show the final grid
+            st.rerun()  # the whole page: stop polling, offer Resume, show the final grid
 
     panel()
 
@@ -259,11 +339,12 @@ def metric_widget(container) -> str:
     """The Results' metric, bound to ?sw_metric=. Streamlit writes the select box's label into the URL
     ("test accuracy"); the CLI's names (`--metric test_acc`) are accepted there too."""
     asked = st.query_params.get("sw_metric")
-    if asked in PAGE_METRICS:      # rewritten as the label, which the widget reads on the rerun
+    if asked in PAGE_METRICS:  # rewritten as the label, which the widget reads on the rerun
         st.query_params["sw_metric"] = experiment_charts.METRIC_NAMES[asked]
         st.rerun()
-    return container.selectbox("Accuracy", PAGE_METRICS, key="sw_metric", bind="query-params",
-                               format_func=experiment_charts.METRIC_NAMES.get)
+    return container.selectbox(
+        "Accuracy", PAGE_METRICS, key="sw_metric", bind="query-params", format_func=experiment_charts.METRIC_NAMES.get
+    )
 
 
 def grids(sweep_id: str, metric: str, running: bool) -> None:
@@ -272,44 +353,66 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
     store = state.current_store()
     sweep = load_sweep(store, sweep_id)
     finished = len(store.list_runs(sweep_id=sweep_id, status="finished"))
-    st.caption(f"{sweep_id}: {finished} of {sweep_view.run_counts(sweep)['total']} runs finished"
-               + (" · running: the cells fill in as runs finish." if running else "."))
+    st.caption(
+        f"{sweep_id}: {finished} of {sweep_view.run_counts(sweep)['total']} runs finished"
+        + (" · running: the cells fill in as runs finish." if running else ".")
+    )
     results = sweep_results(store, sweep_id, metric, ALPHA)
     for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results).items():
         label = f"{sweep.family} {size}"
-        st.plotly_chart(experiment_charts.sweep_accuracy_heatmap(g, label, metric), key=f"sw_acc_{size}",
-                        width="stretch")
-        st.plotly_chart(experiment_charts.sweep_gain_heatmap(g, label, ALPHA), key=f"sw_gain_{size}",
-                        width="stretch")
+        st.plotly_chart(
+            experiment_charts.sweep_accuracy_heatmap(g, label, metric), key=f"sw_acc_{size}", width="stretch"
+        )
+        st.plotly_chart(experiment_charts.sweep_gain_heatmap(g, label, ALPHA), key=f"sw_gain_{size}", width="stretch")
         words = sweep_view.best_text(g, label)
         if words:
             st.caption(words)
-    st.caption(sweep_view.significance_text(multiple_tests(results, ALPHA), stats.TEST_NAME))
+    st.caption(sweep_view.significance_text(multiple_tests(results, ALPHA), TEST_NAME))
     with st.expander("Paired t-tests: every cell's p-value"):
-        st.dataframe(results, key="sw_pvalues", hide_index=True,
-                     column_order=["size", "temperature", "alpha", "text", "baseline_mean", "gain_text", "t", "p",
-                                   "significant", "p_bh", "significant_bh", "verdict"],
-                     column_config={"size": st.column_config.NumberColumn("Size", format="%d"),
-                                    "temperature": st.column_config.NumberColumn("T", format="%g"),
-                                    "alpha": st.column_config.NumberColumn("λ", format="%g"),
-                                    "text": "Accuracy (mean ± std, n)",
-                                    "baseline_mean": st.column_config.NumberColumn("Baseline mean", format="%.4f"),
-                                    "gain_text": "Gain over baseline",
-                                    "t": st.column_config.NumberColumn("t", format="%.3g"),
-                                    "p": st.column_config.NumberColumn("p", format="%.3g"),
-                                    "significant": st.column_config.CheckboxColumn("p < α"),
-                                    "p_bh": st.column_config.NumberColumn("p (BH-adjusted)", format="%.3g"),
-                                    "significant_bh": st.column_config.CheckboxColumn("BH p < α"),
-                                    "verdict": "Verdict"})
-        st.caption(f"Test: {stats.TEST_NAME}, on the per-seed pairs (distilled, baseline of the same seed); "
-                   f"α = {ALPHA:g}. BH: Benjamini–Hochberg adjusted p over every tested cell of the sweep "
-                   f"(scipy.stats.false_discovery_control).")
+        st.dataframe(
+            results,
+            key="sw_pvalues",
+            hide_index=True,
+            column_order=[
+                "size",
+                "temperature",
+                "alpha",
+                "text",
+                "baseline_mean",
+                "gain_text",
+                "t",
+                "p",
+                "significant",
+                "p_bh",
+                "significant_bh",
+                "verdict",
+            ],
+            column_config={
+                "size": st.column_config.NumberColumn("Size", format="%d"),
+                "temperature": st.column_config.NumberColumn("T", format="%g"),
+                "alpha": st.column_config.NumberColumn("λ", format="%g"),
+                "text": "Accuracy (mean ± std, n)",
+                "baseline_mean": st.column_config.NumberColumn("Baseline mean", format="%.4f"),
+                "gain_text": "Gain over baseline",
+                "t": st.column_config.NumberColumn("t", format="%.3g"),
+                "p": st.column_config.NumberColumn("p", format="%.3g"),
+                "significant": st.column_config.CheckboxColumn("p < α"),
+                "p_bh": st.column_config.NumberColumn("p (BH-adjusted)", format="%.3g"),
+                "significant_bh": st.column_config.CheckboxColumn("BH p < α"),
+                "verdict": "Verdict",
+            },
+        )
+        st.caption(
+            f"Test: {TEST_NAME}, on the per-seed pairs (distilled, baseline of the same seed); "
+            f"α = {ALPHA:g}. BH: Benjamini–Hochberg adjusted p over every tested cell of the sweep "
+            f"(scipy.stats.false_discovery_control)."
+        )
 
 
 # ---------------------------------------------------------------- page
 
 
-def setup_sections(busy: bool, running_id: Optional[str], resume_first: bool) -> None:
+def setup_sections(busy: bool, running_id: str | None, resume_first: bool) -> None:
     """New sweep and Resume (Resume first after this session's sweep, which may have been stopped)."""
     if resume_first:
         resume_section(sweep_view.sweep_list(state.current_store()), busy, running_id)
@@ -329,7 +432,7 @@ st.title("Sweep")
 job = live.find_job(("sweep",))
 busy = state.job_manager().current() is not None
 running_id = job_sweep_id(job) if job is not None and job.live else None
-if job is not None:      # a sweep of this session (or running): its progress and grid first
+if job is not None:  # a sweep of this session (or running): its progress and grid first
     results_section(sweep_view.sweep_list(state.current_store()), job)
     setup_sections(busy, running_id, resume_first=True)
 else:

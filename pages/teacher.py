@@ -1,9 +1,10 @@
 """Teacher: train one with a live curve, pick a saved one, or upload a checkpoint."""
+
 import streamlit as st
 
-from kd_core import studio
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy
+from kd_core.views import studio
 from ui import forms, live, state
 
 
@@ -13,15 +14,23 @@ def train_section(data) -> None:
     st.caption(f"Preset for {data.name}: {preset.label()}.")
     family, size, depth = forms.model_widgets("t", preset.family, preset.size, preset.depth)
     info = studio.model_info(family, size, depth, data)
-    st.caption(f"{info['params']:,} parameters · {info['flops']:,} FLOPs per sample · "
-               f"{info['bytes'] / 1e6:.2f} MB")
+    st.caption(f"{info['params']:,} parameters · {info['flops']:,} FLOPs per sample · {info['bytes'] / 1e6:.2f} MB")
     budget = forms.budget_widgets("t", epochs=15, lr=1e-3)
     busy = state.job_manager().current() is not None
     if st.button("Train teacher", type="primary", key="train_teacher", disabled=busy):
         s = state.settings()
-        cfg = studio.make_config("teacher", data.name, s.get("data_root", "data"), int(s.get("image_size", 32)),
-                                 family, size, depth, device=s.get("device", "auto"),
-                                 threads=int(s.get("threads", 0)), **budget)
+        cfg = studio.make_config(
+            "teacher",
+            data.name,
+            s.get("data_root", "data"),
+            int(s.get("image_size", 32)),
+            family,
+            size,
+            depth,
+            device=s.get("device", "auto"),
+            threads=int(s.get("threads", 0)),
+            **budget,
+        )
         try:
             job = studio.start_teacher(state.job_manager(), state.current_store(), data, cfg)
             st.query_params["job"] = job.id
@@ -63,22 +72,24 @@ def saved_section(data) -> None:
 
 def upload_section(data) -> None:
     with st.expander("Upload a checkpoint"):
-        st.caption("A KD Studio checkpoint (.pt) written by this app or by `python -m kd_core teacher "
-                   "--out`. It is loaded with `weights_only=True` — data, never code — and checked "
-                   "against the dataset and, if you say so, the family and size.")
+        st.caption(
+            "A KD Studio checkpoint (.pt) written by this app or by `python -m kd_core teacher "
+            "--out`. It is loaded with `weights_only=True` — data, never code — and checked "
+            "against the dataset and, if you say so, the family and size."
+        )
         upload = st.file_uploader("Checkpoint", type=["pt", "pth"], key="ckpt_upload")
         check = st.checkbox("Check the family and size below", key="ckpt_check")
         preset = studio.presets(data.name)["teacher"]
         c = st.columns(3)
-        family = c[0].selectbox("Expected family", ["mlp", "cnn"], key="ckpt_family",
-                                index=["mlp", "cnn"].index(preset.family))
+        family = c[0].selectbox(
+            "Expected family", ["mlp", "cnn"], key="ckpt_family", index=["mlp", "cnn"].index(preset.family)
+        )
         size = c[1].number_input("Expected size", 1, 8192, preset.size, key="ckpt_size")
         depth = c[2].number_input("Expected hidden layers", 0, 8, preset.depth, key="ckpt_depth")
         if upload is not None and st.button("Load checkpoint", key="ckpt_load"):
             expect = studio.ModelSpec(family, int(size), int(depth)) if check else None
             try:
-                run_id = studio.import_checkpoint(state.current_store(), upload.getvalue(), data,
-                                                  upload.name, expect)
+                run_id = studio.import_checkpoint(state.current_store(), upload.getvalue(), data, upload.name, expect)
             except KDError as err:
                 st.error(f"Could not use {upload.name}: {err}")
             else:

@@ -3,6 +3,7 @@ Compare pages as a first-time visitor sees them. Needs Debian's chromium.
 
     python scripts/readme_screens.py [--out docs/img]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ WIDTH, HEIGHT = 1400, 1500
 def finished(page, timeout: float = 300) -> None:
     """Wait for a visible "Finished: …" banner (a redrawn fragment can leave a hidden copy first)."""
     banners = page.get_by_text(re.compile(r"^Finished: "))
-    wait_until(lambda: any(banners.nth(i).is_visible() for i in range(banners.count())), timeout,
-               what="the job to finish")
+    wait_until(
+        lambda: any(banners.nth(i).is_visible() for i in range(banners.count())), timeout, what="the job to finish"
+    )
 
 
 def main() -> None:
@@ -33,6 +35,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kd_readme_"))
     from playwright.sync_api import sync_playwright
+
     with StreamlitServer(runs=work / "runs", data=work / "data") as server, sync_playwright() as pw:
         browser = launch_browser(pw)
         page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
@@ -40,11 +43,11 @@ def main() -> None:
         settle(page, "KD Studio")
         page.get_by_role("button", name="Quick start on digits").click()
         page.wait_for_url(re.compile(r"job="), timeout=60_000)
-        page.goto(server.url + "/distill")         # the quick start shows there, live, then its results
+        page.goto(server.url + "/distill")  # the quick start shows there, live, then its results
         finished(page)
         settle(page, "Distill")
         finished(page)
-        page.wait_for_timeout(1500)           # let plotly finish drawing
+        page.wait_for_timeout(1500)  # let plotly finish drawing
         page.screenshot(path=str(args.out / "distill.png"), full_page=True)
         page.goto(server.url + "/compare")
         settle(page, "Compare")

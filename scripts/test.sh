@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command. On a fresh machine it installs what the tests use:
 # Debian's chromium (browser tests) and dataset-fashion-mnist (real data), and
-# the Python dependencies; then it runs the whole suite.
+# the package with its [dev] extra (pytest, playwright's driver, ray, ruff, mypy,
+# hypothesis); then the linters, then the whole suite. Arguments go to pytest,
+# e.g. `bash scripts/test.sh -m "not browser and not slow"` for the fast loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null || [ ! -d /usr/share/datasets/fashion-mnist ]; then
@@ -9,5 +11,7 @@ if ! command -v chromium >/dev/null || [ ! -d /usr/share/datasets/fashion-mnist 
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver dataset-fashion-mnist >/dev/null
 fi
-python -m pip install -q -r requirements-dev.txt
+python -m pip install -q -r requirements.txt -e ".[dev]"
+python -m ruff check kd_core pages ui app.py
+python -m ruff format --check kd_core pages ui app.py tests benchmarks scripts
 python -m pytest -q "$@"

@@ -5,6 +5,7 @@ fixtures here, so conftest.py stays someone else's).
     with StreamlitServer(runs=..., data=...) as server:
         page.goto(server.url + "/distill")
 """
+
 from __future__ import annotations
 
 import os
@@ -17,12 +18,17 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -35,7 +41,6 @@ def kd_env(runs: Path, data: Path, **extra: str) -> dict:
     """The environment of a child process: this interpreter's, the repo importable,
     KD_RUNS / KD_DATA pointing at the given folders."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["KD_RUNS"], env["KD_DATA"] = str(runs), str(data)
     env.update(extra)
     return env
@@ -45,9 +50,11 @@ def require_browser():
     """For a browser test module's top: skip the module (with the reason) unless Debian's
     chromium and the playwright package are there; returns `playwright.sync_api`."""
     import pytest
+
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
-                    allow_module_level=True)
+        pytest.skip(
+            f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
+        )
     return pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package")
 
 
@@ -60,8 +67,15 @@ class StreamlitServer:
     """`python -m streamlit run app.py` on a free port, cwd a temp dir; `stop()` terminates it
     (SIGTERM, so atexit handlers such as JobManager.shutdown run) and waits for it."""
 
-    def __init__(self, runs: Path, data: Path, cwd: Optional[Path] = None, port: Optional[int] = None,
-                 env: Optional[dict] = None, log: Optional[Path] = None):
+    def __init__(
+        self,
+        runs: Path,
+        data: Path,
+        cwd: Path | None = None,
+        port: int | None = None,
+        env: dict | None = None,
+        log: Path | None = None,
+    ):
         self.runs, self.data = Path(runs), Path(data)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -69,19 +83,31 @@ class StreamlitServer:
         self.cwd = Path(cwd) if cwd else Path(tempfile.mkdtemp(prefix="kd_server_"))
         self.env = env or kd_env(self.runs, self.data)
         self.log_path = Path(log) if log else self.cwd / "streamlit.log"
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
-        self.returncode: Optional[int] = None
+        self.returncode: int | None = None
 
-    def start(self, timeout: float = 90.0) -> "StreamlitServer":
-        cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
-               "--server.headless", "true", "--server.port", str(self.port),
-               "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
+    def start(self, timeout: float = 90.0) -> StreamlitServer:
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(REPO / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(self.port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ]
         self._log = open(self.log_path, "wb")
         self.started_at = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         self.wait_healthy(timeout)
         return self
 
@@ -105,7 +131,7 @@ class StreamlitServer:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 60.0) -> Optional[int]:
+    def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, then wait; SIGKILL only if it hangs. Returns the exit code."""
         if self.proc is None:
             return self.returncode
@@ -125,7 +151,7 @@ class StreamlitServer:
         if self._own_cwd:
             shutil.rmtree(self.cwd, ignore_errors=True)
 
-    def __enter__(self) -> "StreamlitServer":
+    def __enter__(self) -> StreamlitServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -158,6 +184,7 @@ def settle(page, heading: str, timeout: float = 90.0) -> None:
             return False
         page.wait_for_timeout(500)
         return status.count() == 0
+
     wait_until(idle, timeout, what=f"the {heading} page to finish running")
 
 

@@ -1,7 +1,7 @@
 """Shared by the Compare tests: a real run store on digits with two teachers and their students.
 
 Imported by the test modules (pytest puts tests/ on sys.path). Everything is
-trained for real by kd_core.experiment (tiny MLPs, one or two epochs, seconds).
+trained for real by kd_core.train.recorder (tiny MLPs, one or two epochs, seconds).
 
 The store, in order of creation (so teacher A is the newest teacher, the one
 the sidebar picks first):
@@ -9,20 +9,27 @@ the sidebar picks first):
   teacher A (mlp 64), a student of A (mlp 8) and its no-KD baseline;
   a failed student of A (no metrics).
 """
+
 from __future__ import annotations
 
 import pytest
 
-from kd_core import experiment
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.store import Store
+from kd_core.train import recorder as experiment
 
 
 def run_config(kind: str, width: int, epochs: int, teacher_id: str | None = None) -> RunConfig:
     train = TrainConfig(epochs=epochs, lr=3e-3, device="cpu", threads=1)
     distill = DistillConfig(4.0, 0.9) if kind == "student" else None
-    return RunConfig(kind=kind, data=DataConfig("digits"), model=ModelSpec("mlp", width, 1), train=train,
-                     distill=distill, teacher_id=teacher_id)
+    return RunConfig(
+        kind=kind,
+        data=DataConfig("digits"),
+        model=ModelSpec("mlp", width, 1),
+        train=train,
+        distill=distill,
+        teacher_id=teacher_id,
+    )
 
 
 def fill_store(root, data) -> dict:
@@ -36,8 +43,15 @@ def fill_store(root, data) -> dict:
     assert all(o.status == "finished" for o in outcomes), [o.message for o in outcomes]
     failed = store.create_run(run_config("student", 8, 1, a.run_id))
     store.finish_run(failed, "failed", {}, error="diverged")
-    return {"store": store, "teacher": a.run_id, "student": a_student.run_id, "baseline": a_baseline.run_id,
-            "other_teacher": b.run_id, "other_student": b_student.run_id, "failed": failed}
+    return {
+        "store": store,
+        "teacher": a.run_id,
+        "student": a_student.run_id,
+        "baseline": a_baseline.run_id,
+        "other_teacher": b.run_id,
+        "other_student": b_student.run_id,
+        "failed": failed,
+    }
 
 
 @pytest.fixture(scope="module")

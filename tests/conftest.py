@@ -4,6 +4,7 @@ writers for IDX files and PNG image folders, and a CLI runner.
 Everything here is real: real files in tmp_path, the real engine, the CLI as a
 subprocess. Tests stay small (digits, tiny MLPs, one or two epochs).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,12 +18,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig  # noqa: E402
-from kd_core.data import load_dataset  # noqa: E402
-from kd_core.engine import fit  # noqa: E402
+from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.train.data import load_dataset
+from kd_core.train.engine import fit
 
 # Tiny models gain nothing from intra-op threads, and a busy 2-core box loses a lot to them.
 torch.set_num_threads(1)
@@ -31,13 +29,33 @@ TEACHER_SPEC = ModelSpec("mlp", 128, 1)
 STUDENT_SPEC = ModelSpec("mlp", 16, 1)
 
 
-def make_config(kind: str = "teacher", model: ModelSpec = STUDENT_SPEC, *, epochs: int = 2,
-                seed: int = 0, lr: float = 1e-3, batch_size: int = 64, optimizer: str = "adam",
-                augment: bool = False, temperature: float = 4.0, alpha: float = 0.9,
-                cache: bool = True, dataset: str = "digits", **train_kw) -> RunConfig:
+def make_config(
+    kind: str = "teacher",
+    model: ModelSpec = STUDENT_SPEC,
+    *,
+    epochs: int = 2,
+    seed: int = 0,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    optimizer: str = "adam",
+    augment: bool = False,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    cache: bool = True,
+    dataset: str = "digits",
+    **train_kw,
+) -> RunConfig:
     """A small CPU run on `dataset`; kind "student" gets a DistillConfig."""
-    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
-                        device="cpu", augment=augment, **train_kw)
+    train = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        seed=seed,
+        device="cpu",
+        augment=augment,
+        **train_kw,
+    )
     distill = DistillConfig(temperature, alpha, cache) if kind == "student" else None
     return RunConfig(kind=kind, data=DataConfig(dataset=dataset), model=model, train=train, distill=distill)
 
@@ -104,11 +122,11 @@ def write_mnist_like(root: Path, folder: str, n_train: int = 100, n_test: int = 
     return out
 
 
-def write_image_folder(root: Path, classes=("cat", "dog", "owl"), per_class: int = 10,
-                       size=(12, 10)) -> Path:
+def write_image_folder(root: Path, classes=("cat", "dog", "owl"), per_class: int = 10, size=(12, 10)) -> Path:
     """ImageFolder layout ROOT/<class>/<i>.png of solid-colour RGB images whose colour
     encodes (class index, image index): R = 80·class, G = 10·i, B = 7."""
     from PIL import Image
+
     for k, name in enumerate(classes):
         folder = root / name
         folder.mkdir(parents=True)
@@ -132,7 +150,6 @@ class CodeRunningPickle:
 
 def cli_env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["OMP_NUM_THREADS"] = "1"
     return env
 
@@ -142,9 +159,8 @@ def cli_command(*args) -> list[str]:
 
 
 def run_cli(cwd: Path, *args, timeout: float = 180) -> subprocess.CompletedProcess:
-    """`python -m kd_core ARGS` in `cwd` with the repository on PYTHONPATH."""
-    return subprocess.run(cli_command(*args), cwd=cwd, env=cli_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    """`python -m kd_core ARGS` in `cwd` (the package is installed with `pip install -e .`)."""
+    return subprocess.run(cli_command(*args), cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess, *phrases: str, stream: str = "stderr") -> None:

@@ -5,16 +5,18 @@ and copied for each test that changes it.
 
 Imported by the test modules (pytest puts tests/ on sys.path), which use the fixtures by name.
 """
+
 import shutil
 
 import pytest
 import torch
 
 from kd_core.config import DataConfig, ModelSpec, RunConfig, TrainConfig
-from kd_core.data import load_dataset
-from kd_core.experiment import train_teacher
 from kd_core.store import Store
-from kd_core.sweep import SweepConfig, create_sweep, run_sweep
+from kd_core.sweep.grid import SweepConfig, create_sweep
+from kd_core.sweep.runner import run_sweep
+from kd_core.train.data import load_dataset
+from kd_core.train.recorder import train_teacher
 
 GRID = dict(temperatures=(1.0, 4.0), alphas=(0.5, 0.9), sizes=(16,), seeds=(0, 1))
 TRAIN = TrainConfig(epochs=1, lr=3e-3, threads=1, device="cpu")
@@ -28,8 +30,9 @@ def template_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("experiments") / "runs"
     store = Store(root)
     data = load_dataset(DataConfig("digits"))
-    teacher = train_teacher(store, RunConfig(model=ModelSpec("mlp", 64, 1),
-                                             train=TrainConfig(epochs=2, threads=1, device="cpu")), data)
+    teacher = train_teacher(
+        store, RunConfig(model=ModelSpec("mlp", 64, 1), train=TrainConfig(epochs=2, threads=1, device="cpu")), data
+    )
     assert teacher.status == "finished", teacher.message
     sweep_id = create_sweep(store, SweepConfig(**GRID, teacher_id=teacher.run_id, train=TRAIN))
     outcomes = run_sweep(store, sweep_id, data)

@@ -4,22 +4,29 @@ Imported by the test modules (pytest puts tests/ on sys.path), which use the
 fixtures by name. Training uses one torch thread, so numbers are the same
 whichever backend runs a cell; the thread count is restored afterwards.
 """
+
 import pytest
 import torch
 
 from kd_core.config import DataConfig, ModelSpec, RunConfig, TrainConfig
-from kd_core.data import load_dataset
-from kd_core.experiment import train_teacher
 from kd_core.store import Store
-from kd_core.sweep import SweepConfig
+from kd_core.sweep.grid import SweepConfig
+from kd_core.train.data import load_dataset
+from kd_core.train.recorder import train_teacher
 
 TINY_TRAIN = TrainConfig(epochs=1, lr=3e-3, threads=1)
 
 
 def tiny_sweep(teacher: str, seeds=(0,), sizes=(16,)) -> SweepConfig:
     """T ∈ {1, 4} × λ ∈ {0.5, 0.9}: with one size and seed, 4 students and 1 baseline."""
-    return SweepConfig(temperatures=(1.0, 4.0), alphas=(0.5, 0.9), sizes=tuple(sizes), seeds=tuple(seeds),
-                       teacher_id=teacher, train=TINY_TRAIN)
+    return SweepConfig(
+        temperatures=(1.0, 4.0),
+        alphas=(0.5, 0.9),
+        sizes=tuple(sizes),
+        seeds=tuple(seeds),
+        teacher_id=teacher,
+        train=TINY_TRAIN,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ visited by URL and none shows a Streamlit exception; the server then exits clean
 Screenshots go to artifacts/screenshots/. Nothing here is timed: waits poll with
 generous deadlines.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,21 +16,22 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import (REPO, StreamlitServer, kd_env, launch_browser, require_browser, settle,  # noqa: E402
-                     slider_value, wait_until)
+from _server import REPO, StreamlitServer, kd_env, launch_browser, require_browser, settle, slider_value, wait_until
 
 sync_api = require_browser()
 
 SHOTS = REPO / "artifacts" / "screenshots"
-LONG = 90_000          # ms: first renders import torch and load data; CI machines can be slow
-PAGES = {"overview": ("", "KD Studio"), "teacher": ("teacher", "Teacher"), "distill": ("distill", "Distill"),
-         "compare": ("compare", "Compare"), "soft_targets": ("soft_targets", "Soft targets")}
+LONG = 90_000  # ms: first renders import torch and load data; CI machines can be slow
+PAGES = {
+    "overview": ("", "KD Studio"),
+    "teacher": ("teacher", "Teacher"),
+    "distill": ("distill", "Distill"),
+    "compare": ("compare", "Compare"),
+    "soft_targets": ("soft_targets", "Soft targets"),
+}
 # A student big enough that 100 epochs at batch 16 outlast the test on any machine; it is stopped.
 LONG_RUN = "s_size=1024&s_depth=3&s_epochs=100&s_bs=16&baseline=false"
 STEP = re.compile(r"step (\d+)/(\d+)")
@@ -80,10 +82,12 @@ def nudge_slider(page, label: str, key: str, presses: int) -> float:
             page.wait_for_timeout(500)
             thumb.focus()
             page.keyboard.press("ArrowRight")
-            wait_until(lambda: slider_value(page, label) not in ("", str(value), f"{value:.2f}"), 10,
-                       what=f"{label} to move on")
-    raise AssertionError(f"the {label} slider's value {slider_value(page, label)} never reached the URL "
-                         f"({page.url})")
+            wait_until(
+                lambda: slider_value(page, label) not in ("", str(value), f"{value:.2f}"),
+                10,
+                what=f"{label} to move on",
+            )
+    raise AssertionError(f"the {label} slider's value {slider_value(page, label)} never reached the URL ({page.url})")
 
 
 def loss_curve_end(page) -> float:
@@ -113,7 +117,7 @@ def progress_step(page) -> int:
         return -1
     try:
         m = STEP.search(bar.first.inner_text(timeout=2_000))
-    except sync_api.Error:   # redrawn by the fragment between count and read
+    except sync_api.Error:  # redrawn by the fragment between count and read
         return -1
     return int(m.group(1)) if m else -1
 
@@ -130,9 +134,27 @@ def teacher_id(folders) -> str:
     """A small teacher trained by the CLI before the server starts (faster than Quick start,
     and independent of the UI under test)."""
     runs, data = folders
-    out = subprocess.run([sys.executable, "-m", "kd_core", "teacher", "--epochs", "3", "--store", str(runs),
-                          "--data-root", str(data), "--json", "--quiet"],
-                         cwd=runs.parent, env=kd_env(runs, data), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kd_core",
+            "teacher",
+            "--epochs",
+            "3",
+            "--store",
+            str(runs),
+            "--data-root",
+            str(data),
+            "--json",
+            "--quiet",
+        ],
+        cwd=runs.parent,
+        env=kd_env(runs, data),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     run = json.loads(out.stdout)["runs"][0]
     assert run["status"] == "finished"
@@ -171,6 +193,7 @@ def test_dashboard_flow(folders, teacher_id):
     # The stopped student was finished as "stopped" by the worker, not left "running" (the
     # JobManager stopped and joined it at exit; a dead process's run would read "failed").
     from kd_core.store import Store
+
     students = Store(runs).list_runs(kind="student")
     assert [r["status"] for r in students] == ["stopped"], students
 
@@ -197,14 +220,14 @@ def _walk(page, base: str, teacher_id: str) -> None:
     page.get_by_role("button", name="Distill", exact=True).click()
     first = wait_until(lambda: max(progress_step(page), 0), LONG / 1000, what="the first training steps")
     end = wait_until(lambda: max(loss_curve_end(page), 0), LONG / 1000, what="the loss curve")
-    page.get_by_text(re.compile(rf"Running: distil .*T={after:g}\b")).wait_for()   # the run got the new T
+    page.get_by_text(re.compile(rf"Running: distil .*T={after:g}\b")).wait_for()  # the run got the new T
     page.wait_for_timeout(2_000)
     wait_until(lambda: progress_step(page) > first, 60, what="the step count to grow")
     wait_until(lambda: loss_curve_end(page) > end, 60, what="the loss curve to grow")
     assert_no_exception(page, "distill_live")
     page.screenshot(path=str(SHOTS / "distill_live.png"), full_page=True)
 
-    main = page.get_by_test_id("stMain")    # not the status widget's own "Stop" (of the script)
+    main = page.get_by_test_id("stMain")  # not the status widget's own "Stop" (of the script)
     main.get_by_role("button", name="Stop", exact=True).click()
     page.get_by_text(re.compile(r"^Stopped: ")).first.wait_for(timeout=LONG)
     settle(page, "Distill", LONG / 1000)
@@ -221,7 +244,7 @@ def test_first_visit_to_a_subpage_gets_the_app_navigation(folders, teacher_id):
     runs, data = folders
     server = StreamlitServer(runs, data, cwd=runs.parent).start()
     with browser_on(server) as page:
-        page.goto(f"{server.url}/teacher")     # the server's very first session
+        page.goto(f"{server.url}/teacher")  # the server's very first session
         settle(page, "Teacher", LONG / 1000)
         nav = page.get_by_test_id("stSidebarNav").inner_text()
     assert "Overview" in nav and "Soft targets" in nav, f"navigation shows: {nav!r}"

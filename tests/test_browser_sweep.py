@@ -8,6 +8,7 @@ and no finished cell run twice (checked in the store). The Runs page then lists 
 rows can be picked (curves and reproduce commands appear) and its CSV download is the store.
 Screenshots go to artifacts/screenshots/. Waits poll with generous deadlines; nothing is timed.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,17 +20,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import CHROMIUM, REPO, StreamlitServer, kd_env, launch_browser, settle, wait_until  # noqa: E402
+from _server import CHROMIUM, REPO, StreamlitServer, kd_env, launch_browser, settle, wait_until
 
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
-                allow_module_level=True)
+    pytest.skip(
+        f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package")
 
 SHOTS = REPO / "artifacts" / "screenshots"
-LONG = 90_000          # ms: first renders import torch and load data; CI machines can be slow
+LONG = 90_000  # ms: first renders import torch and load data; CI machines can be slow
 # Runs of about a second each (more on a busy machine), so that the grid visibly fills and a Stop
 # lands in the middle: 2 seeds × (1 baseline + 2 T × 2 λ) = 10 runs.
 GRID = "sw_T=1,4&sw_lam=0.5,0.9&sw_sizes=256&sw_depth=2&sw_seeds=2&sw_epochs=3&sw_bs=16"
@@ -66,7 +66,7 @@ def heat_cells(page) -> list[str]:
 def filled(page) -> int:
     try:
         return sum(t != "—" for t in heat_cells(page))
-    except sync_api.Error:     # redrawn by the fragment mid-read
+    except sync_api.Error:  # redrawn by the fragment mid-read
         return 0
 
 
@@ -79,9 +79,27 @@ def button(page, label: str):
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("kd_browser_sweep")
     runs, data = root / "runs", root / "data"
-    out = subprocess.run([sys.executable, "-m", "kd_core", "teacher", "--epochs", "2", "--store", str(runs),
-                          "--data-root", str(data), "--json", "--quiet"],
-                         cwd=root, env=kd_env(runs, data), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kd_core",
+            "teacher",
+            "--epochs",
+            "2",
+            "--store",
+            str(runs),
+            "--data-root",
+            str(data),
+            "--json",
+            "--quiet",
+        ],
+        cwd=root,
+        env=kd_env(runs, data),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     teacher = json.loads(out.stdout)["runs"][0]
     assert teacher["status"] == "finished"
@@ -114,7 +132,8 @@ def test_sweep_stop_resume_and_runs_page(folders):
 
 def _sweep(page, base: str, runs: Path, teacher_id: str) -> str:
     from kd_core.store import Store
-    from kd_core.sweep import cell_key
+    from kd_core.sweep.grid import cell_key
+
     store = Store(runs)
     page.goto(f"{base}/sweep?teacher={teacher_id}&{GRID}")
     settle(page, "Sweep")
@@ -150,16 +169,18 @@ def _sweep(page, base: str, runs: Path, teacher_id: str) -> str:
 
     finished = store.list_runs(sweep_id=sweep_id, status="finished")
     keys = [cell_key(r["config"]) for r in finished]
-    assert len(finished) == N_RUNS and len(set(keys)) == N_RUNS      # each cell once
-    assert set(first) <= {r["id"] for r in finished}                 # what was done is kept as it was
+    assert len(finished) == N_RUNS and len(set(keys)) == N_RUNS  # each cell once
+    assert set(first) <= {r["id"] for r in finished}  # what was done is kept as it was
     others = [r for r in store.list_runs(sweep_id=sweep_id) if r["status"] != "finished"]
-    assert all(r["status"] == "stopped" for r in others) and len(others) <= 1   # the run cut by Stop
+    assert all(r["status"] == "stopped" for r in others) and len(others) <= 1  # the run cut by Stop
     return sweep_id
 
 
 def _runs_page(page, base: str, runs: Path, sweep_id: str) -> None:
     import pandas as pd
+
     from kd_core.store import Store
+
     store = Store(runs)
     page.goto(f"{base}/runs")
     settle(page, "Runs")

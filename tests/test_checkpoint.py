@@ -1,4 +1,5 @@
 """Checkpoints: round trip, refusal of another family or dataset, corrupt and foreign files."""
+
 from __future__ import annotations
 
 import io
@@ -7,12 +8,12 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import TEACHER_SPEC, CodeRunningPickle
-from kd_core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+
 from kd_core.config import ModelSpec
 from kd_core.errors import CheckpointError
-from kd_core.models import build_model
+from kd_core.train.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from kd_core.train.models import build_model
 
 CNN_SPEC = ModelSpec("cnn", 4)
 
@@ -34,10 +35,15 @@ def cnn_ckpt(tmp_path, digits):
 
 
 def test_round_trip_gives_the_same_predictions(mlp_ckpt, digits, teacher):
-    model, meta = load_checkpoint(mlp_ckpt, expect=TEACHER_SPEC, input_shape=digits.input_shape,
-                                  num_classes=digits.num_classes)
-    assert meta == {"spec": TEACHER_SPEC, "input_shape": digits.input_shape, "classes": digits.classes,
-                    "dataset": "digits"}
+    model, meta = load_checkpoint(
+        mlp_ckpt, expect=TEACHER_SPEC, input_shape=digits.input_shape, num_classes=digits.num_classes
+    )
+    assert meta == {
+        "spec": TEACHER_SPEC,
+        "input_shape": digits.input_shape,
+        "classes": digits.classes,
+        "dataset": "digits",
+    }
     assert not model.training
     with torch.no_grad():
         torch.testing.assert_close(model(digits.test_x), teacher.eval()(digits.test_x), rtol=0, atol=0)
@@ -46,12 +52,12 @@ def test_round_trip_gives_the_same_predictions(mlp_ckpt, digits, teacher):
     for source in (data, io.BytesIO(data)):
         again, _ = load_checkpoint(source)
         assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
-    assert not list(mlp_ckpt.parent.glob("*.part"))     # written under a temporary name, then renamed
+    assert not list(mlp_ckpt.parent.glob("*.part"))  # written under a temporary name, then renamed
 
 
 def test_cnn_round_trip(cnn_ckpt, digits):
     path, original = cnn_ckpt
-    model, meta = load_checkpoint(path, expect=ModelSpec("cnn", 4, depth=3))   # depth means nothing for a CNN
+    model, meta = load_checkpoint(path, expect=ModelSpec("cnn", 4, depth=3))  # depth means nothing for a CNN
     assert meta["spec"].family == "cnn"
     with torch.no_grad():
         torch.testing.assert_close(model(digits.val_x), original.eval()(digits.val_x))
@@ -105,13 +111,14 @@ def test_empty_file(tmp_path):
 def test_truncated_real_checkpoint(tmp_path, mlp_ckpt, keep):
     data = mlp_ckpt.read_bytes()
     path = tmp_path / "truncated.pt"
-    path.write_bytes(data[:int(len(data) * keep)])
+    path.write_bytes(data[: int(len(data) * keep)])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("payload", [torch.zeros(3), {"weight": torch.ones(2)}, [1, 2, 3],
-                                     {"format": "something-else/1", "state_dict": {}}])
+@pytest.mark.parametrize(
+    "payload", [torch.zeros(3), {"weight": torch.ones(2)}, [1, 2, 3], {"format": "something-else/1", "state_dict": {}}]
+)
 def test_foreign_torch_file(tmp_path, payload):
     path = tmp_path / "foreign.pt"
     torch.save(payload, path)
@@ -146,11 +153,22 @@ def test_weights_that_do_not_fit_the_described_model(tmp_path, digits, teacher):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("change, word", [({"size": "big"}, "malformed"), ({"family": "rnn"}, "invalid model"),
-                                          ({"input_shape": None}, "malformed")])
+@pytest.mark.parametrize(
+    "change, word",
+    [({"size": "big"}, "malformed"), ({"family": "rnn"}, "invalid model"), ({"input_shape": None}, "malformed")],
+)
 def test_malformed_metadata(tmp_path, digits, teacher, change, word):
-    payload = {"format": FORMAT, "state_dict": teacher.state_dict(), "family": "mlp", "size": 128, "depth": 1,
-               "input_shape": list(digits.input_shape), "classes": digits.classes, "dataset": "digits", **change}
+    payload = {
+        "format": FORMAT,
+        "state_dict": teacher.state_dict(),
+        "family": "mlp",
+        "size": 128,
+        "depth": 1,
+        "input_shape": list(digits.input_shape),
+        "classes": digits.classes,
+        "dataset": "digits",
+        **change,
+    }
     path = tmp_path / "odd.pt"
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match=word):

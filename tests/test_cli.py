@@ -4,6 +4,7 @@ Bad input must end in one `error:` line (or a failed run's message) and exit 2, 
 a traceback. Every case runs through `main()`; one of each kind also runs as a real
 process. Those are independent, so they start at once and each test waits for its own.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,37 @@ import subprocess
 
 import pytest
 import torch
+from conftest import (
+    TEACHER_SPEC,
+    CodeRunningPickle,
+    assert_clean_failure,
+    cli_command,
+    cli_env,
+    run_cli,
+    write_image_folder,
+)
 
-from conftest import (TEACHER_SPEC, CodeRunningPickle, assert_clean_failure, cli_command, cli_env, run_cli,
-                      write_image_folder)
-from kd_core.checkpoint import FORMAT, save_checkpoint
 from kd_core.config import ModelSpec
-from kd_core.models import build_model
 from kd_core.store import Store
+from kd_core.train.checkpoint import FORMAT, save_checkpoint
+from kd_core.train.models import build_model
 
-RUN_KEYS = {"run_id", "kind", "status", "test_acc", "best_val_acc", "final_val_acc", "params", "bytes",
-            "latency", "seconds", "ece", "confusion_matrix", "per_class_accuracy", "flops"}
+RUN_KEYS = {
+    "run_id",
+    "kind",
+    "status",
+    "test_acc",
+    "best_val_acc",
+    "final_val_acc",
+    "params",
+    "bytes",
+    "latency",
+    "seconds",
+    "ece",
+    "confusion_matrix",
+    "per_class_accuracy",
+    "flops",
+}
 
 
 def prepare_error_inputs(root) -> dict[str, list]:
@@ -32,7 +54,7 @@ def prepare_error_inputs(root) -> dict[str, list]:
     digits_mlp = build_model(TEACHER_SPEC, (1, 8, 8), 10)
     save_checkpoint(root / "real.pt", digits_mlp, TEACHER_SPEC, (1, 8, 8), [str(k) for k in range(10)], "digits")
     data = (root / "real.pt").read_bytes()
-    (root / "truncated.pt").write_bytes(data[:len(data) // 2])
+    (root / "truncated.pt").write_bytes(data[: len(data) // 2])
     torch.save(torch.zeros(4), root / "tensor.pt")
     # A well-formed torch zip whose pickle would call os.mkdir: only weights_only stands in the way.
     torch.save({"format": FORMAT, "state_dict": CodeRunningPickle(str(root / "was-run"))}, root / "evil.pt")
@@ -56,7 +78,7 @@ def prepare_error_inputs(root) -> dict[str, list]:
     }
 
 
-EXPECTED = {   # case -> (phrases, stream)
+EXPECTED = {  # case -> (phrases, stream)
     "unknown dataset": (["error:", "unknown dataset 'imagenet'", "digits, mnist"], "stderr"),
     "negative threads": (["failed", "threads must be 0 (auto) or a positive count, got -2"], "stdout"),
     "missing folder": (["error:", "does not exist"], "stderr"),
@@ -69,7 +91,7 @@ EXPECTED = {   # case -> (phrases, stream)
     "pickle with code": (["error:", "not a readable checkpoint"], "stderr"),
     "other dataset": (["error:", "shape [3, 8, 8]", "[1, 8, 8]"], "stderr"),
     "unknown teacher": (["error:", "neither a checkpoint file nor a stored run id"], "stderr"),
-    "diverging lr": (["failed", "learning rate"], "stdout"),     # a run that failed, reported as such
+    "diverging lr": (["failed", "learning rate"], "stdout"),  # a run that failed, reported as such
 }
 
 
@@ -83,9 +105,12 @@ class Launched:
     """Processes started together; `result(name)` waits for one of them."""
 
     def __init__(self, cwd, commands: dict[str, list]):
-        self.procs = {name: subprocess.Popen(cli_command(*args), cwd=cwd, env=cli_env(), text=True,
-                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                      for name, args in commands.items()}
+        self.procs = {
+            name: subprocess.Popen(
+                cli_command(*args), cwd=cwd, env=cli_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for name, args in commands.items()
+        }
         self.done: dict[str, subprocess.CompletedProcess] = {}
         self.cwd = cwd
 
@@ -133,6 +158,7 @@ def test_bad_input_exits_non_zero_without_traceback(error_root, error_runs, case
 @pytest.mark.parametrize("case", list(EXPECTED))
 def test_bad_input_gives_one_clear_line(error_root, case, monkeypatch, capsys):
     from kd_core.cli import main
+
     root, commands = error_root
     monkeypatch.chdir(root)
     args = [str(a) for a in commands[case]]
@@ -147,10 +173,11 @@ def test_bad_input_gives_one_clear_line(error_root, case, monkeypatch, capsys):
 
 
 @pytest.fixture(scope="module")
-def cli_teacher(tmp_path_factory, error_runs):   # starts while the error cases run
+def cli_teacher(tmp_path_factory, error_runs):  # starts while the error cases run
     work = tmp_path_factory.mktemp("cli-e2e")
-    proc = run_cli(work, "teacher", "--epochs", "3", "--size", "64", "--depth", "1", "--json", "--quiet",
-                   "--out", "teacher.pt")
+    proc = run_cli(
+        work, "teacher", "--epochs", "3", "--size", "64", "--depth", "1", "--json", "--quiet", "--out", "teacher.pt"
+    )
     assert proc.returncode == 0, proc.stderr
     return work, json.loads(proc.stdout)
 
@@ -159,12 +186,37 @@ def cli_teacher(tmp_path_factory, error_runs):   # starts while the error cases 
 def cli_distills(cli_teacher):
     """Both distillations from the teacher, started together: by run id, and from `--out`'s file."""
     work, teacher_out = cli_teacher
-    launched = Launched(work, {
-        "by run id": ["distill", "--teacher", teacher_out["runs"][0]["run_id"], "--baseline", "--json", "--quiet",
-                      "--epochs", "2", "-T", "3", "--alpha", "0.5"],
-        "from file": ["distill", "--teacher", "teacher.pt", "--size", "256", "--depth", "1", "--epochs", "1",
-                      "--quiet"],
-    })
+    launched = Launched(
+        work,
+        {
+            "by run id": [
+                "distill",
+                "--teacher",
+                teacher_out["runs"][0]["run_id"],
+                "--baseline",
+                "--json",
+                "--quiet",
+                "--epochs",
+                "2",
+                "-T",
+                "3",
+                "--alpha",
+                "0.5",
+            ],
+            "from file": [
+                "distill",
+                "--teacher",
+                "teacher.pt",
+                "--size",
+                "256",
+                "--depth",
+                "1",
+                "--epochs",
+                "1",
+                "--quiet",
+            ],
+        },
+    )
     yield launched
     launched.close()
 
@@ -173,9 +225,9 @@ def test_teacher_json_and_checkpoint(cli_teacher):
     work, out = cli_teacher
     assert out["command"] == "teacher" and out["config"]["model"] == {"family": "mlp", "size": 64, "depth": 1}
     (run,) = out["runs"]
-    assert RUN_KEYS <= set(run)
+    assert set(run) >= RUN_KEYS
     assert run["kind"] == "teacher" and run["status"] == "finished" and run["epochs_done"] == 3
-    assert run["test_acc"] > 0.5                       # well above chance (0.1) after three epochs
+    assert run["test_acc"] > 0.5  # well above chance (0.1) after three epochs
     assert (work / "teacher.pt").is_file()
     stored = Store(work / "kd_runs").get_run(run["run_id"])
     assert stored["status"] == "finished" and stored["metrics"]["test_acc"] == run["test_acc"]
@@ -195,7 +247,7 @@ def test_distill_from_run_id_with_baseline_json(cli_teacher, cli_distills):
     student, baseline = out["runs"]
     assert (student["kind"], baseline["kind"]) == ("student", "baseline")
     for run in (student, baseline):
-        assert RUN_KEYS <= set(run), RUN_KEYS - set(run)
+        assert set(run) >= RUN_KEYS, RUN_KEYS - set(run)
         assert run["status"] == "finished" and 0.0 <= run["test_acc"] <= 1.0
         assert run["best_val_acc"] >= run["final_val_acc"]
         assert set(run["latency"]["batches"]) == {"1", "256"}
@@ -215,5 +267,7 @@ def test_distill_from_out_checkpoint_warns_for_larger_student(cli_distills):
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("student")]
     assert "finished" in line and "test acc" in line
     # A checkpoint given by a relative path is stored absolute: the reproduce command works anywhere.
-    students = [r for r in Store(cli_distills.cwd / "kd_runs").list_runs(kind="student") if r["teacher_id"].endswith(".pt")]
+    students = [
+        r for r in Store(cli_distills.cwd / "kd_runs").list_runs(kind="student") if r["teacher_id"].endswith(".pt")
+    ]
     assert [r["teacher_id"] for r in students] == [str((cli_distills.cwd / "teacher.pt").resolve())]

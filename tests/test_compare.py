@@ -1,9 +1,10 @@
-"""kd_core.compare against numbers computed here, independently, from the stored models.
+"""kd_core.views.compare against numbers computed here, independently, from the stored models.
 
 Runs are real (see compare_fixtures): the test loads each run's weights, predicts
 the test split itself and counts parameters itself; Pareto fronts are checked
 against a brute-force dominance test.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from compare_fixtures import runs  # noqa: F401  (fixture)
-from kd_core import compare, experiment
+
+from kd_core.train import recorder as experiment
+from kd_core.views import compare
 
 
 def predictions(store, run_id, data) -> np.ndarray:
@@ -32,8 +34,9 @@ def brute_force_front(df: pd.DataFrame, x: str, y: str) -> set:
     pts = df.dropna(subset=[x, y])
     front = set()
     for i, p in pts.iterrows():
-        dominated = any(q[x] <= p[x] and q[y] >= p[y] and (q[x] < p[x] or q[y] > p[y])
-                        for j, q in pts.iterrows() if j != i)
+        dominated = any(
+            q[x] <= p[x] and q[y] >= p[y] and (q[x] < p[x] or q[y] > p[y]) for j, q in pts.iterrows() if j != i
+        )
         if not dominated:
             front.add(i)
     return front
@@ -78,7 +81,7 @@ def test_compare_table_matches_an_independent_measurement(runs, digits):
         assert row.x_smaller == pytest.approx(teacher_params / params)
         assert row.test_acc == pytest.approx(acc, abs=1e-6)
         assert row.acc_vs_teacher == pytest.approx(acc - teacher_acc, abs=1e-6)
-        if row.id == runs["other_student"]:       # distilled from teacher B: no agreement with A
+        if row.id == runs["other_student"]:  # distilled from teacher B: no agreement with A
             assert math.isnan(row.agreement)
         else:
             assert row.agreement == pytest.approx(float((pred == teacher_pred).mean()), abs=1e-6)
@@ -93,8 +96,9 @@ def test_compare_table_matches_an_independent_measurement(runs, digits):
 
 def test_compare_table_skips_unknown_failed_and_repeated_runs(runs):
     store, teacher = runs["store"], runs["teacher"]
-    table = compare.compare_table(store, teacher, [runs["failed"], "no-such-run", runs["student"],
-                                                    runs["student"], teacher])
+    table = compare.compare_table(
+        store, teacher, [runs["failed"], "no-such-run", runs["student"], runs["student"], teacher]
+    )
     assert table["id"].tolist() == [teacher, runs["student"]]
     assert compare.compare_table(store, "no-such-run", [runs["student"]]).empty
     assert compare.compare_table(store, runs["failed"], [runs["student"]]).empty
@@ -117,13 +121,15 @@ def test_pareto_front_of_stored_runs_matches_brute_force(runs, x):
     front = compare.pareto_front(frame, x, "test_acc")
     assert set(front.index) == brute_force_front(frame, x, "test_acc")
     assert front[x].is_monotonic_increasing and front["test_acc"].is_monotonic_increasing
-    smallest = frame.loc[frame[x].idxmin(), "id"]      # the cheapest run is always on the front
+    smallest = frame.loc[frame[x].idxmin(), "id"]  # the cheapest run is always on the front
     assert smallest in set(front["id"])
 
 
 def test_pareto_front_on_a_known_case():
-    df = pd.DataFrame({"size": [1.0, 2.0, 2.0, 3.0, 4.0, 1.0, np.nan],
-                       "acc": [0.5, 0.7, 0.6, 0.7, 0.9, 0.4, 1.0]}, index=list("abcdefg"))
+    df = pd.DataFrame(
+        {"size": [1.0, 2.0, 2.0, 3.0, 4.0, 1.0, np.nan], "acc": [0.5, 0.7, 0.6, 0.7, 0.9, 0.4, 1.0]},
+        index=list("abcdefg"),
+    )
     front = compare.pareto_front(df, "size", "acc")
     # c: same size as b, less accurate; d: as accurate as b, larger; f: same size as a, worse; g: NaN
     assert list(front.index) == ["a", "b", "e"]
@@ -133,8 +139,10 @@ def test_pareto_front_on_a_known_case():
 def test_pareto_front_matches_brute_force_with_ties_and_nans(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 30))
-    df = pd.DataFrame({"x": rng.integers(0, 6, n).astype(float), "y": rng.integers(0, 6, n).astype(float)},
-                      index=rng.permutation(100)[:n])
+    df = pd.DataFrame(
+        {"x": rng.integers(0, 6, n).astype(float), "y": rng.integers(0, 6, n).astype(float)},
+        index=rng.permutation(100)[:n],
+    )
     df.loc[rng.random(n) < 0.1, "y"] = np.nan
     front = compare.pareto_front(df, "x", "y")
     assert set(front.index) == brute_force_front(df, "x", "y")

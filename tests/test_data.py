@@ -1,4 +1,5 @@
 """Each dataset loader through its real code path, on real (small) files."""
+
 from __future__ import annotations
 
 import struct
@@ -7,14 +8,24 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_idx_labels, write_image_folder, write_mnist_like
-from kd_core.config import DataConfig
-from kd_core.data import DEBIAN_FASHION_DIR, FASHION_CLASSES, IDX_FILES, load_dataset
-from kd_core.errors import ConfigError, DataError
 
-MNIST_CLASSES = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
-                 "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine"]
+from kd_core.config import DataConfig
+from kd_core.errors import ConfigError, DataError
+from kd_core.train.data import DEBIAN_FASHION_DIR, FASHION_CLASSES, IDX_FILES, load_dataset
+
+MNIST_CLASSES = [
+    "0 - zero",
+    "1 - one",
+    "2 - two",
+    "3 - three",
+    "4 - four",
+    "5 - five",
+    "6 - six",
+    "7 - seven",
+    "8 - eight",
+    "9 - nine",
+]
 
 
 def raw_pixels(data, split: str, scale: float) -> np.ndarray:
@@ -45,6 +56,7 @@ def assert_disjoint(a: Counter, b: Counter) -> None:
 
 def test_digits_split_sizes_shapes_and_classes(digits):
     from sklearn.datasets import load_digits
+
     total = len(load_digits().target)
     assert digits.input_shape == (1, 8, 8)
     assert digits.classes == [str(k) for k in range(10)]
@@ -64,6 +76,7 @@ def test_digits_split_sizes_shapes_and_classes(digits):
 
 def test_digits_splits_partition_the_original_samples(digits):
     from sklearn.datasets import load_digits
+
     d = load_digits()
     original = rows_with_labels(d.images.reshape(len(d.target), -1).astype(np.uint8), d.target)
     parts = [rows_with_labels(raw_pixels(digits, s, 16.0), getattr(digits, f"{s}_y")) for s in ("train", "val", "test")]
@@ -110,8 +123,9 @@ def test_unknown_dataset_names_the_choices():
 # ---------------------------------------------------------------- MNIST-style IDX files
 
 
-@pytest.mark.parametrize("name, folder, classes", [("mnist", "MNIST", MNIST_CLASSES),
-                                                   ("fashion-mnist", "FashionMNIST", FASHION_CLASSES)])
+@pytest.mark.parametrize(
+    "name, folder, classes", [("mnist", "MNIST", MNIST_CLASSES), ("fashion-mnist", "FashionMNIST", FASHION_CLASSES)]
+)
 def test_idx_datasets_load_from_local_files(tmp_path, name, folder, classes):
     written = write_mnist_like(tmp_path, folder, n_train=100, n_test=30)
     data = load_dataset(DataConfig(name, root=str(tmp_path), download=False))
@@ -152,7 +166,7 @@ def test_wrong_label_dtype_in_idx_is_a_data_error(tmp_path):
     path.write_bytes(struct.pack(">II", 0x0C01, 30) + np.arange(30, dtype=">i4").tobytes())
     with pytest.raises(DataError):
         load_dataset(DataConfig("mnist", root=str(tmp_path), download=False))
-    write_idx_labels(path, np.arange(30) % 10)          # the repaired file loads again
+    write_idx_labels(path, np.arange(30) % 10)  # the repaired file loads again
     assert len(load_dataset(DataConfig("mnist", root=str(tmp_path), download=False)).test_y) == 30
 
 
@@ -177,7 +191,7 @@ def test_debian_fashion_mnist_is_found_offline(debian_fashion):
     assert Counter(data.test_y.tolist()) == {k: 1000 for k in range(10)}
     assert_normalised(data)
     pixels = raw_pixels(data, "test", 255.0)
-    assert pixels.min() == 0 and pixels.max() == 255   # uint8 images scaled by 1/255, then normalised
+    assert pixels.min() == 0 and pixels.max() == 255  # uint8 images scaled by 1/255, then normalised
 
 
 # ---------------------------------------------------------------- image folders
@@ -192,14 +206,14 @@ def test_image_folder_loads_with_classes_and_pixels(tmp_path):
     assert_normalised(data)
     seen = []
     for split in ("train", "val", "test"):
-        x = getattr(data, split + "_x").double() * data.std + data.mean        # back to [0, 1]
+        x = getattr(data, split + "_x").double() * data.std + data.mean  # back to [0, 1]
         for img, label in zip(x, getattr(data, split + "_y").tolist()):
             r, g, b = (round(v) for v in (img * 255).mean(dim=(1, 2)).tolist())
             assert torch.allclose(img * 255, torch.tensor([r, g, b], dtype=torch.float64)[:, None, None], atol=1e-3)
-            assert (r, b) == (80 * label, 7)                 # the image's colour encodes its class
+            assert (r, b) == (80 * label, 7)  # the image's colour encodes its class
             seen.append((split, label, g // 10))
     ids = [(label, i) for _, label, i in seen]
-    assert sorted(ids) == [(k, i) for k in range(3) for i in range(10)]   # each image exactly once
+    assert sorted(ids) == [(k, i) for k in range(3) for i in range(10)]  # each image exactly once
 
 
 def test_missing_image_folder(tmp_path):

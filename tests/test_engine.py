@@ -1,5 +1,6 @@
 """The training loop: teacher-logit caching, determinism, stopping, divergence,
 model selection and the progress records, on digits with tiny MLPs."""
+
 from __future__ import annotations
 
 import math
@@ -9,13 +10,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import STUDENT_SPEC, TEACHER_SPEC, StepRecorder, make_config
 from torch import nn
 
-from conftest import STUDENT_SPEC, TEACHER_SPEC, StepRecorder, make_config
 from kd_core.config import ModelSpec
-from kd_core.engine import FitResult, fit
 from kd_core.errors import ConfigError
-from kd_core.metrics import accuracy, predict_logits
+from kd_core.train.engine import FitResult, fit
+from kd_core.train.metrics import accuracy, predict_logits
 
 
 def run(cfg, data, teacher=None, stop=None):
@@ -50,14 +51,13 @@ def test_cached_and_uncached_teacher_logits_give_the_same_losses(digits, teacher
     assert cached.status == fresh.status == "finished"
     a, b = rec_cached.losses(), rec_fresh.losses()
     assert a.shape == b.shape and len(a) == 2 * math.ceil(len(digits.train_y) / 64)
-    assert (a[:, 2] > 0).all()            # the teacher really took part
+    assert (a[:, 2] > 0).all()  # the teacher really took part
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     for pa, pb in zip(cached.model.parameters(), fresh.model.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("augment, cache, cached", [(False, True, True), (False, False, False),
-                                                    (True, True, False)])
+@pytest.mark.parametrize("augment, cache, cached", [(False, True, True), (False, False, False), (True, True, False)])
 def test_teacher_runs_once_when_cached_and_every_step_otherwise(digits, teacher, augment, cache, cached):
     """Augmentation shows the teacher a new view of each image, so it turns the cache off
     even when the config asks for it."""
@@ -106,7 +106,7 @@ def test_student_without_teacher_trains_on_labels_only(digits):
 @pytest.mark.parametrize("augment", [False, True])
 def test_same_seed_same_numbers_different_seed_different(digits, teacher, augment):
     first, rec1 = run(make_config("student", seed=3, augment=augment), digits, teacher)
-    torch.manual_seed(12345)            # the global RNG must not leak into a run
+    torch.manual_seed(12345)  # the global RNG must not leak into a run
     torch.rand(100)
     second, rec2 = run(make_config("student", seed=3, augment=augment), digits, teacher)
     other, rec3 = run(make_config("student", seed=4, augment=augment), digits, teacher)
@@ -119,6 +119,7 @@ def test_same_seed_same_numbers_different_seed_different(digits, teacher, augmen
 
 def test_seed_sets_the_batch_order(digits, teacher):
     """The uncached teacher sees each batch as drawn: same seed, same batches; new seed, new order."""
+
     def first_batches(seed: int) -> list[torch.Tensor]:
         seen = []
         handle = teacher.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].clone()))
@@ -127,6 +128,7 @@ def test_seed_sets_the_batch_order(digits, teacher):
         finally:
             handle.remove()
         return seen[:3]
+
     a, b, c = first_batches(5), first_batches(5), first_batches(6)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not any(torch.equal(x, z) for x, z in zip(a, c))
@@ -176,25 +178,38 @@ def test_stop_before_start_trains_nothing(digits):
 # ---------------------------------------------------------------- divergence
 
 
-@pytest.mark.parametrize("optimizer, lr, loss_text", [("adam", 1e6, "e+"),     # finite but exploded
-                                                       ("sgd", 1e30, "nan")])   # not finite at all
+@pytest.mark.parametrize(
+    "optimizer, lr, loss_text",
+    [
+        ("adam", 1e6, "e+"),  # finite but exploded
+        ("sgd", 1e30, "nan"),
+    ],
+)  # not finite at all
 def test_diverging_loss_fails_with_a_learning_rate_message(digits, optimizer, lr, loss_text):
     result, rec = run(make_config("teacher", TEACHER_SPEC, epochs=3, lr=lr, optimizer=optimizer), digits)
     assert isinstance(result, FitResult)
     assert result.status == "failed"
     assert "learning rate" in result.message and f"{lr:g}" in result.message
-    assert loss_text in result.message.split(" at step")[0]       # "the loss became <value>"
+    assert loss_text in result.message.split(" at step")[0]  # "the loss became <value>"
     steps = len(rec.of("step"))
-    assert steps < math.ceil(len(digits.train_y) / 64)               # it gave up within the first epoch
+    assert steps < math.ceil(len(digits.train_y) / 64)  # it gave up within the first epoch
     end = rec.records[-1]
     assert end.event == "end" and end.status == "failed" and "learning rate" in end.message
     assert result.history == []
 
 
-@pytest.mark.parametrize("field, value, word", [("epochs", 0, "epochs"), ("batch_size", 0, "batch size"),
-                                                ("lr", -1.0, "learning rate"), ("lr", float("nan"), "learning rate"),
-                                                ("optimizer", "lbfgs", "optimizer"), ("threads", -1, "threads"),
-                                                ("spare_cores", -1, "spare cores")])
+@pytest.mark.parametrize(
+    "field, value, word",
+    [
+        ("epochs", 0, "epochs"),
+        ("batch_size", 0, "batch size"),
+        ("lr", -1.0, "learning rate"),
+        ("lr", float("nan"), "learning rate"),
+        ("optimizer", "lbfgs", "optimizer"),
+        ("threads", -1, "threads"),
+        ("spare_cores", -1, "spare cores"),
+    ],
+)
 def test_invalid_training_config_is_a_config_error(digits, field, value, word):
     cfg = make_config("teacher", epochs=1)
     cfg = replace(cfg, train=replace(cfg.train, **{field: value}))
@@ -237,7 +252,7 @@ def test_progress_records(digits, teacher):
     # Epoch loss is the sample-weighted mean of that epoch's step losses (the last batch is smaller).
     sizes = [bs] * (per_epoch - 1) + [len(digits.train_y) - bs * (per_epoch - 1)]
     for e, h in enumerate(result.history):
-        losses = [r.loss for r in steps[e * per_epoch:(e + 1) * per_epoch]]
+        losses = [r.loss for r in steps[e * per_epoch : (e + 1) * per_epoch]]
         assert h["loss"] == pytest.approx(sum(loss * n for loss, n in zip(losses, sizes)) / sum(sizes), rel=1e-9)
         assert 0.0 <= h["train_acc"] <= 1.0
     end = rec.records[-1]
@@ -245,11 +260,12 @@ def test_progress_records(digits, teacher):
 
 
 def test_random_shift_pads_with_fill_and_moves_pixels_like_a_loop():
-    from kd_core.engine import random_shift
+    from kd_core.train.engine import random_shift
+
     x = torch.randn(5, 2, 6, 7)
     gen = torch.Generator().manual_seed(3)
     out = random_shift(x, 2, gen, fill=-0.42)
-    gen = torch.Generator().manual_seed(3)          # replay the same draws
+    gen = torch.Generator().manual_seed(3)  # replay the same draws
     dy = torch.randint(0, 5, (5,), generator=gen)
     dx = torch.randint(0, 5, (5,), generator=gen)
     for b in range(5):
@@ -263,30 +279,43 @@ def test_random_shift_pads_with_fill_and_moves_pixels_like_a_loop():
 
 def test_augmented_border_is_normalised_black(digits):
     """A shifted digit's new border is what a black pixel normalises to, not 0."""
-    from kd_core.engine import random_shift
+    from kd_core.train.engine import random_shift
+
     fill = -digits.mean / digits.std
     out = random_shift(digits.train_x[:64], 2, torch.Generator().manual_seed(0), fill=fill)
     assert out.min().item() >= digits.train_x.min().item() - 1e-6
     assert (out == torch.tensor(fill, dtype=out.dtype)).any()
 
 
-@pytest.mark.parametrize("flops, cores, spare, want", [(1e6, 8, 0, 1), (19.9e6, 2, 0, 1), (20e6, 2, 0, 2),
-                                                       (5e9, 16, 0, 16), (5e9, 16, 1, 15), (5e9, 2, 1, 1),
-                                                       (5e9, 1, 1, 1), (1e6, 16, 1, 1)])
+@pytest.mark.parametrize(
+    "flops, cores, spare, want",
+    [
+        (1e6, 8, 0, 1),
+        (19.9e6, 2, 0, 1),
+        (20e6, 2, 0, 2),
+        (5e9, 16, 0, 16),
+        (5e9, 16, 1, 15),
+        (5e9, 2, 1, 1),
+        (5e9, 1, 1, 1),
+        (1e6, 16, 1, 1),
+    ],
+)
 def test_auto_threads_one_for_small_steps_all_but_spare_cores_for_large(flops, cores, spare, want):
-    from kd_core.engine import auto_threads
+    from kd_core.train.engine import auto_threads
+
     assert auto_threads(flops, cores, spare) == want
 
 
 def test_dashboard_configs_leave_a_core_spare():
-    from kd_core import studio
+    from kd_core.views import studio
+
     cfg = studio.make_config("student", "digits", "data", 32, "mlp", 32, 1, epochs=1, lr=1e-3, batch_size=32)
     assert cfg.train.threads == 0 and cfg.train.spare_cores == studio.DASHBOARD_SPARE_CORES == 1
 
 
 def test_fit_reports_threads_auto_and_explicit(digits):
     auto = fit(make_config(epochs=1), digits)
-    assert auto.threads == 1                         # a tiny digits MLP is far below the threshold
+    assert auto.threads == 1  # a tiny digits MLP is far below the threshold
     explicit = fit(make_config(epochs=1, threads=2), digits)
     assert explicit.threads == 2 and torch.get_num_threads() == 2
     torch.set_num_threads(1)

@@ -1,6 +1,7 @@
 """Export, int8 quantization, loading back, tamper detection, runtimes and the deploy CLI,
 on digits with tiny models trained for a few epochs. Every export is compared with
 logits computed here by calling the PyTorch model (or onnxruntime) directly."""
+
 from __future__ import annotations
 
 import json
@@ -18,18 +19,18 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from kd_core import export as ex
-from kd_core import runtimes as rt
-from kd_core.checkpoint import load_checkpoint
 from kd_core.cli import main
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
-from kd_core.data import load_dataset
+from kd_core.deploy import export as ex
+from kd_core.deploy import runtimes as rt
 from kd_core.errors import CheckpointError, KDError
-from kd_core.experiment import distill, train_teacher
 from kd_core.store import Store
+from kd_core.train.checkpoint import load_checkpoint
+from kd_core.train.data import load_dataset
+from kd_core.train.recorder import distill, train_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-INT8_ACCURACY_DROP = 0.02     # the int8 student may lose at most 2 points of test accuracy on digits
+INT8_ACCURACY_DROP = 0.02  # the int8 student may lose at most 2 points of test accuracy on digits
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +45,20 @@ def runs(tmp_path_factory, data):
     train = TrainConfig(epochs=3, batch_size=32, lr=3e-3, threads=1)
     cfg = RunConfig(kind="teacher", data=DataConfig(dataset="digits"), model=ModelSpec("mlp", 64, 1), train=train)
     teacher = train_teacher(store, cfg, data)
-    student = distill(store, replace(cfg, kind="student", model=ModelSpec("mlp", 16, 1), distill=DistillConfig(),
-                                     teacher_id=teacher.run_id), data, teacher.model, with_baseline=False)[0]
+    student = distill(
+        store,
+        replace(cfg, kind="student", model=ModelSpec("mlp", 16, 1), distill=DistillConfig(), teacher_id=teacher.run_id),
+        data,
+        teacher.model,
+        with_baseline=False,
+    )[0]
     cnn = train_teacher(store, replace(cfg, model=ModelSpec("cnn", 4), train=replace(train, epochs=1)), data)
     assert {teacher.status, student.status, cnn.status} == {"finished"}
     return {"store": store, "teacher": teacher.run_id, "student": student.run_id, "cnn": cnn.run_id}
 
 
 def torch_logits(store: Store, run_id: str, x: torch.Tensor) -> torch.Tensor:
-    """The reference, computed without kd_core.export: the checkpoint's model called directly."""
+    """The reference, computed without kd_core.deploy.export: the checkpoint's model called directly."""
     model, _ = load_checkpoint(store.get_run(run_id)["weights"])
     with torch.no_grad():
         return model.eval()(x)
@@ -123,13 +129,13 @@ def test_int8_files_are_really_quantized(runs, data):
     assert "MatMulInteger" in ops and "Gemm" not in ops
     assert onnx_int8.stat().st_size < 0.5 * onnx_float.stat().st_size
     module, _ = ex.load_torchscript(ex.export_run(store, run_id, "torchscript", "int8", data=data)["path"])
-    assert "linear_dynamic" in getattr(module.net, "1").code     # quantized::linear_dynamic
+    assert "linear_dynamic" in getattr(module.net, "1").code  # quantized::linear_dynamic
 
 
 def test_an_export_outside_tolerance_is_refused_with_its_numbers(runs, data):
     store, run_id = runs["store"], runs["teacher"]
     out = Path(store.root) / "refused.onnx"
-    with pytest.raises(ex.ExportError) as err:      # int8 judged by the float tolerance
+    with pytest.raises(ex.ExportError) as err:  # int8 judged by the float tolerance
         ex.export_run(store, run_id, "onnx", "int8", out=out, data=data, tol=ex.TOLERANCES[None])
     report = err.value.report
     assert report["max_abs_diff"] > report["tolerance"]["max_abs_diff"] and not report["ok"]
@@ -145,7 +151,7 @@ def flip_in_zip_entry(path: Path, suffix: str) -> None:
     blob = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as z:
         info = next(i for i in z.infolist() if i.filename.endswith(suffix))
-    name_len, extra_len = struct.unpack("<HH", blob[info.header_offset + 26:info.header_offset + 30])
+    name_len, extra_len = struct.unpack("<HH", blob[info.header_offset + 26 : info.header_offset + 30])
     blob[info.header_offset + 30 + name_len + extra_len + info.file_size // 2] ^= 0xFF
     path.write_bytes(bytes(blob))
 
@@ -198,8 +204,13 @@ def test_damaged_weights_give_a_checkpoint_error_and_a_clean_cli_exit(runs, tmp_
     truncate(weights) if damage == "truncate" else flip_in_zip_entry(weights, "/data/0")
     with pytest.raises(CheckpointError, match="corrupt|truncated"):
         ex.load_run(store, run_id)
-    proc = subprocess.run([sys.executable, "-m", "kd_core", "export", run_id, "--format", "onnx",
-                           "--store", str(root)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kd_core", "export", run_id, "--format", "onnx", "--store", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
 
@@ -220,9 +231,11 @@ def test_downloads_are_bytes_that_load_back(runs, data, tmp_path):
 
 
 def test_add_speedups_divides_by_the_teacher_in_eager():
-    rows = [{"model": "teacher", "runtime": "eager", "batch_size": 1, "median_ms": 4.0},
-            {"model": "student", "runtime": "onnxruntime", "batch_size": 1, "median_ms": 0.5},
-            {"model": "student", "runtime": "eager", "batch_size": 8, "median_ms": 1.0}]
+    rows = [
+        {"model": "teacher", "runtime": "eager", "batch_size": 1, "median_ms": 4.0},
+        {"model": "student", "runtime": "onnxruntime", "batch_size": 1, "median_ms": 0.5},
+        {"model": "student", "runtime": "eager", "batch_size": 8, "median_ms": 1.0},
+    ]
     assert [r["speedup_vs_teacher_eager"] for r in rt.add_speedups(rows)] == [1.0, 8.0, None]
 
 
@@ -232,28 +245,49 @@ def test_unknown_runtime_is_a_clear_error():
 
 
 def test_bench_measures_teacher_student_and_int8_under_every_runtime(runs, capsys):
-    code = main(["bench", runs["student"], "--runtimes", "eager,torchscript,onnxruntime", "--json",
-                 "--store", str(runs["store"].root), "--batch-sizes", "1,16", "--warmup", "1",
-                 "--repeats", "3", "--threads", "1"])
+    code = main(
+        [
+            "bench",
+            runs["student"],
+            "--runtimes",
+            "eager,torchscript,onnxruntime",
+            "--json",
+            "--store",
+            str(runs["store"].root),
+            "--batch-sizes",
+            "1,16",
+            "--warmup",
+            "1",
+            "--repeats",
+            "3",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     cells = {(r["model"], r["runtime"], r["batch_size"]) for r in result["rows"]}
-    assert cells == {(m, r, b) for m in ("teacher", "student", "student-int8")
-                     for r in ("eager", "torchscript", "onnxruntime") for b in (1, 16)}
+    assert cells == {
+        (m, r, b)
+        for m in ("teacher", "student", "student-int8")
+        for r in ("eager", "torchscript", "onnxruntime")
+        for b in (1, 16)
+    }
     assert result["machine"]["threads"] == 1 and all(r["threads"] == 1 for r in result["rows"])
     for r in result["rows"]:
         assert r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"]
-        base = next(b for b in result["rows"] if (b["model"], b["runtime"], b["batch_size"])
-                    == ("teacher", "eager", r["batch_size"]))
+        base = next(
+            b
+            for b in result["rows"]
+            if (b["model"], b["runtime"], b["batch_size"]) == ("teacher", "eager", r["batch_size"])
+        )
         assert r["speedup_vs_teacher_eager"] == pytest.approx(base["median_ms"] / r["median_ms"])
 
 
 def test_quantization_report_sits_beside_the_float_student(runs, data):
-    report = rt.quantization_report(runs["store"], runs["student"], data=data, batch_sizes=(1, 8),
-                                    warmup=1, repeats=3)
+    report = rt.quantization_report(runs["store"], runs["student"], data=data, batch_sizes=(1, 8), warmup=1, repeats=3)
     rows = {(r["runtime"], r["precision"]): r for r in report["rows"]}
-    assert set(rows) == {("eager", "float32"), ("eager", "int8"), ("onnxruntime", "float32"),
-                         ("onnxruntime", "int8")}
+    assert set(rows) == {("eager", "float32"), ("eager", "int8"), ("onnxruntime", "float32"), ("onnxruntime", "int8")}
     float_acc = rows[("eager", "float32")]["test_acc"]
     for (runtime, precision), r in rows.items():
         assert r["within_tolerance"]
@@ -266,12 +300,14 @@ def test_quantization_report_sits_beside_the_float_student(runs, data):
 
 def test_cli_export_json_and_default_path(runs, capsys):
     store, run_id = runs["store"], runs["teacher"]
-    assert main(["export", run_id, "--format", "torchscript", "--quantize", "int8", "--json",
-                 "--store", str(store.root)]) == 0
+    assert (
+        main(["export", run_id, "--format", "torchscript", "--quantize", "int8", "--json", "--store", str(store.root)])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["path"] == str(store.weights_dir / f"{run_id}.int8.torchscript.pt")
     assert ex.load_artifact(report["path"])[1]["quantize"] == "int8"
-    assert main(["export", run_id, "--store", str(store.root)]) == 2      # no --format
+    assert main(["export", run_id, "--store", str(store.root)]) == 2  # no --format
     assert "needs --format" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
 """Background jobs: one at a time, stoppable, observable through plain-data snapshots."""
+
 from __future__ import annotations
 
 import json
@@ -6,12 +7,12 @@ import threading
 import time
 
 import pytest
-
 from conftest import TEACHER_SPEC, make_config
+
 from kd_core.events import Progress
-from kd_core.experiment import distill, train_teacher
 from kd_core.jobs import MAX_POINTS, Job, JobBusy, JobManager, downsample
 from kd_core.store import Store
+from kd_core.train.recorder import distill, train_teacher
 
 
 def wait_for(predicate, timeout: float = 60.0) -> None:
@@ -46,6 +47,7 @@ def distill_job(store, data, teacher, cfg):
         for o in outcomes:
             job.add_outcome(o)
         return outcomes
+
     return fn
 
 
@@ -54,6 +56,7 @@ def teacher_job(store, data, cfg):
         outcome = train_teacher(store, cfg, data, emit=emit, stop=stop)
         job.add_outcome(outcome)
         return [outcome]
+
     return fn
 
 
@@ -66,7 +69,7 @@ def manager():
 
 def test_one_job_at_a_time_and_stop_ends_a_running_distillation(tmp_path, digits, teacher, manager):
     store = Store(tmp_path)
-    long_cfg = make_config("student", epochs=10_000)          # would take hours: it must be stopped
+    long_cfg = make_config("student", epochs=10_000)  # would take hours: it must be stopped
     job = manager.start("distil digits", "distill", distill_job(store, digits, teacher, long_cfg))
     wait_for(lambda: job.snapshot()["runs"] and len(job.snapshot()["runs"][0]["steps"]) >= 3)
 
@@ -83,7 +86,7 @@ def test_one_job_at_a_time_and_stop_ends_a_running_distillation(tmp_path, digits
     assert snap["status"] == "stopped" and snap["stopping"] and not job.live
     assert_plain(snap)
     json.dumps(snap)
-    (run,) = snap["runs"]                                       # the baseline never started
+    (run,) = snap["runs"]  # the baseline never started
     steps = [s[0] for s in run["steps"]]
     assert steps == sorted(steps) and len(steps) >= 3
     assert run["last"]["event"] == "end" and run["last"]["status"] == "stopped"
@@ -100,7 +103,7 @@ def test_shutdown_stops_the_live_job_and_joins_its_worker(tmp_path, digits):
     manager.shutdown(timeout=60)
     assert not worker_alive(job)
     assert job.snapshot()["status"] == "stopped"
-    manager.shutdown()                                          # a second call has nothing left to do
+    manager.shutdown()  # a second call has nothing left to do
 
 
 def test_finished_job_snapshot_has_curves(tmp_path, digits, manager):
@@ -147,8 +150,9 @@ def test_diverging_job_fails_with_the_runs_message(tmp_path, digits, manager):
 def test_an_exception_in_the_job_is_reported_not_lost(manager, capsys):
     def broken(emit, stop, job):
         raise RuntimeError("disk on fire")
+
     job = manager.start("broken", "teacher", broken)
-    manager.shutdown(timeout=60)            # joins the worker, which prints the traceback last
+    manager.shutdown(timeout=60)  # joins the worker, which prints the traceback last
     assert job.snapshot()["status"] == "failed"
     assert job.snapshot()["message"] == "RuntimeError: disk on fire"
     assert "disk on fire" in capsys.readouterr().err

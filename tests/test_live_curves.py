@@ -1,12 +1,13 @@
 """The live view's curves from a job snapshot: smoothing against an independent EMA, the
 components each kind of run shows, and readable log-axis ticks."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from kd_core import studio
+from kd_core.views import studio
 from ui import charts
 
 

@@ -1,4 +1,5 @@
 """The Hinton KD loss against an independent float64 computation, and its T² scaling."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kd_core.losses import LOSSES, hinton_kd_loss, soft_targets
+from kd_core.train.losses import LOSSES, hinton_kd_loss, soft_targets
 
 B, K = 16, 7
 
@@ -51,13 +52,14 @@ def test_loss_matches_float64_reference(T, lam):
     assert parts.total.item() == pytest.approx(total, rel=1e-5, abs=1e-6)
     assert parts.ce.item() == pytest.approx(ce, rel=1e-5, abs=1e-6)
     assert parts.kd.item() == pytest.approx(kd, rel=1e-5, abs=1e-6)
-    assert kd > 0.01   # the teacher and student differ, so the soft term is not trivially zero
+    assert kd > 0.01  # the teacher and student differ, so the soft term is not trivially zero
 
 
 def test_registry_serves_the_hinton_loss():
     zs, zt, y = logits(seed=3)
-    assert LOSSES["hinton"](zs, zt, y, 3.0, 0.5).total.item() == \
-        pytest.approx(reference_loss(zs.numpy(), zt.numpy(), y.numpy(), 3.0, 0.5)[0], rel=1e-5)
+    assert LOSSES["hinton"](zs, zt, y, 3.0, 0.5).total.item() == pytest.approx(
+        reference_loss(zs.numpy(), zt.numpy(), y.numpy(), 3.0, 0.5)[0], rel=1e-5
+    )
 
 
 def test_lambda_zero_is_pure_cross_entropy():
@@ -77,11 +79,12 @@ def test_lambda_one_is_label_free():
     (grad_a,) = torch.autograd.grad(a.total, zs)
     b = hinton_kd_loss(zs, zt, (y + 1) % K, temperature=4.0, alpha=1.0)
     (grad_b,) = torch.autograd.grad(b.total, zs)
-    assert a.ce.item() != pytest.approx(b.ce.item())       # the labels did change the CE...
-    assert a.total.item() == b.total.item()                # ...but not the loss
+    assert a.ce.item() != pytest.approx(b.ce.item())  # the labels did change the CE...
+    assert a.total.item() == b.total.item()  # ...but not the loss
     assert torch.equal(grad_a, grad_b)
-    assert a.total.item() == pytest.approx(reference_loss(zs.detach().numpy(), zt.numpy(), y.numpy(), 4.0, 1.0)[2],
-                                           rel=1e-5)
+    assert a.total.item() == pytest.approx(
+        reference_loss(zs.detach().numpy(), zt.numpy(), y.numpy(), 4.0, 1.0)[2], rel=1e-5
+    )
 
 
 def test_no_teacher_gives_cross_entropy_and_zero_kd():
@@ -109,7 +112,7 @@ def test_kd_gradient_matches_analytic_float64(T):
 def kd_grad_norm(zs: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, T: float, with_t2: bool) -> float:
     z = zs.double().requires_grad_(True)
     kd = hinton_kd_loss(z, zt.double(), y, temperature=T, alpha=1.0).kd
-    term = kd if with_t2 else kd / (T * T)     # kd / T² is the bare KL, without Hinton's factor
+    term = kd if with_t2 else kd / (T * T)  # kd / T² is the bare KL, without Hinton's factor
     (grad,) = torch.autograd.grad(term, z)
     return grad.norm().item()
 
@@ -141,9 +144,15 @@ def test_soft_targets_are_tempered_softmax():
     assert ent[1] > ent[0]
 
 
-@pytest.mark.parametrize("kw, word", [({"alpha": -0.1}, "alpha"), ({"alpha": 1.5}, "alpha"),
-                                      ({"temperature": 0.0}, "temperature"),
-                                      ({"temperature": -2.0}, "temperature")])
+@pytest.mark.parametrize(
+    "kw, word",
+    [
+        ({"alpha": -0.1}, "alpha"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"temperature": -2.0}, "temperature"),
+    ],
+)
 def test_out_of_range_hyperparameters_are_refused(kw, word):
     zs, zt, y = logits(seed=9)
     args = {"temperature": 4.0, "alpha": 0.5, **kw}

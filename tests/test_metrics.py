@@ -1,4 +1,5 @@
 """Metrics against plain Python loops over the same logits and labels."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from kd_core.metrics import (accuracy, agreement, confusion_matrix, entropy, evaluate,
-                             expected_calibration_error, per_class_accuracy, predict_logits)
+from kd_core.train.metrics import (
+    accuracy,
+    agreement,
+    confusion_matrix,
+    entropy,
+    evaluate,
+    expected_calibration_error,
+    per_class_accuracy,
+    predict_logits,
+)
 
 N, K = 300, 5
 
@@ -53,7 +62,7 @@ def loop_ece(logits, labels, bins: int = 15) -> float:
         probs = [e / sum(exps) for e in exps]
         conf = max(probs)
         pred = probs.index(conf)
-        b = min(bins - 1, max(0, math.ceil(conf * bins) - 1))   # conf in (b/bins, (b+1)/bins]
+        b = min(bins - 1, max(0, math.ceil(conf * bins) - 1))  # conf in (b/bins, (b+1)/bins]
         members[b].append((conf, 1.0 if pred == true else 0.0))
     n = len(labels)
     ece = 0.0
@@ -105,7 +114,7 @@ def test_agreement_matches_loop(case):
     same = sum(a == b for a, b in zip(loop_predictions(logits), loop_predictions(other)))
     assert agreement(logits, other) == pytest.approx(same / N, abs=1e-7)
     assert 0 < same < N
-    assert agreement(logits, logits * 3.0) == 1.0   # scaling keeps every argmax
+    assert agreement(logits, logits * 3.0) == 1.0  # scaling keeps every argmax
 
 
 @pytest.mark.parametrize("bins", [15, 10, 4])
@@ -119,7 +128,7 @@ def test_ece_matches_loop(case, bins):
 def test_ece_of_overconfident_model_is_its_confidence_gap():
     """Every sample at confidence ~0.99 but only half right: ECE ≈ 0.99 − 0.5."""
     logits = torch.zeros(100, 3)
-    logits[:, 0] = math.log(0.99 / 0.005)           # softmax → (0.99, 0.005, 0.005)
+    logits[:, 0] = math.log(0.99 / 0.005)  # softmax → (0.99, 0.005, 0.005)
     labels = torch.tensor([0, 1] * 50)
     assert expected_calibration_error(logits, labels) == pytest.approx(0.49, abs=1e-6)
 
@@ -128,7 +137,7 @@ def test_entropy_matches_loop():
     probs = torch.softmax(torch.randn(6, 4, generator=torch.Generator().manual_seed(2)), -1)
     expected = [-sum(p * math.log(p) for p in row) for row in probs.double().tolist()]
     assert entropy(probs).tolist() == pytest.approx(expected, rel=1e-12)
-    assert entropy(torch.tensor([[1.0, 0.0]])).item() == 0.0     # 0·log 0 counts as 0
+    assert entropy(torch.tensor([[1.0, 0.0]])).item() == 0.0  # 0·log 0 counts as 0
 
 
 def test_predict_logits_batches_and_restores_train_mode():
@@ -167,8 +176,9 @@ def test_evaluate_reports_every_metric(case):
 def test_latency_is_timed_in_eval_under_inference_mode_at_the_threads_asked_for():
     """Every timed call runs in eval mode under torch.inference_mode (no autograd bookkeeping),
     the thread count reported is the one in force, and torch_threads puts the old one back."""
-    from kd_core.bench import measure_latency
-    from kd_core.runtimes import torch_threads
+    from kd_core.deploy.runtimes import torch_threads
+    from kd_core.train.bench import measure_latency
+
     seen = []
     model = torch.nn.Linear(4, 3)
     model.register_forward_hook(lambda m, i, o: seen.append((torch.is_inference_mode_enabled(), m.training)))
@@ -178,5 +188,5 @@ def test_latency_is_timed_in_eval_under_inference_mode_at_the_threads_asked_for(
         assert result["threads"] == 2 == torch.get_num_threads()
     assert torch.get_num_threads() == before
     assert seen and all(mode and not training for mode, training in seen)
-    assert model.training                                   # put back as it was
+    assert model.training  # put back as it was
     assert set(result["batches"]) == {"1", "8"}

@@ -3,6 +3,7 @@
 Pages run against a real run store in a temporary folder (KD_RUNS) and the
 real `digits` data; training happens in kd_core's real worker thread.
 """
+
 from __future__ import annotations
 
 import time
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kd_core import experiment, studio
 from kd_core.store import Store
+from kd_core.train import recorder as experiment
+from kd_core.views import studio
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -37,6 +39,7 @@ def open_app(page: str | None = None) -> AppTest:
 def wait_for_job(timeout: float = 120.0) -> dict:
     """Wait for the process's job to end (the same JobManager the pages use)."""
     from ui import state
+
     manager = state.job_manager()
     deadline = time.monotonic() + timeout
     while manager.current() is not None and time.monotonic() < deadline:
@@ -102,7 +105,7 @@ def test_whole_flow_teacher_distill_cards_compare(runs_dir):
     snap = wait_for_job()
     assert snap["status"] == "finished" and snap["outcomes"][0]["kind"] == "teacher"
     at.run()
-    at.run()   # the page adopts the new teacher in the sidebar on this rerun
+    at.run()  # the page adopts the new teacher in the sidebar on this rerun
     teacher_id = snap["outcomes"][0]["run_id"]
     # (AppTest drops the sidebar's elements after switch_page; the widget state is still there)
     assert at.session_state["teacher_pick"] == teacher_id

@@ -4,6 +4,7 @@ KD_RUNS points the sidebar at a store in a temporary folder; the filled store is
 trained for real (see compare_fixtures). The sidebar picks the newest teacher,
 teacher A, whose student and baseline the Compare page selects by default.
 """
+
 from __future__ import annotations
 
 import base64
@@ -12,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from compare_fixtures import runs  # noqa: F401  (fixture)
+from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 COMPARE, SOFT = "pages/compare.py", "pages/soft_targets.py"
@@ -71,15 +71,17 @@ def test_without_a_teacher_the_page_points_to_the_teacher_page(empty_store, page
 
 def test_with_a_teacher_but_no_students_compare_points_to_distill(runs, tmp_path, monkeypatch, digits):
     from compare_fixtures import run_config
-    from kd_core import experiment
+
     from kd_core.store import Store
+    from kd_core.train import recorder as experiment
+
     store = Store(tmp_path / "teacher_only")
     experiment.train_teacher(store, run_config("teacher", 16, 1), digits)
     monkeypatch.setenv("KD_RUNS", str(store.root))
     at = open_page(COMPARE)
     assert any("No students" in el.value for el in at.info)
     assert "distill" in page_links(at)
-    assert len(at.dataframe[0].value) == 1                     # the teacher alone
+    assert len(at.dataframe[0].value) == 1  # the teacher alone
     soft = open_page(SOFT)
     assert "distill" in page_links(soft)
     assert [t["name"] for t in charts(soft)["st_bars"]["data"]][0].startswith("teacher")
@@ -93,19 +95,30 @@ def test_compare_defaults_to_the_teachers_own_runs(filled_store):
     assert at.sidebar.selectbox(key="teacher_pick").value == filled_store["teacher"]
     picked = at.multiselect(key="cmp_runs")
     assert sorted(picked.value) == sorted([filled_store["student"], filled_store["baseline"]])
-    assert len(picked.options) == 3                             # every stored student and baseline
+    assert len(picked.options) == 3  # every stored student and baseline
     table = at.dataframe[0].value
     assert table["id"].tolist()[0] == filled_store["teacher"] and len(table) == 3
     figs = charts(at)
-    assert set(figs) == {"cmp_bar_acc", "cmp_bar_size", "cmp_bar_latency", "cmp_pareto_size",
-                         "cmp_pareto_latency", "cmp_cm_teacher", "cmp_cm_student_fig", "cmp_per_class"}
+    assert set(figs) == {
+        "cmp_bar_acc",
+        "cmp_bar_size",
+        "cmp_bar_latency",
+        "cmp_pareto_size",
+        "cmp_pareto_latency",
+        "cmp_cm_teacher",
+        "cmp_cm_student_fig",
+        "cmp_per_class",
+    }
     bars = figs["cmp_bar_acc"]["data"]
     assert sum(len(values(t["y"])) for t in bars) == 3
     front = [t for t in figs["cmp_pareto_size"]["data"] if t.get("name") == "Pareto front"]
     assert len(front) == 1
-    runs_plotted = sum(len(values(t["x"])) for t in figs["cmp_pareto_size"]["data"]
-                       if t.get("mode") == "markers" and t.get("name") in ("teacher", "student", "baseline"))
-    assert runs_plotted == 5                                    # every usable run of digits
+    runs_plotted = sum(
+        len(values(t["x"]))
+        for t in figs["cmp_pareto_size"]["data"]
+        if t.get("mode") == "markers" and t.get("name") in ("teacher", "student", "baseline")
+    )
+    assert runs_plotted == 5  # every usable run of digits
     assert at.selectbox(key="cmp_cm_student").value in (filled_store["student"], filled_store["baseline"])
 
 
@@ -115,14 +128,14 @@ def test_compare_follows_the_selection(filled_store):
     assert not at.exception
     table = at.dataframe[0].value
     assert table["id"].tolist() == [filled_store["teacher"], filled_store["other_student"]]
-    assert table["agreement"].isna().tolist() == [False, True]   # a student of another teacher
+    assert table["agreement"].isna().tolist() == [False, True]  # a student of another teacher
     assert at.selectbox(key="cmp_cm_student").value == filled_store["other_student"]
 
     at.multiselect(key="cmp_runs").set_value([]).run()
     assert not at.exception
     assert any("Pick one or more" in el.value for el in at.info)
     assert len(at.dataframe[0].value) == 1
-    assert "cmp_cm_teacher" not in charts(at)                   # nothing to set beside the teacher
+    assert "cmp_cm_teacher" not in charts(at)  # nothing to set beside the teacher
 
 
 def test_another_teacher_brings_its_own_students(filled_store):
@@ -142,7 +155,7 @@ def entropies(at: AppTest) -> list[float]:
 
 def test_soft_targets_show_teacher_and_student(filled_store, digits):
     at = open_page(SOFT)
-    assert at.selectbox(key="st_student").value == filled_store["student"]   # the teacher's own, distilled
+    assert at.selectbox(key="st_student").value == filled_store["student"]  # the teacher's own, distilled
     assert at.slider(key="st_T").value == 4.0 and at.number_input(key="st_index").value == 0
     assert len(at.get("image")) == 1
     bars = charts(at)["st_bars"]["data"]
@@ -156,17 +169,17 @@ def test_soft_targets_show_teacher_and_student(filled_store, digits):
     at.slider(key="st_T").set_value(20.0).run()
     hot = entropies(at)
     assert not at.exception
-    assert all(h > c for h, c in zip(hot, cold))                 # a higher T is softer
-    assert all(h <= 2.302586 for h in hot)                        # never above ln 10
+    assert all(h > c for h, c in zip(hot, cold))  # a higher T is softer
+    assert all(h <= 2.302586 for h in hot)  # never above ln 10
 
 
 def test_soft_targets_image_picker(filled_store, digits):
     at = open_page(SOFT)
     at.number_input(key="st_index").set_value(7).run()
     label = str(digits.classes[int(digits.test_y[7])])
-    assert all(f"{label} ★" in t["x"] for t in charts(at)["st_bars"]["data"])   # the true class is starred
+    assert all(f"{label} ★" in t["x"] for t in charts(at)["st_bars"]["data"])  # the true class is starred
     seen = set()
-    for _ in range(5):                                           # 5 random draws of 360 all being 7: ~0
+    for _ in range(5):  # 5 random draws of 360 all being 7: ~0
         at.button(key="st_random").click().run()
         assert not at.exception
         seen.add(at.number_input(key="st_index").value)

@@ -4,6 +4,7 @@ The measurement runs for real as a job in the process's JobManager (the one the 
 use); exports are built for real and the downloaded bytes are checked here, against the
 stored checkpoint called directly with torch and against onnxruntime called directly.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,17 +22,17 @@ import onnxruntime as ort
 import pytest
 import streamlit.testing.v1.app_test as app_test
 import torch
-from streamlit.testing.v1 import AppTest
-
 from compare_fixtures import runs  # noqa: F401  (fixture)
+from streamlit.testing.v1 import AppTest
 from test_pages import wait_for_job
-from kd_core import export as ex
-from kd_core.checkpoint import load_checkpoint
+
+from kd_core.deploy import export as ex
+from kd_core.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 COMPARE = "pages/compare.py"
-FAST = {"dep_warmup": 1, "dep_repeats": 3}      # few timed calls: the test checks plumbing, not speed
+FAST = {"dep_warmup": 1, "dep_repeats": 3}  # few timed calls: the test checks plumbing, not speed
 
 
 @pytest.fixture
@@ -43,6 +44,7 @@ def media(monkeypatch) -> list:
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
             stores.append(self)
+
     monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Capture)
     return stores
 
@@ -58,7 +60,7 @@ def open_deployment() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     at.switch_page(COMPARE)
-    at.session_state["dep_tab"] = "Deployment"      # the tab bar is bound to ?dep_tab=
+    at.session_state["dep_tab"] = "Deployment"  # the tab bar is bound to ?dep_tab=
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -75,7 +77,7 @@ def charts(at: AppTest) -> dict:
 
 
 def reference_predictions(store, run_id: str, x: torch.Tensor) -> np.ndarray:
-    """Top-1 of the stored checkpoint, called directly (not through kd_core.export)."""
+    """Top-1 of the stored checkpoint, called directly (not through kd_core.deploy.export)."""
     model, _ = load_checkpoint(store.get_run(run_id)["weights"])
     with torch.no_grad():
         return model.eval()(x).argmax(1).numpy()
@@ -90,19 +92,19 @@ def test_the_compare_page_opens_on_its_first_tab_without_deployment_work(filled_
     at.switch_page(COMPARE).run()
     assert [t.label for t in at.tabs] == ["Teacher vs students", "Deployment"]
     assert "cmp_bar_acc" in charts(at)
-    assert not [b for b in at.button if b.key == "dep_measure"]     # the hidden tab does not run
+    assert not [b for b in at.button if b.key == "dep_measure"]  # the hidden tab does not run
 
 
 def test_deployment_defaults_to_the_picked_student_and_serves_its_weights(filled_store, digits, media):
     at = open_deployment()
     run = at.selectbox(key="dep_run")
     assert run.value == filled_store["student"]
-    listed = " ".join(run.options)                                     # the labels end in the run id
+    listed = " ".join(run.options)  # the labels end in the run id
     assert filled_store["teacher"] in listed and filled_store["baseline"] in listed
-    assert filled_store["failed"] not in listed                         # no metrics, no weights
+    assert filled_store["failed"] not in listed  # no metrics, no weights
     assert at.button(key="dep_measure").label == "Measure across runtimes"
     assert any("Not measured yet" in i.value for i in at.info)
-    assert at.radio(key="dep_files_of").value == "run"                 # its teacher is in the store
+    assert at.radio(key="dep_files_of").value == "run"  # its teacher is in the store
     payload = downloaded(at, media, "dep_dl_weights")
     model, meta = load_checkpoint(payload)
     stored, _ = load_checkpoint(filled_store["store"].get_run(filled_store["student"])["weights"])
@@ -125,12 +127,12 @@ def test_measure_runs_as_a_job_then_shows_latency_and_int8(filled_store, media):
     figs = charts(at)
     bars = figs["dep_latency_chart"]["data"]
     assert sorted({t["name"] for t in bars}) == ["ONNX Runtime", "TorchScript", "eager PyTorch"]
-    assert len(bars) == 6                                               # 3 runtimes × batch 1 and 256
+    assert len(bars) == 6  # 3 runtimes × batch 1 and 256
     assert all(list(t["x"]) == ["teacher", "student", "student-int8"] for t in bars)
     assert all(t["error_y"]["type"] == "data" for t in bars)
 
     latency, quant = at.dataframe[0].value, at.dataframe[1].value
-    assert len(latency) == 9                                            # 3 models × 3 runtimes
+    assert len(latency) == 9  # 3 models × 3 runtimes
     teacher_eager = latency[(latency["model"] == "teacher") & (latency["runtime"] == "eager PyTorch")]
     assert teacher_eager["b1_speedup"].item() == pytest.approx(1.0)
     assert teacher_eager["b256_speedup"].item() == pytest.approx(1.0)
@@ -149,8 +151,9 @@ def test_measure_runs_as_a_job_then_shows_latency_and_int8(filled_store, media):
     at.button(key="dep_build_card").click().run()
     archive = zipfile.ZipFile(io.BytesIO(downloaded(at, media, "dep_dl_card_zip")))
     student = filled_store["student"]
-    assert sorted(archive.namelist()) == sorted(f"{student}/{n}" for n in
-                                                ("MODEL_CARD.md", "model_card.json", "curves.html"))
+    assert sorted(archive.namelist()) == sorted(
+        f"{student}/{n}" for n in ("MODEL_CARD.md", "model_card.json", "curves.html")
+    )
     card = json.loads(archive.read(f"{student}/model_card.json"))
     assert card["latency"]["source"] == "measured for this card" and len(card["quantization"]["rows"]) == 4
     assert "## int8 quantization" in archive.read(f"{student}/MODEL_CARD.md").decode()
@@ -169,7 +172,7 @@ def test_onnx_download_gives_the_pytorch_models_predictions(filled_store, digits
     expected = reference_predictions(filled_store["store"], filled_store["student"], x)
     np.testing.assert_array_equal(got, expected)
 
-    at.segmented_control(key="dep_precision").set_value("int8").run()   # int8 file: same button
+    at.segmented_control(key="dep_precision").set_value("int8").run()  # int8 file: same button
     at.button(key="dep_build_onnx").click().run()
     assert not at.error, [e.value for e in at.error]
     int8 = ort.InferenceSession(downloaded(at, media, "dep_dl_onnx"), providers=["CPUExecutionProvider"])
@@ -183,13 +186,15 @@ def test_teacher_files_and_torchscript(filled_store, digits, media):
     at.radio(key="dep_files_of").set_value("teacher").run()
     teacher = filled_store["teacher"]
     model, _ = load_checkpoint(downloaded(at, media, "dep_dl_weights"))
-    assert model.state_dict().keys() == load_checkpoint(filled_store["store"].get_run(teacher)["weights"])[0] \
-        .state_dict().keys()
+    assert (
+        model.state_dict().keys()
+        == load_checkpoint(filled_store["store"].get_run(teacher)["weights"])[0].state_dict().keys()
+    )
     at.button(key="dep_build_torchscript").click().run()
     assert not at.error, [e.value for e in at.error]
     payload = downloaded(at, media, "dep_dl_torchscript")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)     # torch.jit is deprecated (see kd_core.export)
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated (see kd_core.deploy.export)
         module = torch.jit.load(io.BytesIO(payload))
     with torch.no_grad():
         got = module(digits.test_x).argmax(1).numpy()
@@ -197,7 +202,7 @@ def test_teacher_files_and_torchscript(filled_store, digits, media):
 
 
 def test_an_export_outside_tolerance_is_refused_with_its_numbers(filled_store, monkeypatch):
-    monkeypatch.setitem(ex.TOLERANCES, None, ex.Tolerance(-1.0, 0.99))   # nothing can pass
+    monkeypatch.setitem(ex.TOLERANCES, None, ex.Tolerance(-1.0, 0.99))  # nothing can pass
     at = open_deployment()
     at.button(key="dep_build_onnx").click().run()
     assert not at.exception
@@ -208,13 +213,15 @@ def test_an_export_outside_tolerance_is_refused_with_its_numbers(filled_store, m
 
 def test_measuring_beside_another_job_is_refused_clearly(filled_store):
     from ui import state
+
     manager = state.job_manager()
     release = threading.Event()
 
-    def training(emit, stop, job):          # stands in for a training job: runs until released
+    def training(emit, stop, job):  # stands in for a training job: runs until released
         while not (release.is_set() or stop.is_set()):
             time.sleep(0.02)
         return []
+
     manager.start("teacher mlp 64 on digits", "teacher", training)
     try:
         at = open_deployment()
@@ -224,29 +231,33 @@ def test_measuring_beside_another_job_is_refused_clearly(filled_store):
     finally:
         release.set()
         wait_for_job()
-    assert manager.latest().kind == "teacher"            # no measurement was started
-
-
-def test_the_facade_imports_without_torch():
-    code = "import sys, kd_core.deploy_ui, ui.deploy_charts; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert manager.latest().kind == "teacher"  # no measurement was started
 
 
 def test_a_stopped_measurement_keeps_what_it_timed(filled_store, digits):
-    from kd_core import deploy_ui as dep
     from kd_core.jobs import JobManager
-    manager = JobManager()                   # its own worker: the pages' manager is left alone
+    from kd_core.views import deploy as dep
 
-    def fn(emit, stop, job):                 # as start_measure's job, stopping after one step
+    manager = JobManager()  # its own worker: the pages' manager is left alone
+
+    def fn(emit, stop, job):  # as start_measure's job, stopping after one step
         def publish(result):
             job.note(deploy=result)
             if result["steps_done"] == 1:
                 stop.set()
-        dep.measure(filled_store["store"], filled_store["student"], data=digits, threads=1, warmup=1,
-                    repeats=3, publish=publish, stop=stop)
+
+        dep.measure(
+            filled_store["store"],
+            filled_store["student"],
+            data=digits,
+            threads=1,
+            warmup=1,
+            repeats=3,
+            publish=publish,
+            stop=stop,
+        )
         return []
+
     job = manager.start("measure", dep.JOB_KIND, fn)
     deadline = time.monotonic() + 120
     while job.live and time.monotonic() < deadline:

@@ -5,14 +5,15 @@ stays at "starting…" with curves that never fill.
 The job runs in the process's real JobManager (the one the pages use), with the deploy
 job kind and the note a measurement publishes; it holds the worker until the test ends it.
 """
+
 from __future__ import annotations
 
 import threading
 
 import pytest
-
-from kd_core import deploy_ui as dep
 from test_pages import open_app, runs_dir, stored_teacher, wait_for_job  # noqa: F401  (fixture)
+
+from kd_core.views import deploy as dep
 
 TITLE = "measure mlp 16 · student across runtimes"
 PHASE = "timing student under ONNX Runtime"
@@ -22,6 +23,7 @@ PHASE = "timing student under ONNX Runtime"
 def measuring(runs_dir):  # noqa: F811
     """A live deploy job: its title, and its phase in the note, until the test is done."""
     from ui import state
+
     release = threading.Event()
 
     def work(emit, stop, job):
@@ -39,24 +41,25 @@ def measuring(runs_dir):  # noqa: F811
 
 def page_text(at) -> str:
     """Every text the page shows: alerts, captions, markdown and progress bars."""
-    parts = [el.value for kind in ("info", "warning", "error", "success", "caption", "markdown")
-             for el in at.get(kind)]
+    parts = [el.value for kind in ("info", "warning", "error", "success", "caption", "markdown") for el in at.get(kind)]
     parts += [el.proto.text for el in at.get("progress")]
     return "\n".join(str(p) for p in parts)
 
 
-@pytest.mark.parametrize("page, button, chart", [("pages/distill.py", "distill", "distill_loss"),
-                                                 ("pages/teacher.py", "train_teacher", "teacher_loss")])
+@pytest.mark.parametrize(
+    "page, button, chart",
+    [("pages/distill.py", "distill", "distill_loss"), ("pages/teacher.py", "train_teacher", "teacher_loss")],
+)
 def test_a_measure_job_is_named_on_the_training_pages(runs_dir, measuring, page, button, chart):  # noqa: F811
     if page == "pages/distill.py":
-        stored_teacher(runs_dir, width=32)         # the Distill page draws jobs only once it has a teacher
+        stored_teacher(runs_dir, width=32)  # the Distill page draws jobs only once it has a teacher
     assert measuring.live
     at = open_app(page)
     text = page_text(at)
     assert "starting…" not in text and not at.get("progress")
     assert TITLE in text and PHASE in text
     assert chart not in {el.key for el in at.get("plotly_chart")}
-    assert at.button(key=button).disabled             # the single worker is busy
+    assert at.button(key=button).disabled  # the single worker is busy
     assert at.query_params.get("job") != [measuring.id]
 
 
@@ -65,11 +68,23 @@ def quick_training_teacher(runs_dir):  # noqa: F811
     """A live quick-start job that is still in its teacher phase (one step emitted)."""
     from kd_core.events import Progress
     from ui import state
+
     release = threading.Event()
 
     def work(emit, stop, job):
-        emit(Progress(event="step", epoch=1, step=1, total_steps=100, run_id="t-quick", kind="teacher",
-                      loss=2.3, ce=2.3, kd=0.0))
+        emit(
+            Progress(
+                event="step",
+                epoch=1,
+                step=1,
+                total_steps=100,
+                run_id="t-quick",
+                kind="teacher",
+                loss=2.3,
+                ce=2.3,
+                kd=0.0,
+            )
+        )
         while not (stop.is_set() or release.is_set()):
             stop.wait(0.05)
         return []
@@ -83,6 +98,6 @@ def quick_training_teacher(runs_dir):  # noqa: F811
 def test_distill_without_a_teacher_shows_the_quick_start_training_one(runs_dir, quick_training_teacher):  # noqa: F811
     at = open_app("pages/distill.py")
     text = page_text(at)
-    assert "needs a teacher" in text                  # no teacher yet: the page says so …
-    assert "distill_loss" in {el.key for el in at.get("plotly_chart")}   # … and shows the one being trained
+    assert "needs a teacher" in text  # no teacher yet: the page says so …
+    assert "distill_loss" in {el.key for el in at.get("plotly_chart")}  # … and shows the one being trained
     assert at.get("progress") and "step 1/100" in at.get("progress")[0].proto.text

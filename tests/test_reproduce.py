@@ -5,6 +5,7 @@ store, parsed by the CLI's own parser, and the sweep baseline's run for real.
 A real store on digits: one teacher, a distillation with its baseline, and a 1 × 1 sweep
 (one student, one baseline), every run one epoch of a tiny MLP.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -13,14 +14,17 @@ import sys
 from dataclasses import replace
 
 import pytest
-
 from conftest import cli_env
-from kd_core import cli, experiment
-from kd_core import modelcard as mc
-from kd_core import runs_table
+
+from kd_core import cli
+from kd_core.cli import common
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.deploy import modelcard as mc
 from kd_core.store import Store
-from kd_core.sweep import SweepConfig, create_sweep, run_sweep
+from kd_core.sweep.grid import SweepConfig, create_sweep
+from kd_core.sweep.runner import run_sweep
+from kd_core.train import recorder as experiment
+from kd_core.views import runs_table
 
 TRAIN = TrainConfig(epochs=1, lr=3e-3, device="cpu", threads=1)
 
@@ -29,16 +33,30 @@ TRAIN = TrainConfig(epochs=1, lr=3e-3, device="cpu", threads=1)
 def store(tmp_path_factory, digits) -> dict:
     store = Store(tmp_path_factory.mktemp("reproduce") / "runs")
     teacher = experiment.train_teacher(store, RunConfig(model=ModelSpec("mlp", 32, 1), train=TRAIN), digits)
-    student_cfg = RunConfig(kind="student", model=ModelSpec("mlp", 8, 1), train=TRAIN, teacher_id=teacher.run_id,
-                            distill=DistillConfig(2.0, 0.5))
+    student_cfg = RunConfig(
+        kind="student",
+        model=ModelSpec("mlp", 8, 1),
+        train=TRAIN,
+        teacher_id=teacher.run_id,
+        distill=DistillConfig(2.0, 0.5),
+    )
     student, baseline = experiment.distill(store, student_cfg, digits, teacher.model, with_baseline=True)
-    sweep_id = create_sweep(store, SweepConfig(temperatures=(4.0,), alphas=(0.9,), sizes=(8,), seeds=(3,),
-                                               teacher_id=teacher.run_id, train=TRAIN))
+    sweep_id = create_sweep(
+        store,
+        SweepConfig(temperatures=(4.0,), alphas=(0.9,), sizes=(8,), seeds=(3,), teacher_id=teacher.run_id, train=TRAIN),
+    )
     outcomes = run_sweep(store, sweep_id, digits)
     assert all(o.status == "finished" for o in (teacher, student, baseline, *outcomes))
     by_kind = {o.kind: o.run_id for o in outcomes}
-    return {"store": store, "teacher": teacher.run_id, "student": student.run_id, "baseline": baseline.run_id,
-            "sweep_student": by_kind["student"], "sweep_baseline": by_kind["baseline"], "sweep_id": sweep_id}
+    return {
+        "store": store,
+        "teacher": teacher.run_id,
+        "student": student.run_id,
+        "baseline": baseline.run_id,
+        "sweep_student": by_kind["student"],
+        "sweep_baseline": by_kind["baseline"],
+        "sweep_id": sweep_id,
+    }
 
 
 def parsed(command: str):
@@ -56,14 +74,14 @@ def test_every_kind_of_run_has_a_command_that_names_a_stored_teacher(store, role
     record = s.get_run(store[role])
     card = mc.model_card(s, record["id"])
     command = card["reproduce"]
-    assert command == runs_table.command_for(record, s)          # the card and the Runs page agree
+    assert command == runs_table.command_for(record, s)  # the card and the Runs page agree
     assert "TEACHER" not in command
     assert command in mc.card_markdown(card)
     a = parsed(command)
     assert a.store == str(s.root)
     assert ModelSpec(a.family, a.size, a.depth) == ModelSpec(**record["config"]["model"])
-    assert cli.train_config(a) == TrainConfig(**record["config"]["train"])
-    assert cli.data_config(a) == DataConfig(**record["config"]["data"])
+    assert common.train_config(a) == TrainConfig(**record["config"]["train"])
+    assert common.data_config(a) == DataConfig(**record["config"]["data"])
     if record["kind"] == "teacher":
         assert a.command == "teacher"
         return
@@ -85,17 +103,18 @@ def test_the_sweep_baselines_command_runs_and_makes_the_same_baseline(store, tmp
     original = s.get_run(store["sweep_baseline"])
     before = {r["id"] for r in s.list_runs()}
     argv = shlex.split(mc.model_card(s, original["id"])["reproduce"])
-    proc = subprocess.run([sys.executable, *argv[1:], "--quiet"], cwd=tmp_path, env=cli_env(), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, *argv[1:], "--quiet"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     new = [r for r in s.list_runs() if r["id"] not in before]
     assert sorted(r["kind"] for r in new) == ["baseline", "student"]
     [again] = [r for r in new if r["kind"] == "baseline"]
     assert again["status"] == "finished" and again["teacher_id"] == store["teacher"]
-    assert _without(again["config"], "sweep_id", "teacher_id") == _without(original["config"], "sweep_id",
-                                                                           "teacher_id")
-    assert [e["val_acc"] for e in s.epochs(again["id"])] == \
-        pytest.approx([e["val_acc"] for e in s.epochs(original["id"])])
+    assert _without(again["config"], "sweep_id", "teacher_id") == _without(original["config"], "sweep_id", "teacher_id")
+    assert [e["val_acc"] for e in s.epochs(again["id"])] == pytest.approx(
+        [e["val_acc"] for e in s.epochs(original["id"])]
+    )
 
 
 def test_without_a_known_teacher_no_placeholder_is_printed(tmp_path):
@@ -108,7 +127,7 @@ def test_without_a_known_teacher_no_placeholder_is_printed(tmp_path):
     s.finish_run(baseline, "finished", {"test_acc": 0.5})
     a = parsed(runs_table.command_for(s.get_run(baseline), s))
     assert a.command == "teacher" and a.store == str(s.root)
-    assert (a.family, a.size, a.depth) == ("mlp", 8, 1) and cli.train_config(a) == TRAIN
+    assert (a.family, a.size, a.depth) == ("mlp", 8, 1) and common.train_config(a) == TRAIN
     assert mc.model_card(s, baseline)["reproduce"] == runs_table.command_for(s.get_run(baseline), s)
 
     student = s.create_run(replace(base, kind="student", distill=DistillConfig(), sweep_id=None))

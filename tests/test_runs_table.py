@@ -1,5 +1,6 @@
 """kd_core's side of the Runs and Sweep pages: the runs table, seeds folded by configuration,
 curves, CSV, the reproduce command (run for real) and the Sweep page's parsing and counts."""
+
 import io
 import shlex
 import subprocess
@@ -7,14 +8,14 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, cli_env
 from experiments_fixtures import N_RUNS, populated, template_store  # noqa: F401  (fixtures)
-from kd_core import runs_table, sweep_view
+
 from kd_core.config import DataConfig, TrainConfig
 from kd_core.errors import ConfigError
 from kd_core.stats import summarize
 from kd_core.store import Store
+from kd_core.views import runs_table, sweep_view
 
 
 def test_runs_frame_has_a_row_per_run_with_its_numbers(template_store):
@@ -31,8 +32,10 @@ def test_runs_frame_has_a_row_per_run_with_its_numbers(template_store):
         assert row["val_acc_curve"] == [e["val_acc"] for e in store.epochs(record["id"])]
         assert row["duration_s"] == pytest.approx(record["finished"] - record["created"])
         if record["kind"] == "student":
-            assert (row["T"], row["λ"]) == (record["config"]["distill"]["temperature"],
-                                            record["config"]["distill"]["alpha"])
+            assert (row["T"], row["λ"]) == (
+                record["config"]["distill"]["temperature"],
+                record["config"]["distill"]["alpha"],
+            )
         else:
             assert pd.isna(row["T"]) and pd.isna(row["λ"])
     # a sweep's baseline is listed under the teacher its students are compared against
@@ -48,7 +51,7 @@ def test_runs_frame_filters(template_store):
     assert runs_table.runs_frame(store, {"sweep": [None]})["kind"].tolist() == ["teacher"]
     assert len(runs_table.runs_frame(store, {"teacher": [template_store["teacher_id"]]})) == 10
     assert runs_table.runs_frame(store, {"dataset": ["mnist"]}).empty
-    assert len(runs_table.runs_frame(store, {"kind": []})) == N_RUNS    # empty: no filter
+    assert len(runs_table.runs_frame(store, {"kind": []})) == N_RUNS  # empty: no filter
     with pytest.raises(ValueError, match="unknown filters"):
         runs_table.runs_frame(store, {"colour": ["red"]})
     options = runs_table.filter_options(store)
@@ -60,7 +63,7 @@ def test_group_by_config_folds_seeds_into_mean_std_n(template_store):
     store = Store(template_store["root"])
     frame = runs_table.runs_frame(store)
     groups = runs_table.group_by_config(frame)
-    assert len(groups) == 1 + 1 + 4      # teacher, baseline, T × λ
+    assert len(groups) == 1 + 1 + 4  # teacher, baseline, T × λ
     students = groups[groups["kind"] == "student"]
     assert set(students["n"]) == {2} and set(students["seeds"]) == {"0, 1"}
     for _, g in students.iterrows():
@@ -124,20 +127,26 @@ def test_the_reproduce_command_makes_the_same_run_again(populated):
     for run in (student, baseline):
         argv = shlex.split(runs_table.command_for(run, store))
         assert argv[:3] == ["python", "-m", "kd_core"]
-        proc = subprocess.run([sys.executable, *argv[1:], "--quiet"], cwd=REPO, env=cli_env(), capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, *argv[1:], "--quiet"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr
     new = [r for r in store.list_runs() if r["id"] not in before]
     assert sorted(r["kind"] for r in new) == ["baseline", "student", "student"]
     for original in (student, baseline):
-        again = [r for r in new if r["kind"] == original["kind"]
-                 and r["config"].get("distill") == original["config"].get("distill")][0]
+        again = [
+            r
+            for r in new
+            if r["kind"] == original["kind"] and r["config"].get("distill") == original["config"].get("distill")
+        ][0]
         assert again["config"]["sweep_id"] is None
-        assert _without(again["config"], "sweep_id", "teacher_id") == _without(original["config"], "sweep_id",
-                                                                               "teacher_id")
+        assert _without(again["config"], "sweep_id", "teacher_id") == _without(
+            original["config"], "sweep_id", "teacher_id"
+        )
         assert again["config"]["teacher_id"] == populated["teacher_id"]
-        assert [e["val_acc"] for e in store.epochs(again["id"])] == \
-            pytest.approx([e["val_acc"] for e in store.epochs(original["id"])])
+        assert [e["val_acc"] for e in store.epochs(again["id"])] == pytest.approx(
+            [e["val_acc"] for e in store.epochs(original["id"])]
+        )
 
 
 # ---------------------------------------------------------------- the Sweep page's helpers
@@ -146,8 +155,12 @@ def test_the_reproduce_command_makes_the_same_run_again(populated):
 def test_parse_values():
     assert sweep_view.parse_values("1, 2,4") == (1.0, 2.0, 4.0)
     assert sweep_view.parse_values(" 16 32 ", int) == (16, 32)
-    for text, phrase in (("", "at least one"), ("1, a", "'a' is not a number"), ("1, 1", "repeated"),
-                         ("inf", "finite")):
+    for text, phrase in (
+        ("", "at least one"),
+        ("1, a", "'a' is not a number"),
+        ("1, 1", "repeated"),
+        ("inf", "finite"),
+    ):
         with pytest.raises(ConfigError, match=phrase):
             sweep_view.parse_values(text, float, "T")
     with pytest.raises(ConfigError, match="whole number"):
@@ -155,12 +168,16 @@ def test_parse_values():
 
 
 def test_make_sweep_and_run_counts():
-    cfg = sweep_view.make_sweep("1, 2, 4", "0.5, 0.9", "16, 32", 3, 5, "t1", "mlp", 1, DataConfig("digits"),
-                                TrainConfig(epochs=2))
+    cfg = sweep_view.make_sweep(
+        "1, 2, 4", "0.5, 0.9", "16, 32", 3, 5, "t1", "mlp", 1, DataConfig("digits"), TrainConfig(epochs=2)
+    )
     assert cfg.seeds == (5, 6, 7) and cfg.sizes == (16, 32) and cfg.train.epochs == 2
     assert sweep_view.run_counts(cfg) == {"cells": 36, "baselines": 6, "total": 42, "configs": 12}
-    for t, a, s, phrase in (("0", "0.5", "16", "above 0"), ("1", "1.5", "16", r"outside \[0, 1\]"),
-                            ("1", "0.5", "0", "at least 1")):
+    for t, a, s, phrase in (
+        ("0", "0.5", "16", "above 0"),
+        ("1", "1.5", "16", r"outside \[0, 1\]"),
+        ("1", "0.5", "0", "at least 1"),
+    ):
         with pytest.raises(ConfigError, match=phrase):
             sweep_view.make_sweep(t, a, s, 1, 0, "t1", "mlp", 1, DataConfig("digits"), TrainConfig())
 

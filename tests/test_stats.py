@@ -1,4 +1,5 @@
 """Mean ± std over seeds and the paired test, against sums written out by hand."""
+
 import math
 
 import numpy as np
@@ -39,11 +40,14 @@ def test_summary_skips_missing_results_and_has_no_std_for_one_value():
     assert empty.n == 0 and math.isnan(empty.mean) and empty.text() == "no runs"
 
 
-@pytest.mark.parametrize("a, b", [
-    ([0.85, 0.86, 0.83, 0.88], [0.80, 0.82, 0.79, 0.81]),    # a clear gain
-    ([0.81, 0.80, 0.84], [0.80, 0.82, 0.79]),                # a noisy one
-    ([0.70, 0.75], [0.72, 0.71]),                            # two seeds
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ([0.85, 0.86, 0.83, 0.88], [0.80, 0.82, 0.79, 0.81]),  # a clear gain
+        ([0.81, 0.80, 0.84], [0.80, 0.82, 0.79]),  # a noisy one
+        ([0.70, 0.75], [0.72, 0.71]),  # two seeds
+    ],
+)
 def test_paired_test_matches_hand_computed_t_and_p(a, b):
     res = paired_test(a, b)
     t, p = hand_paired_t(a, b)
@@ -65,8 +69,8 @@ def test_clear_gain_is_significant_and_noise_is_not():
 
 def test_pairing_is_by_seed_not_by_position():
     """The test must differ from an unpaired one: pairs matter, so a shuffle changes the answer."""
-    treated = {2: 0.90, 0: 0.80, 1: 0.70, 5: 0.99}        # seed 5 has no baseline
-    control = {0: 0.78, 1: 0.69, 2: 0.87, 3: 0.50}        # seed 3 has no student
+    treated = {2: 0.90, 0: 0.80, 1: 0.70, 5: 0.99}  # seed 5 has no baseline
+    control = {0: 0.78, 1: 0.69, 2: 0.87, 3: 0.50}  # seed 3 has no student
     seeds, a, b = pair_by_seed(treated, control)
     assert seeds == [0, 1, 2]
     np.testing.assert_array_equal(a, [0.80, 0.70, 0.90])

@@ -1,4 +1,5 @@
 """The run store on a real SQLite file, and the experiment layer that writes to it."""
+
 from __future__ import annotations
 
 import os
@@ -9,15 +10,15 @@ import threading
 from dataclasses import replace
 
 import pytest
-
 from conftest import STUDENT_SPEC, TEACHER_SPEC, make_config
-from kd_core.checkpoint import load_checkpoint
+
 from kd_core.config import RunConfig
-from kd_core.events import Progress
-from kd_core.experiment import distill, load_teacher, train_teacher
 from kd_core.errors import CheckpointError
-from kd_core.metrics import accuracy, predict_logits
+from kd_core.events import Progress
 from kd_core.store import Store, StoreError
+from kd_core.train.checkpoint import load_checkpoint
+from kd_core.train.metrics import accuracy, predict_logits
+from kd_core.train.recorder import distill, load_teacher, train_teacher
 
 
 def raw(store: Store, sql: str, *args) -> list[tuple]:
@@ -27,8 +28,20 @@ def raw(store: Store, sql: str, *args) -> list[tuple]:
 
 
 def epoch_record(run_id: str, epoch: int, **kw) -> Progress:
-    return Progress("epoch", epoch, epoch * 10, 30, loss=1.0 / epoch, ce=0.5 / epoch, kd=0.25 / epoch,
-                    train_acc=0.5 + epoch / 10, val_acc=0.4 + epoch / 10, elapsed_s=float(epoch), run_id=run_id, **kw)
+    return Progress(
+        "epoch",
+        epoch,
+        epoch * 10,
+        30,
+        loss=1.0 / epoch,
+        ce=0.5 / epoch,
+        kd=0.25 / epoch,
+        train_acc=0.5 + epoch / 10,
+        val_acc=0.4 + epoch / 10,
+        elapsed_s=float(epoch),
+        run_id=run_id,
+        **kw,
+    )
 
 
 def test_create_run_is_written_to_the_sqlite_file(tmp_path):
@@ -36,11 +49,12 @@ def test_create_run_is_written_to_the_sqlite_file(tmp_path):
     cfg = replace(make_config("student"), teacher_id="t-1", sweep_id="sweep-a")
     run_id = store.create_run(cfg)
     assert store.db_path == tmp_path / "store" / "runs.db" and store.db_path.is_file()
-    assert raw(store, "SELECT kind, dataset, status, pid FROM runs WHERE id = ?", run_id) == \
-        [("student", "digits", "running", os.getpid())]
+    assert raw(store, "SELECT kind, dataset, status, pid FROM runs WHERE id = ?", run_id) == [
+        ("student", "digits", "running", os.getpid())
+    ]
     run = store.get_run(run_id)
     assert run["label"] == STUDENT_SPEC.label() and run["teacher_id"] == "t-1" and run["sweep_id"] == "sweep-a"
-    assert RunConfig.from_dict(run["config"]) == cfg          # the config round-trips through JSON
+    assert RunConfig.from_dict(run["config"]) == cfg  # the config round-trips through JSON
     assert run["metrics"] == {} and run["weights"] is None
     assert store.get_run("no-such-run") is None
 
@@ -50,14 +64,22 @@ def test_epochs_keep_only_epoch_records_of_known_runs(tmp_path):
     run_id = store.create_run(make_config())
     for e in (2, 1):
         store.add_epoch(epoch_record(run_id, e))
-    store.add_epoch(Progress("step", 1, 5, 30, loss=9.0, run_id=run_id))     # not an epoch
-    store.add_epoch(epoch_record("", 3))                                     # no run id
+    store.add_epoch(Progress("step", 1, 5, 30, loss=9.0, run_id=run_id))  # not an epoch
+    store.add_epoch(epoch_record("", 3))  # no run id
     rows = store.epochs(run_id)
     assert [r["epoch"] for r in rows] == [1, 2]
     rec = epoch_record(run_id, 2)
-    assert rows[1] == {"run_id": run_id, "epoch": 2, "loss": rec.loss, "ce": rec.ce, "kd": rec.kd,
-                       "train_acc": rec.train_acc, "val_acc": rec.val_acc, "seconds": rec.elapsed_s}
-    store.add_epoch(epoch_record(run_id, 2, lr=0.1))                         # the same epoch again replaces it
+    assert rows[1] == {
+        "run_id": run_id,
+        "epoch": 2,
+        "loss": rec.loss,
+        "ce": rec.ce,
+        "kd": rec.kd,
+        "train_acc": rec.train_acc,
+        "val_acc": rec.val_acc,
+        "seconds": rec.elapsed_s,
+    }
+    store.add_epoch(epoch_record(run_id, 2, lr=0.1))  # the same epoch again replaces it
     assert len(store.epochs(run_id)) == 2
 
 
@@ -77,12 +99,16 @@ def test_finish_run(tmp_path):
 def test_list_and_filter(tmp_path):
     store = Store(tmp_path)
     ids = {}
-    for name, kind, dataset, sweep in [("a", "teacher", "digits", None), ("b", "student", "digits", "s1"),
-                                       ("c", "baseline", "digits", "s1"), ("d", "student", "mnist", None)]:
+    for name, kind, dataset, sweep in [
+        ("a", "teacher", "digits", None),
+        ("b", "student", "digits", "s1"),
+        ("c", "baseline", "digits", "s1"),
+        ("d", "student", "mnist", None),
+    ]:
         cfg = replace(make_config(kind, dataset=dataset), sweep_id=sweep)
         ids[name] = store.create_run(cfg)
     store.finish_run(ids["b"], "finished", {})
-    assert [r["id"] for r in store.list_runs()] == [ids[n] for n in "dcba"]        # newest first
+    assert [r["id"] for r in store.list_runs()] == [ids[n] for n in "dcba"]  # newest first
     assert {r["id"] for r in store.list_runs(kind="student")} == {ids["b"], ids["d"]}
     assert {r["id"] for r in store.list_runs(dataset="digits")} == {ids["a"], ids["b"], ids["c"]}
     assert [r["id"] for r in store.list_runs(status="finished")] == [ids["b"]]
@@ -107,8 +133,9 @@ def test_delete_removes_row_epochs_and_weights(tmp_path):
 
 def test_runs_of_dead_processes_are_marked_failed_on_open(tmp_path):
     store = Store(tmp_path)
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                            capture_output=True, text=True, check=True)
+    exited = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(exited.stdout)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -120,9 +147,9 @@ def test_runs_of_dead_processes_are_marked_failed_on_open(tmp_path):
         reopened = Store(tmp_path)
         failed = reopened.get_run(orphan)
         assert failed["status"] == "failed" and "ended" in failed["error"] and failed["finished"] is not None
-        assert reopened.get_run(mine)["status"] == "running"           # this process is alive
-        assert reopened.get_run(other_live)["status"] == "running"     # so is the sleeper
-        assert reopened.get_run(done)["status"] == "finished"          # finished runs are left alone
+        assert reopened.get_run(mine)["status"] == "running"  # this process is alive
+        assert reopened.get_run(other_live)["status"] == "running"  # so is the sleeper
+        assert reopened.get_run(done)["status"] == "finished"  # finished runs are left alone
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -145,11 +172,12 @@ def test_train_teacher_stores_epochs_metrics_and_loadable_weights(tmp_path, digi
     assert run["status"] == "finished" and run["kind"] == "teacher"
     assert [e["epoch"] for e in store.epochs(outcome.run_id)] == [1, 2]
     assert store.epochs(outcome.run_id)[-1]["val_acc"] == pytest.approx(run["metrics"]["final_val_acc"], abs=1e-12)
-    model = load_teacher(store, outcome.run_id, digits)        # by run id, through the stored weights file
+    model = load_teacher(store, outcome.run_id, digits)  # by run id, through the stored weights file
     test_acc = accuracy(predict_logits(model, digits.test_x), digits.test_y)
     assert run["metrics"]["test_acc"] == pytest.approx(test_acc, abs=1e-9)
     assert run["metrics"]["best_val_acc"] == pytest.approx(
-        max(e["val_acc"] for e in store.epochs(outcome.run_id)), abs=1e-12)
+        max(e["val_acc"] for e in store.epochs(outcome.run_id)), abs=1e-12
+    )
     assert run["metrics"]["params"] == sum(p.numel() for p in model.parameters())
     _, meta = load_checkpoint(run["weights"])
     assert meta["spec"] == TEACHER_SPEC and meta["dataset"] == "digits"
@@ -163,7 +191,7 @@ def test_distill_stores_student_and_baseline(tmp_path, digits, teacher):
     student, baseline = (store.get_run(o.run_id) for o in outcomes)
     assert student["config"]["distill"]["temperature"] == 4.0 and student["teacher_id"] == "some-teacher"
     assert baseline["config"]["distill"] is None and baseline["config"]["kind"] == "baseline"
-    assert baseline["config"]["train"] == student["config"]["train"]      # same budget and seed
+    assert baseline["config"]["train"] == student["config"]["train"]  # same budget and seed
     assert baseline["config"]["model"] == student["config"]["model"]
     for run in (student, baseline):
         assert run["status"] == "finished"
@@ -195,6 +223,7 @@ def test_a_store_opened_by_a_relative_path_finds_its_weights_from_any_directory(
     """A teacher trained into `--store kd_runs` from one directory is loaded again, by run id,
     from another (as the library and as a CLI command), and after the store folder moved."""
     from conftest import run_cli
+
     first, other = tmp_path / "first", tmp_path / "other"
     first.mkdir()
     other.mkdir()
@@ -214,8 +243,21 @@ def test_a_store_opened_by_a_relative_path_finds_its_weights_from_any_directory(
     weights = again.get_run(run_id)["weights"]
     assert weights == str((first / "kd_runs" / "weights" / f"{run_id}.pt").resolve())
     load_teacher(again, run_id, digits)
-    proc = run_cli(other, "distill", "--teacher", run_id, "--store", "../first/kd_runs", "--size", "8",
-                   "--epochs", "1", "--threads", "1", "--quiet")
+    proc = run_cli(
+        other,
+        "distill",
+        "--teacher",
+        run_id,
+        "--store",
+        "../first/kd_runs",
+        "--size",
+        "8",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     assert [r["kind"] for r in again.list_runs()] == ["student", "teacher"]
 
@@ -235,14 +277,16 @@ def test_older_rows_with_absolute_or_working_directory_paths_still_load(tmp_path
     other = tmp_path / "other"
     other.mkdir()
     monkeypatch.chdir(other)
-    for old in (str(path),                                # absolute, as rows held before
-                f"runs/weights/{run_id}.pt",              # relative to the working directory that wrote it
-                f"/gone/kd_runs/weights/{run_id}.pt"):    # absolute, in a store since moved
+    for old in (
+        str(path),  # absolute, as rows held before
+        f"runs/weights/{run_id}.pt",  # relative to the working directory that wrote it
+        f"/gone/kd_runs/weights/{run_id}.pt",
+    ):  # absolute, in a store since moved
         with sqlite3.connect(store.db_path) as db:
             db.execute("UPDATE runs SET weights = ? WHERE id = ?", (old, run_id))
         assert store.get_run(run_id)["weights"] == str(path), old
         load_teacher(store, run_id, digits)
-    outside = tmp_path / "teacher.pt"                     # a weights file outside the store stays absolute
+    outside = tmp_path / "teacher.pt"  # a weights file outside the store stays absolute
     outside.write_bytes(path.read_bytes())
     store.finish_run(run_id, "finished", {}, weights=outside)
     assert raw(store, "SELECT weights FROM runs WHERE id = ?", run_id) == [(str(outside),)]

@@ -3,19 +3,30 @@
 One test, because starting a local Ray instance takes seconds; skipped only
 where Ray is not installed (CI installs it through requirements-dev.txt).
 """
+
 import time
 
 import pytest
+from sweep_fixtures import sweep_data, teacher_path, tiny_sweep  # noqa: F401  (fixtures)
 
 from kd_core.jobs import JobManager
 from kd_core.store import Store
-from kd_core.sweep import cell_key, create_sweep, run_sweep, start_sweep
-from sweep_fixtures import sweep_data, teacher_path, tiny_sweep  # noqa: F401  (fixtures)
+from kd_core.sweep.grid import cell_key, create_sweep
+from kd_core.sweep.runner import run_sweep, start_sweep
 
 ray = pytest.importorskip("ray")
 
-COMPARED = ("best_val_acc", "final_val_acc", "best_epoch", "test_acc", "ece", "agreement",
-            "per_class_accuracy", "confusion_matrix", "params")
+COMPARED = (
+    "best_val_acc",
+    "final_val_acc",
+    "best_epoch",
+    "test_acc",
+    "ece",
+    "agreement",
+    "per_class_accuracy",
+    "confusion_matrix",
+    "params",
+)
 
 
 def by_cell(store: Store, sweep_id: str) -> dict:
@@ -38,7 +49,7 @@ def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, sweep_data, te
     snap = job.snapshot()
     assert snap["status"] == "finished", snap["message"]
     assert snap["notes"]["sweep"]["backend"] == "ray" and snap["notes"]["sweep"]["done"] == 5
-    assert puts == [tuple]          # dataset, teacher and its logits went to the object store once
+    assert puts == [tuple]  # dataset, teacher and its logits went to the object store once
     assert not ray.is_initialized()  # the local instance the sweep started is shut down
 
     a, b = by_cell(local, local_id), by_cell(remote, snap["notes"]["sweep"]["id"])
@@ -46,8 +57,9 @@ def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, sweep_data, te
     for key in a:
         ra, rb = a[key], b[key]
         assert rb["status"] == "finished" and rb["weights"]
-        assert {m: ra["metrics"][m] for m in COMPARED if m in ra["metrics"]} == \
-               {m: rb["metrics"][m] for m in COMPARED if m in ra["metrics"]}, key
+        assert {m: ra["metrics"][m] for m in COMPARED if m in ra["metrics"]} == {
+            m: rb["metrics"][m] for m in COMPARED if m in ra["metrics"]
+        }, key
         ea, eb = local.epochs(ra["id"]), remote.epochs(rb["id"])
         assert [(e["loss"], e["val_acc"]) for e in ea] == [(e["loss"], e["val_acc"]) for e in eb], key
 
@@ -55,12 +67,17 @@ def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, sweep_data, te
 def test_a_ray_task_trains_at_one_thread_under_auto_even_for_a_large_model(digits):
     """Each task holds one Ray CPU; "auto" must not give a large model every core in each task."""
     from kd_core.config import DataConfig, ModelSpec, RunConfig, TrainConfig
-    from kd_core.engine import AUTO_THREADS_MIN_STEP_FLOPS
-    from kd_core.models import describe
-    from kd_core.sweep_ray import train_cell
+    from kd_core.sweep.ray_executor import train_cell
+    from kd_core.train.engine import AUTO_THREADS_MIN_STEP_FLOPS
+    from kd_core.train.models import describe
+
     spec = ModelSpec("mlp", 1024, 2)
     assert 3 * describe(spec, digits.input_shape, digits.num_classes)["flops"] * 64 > AUTO_THREADS_MIN_STEP_FLOPS
-    cfg = RunConfig(kind="baseline", data=DataConfig("digits"), model=spec,
-                    train=TrainConfig(epochs=1, batch_size=64, device="cpu", threads=0))
+    cfg = RunConfig(
+        kind="baseline",
+        data=DataConfig("digits"),
+        model=spec,
+        train=TrainConfig(epochs=1, batch_size=64, device="cpu", threads=0),
+    )
     out = train_cell(cfg, (digits, None, None))
     assert out["status"] == "finished" and out["metrics"]["train_threads"] == 1

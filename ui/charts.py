@@ -1,4 +1,5 @@
-"""Plotly figures for training curves. Inputs are pandas DataFrames from kd_core.studio."""
+"""Plotly figures for training curves. Inputs are pandas DataFrames from kd_core.views.studio."""
+
 from __future__ import annotations
 
 import itertools
@@ -8,13 +9,17 @@ import plotly.express as px
 import plotly.graph_objects as go
 import plotly.io as pio
 
-DASH_SEQUENCE = ["solid", "dot", "dash", "longdash", "dashdot", "longdashdot"]   # plotly express's
+DASH_SEQUENCE = ["solid", "dot", "dash", "longdash", "dashdot", "longdashdot"]  # plotly express's
 
 
 def _empty(title: str, note: str) -> go.Figure:
     fig = go.Figure()
-    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10),
-                      annotations=[dict(text=note, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")])
+    fig.update_layout(
+        title=title,
+        height=320,
+        margin=dict(l=10, r=10, t=40, b=10),
+        annotations=[dict(text=note, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")],
+    )
     return fig
 
 
@@ -39,10 +44,18 @@ def _lines(df: pd.DataFrame, x: str, y: str, color: str, dash: str, mode: str) -
         if (c, d) not in groups.groups:
             continue
         part = groups.get_group((c, d))
-        traces.append(go.Scatter(
-            x=part[x].to_numpy(), y=part[y].to_numpy(), mode=mode, name=f"{c}, {d}", legendgroup=f"{c}, {d}",
-            line=dict(color=colors[c], dash=dashes[d]), marker=dict(symbol="circle"),
-            hovertemplate=f"{color}={c}<br>{dash}={d}<br>{x}=%{{x}}<br>{y}=%{{y}}<extra></extra>"))
+        traces.append(
+            go.Scatter(
+                x=part[x].to_numpy(),
+                y=part[y].to_numpy(),
+                mode=mode,
+                name=f"{c}, {d}",
+                legendgroup=f"{c}, {d}",
+                line=dict(color=colors[c], dash=dashes[d]),
+                marker=dict(symbol="circle"),
+                hovertemplate=f"{color}={c}<br>{dash}={d}<br>{x}=%{{x}}<br>{y}=%{{y}}<extra></extra>",
+            )
+        )
     return traces
 
 
@@ -50,10 +63,17 @@ def loss_curves(steps: pd.DataFrame) -> go.Figure:
     """Per-step loss components (smoothed), one colour per component, one dash per run."""
     if steps.empty:
         return _empty("Loss per step", "waiting for the first steps…")
-    return go.Figure(_lines(steps, "step", "loss", "component", "run", "lines"),
-                     dict(title="Loss per step (smoothed)", height=340, margin=dict(l=10, r=10, t=40, b=10),
-                          xaxis_title="step", yaxis=dict(title="loss", type="log", dtick=_log_dtick(steps["loss"])),
-                          legend=dict(title_text="", tracegroupgap=0)))
+    return go.Figure(
+        _lines(steps, "step", "loss", "component", "run", "lines"),
+        dict(
+            title="Loss per step (smoothed)",
+            height=340,
+            margin=dict(l=10, r=10, t=40, b=10),
+            xaxis_title="step",
+            yaxis=dict(title="loss", type="log", dtick=_log_dtick(steps["loss"])),
+            legend=dict(title_text="", tracegroupgap=0),
+        ),
+    )
 
 
 def _log_dtick(values: pd.Series):
@@ -69,9 +89,18 @@ def accuracy_curves(epochs: pd.DataFrame) -> go.Figure:
     """Train and validation accuracy per epoch for each run."""
     if epochs.empty:
         return _empty("Accuracy per epoch", "the first epoch is running…")
-    long = epochs.melt(id_vars=["run", "epoch"], value_vars=["train_acc", "val_acc"],
-                       var_name="split", value_name="accuracy")
+    long = epochs.melt(
+        id_vars=["run", "epoch"], value_vars=["train_acc", "val_acc"], var_name="split", value_name="accuracy"
+    )
     long["split"] = long["split"].map({"train_acc": "train", "val_acc": "validation"})
-    return go.Figure(_lines(long, "epoch", "accuracy", "run", "split", "lines+markers"),
-                     dict(title="Accuracy per epoch", height=340, margin=dict(l=10, r=10, t=40, b=10),
-                          xaxis_title="epoch", yaxis_title="accuracy", legend=dict(title_text="", tracegroupgap=0)))
+    return go.Figure(
+        _lines(long, "epoch", "accuracy", "run", "split", "lines+markers"),
+        dict(
+            title="Accuracy per epoch",
+            height=340,
+            margin=dict(l=10, r=10, t=40, b=10),
+            xaxis_title="epoch",
+            yaxis_title="accuracy",
+            legend=dict(title_text="", tracegroupgap=0),
+        ),
+    )

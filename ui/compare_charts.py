@@ -1,8 +1,9 @@
 """Plotly figures for the Compare and Soft targets pages.
 
-Inputs are the DataFrames and dicts of kd_core.compare and
-kd_core.studio.soft_target_view; nothing here reads the store.
+Inputs are the DataFrames and dicts of kd_core.views.compare and
+kd_core.views.studio.soft_target_view; nothing here reads the store.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,16 +24,26 @@ def _bar_names(table: pd.DataFrame) -> list[str]:
     return names
 
 
-def metric_bars(table: pd.DataFrame, column: str, title: str, axis: str, fmt: str = ".3f",
-                log: bool = False) -> go.Figure:
+def metric_bars(
+    table: pd.DataFrame, column: str, title: str, axis: str, fmt: str = ".3f", log: bool = False
+) -> go.Figure:
     """One bar per run of the compare table, coloured by kind (teacher, student, baseline)."""
     df = table.assign(name=_bar_names(table))
-    fig = px.bar(df, x="name", y=column, color="kind", color_discrete_map=KIND_COLORS, title=title,
-                 text_auto=fmt, log_y=log, hover_data={"id": True, "name": False})
+    fig = px.bar(
+        df,
+        x="name",
+        y=column,
+        color="kind",
+        color_discrete_map=KIND_COLORS,
+        title=title,
+        text_auto=fmt,
+        log_y=log,
+        hover_data={"id": True, "name": False},
+    )
     fig.update_traces(textangle=0, textposition="inside", insidetextanchor="end")
     fig.update_layout(height=360, margin=MARGIN, xaxis_title="", yaxis_title=axis, legend_title_text="")
     if log:
-        fig.update_yaxes(dtick=1)   # one tick per power of ten
+        fig.update_yaxes(dtick=1)  # one tick per power of ten
     if column == "test_acc":
         low = float(df[column].min())
         fig.update_yaxes(range=[max(0.0, low - 0.1), 1.0])
@@ -46,11 +57,22 @@ def latency_bars(table: pd.DataFrame) -> go.Figure:
     for col, batch in enumerate(("b1", "b256"), start=1):
         for kind, part in df.groupby("kind", sort=False):
             med, p90 = part[f"{batch}_median_ms"], part[f"{batch}_p90_ms"]
-            fig.add_trace(go.Bar(x=part["name"], y=med, name=kind, legendgroup=kind, showlegend=col == 1,
-                                 marker_color=KIND_COLORS.get(kind),
-                                 error_y=dict(type="data", symmetric=False, array=(p90 - med).clip(lower=0),
-                                              arrayminus=np.zeros(len(part))),
-                                 hovertemplate="%{x}<br>median %{y:.3f} ms<extra></extra>"), row=1, col=col)
+            fig.add_trace(
+                go.Bar(
+                    x=part["name"],
+                    y=med,
+                    name=kind,
+                    legendgroup=kind,
+                    showlegend=col == 1,
+                    marker_color=KIND_COLORS.get(kind),
+                    error_y=dict(
+                        type="data", symmetric=False, array=(p90 - med).clip(lower=0), arrayminus=np.zeros(len(part))
+                    ),
+                    hovertemplate="%{x}<br>median %{y:.3f} ms<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
     fig.update_yaxes(title_text="ms (median, whisker to p90)", row=1, col=1)
     fig.update_layout(title="Latency", height=380, margin=MARGIN, barmode="group", legend_title_text="")
     return fig
@@ -59,30 +81,62 @@ def latency_bars(table: pd.DataFrame) -> go.Figure:
 def pareto_scatter(runs: pd.DataFrame, front: pd.DataFrame, x: str, x_title: str, title: str) -> go.Figure:
     """Test accuracy against `x` for every stored run (colour = kind), the teacher in use
     ringed, and the Pareto front (most accurate for its cost) as a staircase."""
-    fig = px.scatter(runs, x=x, y="test_acc", color="kind", color_discrete_map=KIND_COLORS, log_x=True,
-                     hover_data={"label": True, "id": True, "params": ":,"}, title=title)
+    fig = px.scatter(
+        runs,
+        x=x,
+        y="test_acc",
+        color="kind",
+        color_discrete_map=KIND_COLORS,
+        log_x=True,
+        hover_data={"label": True, "id": True, "params": ":,"},
+        title=title,
+    )
     fig.update_traces(marker=dict(size=10, line=dict(width=1, color="white")))
     if not front.empty:
-        fig.add_trace(go.Scatter(x=front[x], y=front["test_acc"], mode="lines", line_shape="hv",
-                                 line=dict(color="gray", dash="dot"), name="Pareto front", hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=front[x],
+                y=front["test_acc"],
+                mode="lines",
+                line_shape="hv",
+                line=dict(color="gray", dash="dot"),
+                name="Pareto front",
+                hoverinfo="skip",
+            )
+        )
     mine = runs[runs["is_teacher_in_use"]]
     if not mine.empty:
-        fig.add_trace(go.Scatter(x=mine[x], y=mine["test_acc"], mode="markers", name="teacher in use",
-                                 marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
-                                 hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=mine[x],
+                y=mine["test_acc"],
+                mode="markers",
+                name="teacher in use",
+                marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
+                hoverinfo="skip",
+            )
+        )
     xs = runs[x][runs[x] > 0]
     if len(xs) and xs.max() / xs.min() >= 10:
-        fig.update_xaxes(dtick=1)   # spans decades: label the powers of ten only
-    fig.update_layout(height=400, margin=MARGIN, xaxis_title=x_title, yaxis_title="test accuracy",
-                      legend_title_text="")
+        fig.update_xaxes(dtick=1)  # spans decades: label the powers of ten only
+    fig.update_layout(height=400, margin=MARGIN, xaxis_title=x_title, yaxis_title="test accuracy", legend_title_text="")
     return fig
 
 
 def confusion_heatmap(cm: np.ndarray, classes: list[str], title: str, zmax: float) -> go.Figure:
     """Counts, rows = true class, columns = predicted; a shared `zmax` makes two comparable."""
-    fig = px.imshow(cm, x=classes, y=classes, text_auto=True, color_continuous_scale="Blues",
-                    zmin=0, zmax=zmax, labels=dict(x="predicted", y="true", color="images"), title=title,
-                    aspect="equal")
+    fig = px.imshow(
+        cm,
+        x=classes,
+        y=classes,
+        text_auto=True,
+        color_continuous_scale="Blues",
+        zmin=0,
+        zmax=zmax,
+        labels=dict(x="predicted", y="true", color="images"),
+        title=title,
+        aspect="equal",
+    )
     fig.update_xaxes(type="category", side="bottom")
     fig.update_yaxes(type="category")
     fig.update_layout(height=460, margin=MARGIN)
@@ -92,13 +146,25 @@ def confusion_heatmap(cm: np.ndarray, classes: list[str], title: str, zmax: floa
 def per_class_bars(diff: pd.DataFrame, student_label: str) -> go.Figure:
     """Student − teacher accuracy per class: green where the student does better, red where worse."""
     colors = np.where(diff["difference"] >= 0, "#00CC96", "#EF553B")
-    fig = go.Figure(go.Bar(x=diff["class"], y=diff["difference"], marker_color=colors,
-                           customdata=diff[["teacher", "student"]].to_numpy(),
-                           hovertemplate="%{x}: %{y:+.3f}<br>teacher %{customdata[0]:.3f}, "
-                                         "student %{customdata[1]:.3f}<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=diff["class"],
+            y=diff["difference"],
+            marker_color=colors,
+            customdata=diff[["teacher", "student"]].to_numpy(),
+            hovertemplate="%{x}: %{y:+.3f}<br>teacher %{customdata[0]:.3f}, "
+            "student %{customdata[1]:.3f}<extra></extra>",
+        )
+    )
     fig.add_hline(y=0, line_color="gray")
-    fig.update_layout(title=f"Per-class accuracy: {student_label} − teacher", height=340, margin=MARGIN,
-                      xaxis_title="class", yaxis_title="Δ accuracy", xaxis_type="category")
+    fig.update_layout(
+        title=f"Per-class accuracy: {student_label} − teacher",
+        height=340,
+        margin=MARGIN,
+        xaxis_title="class",
+        yaxis_title="Δ accuracy",
+        xaxis_type="category",
+    )
     return fig
 
 
@@ -110,12 +176,26 @@ def soft_target_bars(view: dict, names: dict | None = None) -> go.Figure:
     fig = go.Figure()
     for name in ("teacher", "student"):
         if name in view:
-            fig.add_trace(go.Bar(x=classes, y=view[name]["probs"], name=names.get(name, name),
-                                 marker_color=KIND_COLORS["teacher" if name == "teacher" else "student"],
-                                 hovertemplate="%{x}: %{y:.4f}<extra>" + name + "</extra>"))
-    fig.update_layout(title=f"Soft targets at T = {view['temperature']:g} (★ = true class)", barmode="group",
-                      height=380, margin=MARGIN, xaxis_title="class", yaxis_title="probability",
-                      xaxis_type="category", yaxis_range=[0, 1], legend_title_text="")
+            fig.add_trace(
+                go.Bar(
+                    x=classes,
+                    y=view[name]["probs"],
+                    name=names.get(name, name),
+                    marker_color=KIND_COLORS["teacher" if name == "teacher" else "student"],
+                    hovertemplate="%{x}: %{y:.4f}<extra>" + name + "</extra>",
+                )
+            )
+    fig.update_layout(
+        title=f"Soft targets at T = {view['temperature']:g} (★ = true class)",
+        barmode="group",
+        height=380,
+        margin=MARGIN,
+        xaxis_title="class",
+        yaxis_title="probability",
+        xaxis_type="category",
+        yaxis_range=[0, 1],
+        legend_title_text="",
+    )
     return fig
 
 

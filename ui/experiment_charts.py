@@ -1,9 +1,9 @@
 """Plotly figures for the Runs and Sweep pages. Inputs are pandas tables from kd_core
 (runs_table.curves_frame, sweep_results.sweep_grids)."""
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,14 +13,23 @@ from plotly.subplots import make_subplots
 from kd_core import fmt
 
 MARGIN = dict(l=10, r=10, t=60, b=10)
-METRIC_NAMES = {"best_val_acc": "best validation accuracy", "final_val_acc": "final validation accuracy",
-                "test_acc": "test accuracy"}
+METRIC_NAMES = {
+    "best_val_acc": "best validation accuracy",
+    "final_val_acc": "final validation accuracy",
+    "test_acc": "test accuracy",
+}
 
 
 def _empty(title: str, note: str, height: int = 320) -> go.Figure:
     fig = go.Figure()
-    fig.update_layout(title=title, height=height, margin=MARGIN, xaxis_visible=False, yaxis_visible=False,
-                      annotations=[dict(text=note, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")])
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin=MARGIN,
+        xaxis_visible=False,
+        yaxis_visible=False,
+        annotations=[dict(text=note, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")],
+    )
     return fig
 
 
@@ -31,28 +40,53 @@ def curves_overlay(curves: pd.DataFrame) -> go.Figure:
     """Validation accuracy and training loss per epoch of several runs, one colour per run."""
     if curves.empty:
         return _empty("Curves of the selected runs", "the selected runs have no finished epoch yet")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Validation accuracy", "Training loss"),
-                        horizontal_spacing=0.08)
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("Validation accuracy", "Training loss"), horizontal_spacing=0.08
+    )
     colours = qualitative.Plotly + qualitative.D3
     for i, (label, part) in enumerate(curves.groupby("label", sort=False)):
         colour = colours[i % len(colours)]
-        fig.add_trace(go.Scatter(x=part["epoch"], y=part["val_acc"], name=label, legendgroup=label,
-                                 mode="lines+markers", line=dict(color=colour)), row=1, col=1)
-        fig.add_trace(go.Scatter(x=part["epoch"], y=part["loss"], name=label, legendgroup=label,
-                                 mode="lines+markers", line=dict(color=colour, dash="dash"), showlegend=False),
-                      row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=part["epoch"],
+                y=part["val_acc"],
+                name=label,
+                legendgroup=label,
+                mode="lines+markers",
+                line=dict(color=colour),
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=part["epoch"],
+                y=part["loss"],
+                name=label,
+                legendgroup=label,
+                mode="lines+markers",
+                line=dict(color=colour, dash="dash"),
+                showlegend=False,
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_xaxes(title_text="epoch", dtick=1 if curves["epoch"].max() <= 12 else None)
     fig.update_yaxes(title_text="accuracy", row=1, col=1)
     fig.update_yaxes(title_text="loss", row=1, col=2)
-    fig.update_layout(title="Curves of the selected runs", height=420, margin=MARGIN,
-                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    fig.update_layout(
+        title="Curves of the selected runs",
+        height=420,
+        margin=MARGIN,
+        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+    )
     return fig
 
 
 # ---------------------------------------------------------------- Sweep
 
-CELL_DIGITS = 3        # in the cells; the hover and the tables keep 4
-WIDE_GRID = 6          # more λ columns than this: the std moves to the hover
+CELL_DIGITS = 3  # in the cells; the hover and the tables keep 4
+WIDE_GRID = 6  # more λ columns than this: the std moves to the hover
 
 
 def _yes(v) -> bool:
@@ -64,7 +98,7 @@ def _finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
-def p_text(p: Optional[float], significant) -> str:
+def p_text(p: float | None, significant) -> str:
     """A gain cell's verdict: "p=0.20", "p=0.035 *" (* significant), "p<0.001 *" (two decimals from 0.1,
     three significant digits below, so nothing just under 0.05 reads as 0.05); "no test" where the
     paired test gives no verdict (one seed, or the same gain on every seed)."""
@@ -93,24 +127,47 @@ def nice_ticks(lo: float, hi: float, target: int = 6) -> tuple[float, str]:
     return step, f".{max(0, -math.floor(math.log10(step) + 1e-9))}f"
 
 
-def _heatmap(z: pd.DataFrame, text: list[list[str]], hover: list[list[str]], title: str, colorbar: str,
-             best: list[dict], diverging: bool) -> go.Figure:
+def _heatmap(
+    z: pd.DataFrame,
+    text: list[list[str]],
+    hover: list[list[str]],
+    title: str,
+    colorbar: str,
+    best: list[dict],
+    diverging: bool,
+) -> go.Figure:
     temps, alphas = list(z.index), list(z.columns)
     values = z.to_numpy(dtype=float)
     finite = values[~pd.isna(values)]
     if diverging:
-        bound = max(abs(finite).max(), 0.005) if finite.size else 0.01   # at least ±half a point
+        bound = max(abs(finite).max(), 0.005) if finite.size else 0.01  # at least ±half a point
         lo, hi = -bound, bound
     else:
         lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-        if hi - lo < 0.002:      # every cell (nearly) equal: a readable bar around the value
+        if hi - lo < 0.002:  # every cell (nearly) equal: a readable bar around the value
             lo, hi = lo - 0.001, hi + 0.001
     dtick, tickformat = nice_ticks(lo, hi)
-    heat = dict(z=values, x=list(range(len(alphas))), y=list(range(len(temps))), text=text,
-                texttemplate="%{text}", textfont=dict(size=12), customdata=hover,
-                hovertemplate="%{customdata}<extra></extra>", xgap=2, ygap=2, zmin=lo, zmax=hi,
-                colorbar=dict(title=dict(text=colorbar, side="right"), thickness=14, tick0=0, dtick=dtick,
-                              tickformat=("+" if diverging else "") + tickformat))
+    heat = dict(
+        z=values,
+        x=list(range(len(alphas))),
+        y=list(range(len(temps))),
+        text=text,
+        texttemplate="%{text}",
+        textfont=dict(size=12),
+        customdata=hover,
+        hovertemplate="%{customdata}<extra></extra>",
+        xgap=2,
+        ygap=2,
+        zmin=lo,
+        zmax=hi,
+        colorbar=dict(
+            title=dict(text=colorbar, side="right"),
+            thickness=14,
+            tick0=0,
+            dtick=dtick,
+            tickformat=("+" if diverging else "") + tickformat,
+        ),
+    )
     if diverging:
         heat.update(colorscale="RdBu", zmid=0)
     else:
@@ -119,22 +176,43 @@ def _heatmap(z: pd.DataFrame, text: list[list[str]], hover: list[list[str]], tit
     xs, ys = [], []
     for b in best:
         j, i = alphas.index(b["alpha"]), temps.index(b["temperature"])
-        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
-                      line=dict(color="#ff2d55", width=4))
+        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="#ff2d55", width=4))
         xs.append(j + 0.38)
         ys.append(i + 0.28)
     if best:
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="best mean",
-                                 marker=dict(symbol="star", size=16, color="#ff2d55",
-                                             line=dict(color="white", width=1.5)),
-                                 hovertemplate="best mean, above the baseline<extra></extra>"))
-    fig.update_xaxes(tickvals=list(range(len(alphas))), ticktext=[f"λ={a:g}" for a in alphas],
-                     title_text="λ (weight of the teacher)", range=[-0.5, len(alphas) - 0.5], showgrid=False,
-                     zeroline=False)
-    fig.update_yaxes(tickvals=list(range(len(temps))), ticktext=[f"T={t:g}" for t in temps],
-                     title_text="temperature T", range=[-0.5, len(temps) - 0.5], showgrid=False, zeroline=False)
-    fig.update_layout(title=dict(text=title, font=dict(size=15)), height=max(280, 150 + 64 * len(temps)),
-                      margin=MARGIN, showlegend=False, plot_bgcolor="rgba(0,0,0,0)")
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="markers",
+                name="best mean",
+                marker=dict(symbol="star", size=16, color="#ff2d55", line=dict(color="white", width=1.5)),
+                hovertemplate="best mean, above the baseline<extra></extra>",
+            )
+        )
+    fig.update_xaxes(
+        tickvals=list(range(len(alphas))),
+        ticktext=[f"λ={a:g}" for a in alphas],
+        title_text="λ (weight of the teacher)",
+        range=[-0.5, len(alphas) - 0.5],
+        showgrid=False,
+        zeroline=False,
+    )
+    fig.update_yaxes(
+        tickvals=list(range(len(temps))),
+        ticktext=[f"T={t:g}" for t in temps],
+        title_text="temperature T",
+        range=[-0.5, len(temps) - 0.5],
+        showgrid=False,
+        zeroline=False,
+    )
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=15)),
+        height=max(280, 150 + 64 * len(temps)),
+        margin=MARGIN,
+        showlegend=False,
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
     return fig
 
 
@@ -160,8 +238,9 @@ def sweep_accuracy_heatmap(grids: dict, label: str, metric: str = "test_acc") ->
     shape = range(mean.shape[0]), range(mean.shape[1])
     text = [[_cell_text(mean.iat[i, j], std.iat[i, j], n.iat[i, j], wide=wide) for j in shape[1]] for i in shape[0]]
     hover = [[_hover(grids, i, j) for j in shape[1]] for i in shape[0]]
-    return _heatmap(mean, text, hover, f"{label}: {METRIC_NAMES.get(metric, metric)}", "accuracy",
-                    grids["best"], diverging=False)
+    return _heatmap(
+        mean, text, hover, f"{label}: {METRIC_NAMES.get(metric, metric)}", "accuracy", grids["best"], diverging=False
+    )
 
 
 def sweep_gain_heatmap(grids: dict, label: str, alpha: float = 0.05) -> go.Figure:
@@ -171,12 +250,31 @@ def sweep_gain_heatmap(grids: dict, label: str, alpha: float = 0.05) -> go.Figur
     gain, std, n, sig, p = grids["gain_mean"], grids["gain_std"], grids["gain_n"], grids["significant"], grids["p"]
     wide = gain.shape[1] > WIDE_GRID
     shape = range(gain.shape[0]), range(gain.shape[1])
-    text = [[_cell_text(gain.iat[i, j], std.iat[i, j], n.iat[i, j], signed=True,
-                        second=p_text(p.iat[i, j], sig.iat[i, j]), wide=wide) for j in shape[1]] for i in shape[0]]
+    text = [
+        [
+            _cell_text(
+                gain.iat[i, j],
+                std.iat[i, j],
+                n.iat[i, j],
+                signed=True,
+                second=p_text(p.iat[i, j], sig.iat[i, j]),
+                wide=wide,
+            )
+            for j in shape[1]
+        ]
+        for i in shape[0]
+    ]
     hover = [[_hover(grids, i, j) for j in shape[1]] for i in shape[0]]
     base = grids["baseline"]
     base_text = f"baseline {base['text']}" if base.get("n") else "baseline not run yet"
-    return _heatmap(gain, text, hover, f"{label}: gain over the no-KD baseline · {base_text}<br>"
-                                       f"<sup>p: paired t-test over seeds · * p < {alpha:g} (uncorrected) · "
-                                       f"no test: one seed, or the same gain on every seed</sup>",
-                    "gain", grids["best"], diverging=True)
+    return _heatmap(
+        gain,
+        text,
+        hover,
+        f"{label}: gain over the no-KD baseline · {base_text}<br>"
+        f"<sup>p: paired t-test over seeds · * p < {alpha:g} (uncorrected) · "
+        f"no test: one seed, or the same gain on every seed</sup>",
+        "gain",
+        grids["best"],
+        diverging=True,
+    )

@@ -3,6 +3,7 @@
 Each widget has a key and is bound to the URL query string, so a copied link
 opens the same experiment.
 """
+
 from __future__ import annotations
 
 import streamlit as st
@@ -14,13 +15,14 @@ BATCH_SIZES = [16, 32, 64, 128, 256, 512]
 def model_widgets(prefix: str, family: str, size: int, depth: int) -> tuple[str, int, int]:
     """Family, size and (MLP) depth, defaulting to a preset."""
     cols = st.columns(3)
-    fam = cols[0].selectbox("Family", ["mlp", "cnn"], index=["mlp", "cnn"].index(family),
-                            key=f"{prefix}_family", bind="query-params")
+    fam = cols[0].selectbox(
+        "Family", ["mlp", "cnn"], index=["mlp", "cnn"].index(family), key=f"{prefix}_family", bind="query-params"
+    )
     label = "Hidden width" if fam == "mlp" else "Channel width"
-    sz = cols[1].slider(label, 4, 2048 if fam == "mlp" else 128, size, step=4, key=f"{prefix}_size",
-                        bind="query-params")
-    dp = cols[2].slider("Hidden layers", 0, 4, depth, key=f"{prefix}_depth", bind="query-params",
-                        disabled=fam != "mlp")
+    sz = cols[1].slider(
+        label, 4, 2048 if fam == "mlp" else 128, size, step=4, key=f"{prefix}_size", bind="query-params"
+    )
+    dp = cols[2].slider("Hidden layers", 0, 4, depth, key=f"{prefix}_depth", bind="query-params", disabled=fam != "mlp")
     return fam, sz, dp
 
 
@@ -29,15 +31,14 @@ def budget_widgets(prefix: str, epochs: int, lr: float) -> dict:
     cols = st.columns(3)
     out = {
         "epochs": cols[0].slider("Epochs", 1, 100, epochs, key=f"{prefix}_epochs", bind="query-params"),
-        "lr": cols[1].select_slider("Learning rate", LEARNING_RATES, lr, key=f"{prefix}_lr",
-                                    bind="query-params", format_func=lambda v: f"{v:g}"),
-        "batch_size": cols[2].select_slider("Batch size", BATCH_SIZES, 64, key=f"{prefix}_bs",
-                                            bind="query-params"),
+        "lr": cols[1].select_slider(
+            "Learning rate", LEARNING_RATES, lr, key=f"{prefix}_lr", bind="query-params", format_func=lambda v: f"{v:g}"
+        ),
+        "batch_size": cols[2].select_slider("Batch size", BATCH_SIZES, 64, key=f"{prefix}_bs", bind="query-params"),
     }
     with st.expander("Optimizer and seed"):
         c = st.columns(3)
-        out["optimizer"] = c[0].selectbox("Optimizer", ["adam", "sgd"], key=f"{prefix}_opt",
-                                          bind="query-params")
+        out["optimizer"] = c[0].selectbox("Optimizer", ["adam", "sgd"], key=f"{prefix}_opt", bind="query-params")
         out["cosine"] = c[1].checkbox("Cosine schedule", key=f"{prefix}_cosine", bind="query-params")
         out["seed"] = c[2].number_input("Seed", 0, 10_000, 0, key=f"{prefix}_seed", bind="query-params")
     return out

@@ -8,22 +8,22 @@ such as a measurement started from the Compare page's Deployment tab, holds the 
 worker too; a training page names it in one line instead of showing it as a training
 run that never starts.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import streamlit as st
 
-from kd_core import studio
 from kd_core.jobs import Job
+from kd_core.views import studio
 from ui import charts, state
 
 POLL_SECONDS = 1.0
-TRAINING_KINDS = ("teacher", "distill", "quick", "sweep")   # jobs whose runs emit training progress
+TRAINING_KINDS = ("teacher", "distill", "quick", "sweep")  # jobs whose runs emit training progress
 
 
-def find_job(kinds: tuple[str, ...]) -> Optional[Job]:
+def find_job(kinds: tuple[str, ...]) -> Job | None:
     """The live training job (whatever page started it: a second tab sees it too), else the
     finished job named in the URL or last started in this session, if of `kinds`. A live job
     of another kind is named in one line (`other_job`) and not returned."""
@@ -44,14 +44,18 @@ def find_job(kinds: tuple[str, ...]) -> Optional[Job]:
 def other_job(job: Job) -> None:
     """One line for a live job this page does not draw: its title and how far it is; polled
     while it runs, and the whole page is rerun when it ends (its buttons come back)."""
+
     @st.fragment(run_every=POLL_SECONDS)
     def line() -> None:
         snap = job.snapshot()
         if snap["status"] != "running":
             st.rerun()
         elapsed = max(0.0, time.time() - snap["started"])
-        st.info(f"Busy: {snap['title']} ({job_text(snap)}, running for {elapsed:.0f} s). "
-                "Training can start here once it ends.", icon=":material/hourglass_top:")
+        st.info(
+            f"Busy: {snap['title']} ({job_text(snap)}, running for {elapsed:.0f} s). "
+            "Training can start here once it ends.",
+            icon=":material/hourglass_top:",
+        )
 
     line()
 
@@ -74,7 +78,7 @@ def show_job(job: Job, key: str) -> dict:
         _header(snap, key)
         _curves(snap, key)
         if was_live and snap["status"] != "running":
-            st.rerun()   # the whole page: stop polling and show the final results
+            st.rerun()  # the whole page: stop polling and show the final results
 
     panel()
     return job.snapshot()

@@ -3,6 +3,7 @@
 Datasets and teacher models are cached with bounded entries, keyed by what
 identifies them (dataset name, run id), never by slider values.
 """
+
 from __future__ import annotations
 
 import gc
@@ -10,9 +11,9 @@ import os
 
 import streamlit as st
 
-from kd_core import studio
 from kd_core.errors import KDError
 from kd_core.jobs import JobManager
+from kd_core.views import studio
 
 DATASET_CHOICES = ["digits", "fashion-mnist", "mnist", "cifar10", "folder"]
 
@@ -46,8 +47,9 @@ def _freeze_startup_objects() -> bool:
     it takes ~150 ms holding the GIL, once a second while the live view polls a training
     job, which stalls the worker thread. Frozen, the collection scans only newer objects
     (well under 1 ms); they were never garbage anyway."""
-    import plotly.express  # noqa: F401  (the pages' charts: imported now, frozen with the rest)
+    import plotly.express
     import plotly.graph_objects  # noqa: F401
+
     gc.collect()
     gc.freeze()
     return True
@@ -66,7 +68,8 @@ def _leave_legacy_pages_mode() -> None:
     run and runs page files on their own by design: leave it be there.)"""
     from streamlit.runtime import Runtime
     from streamlit.runtime.pages_manager import PagesManager
-    under_apptest = type(Runtime._instance) is not Runtime   # AppTest runs on a mock runtime
+
+    under_apptest = type(Runtime._instance) is not Runtime  # AppTest runs on a mock runtime
     if PagesManager.uses_pages_directory and not under_apptest:
         PagesManager.uses_pages_directory = False
         st.rerun()
@@ -79,26 +82,33 @@ def sidebar() -> None:
     s = settings()
     with st.sidebar:
         st.subheader("Setup")
-        choice = st.selectbox("Dataset", DATASET_CHOICES, key="dataset", bind="query-params",
-                              help="digits loads instantly; fashion-mnist uses Debian's files or downloads.")
+        choice = st.selectbox(
+            "Dataset",
+            DATASET_CHOICES,
+            key="dataset",
+            bind="query-params",
+            help="digits loads instantly; fashion-mnist uses Debian's files or downloads.",
+        )
         name = choice
         if choice == "folder":
-            path = st.text_input("Image folder (one sub-folder per class)", key="folder_path",
-                                 bind="query-params")
+            path = st.text_input("Image folder (one sub-folder per class)", key="folder_path", bind="query-params")
             s["image_size"] = st.number_input("Image size (px)", 8, 128, 32, key="image_size")
             name = f"folder:{path}"
         s["dataset"] = name
         s.setdefault("image_size", 32)
         with st.expander("Folders and compute"):
             s["data_root"] = st.text_input("Data folder", os.environ.get("KD_DATA", "data"), key="data_root")
-            s["store_root"] = st.text_input("Run store folder", os.environ.get("KD_RUNS", "kd_runs"),
-                                            key="store_root")
+            s["store_root"] = st.text_input("Run store folder", os.environ.get("KD_RUNS", "kd_runs"), key="store_root")
             s["device"] = st.selectbox("Device", studio.devices(), key="device")
-            s["threads"] = st.selectbox("Torch threads", studio.thread_choices(), key="threads",
-                                        format_func=studio.threads_label,
-                                        help="Intra-op threads for training. Auto takes 1 thread for small "
-                                             "models, where a second one only waits, and every core for "
-                                             "large ones. Latency is timed at 1 thread unless set here.")
+            s["threads"] = st.selectbox(
+                "Torch threads",
+                studio.thread_choices(),
+                key="threads",
+                format_func=studio.threads_label,
+                help="Intra-op threads for training. Auto takes 1 thread for small "
+                "models, where a second one only waits, and every core for "
+                "large ones. Latency is timed at 1 thread unless set here.",
+            )
         _teacher_picker(s)
         _job_status()
 
@@ -114,8 +124,9 @@ def _teacher_picker(s: dict) -> None:
         st.caption("Teacher: none yet — train one on the Teacher page.")
         s["teacher_id"] = None
         return
-    labels = {t["id"]: f"{t['label']} · acc {t['test_acc']:.3f}" if t["test_acc"] is not None else t["label"]
-              for t in options}
+    labels = {
+        t["id"]: f"{t['label']} · acc {t['test_acc']:.3f}" if t["test_acc"] is not None else t["label"] for t in options
+    }
     wanted = st.session_state.pop("pending_teacher", None) or st.query_params.get("teacher")
     if wanted in ids and st.session_state.get("teacher_pick") != wanted and "pending" in st.session_state:
         st.session_state["teacher_pick"] = wanted
@@ -166,8 +177,13 @@ def current_teacher():
     if not run_id:
         return None, None
     try:
-        model = stored_model(s.get("store_root", "kd_runs"), run_id, s.get("dataset", "digits"),
-                             s.get("data_root", "data"), int(s.get("image_size", 32)))
+        model = stored_model(
+            s.get("store_root", "kd_runs"),
+            run_id,
+            s.get("dataset", "digits"),
+            s.get("data_root", "data"),
+            int(s.get("image_size", 32)),
+        )
     except KDError as err:
         st.error(f"Teacher {run_id}: {err}")
         return None, None

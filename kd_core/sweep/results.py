@@ -3,7 +3,7 @@
 Everything here is computed from the runs the store holds under a sweep id, so
 it can be called while the sweep runs (the grid fills in) and from any page.
 No torch at import: pandas DataFrames, dicts and floats out (the time estimate
-asks kd_core.models for the planned students' FLOPs when it is called).
+asks kd_core.train.models for the planned students' FLOPs when it is called).
 
 Each configuration is reported as mean ± sample std over its seeds with the
 count; its gain over the no-KD baseline is the mean of per-seed differences
@@ -12,23 +12,41 @@ t-test (`stats.paired_test`). A grid runs one such test per cell, so about
 α·k of k cells come out "significant" by chance alone; `multiple_tests` counts
 the cells that stay significant after the Benjamini–Hochberg correction.
 """
+
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig
-from .stats import ZERO_SPREAD, pair_by_seed, paired_test, summarize
-from .store import Store
-from .sweep import Cell, SweepConfig, finished_runs, load_sweep, plan
+from kd_core.config import ModelSpec, RunConfig
+from kd_core.stats import ZERO_SPREAD, pair_by_seed, paired_test, summarize
+from kd_core.store import Store
+from kd_core.sweep.grid import Cell, SweepConfig, finished_runs, load_sweep, plan
+from kd_core.train.models import describe
 
-GRID_VALUES = ("mean", "std", "n", "gain_mean", "gain_std", "gain_n", "t", "p", "significant", "p_bh",
-               "significant_bh", "text", "gain_text", "verdict", "best", "best_marked")
+GRID_VALUES = (
+    "mean",
+    "std",
+    "n",
+    "gain_mean",
+    "gain_std",
+    "gain_n",
+    "t",
+    "p",
+    "significant",
+    "p_bh",
+    "significant_bh",
+    "text",
+    "gain_text",
+    "verdict",
+    "best",
+    "best_marked",
+)
 # Means closer than this are a tie (accuracies pass through float32; see stats.ZERO_SPREAD), and a
 # mean gain must be above it to count as beating the baseline.
 TIE = ZERO_SPREAD
@@ -44,24 +62,41 @@ def _by_config(store: Store, sweep_id: str, metric: str) -> dict[tuple, dict[int
     return out
 
 
-def _cell_row(size: int, t: float, a: float, cell: dict[int, float], base: dict[int, float],
-              alpha: float) -> dict:
+def _cell_row(size: int, t: float, a: float, cell: dict[int, float], base: dict[int, float], alpha: float) -> dict:
     s = summarize(list(cell.values()))
     b = summarize(list(base.values()))
     seeds, x, y = pair_by_seed(cell, base)
     gain = summarize(list(x - y))
     test = paired_test(x, y, alpha)
-    return {"size": size, "temperature": t, "alpha": a, "n": s.n, "mean": s.mean, "std": s.std,
-            "text": s.text(), "baseline_n": b.n, "baseline_mean": b.mean, "baseline_std": b.std,
-            "gain_n": gain.n, "gain_mean": gain.mean, "gain_std": gain.std, "gain_text": gain.text(),
-            "t": test.t, "p": test.p, "significant": test.significant, "verdict": test.reason,
-            "test": test.test, "seeds": seeds}
+    return {
+        "size": size,
+        "temperature": t,
+        "alpha": a,
+        "n": s.n,
+        "mean": s.mean,
+        "std": s.std,
+        "text": s.text(),
+        "baseline_n": b.n,
+        "baseline_mean": b.mean,
+        "baseline_std": b.std,
+        "gain_n": gain.n,
+        "gain_mean": gain.mean,
+        "gain_std": gain.std,
+        "gain_text": gain.text(),
+        "t": test.t,
+        "p": test.p,
+        "significant": test.significant,
+        "verdict": test.reason,
+        "test": test.test,
+        "seeds": seeds,
+    }
 
 
 def bh_adjust(pvalues: Sequence[float]) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values (`scipy.stats.false_discovery_control`, method "bh")
     over the finite p-values; NaN (a cell without a test) stays NaN and is not in the family."""
     from scipy.stats import false_discovery_control
+
     p = np.asarray(pvalues, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     tested = np.isfinite(p)
@@ -113,9 +148,13 @@ def multiple_tests(df: pd.DataFrame, alpha: float = 0.05) -> dict:
     "significant_bh": of them Benjamini–Hochberg adjusted p < alpha (false discovery rate alpha)}."""
     p, p_bh = df["p"].to_numpy(dtype=float), df["p_bh"].to_numpy(dtype=float)
     tested = np.isfinite(p)
-    return {"tested": int(tested.sum()), "significant": int((p[tested] < alpha).sum()),
-            "expected": alpha * int(tested.sum()), "significant_bh": int((p_bh[tested] < alpha).sum()),
-            "alpha": alpha}
+    return {
+        "tested": int(tested.sum()),
+        "significant": int((p[tested] < alpha).sum()),
+        "expected": alpha * int(tested.sum()),
+        "significant_bh": int((p_bh[tested] < alpha).sum()),
+        "alpha": alpha,
+    }
 
 
 def baseline_results(store: Store, sweep_id: str, metric: str = "best_val_acc") -> pd.DataFrame:
@@ -129,8 +168,9 @@ def baseline_results(store: Store, sweep_id: str, metric: str = "best_val_acc") 
     return pd.DataFrame(rows, columns=["size", "mean", "std", "n", "text"])
 
 
-def sweep_grids(store: Store, sweep_id: str, metric: str = "best_val_acc", alpha: float = 0.05,
-                results: Optional[pd.DataFrame] = None) -> dict[int, dict]:
+def sweep_grids(
+    store: Store, sweep_id: str, metric: str = "best_val_acc", alpha: float = 0.05, results: pd.DataFrame | None = None
+) -> dict[int, dict]:
     """Per student size, heatmap-ready grids (rows: temperature ascending, columns: λ ascending)
     for each of GRID_VALUES, plus "best" (the rows of the marked best cells as dicts: every cell
     tied at the highest mean, none when that mean does not beat the baseline), "top" (the rows at
@@ -153,8 +193,12 @@ def sweep_grids(store: Store, sweep_id: str, metric: str = "best_val_acc", alpha
 def sweep_progress(store: Store, sweep_id: str) -> dict:
     """How far a sweep is: {"id", "total", "done", "config"}, from the store alone."""
     sweep = load_sweep(store, sweep_id)
-    return {"id": sweep_id, "total": len(plan(sweep)), "done": len(finished_runs(store, sweep_id)),
-            "config": sweep.to_dict()}
+    return {
+        "id": sweep_id,
+        "total": len(plan(sweep)),
+        "done": len(finished_runs(store, sweep_id)),
+        "config": sweep.to_dict(),
+    }
 
 
 # ---------------------------------------------------------------- time estimate
@@ -174,9 +218,10 @@ TRAINED_STUDENTS = ("student", "baseline")
 class Speed:
     """One finished run's measured speed: training samples per second (validation included, as the
     engine measures it) at its batch size, and the rest of the run (testing, latency, saving)."""
+
     kind: str
-    model: tuple            # (family, size, depth)
-    flops: float            # forward FLOPs per sample (0: unknown)
+    model: tuple  # (family, size, depth)
+    flops: float  # forward FLOPs per sample (0: unknown)
     batch_size: int
     samples_per_s: float
     overhead_s: float = 0.0
@@ -190,6 +235,7 @@ class Speed:
 class PlannedRun:
     """A run to estimate: its kind, model, forward FLOPs per sample, batch size and training samples
     (steps per epoch × batch size × epochs)."""
+
     kind: str
     model: tuple
     flops: float
@@ -202,6 +248,7 @@ class Estimate:
     """seconds: the plan's expected wall time; basis: how each planned model was estimated ("measured"
     from its own runs, or "scaled" by FLOPs from another model's), as {model: (basis, reference
     model, reference kind, runs)}; workers: runs at once."""
+
     seconds: float
     basis: dict
     workers: int = 1
@@ -223,8 +270,7 @@ def _reference(speeds: Sequence[Speed], run: PlannedRun) -> list[Speed]:
     target = run.flops * run.batch_size
     if target <= 0:
         return []
-    for tier in ([s for s in speeds if s.kind in TRAINED_STUDENTS and s.flops > 0],
-                 [s for s in speeds if s.flops > 0]):
+    for tier in ([s for s in speeds if s.kind in TRAINED_STUDENTS and s.flops > 0], [s for s in speeds if s.flops > 0]):
         if tier:
             near = min(tier, key=lambda s: abs(math.log(s.flops * s.batch_size / target))).model
             group = [s for s in tier if s.model == near]
@@ -237,7 +283,7 @@ def scaled_step(speed: Speed, run: PlannedRun, floor_s: float = STEP_FLOOR_S) ->
     the measured step less a fixed floor (at most the whole step) scales with the FLOPs per step
     (forward FLOPs × batch size); the overhead (forward passes of the same model) scales like the
     step. The same model at the same batch size gives the measurement back."""
-    if speed.model == run.model:     # the same model on the same data: the same FLOPs per sample
+    if speed.model == run.model:  # the same model on the same data: the same FLOPs per sample
         ratio = run.batch_size / speed.batch_size
     else:
         ratio = run.flops * run.batch_size / (speed.flops * speed.batch_size)
@@ -246,14 +292,15 @@ def scaled_step(speed: Speed, run: PlannedRun, floor_s: float = STEP_FLOOR_S) ->
     return step, speed.overhead_s * step / speed.step_s
 
 
-def plan_seconds(speeds: Sequence[Speed], runs: Sequence[PlannedRun], workers: int = 1,
-                 start_s: float = 0.0) -> Optional[Estimate]:
+def plan_seconds(
+    speeds: Sequence[Speed], runs: Sequence[PlannedRun], workers: int = 1, start_s: float = 0.0
+) -> Estimate | None:
     """The wall time of `runs` from measured speeds: each run takes its samples at the median
     speed of its reference runs (`_reference`, scaled by `scaled_step`) plus their median overhead.
     With `workers` > 1 running at once (Ray's workers), the runs' sum is divided by the workers, but
     the plan takes at least its longest run; `start_s` is added (starting Ray). None when no
     measured run can serve (nothing measured yet)."""
-    memo: dict[tuple, Optional[tuple[float, float]]] = {}
+    memo: dict[tuple, tuple[float, float] | None] = {}
     basis: dict = {}
     total, longest = 0.0, 0.0
     for run in runs:
@@ -281,10 +328,16 @@ def measured_speeds(store: Store, dataset: str) -> list[Speed]:
         m, c = r["metrics"], r["config"]
         if m.get("train_samples_per_s", 0) > 0 and r["finished"]:
             model = c["model"]
-            out.append(Speed(r["kind"], (model["family"], int(model["size"]), int(model.get("depth", 1))),
-                             float(m.get("flops") or 0), int(c["train"]["batch_size"]),
-                             float(m["train_samples_per_s"]),
-                             max(0.0, r["finished"] - r["created"] - m.get("seconds", 0.0))))
+            out.append(
+                Speed(
+                    r["kind"],
+                    (model["family"], int(model["size"]), int(model.get("depth", 1))),
+                    float(m.get("flops") or 0),
+                    int(c["train"]["batch_size"]),
+                    float(m["train_samples_per_s"]),
+                    max(0.0, r["finished"] - r["created"] - m.get("seconds", 0.0)),
+                )
+            )
     return out
 
 
@@ -295,31 +348,47 @@ def planned_runs(cells: Sequence[Cell], n_train: int, flops: Mapping[tuple, floa
         cfg: RunConfig = cell.config
         spec, t = cfg.model, cfg.train
         model = (spec.family, spec.size, spec.depth)
-        out.append(PlannedRun(cfg.kind, model, float(flops.get(model, 0.0)), t.batch_size,
-                              math.ceil(n_train / t.batch_size) * t.batch_size * t.epochs))
+        out.append(
+            PlannedRun(
+                cfg.kind,
+                model,
+                float(flops.get(model, 0.0)),
+                t.batch_size,
+                math.ceil(n_train / t.batch_size) * t.batch_size * t.epochs,
+            )
+        )
     return out
 
 
-def estimate(store: Store, sweep: SweepConfig, info: dict, cells: Optional[Sequence[Cell]] = None,
-             workers: int = 1, start_s: float = 0.0) -> Optional[Estimate]:
-    """The Estimate of the cells (default: the whole plan; pass `kd_core.sweep.pending(store,
+def estimate(
+    store: Store,
+    sweep: SweepConfig,
+    info: dict,
+    cells: Sequence[Cell] | None = None,
+    workers: int = 1,
+    start_s: float = 0.0,
+) -> Estimate | None:
+    """The Estimate of the cells (default: the whole plan; pass `kd_core.sweep.grid.pending(store,
     sweep_id)` for what is left) from the runs the store measured on the sweep's dataset; `info`
     is the dataset's `Dataset.info()` (train size, input shape, classes). None when the store has
     no finished run on this dataset. An upper bound when early stopping (patience) is on."""
     speeds = measured_speeds(store, sweep.data.dataset)
     if not speeds:
         return None
-    from .config import ModelSpec
-    from .models import describe
     cells = plan(sweep) if cells is None else cells
     models = {(c.config.model.family, c.config.model.size, c.config.model.depth) for c in cells}
-    flops = {m: describe(ModelSpec(*m), tuple(info["input_shape"]), int(info["num_classes"]))["flops"]
-             for m in models}
+    flops = {m: describe(ModelSpec(*m), tuple(info["input_shape"]), int(info["num_classes"]))["flops"] for m in models}
     return plan_seconds(speeds, planned_runs(cells, int(info["train"]), flops), workers, start_s)
 
 
-def estimate_seconds(store: Store, sweep: SweepConfig, info: dict, cells: Optional[Sequence[Cell]] = None,
-                     workers: int = 1, start_s: float = 0.0) -> Optional[float]:
+def estimate_seconds(
+    store: Store,
+    sweep: SweepConfig,
+    info: dict,
+    cells: Sequence[Cell] | None = None,
+    workers: int = 1,
+    start_s: float = 0.0,
+) -> float | None:
     """`estimate(...)`'s seconds, or None."""
     est = estimate(store, sweep, info, cells, workers, start_s)
     return None if est is None else est.seconds

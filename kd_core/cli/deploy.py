@@ -5,6 +5,7 @@
 object with --json; a refused export prints its numbers and exits non-zero
 through the CLI's KDError handling (no traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,14 +13,18 @@ import json
 import sys
 import time
 
-from .errors import ConfigError
+import torch
+
+from kd_core.deploy.export import ExportError, export_run, verify_file
+from kd_core.deploy.runtimes import bench_run, latency_markdown, machine_line
+from kd_core.errors import ConfigError
 
 FORMAT_CHOICES = ("onnx", "torchscript")
 
 
 def _threads(n: int) -> int:
     """Fix torch's thread count for the whole command and report it (0: keep torch's default)."""
-    import torch
+
     if n:
         torch.set_num_threads(n)
     return torch.get_num_threads()
@@ -29,14 +34,15 @@ def _describe(r: dict) -> str:
     t = r["tolerance"]
     kind = f"{r['format']}{' int8' if r.get('quantize') else ''}"
     where = f" → {r['path']} ({r['bytes']:,} bytes)" if r.get("path") else ""
-    return (f"{r['kind']} {r['run_id']} as {kind}{where}\n"
-            f"  max |Δlogit| {r['max_abs_diff']:.3g} (allowed {t['max_abs_diff']:.3g}), "
-            f"top-1 agreement {r['agreement']:.4f} (at least {t['min_agreement']}) on {r['samples']} test samples\n"
-            f"  test accuracy {r['test_acc']:.4f} (PyTorch float32: {r['reference_test_acc']:.4f})")
+    return (
+        f"{r['kind']} {r['run_id']} as {kind}{where}\n"
+        f"  max |Δlogit| {r['max_abs_diff']:.3g} (allowed {t['max_abs_diff']:.3g}), "
+        f"top-1 agreement {r['agreement']:.4f} (at least {t['min_agreement']}) on {r['samples']} test samples\n"
+        f"  test accuracy {r['test_acc']:.4f} (PyTorch float32: {r['reference_test_acc']:.4f})"
+    )
 
 
 def cmd_export(a) -> int:
-    from .export import ExportError, export_run, verify_file
     started = time.perf_counter()
     threads = _threads(a.threads)
     if not a.verify and not a.format:
@@ -63,7 +69,6 @@ def cmd_export(a) -> int:
 
 def cmd_bench_runtimes(a) -> int:
     """`bench RUN --runtimes eager,torchscript,onnxruntime`: the cross-runtime latency table."""
-    from .runtimes import bench_run, latency_markdown, machine_line
     if not a.model:
         raise ConfigError("bench --runtimes needs a stored run id: it measures the run's exported files.")
     started = time.perf_counter()
@@ -85,8 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a stored run to ONNX or TorchScript, verified on its test split")
     p.add_argument("run", help="stored run id")
     p.add_argument("--format", choices=FORMAT_CHOICES, help="file format")
-    p.add_argument("--quantize", choices=["int8"], default=None,
-                   help="dynamic int8 quantization of the Linear layers")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantization of the Linear layers")
     p.add_argument("--out", help="where to write (default: beside the run's weights in the store)")
     p.add_argument("--verify", metavar="PATH", help="check an existing export against the run instead")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

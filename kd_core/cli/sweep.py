@@ -8,6 +8,7 @@ The sweep id goes to stderr first, so an interrupted sweep can be resumed; a
 resumed sweep runs only the cells without a finished run. `--json` prints the
 grids of means, stds, counts and gains over the baseline, and every cell.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,17 @@ import math
 import sys
 import time
 
-from .cli import ProgressBar, _exit_code, add_data_args, add_train_args, data_config, train_config
-from .errors import ConfigError
-from .fmt import signed
-from .sweep import SWEEP_METRICS, SweepConfig
+from kd_core.cli.common import ProgressBar, add_data_args, add_train_args, data_config, exit_code, train_config
+from kd_core.errors import ConfigError
+from kd_core.fmt import signed
+from kd_core.store import Store
+from kd_core.sweep.executors import make_executor
+from kd_core.sweep.grid import SWEEP_METRICS, SweepConfig, create_sweep, load_sweep, pending, plan
+from kd_core.sweep.results import multiple_tests, sweep_grids, sweep_results
+from kd_core.sweep.runner import run_sweep
+from kd_core.train.data import load_dataset
+from kd_core.train.models import student_preset
+from kd_core.views.sweep_view import best_text
 
 GRID_JSON = ("mean", "std", "n", "gain_mean", "gain_std", "gain_n", "p", "significant", "p_bh", "best_marked")
 ALPHA = 0.05
@@ -31,6 +39,7 @@ def _numbers(cast):
             return tuple(cast(v) for v in text.split(",") if v.strip())
         except ValueError as err:
             raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from err
+
     return parse
 
 
@@ -56,17 +65,25 @@ def register(sub) -> None:
 
 
 def sweep_config(a) -> SweepConfig:
-    from .models import student_preset
     if not a.teacher:
-        raise ConfigError("a new sweep needs --teacher (a run id or checkpoint path); "
-                          "--resume SWEEP_ID continues an old one.")
+        raise ConfigError(
+            "a new sweep needs --teacher (a run id or checkpoint path); --resume SWEEP_ID continues an old one."
+        )
     if a.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {a.seeds}.")
     preset = student_preset(a.dataset)
-    return SweepConfig(temperatures=a.temperatures, alphas=a.alphas, sizes=a.sizes or (preset.size,),
-                       seeds=SweepConfig.seed_range(a.seeds, a.seed), teacher_id=str(a.teacher),
-                       family=a.family or preset.family, depth=preset.depth if a.depth is None else a.depth,
-                       data=data_config(a), train=train_config(a), cache_teacher_logits=not a.no_cache)
+    return SweepConfig(
+        temperatures=a.temperatures,
+        alphas=a.alphas,
+        sizes=a.sizes or (preset.size,),
+        seeds=SweepConfig.seed_range(a.seeds, a.seed),
+        teacher_id=str(a.teacher),
+        family=a.family or preset.family,
+        depth=preset.depth if a.depth is None else a.depth,
+        data=data_config(a),
+        train=train_config(a),
+        cache_teacher_logits=not a.no_cache,
+    )
 
 
 def _plain(value):
@@ -86,15 +103,19 @@ def grid_payload(store, sweep_id: str, metric: str) -> dict:
     """{"grids": {size: {temperatures, alphas, mean, std, n, gain_*, p, significant, p_bh, best_marked,
     best (the marked best cells: every tie, none when no best mean beats the baseline), top, beats,
     baseline, text (the best cell in words)}}, "cells": [...], "tests": the multiple-testing counts}"""
-    from .sweep_results import multiple_tests, sweep_grids, sweep_results
-    from .sweep_view import best_text
     results = sweep_results(store, sweep_id, metric, ALPHA)
     grids = {}
     for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results).items():
-        grids[str(size)] = {"temperatures": g["mean"].index.tolist(), "alphas": g["mean"].columns.tolist(),
-                            **{v: g[v].values.tolist() for v in GRID_JSON},
-                            "best": g["best"], "top": g["top"], "beats": g["beats"], "baseline": g["baseline"],
-                            "text": best_text(g, f"size {size}")}
+        grids[str(size)] = {
+            "temperatures": g["mean"].index.tolist(),
+            "alphas": g["mean"].columns.tolist(),
+            **{v: g[v].values.tolist() for v in GRID_JSON},
+            "best": g["best"],
+            "top": g["top"],
+            "beats": g["beats"],
+            "baseline": g["baseline"],
+            "text": best_text(g, f"size {size}"),
+        }
     return _plain({"grids": grids, "cells": results.to_dict("records"), "tests": multiple_tests(results, ALPHA)})
 
 
@@ -113,42 +134,54 @@ def _print_grids(payload: dict) -> None:
         print(f"size {size}: baseline {g['baseline']['text']}")
         print("  T \\ λ  " + "".join(f"{a:>{width}g}" for a in g["alphas"]))
         for i, t in enumerate(g["temperatures"]):
-            cells = [cell_text(*(g[k][i][j] for k in ("mean", "std", "n", "gain_mean", "p", "significant",
-                                                      "best_marked")))
-                     for j in range(len(g["alphas"]))]
+            cells = [
+                cell_text(*(g[k][i][j] for k in ("mean", "std", "n", "gain_mean", "p", "significant", "best_marked")))
+                for j in range(len(g["alphas"]))
+            ]
             print(f"  {t:<6g} " + "".join(f"{c:>{width}s}" for c in cells))
-        print(f"  ^ best mean (every tie; only above the baseline) · * p < {ALPHA:g}, paired t-test over seeds "
-              f"(uncorrected) · p=–: no verdict")
+        print(
+            f"  ^ best mean (every tie; only above the baseline) · * p < {ALPHA:g}, paired t-test over seeds "
+            f"(uncorrected) · p=–: no verdict"
+        )
         if g["text"]:
             print(f"  {g['text']}")
     t = payload["tests"]
     if t["tested"]:
-        print(f"{t['significant']} of {t['tested']} tested cells significant at {t['alpha']:g} (about "
-              f"{t['expected']:.2g} expected by chance); {t['significant_bh']} after the Benjamini–Hochberg "
-              f"correction (scipy.stats.false_discovery_control)")
+        print(
+            f"{t['significant']} of {t['tested']} tested cells significant at {t['alpha']:g} (about "
+            f"{t['expected']:.2g} expected by chance); {t['significant_bh']} after the Benjamini–Hochberg "
+            f"correction (scipy.stats.false_discovery_control)"
+        )
 
 
 def cmd_sweep(a) -> int:
-    from .data import load_dataset
-    from .store import Store
-    from .sweep import create_sweep, load_sweep, make_executor, pending, plan, run_sweep
     started = time.perf_counter()
     store = Store(a.store)
     sweep_id = a.resume or create_sweep(store, sweep_config(a))
     sweep = load_sweep(store, sweep_id)
-    print(f"sweep {sweep_id}: {len(pending(store, sweep_id, sweep))} of {len(plan(sweep))} runs to go "
-          f"(resume with --resume {sweep_id})", file=sys.stderr)
+    print(
+        f"sweep {sweep_id}: {len(pending(store, sweep_id, sweep))} of {len(plan(sweep))} runs to go "
+        f"(resume with --resume {sweep_id})",
+        file=sys.stderr,
+    )
     data = load_dataset(sweep.data)
     bar = ProgressBar(not a.quiet)
     executor = make_executor(a.backend, a.ray_address, a.ray_cpus)
     outcomes = run_sweep(store, sweep_id, data, emit=bar, executor=executor)
     bar.close()
     runs = [o.summary() for o in outcomes]
-    payload = {"command": "sweep", "sweep_id": sweep_id, "backend": executor.name, "metric": a.metric,
-               "config": sweep.to_dict(), "runs": runs, **grid_payload(store, sweep_id, a.metric),
-               "seconds": time.perf_counter() - started}
+    payload = {
+        "command": "sweep",
+        "sweep_id": sweep_id,
+        "backend": executor.name,
+        "metric": a.metric,
+        "config": sweep.to_dict(),
+        "runs": runs,
+        **grid_payload(store, sweep_id, a.metric),
+        "seconds": time.perf_counter() - started,
+    }
     if a.json:
         print(json.dumps(_plain(payload), indent=2, default=str))
     else:
         _print_grids(payload)
-    return _exit_code(runs)
+    return exit_code(runs)

@@ -3,6 +3,7 @@
 Everything here can be asked before training: the dashboard calls
 `describe(spec, input_shape, num_classes)` while a slider moves.
 """
+
 from __future__ import annotations
 
 import io
@@ -11,9 +12,10 @@ from functools import lru_cache
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ModelSpec
-from .errors import ConfigError
+from kd_core.config import ModelSpec
+from kd_core.errors import ConfigError
 
 FAMILIES = ("mlp", "cnn")
 
@@ -45,9 +47,13 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         prev = in_channels
         for i in range(blocks):
-            ch = width * 2 ** i
-            layers += [nn.Conv2d(prev, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            ch = width * 2**i
+            layers += [
+                nn.Conv2d(prev, ch, 3, padding=1, bias=False),
+                nn.BatchNorm2d(ch),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             prev = ch
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(prev, num_classes))
@@ -86,7 +92,7 @@ def serialized_bytes(model: nn.Module) -> int:
 
 def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Forward FLOPs for one sample (a multiply-add counts 2), by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
+
     was_training = model.training
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -99,15 +105,21 @@ def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 def describe(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> dict:
     """Params, forward FLOPs per sample and serialized bytes, before any training."""
     model = build_model(spec, tuple(input_shape), num_classes)
-    return {"family": spec.family, "size": spec.size, "depth": spec.depth, "label": spec.label(),
-            "params": param_count(model), "flops": flops_per_sample(model, tuple(input_shape)),
-            "bytes": serialized_bytes(model)}
+    return {
+        "family": spec.family,
+        "size": spec.size,
+        "depth": spec.depth,
+        "label": spec.label(),
+        "params": param_count(model),
+        "flops": flops_per_sample(model, tuple(input_shape)),
+        "bytes": serialized_bytes(model),
+    }
 
 
 # A strong default teacher for each dataset, and a student that is much smaller.
 TEACHER_PRESETS: dict[str, ModelSpec] = {
     "digits": ModelSpec("mlp", 512, 2),
-    "mnist": ModelSpec("mlp", 1200, 2),         # Hinton et al. 2015
+    "mnist": ModelSpec("mlp", 1200, 2),  # Hinton et al. 2015
     "fashion-mnist": ModelSpec("mlp", 1024, 2),
     "cifar10": ModelSpec("cnn", 64),
     "folder": ModelSpec("cnn", 32),

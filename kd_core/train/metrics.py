@@ -1,5 +1,8 @@
 """Classification metrics over logits and labels. Inputs are tensors; outputs are numbers."""
+
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import nn
@@ -10,7 +13,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) ->
     """Logits (N, K) of `model` on `x` (N, ...) in eval mode, on x's device."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return out.float()
 
@@ -49,7 +52,7 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins:
     correct = (pred == labels).double()
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
     ece = torch.zeros((), dtype=torch.float64)
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         in_bin = (conf > lo) & (conf <= hi)
         if in_bin.any():
             ece += in_bin.double().mean() * (correct[in_bin].mean() - conf[in_bin].mean()).abs()
@@ -62,15 +65,18 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs.double() * p.log()).sum(-1)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
-             teacher_logits: torch.Tensor | None = None) -> dict:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, teacher_logits: torch.Tensor | None = None
+) -> dict:
     """Test-set report: accuracy, per-class accuracy, confusion matrix, ECE, agreement."""
     logits = predict_logits(model, x)
     y = y.to(logits.device)
-    report = {"accuracy": accuracy(logits, y),
-              "per_class_accuracy": per_class_accuracy(logits, y, num_classes),
-              "confusion_matrix": confusion_matrix(logits, y, num_classes).tolist(),
-              "ece": expected_calibration_error(logits.cpu(), y.cpu())}
+    report = {
+        "accuracy": accuracy(logits, y),
+        "per_class_accuracy": per_class_accuracy(logits, y, num_classes),
+        "confusion_matrix": confusion_matrix(logits, y, num_classes).tolist(),
+        "ece": expected_calibration_error(logits.cpu(), y.cpu()),
+    }
     if teacher_logits is not None:
         report["agreement"] = agreement(logits.cpu(), teacher_logits.cpu())
     return report

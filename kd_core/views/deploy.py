@@ -6,59 +6,76 @@ float against int8 in accuracy, size and speed; and the files to download
 (weights, checked TorchScript/ONNX exports, model card).
 
 Importing this module does not import torch: the functions that measure or
-export import kd_core.export / kd_core.runtimes' measuring code when called.
+export import kd_core.deploy.export / kd_core.deploy.runtimes' measuring code when called.
 Measuring sets torch's thread count for its duration (process-wide), so the
 dashboard runs it as a job in the single worker (`start_measure`), never beside
 training. Results are plain dicts and pandas DataFrames.
 """
+
 from __future__ import annotations
 
 import io
 import threading
 import time
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from . import runtimes as rt
-from .compare import STUDENT_KINDS, usable_runs
-from .errors import KDError
-from .store import Store
+from kd_core.config import timing_threads as timing_threads  # re-exported for the Deployment tab
+from kd_core.deploy import runtimes as rt
+from kd_core.deploy.export import ExportError, export_bytes, weights_bytes
+from kd_core.deploy.modelcard import card_files
+from kd_core.deploy.runtimes import machine_line as machine_line
+from kd_core.errors import KDError
+from kd_core.jobs import JobBusy
+from kd_core.store import Store
+from kd_core.views.compare import STUDENT_KINDS, usable_runs
 
 if TYPE_CHECKING:
-    from .jobs import Job, JobManager
+    from kd_core.jobs import Job, JobManager
 
 JOB_KIND = "deploy"
-NOTE = "deploy"                      # the job note that carries the measurement
+NOTE = "deploy"  # the job note that carries the measurement
 DEFAULT_BATCHES = (1, 256)
-RUNTIME_LABELS = {"eager": "eager PyTorch", "torchscript": "TorchScript", "onnxruntime": "ONNX Runtime",
-                  "onnxruntime-cuda": "ONNX Runtime (CUDA)"}
+RUNTIME_LABELS = {
+    "eager": "eager PyTorch",
+    "torchscript": "TorchScript",
+    "onnxruntime": "ONNX Runtime",
+    "onnxruntime-cuda": "ONNX Runtime (CUDA)",
+}
 # what the Downloads offer: artifact -> (format, quantize)
-EXPORTS = {"torchscript": ("torchscript", None), "torchscript-int8": ("torchscript", "int8"),
-           "onnx": ("onnx", None), "onnx-int8": ("onnx", "int8")}
+EXPORTS = {
+    "torchscript": ("torchscript", None),
+    "torchscript-int8": ("torchscript", "int8"),
+    "onnx": ("onnx", None),
+    "onnx-int8": ("onnx", "int8"),
+}
 
 
-def _store(store: Union[Store, str, Path]) -> Store:
+def _store(store: Store | str | Path) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
 # ---------------------------------------------------------------- which run
 
 
-def deploy_options(store: Store, dataset: str, teacher_id: Optional[str],
-                   picked: Sequence[str] = ()) -> list[dict]:
+def deploy_options(store: Store, dataset: str, teacher_id: str | None, picked: Sequence[str] = ()) -> list[dict]:
     """Runs of `dataset` one can measure and download (finished or stopped, with weights):
     the students picked on the page first, then the teacher in use, then the rest, newest
     first. Each: {id, label, kind, teacher_id}."""
     runs = {r["id"]: r for r in usable_runs(store, dataset) if r.get("weights")}
     order = [*picked, *([teacher_id] if teacher_id else []), *runs]
-    return [{"id": rid, "label": runs[rid]["label"], "kind": runs[rid]["kind"],
-             "teacher_id": runs[rid]["teacher_id"]} for rid in dict.fromkeys(order) if rid in runs]
+    return [
+        {"id": rid, "label": runs[rid]["label"], "kind": runs[rid]["kind"], "teacher_id": runs[rid]["teacher_id"]}
+        for rid in dict.fromkeys(order)
+        if rid in runs
+    ]
 
 
-def default_run(options: list[dict], picked: Sequence[str], teacher_id: Optional[str]) -> Optional[str]:
+def default_run(options: list[dict], picked: Sequence[str], teacher_id: str | None) -> str | None:
     """The student picked on the page, else the teacher's latest student, else its latest
     baseline, else the first option."""
     by_id = {o["id"]: o for o in options}
@@ -66,7 +83,7 @@ def default_run(options: list[dict], picked: Sequence[str], teacher_id: Optional
         if rid in by_id and by_id[rid]["kind"] == "student":
             return rid
     for kind in STUDENT_KINDS:
-        for o in options:                  # newest first after the picked ones and the teacher
+        for o in options:  # newest first after the picked ones and the teacher
             if o["kind"] == kind and o["teacher_id"] == teacher_id:
                 return o["id"]
     return options[0]["id"] if options else None
@@ -76,7 +93,7 @@ def option_label(option: dict) -> str:
     return f"{option['label']} · {option['kind']} · {option['id']}"
 
 
-def teacher_in_store(store: Store, run_id: str) -> Optional[str]:
+def teacher_in_store(store: Store, run_id: str) -> str | None:
     """The run's teacher id when that teacher is a stored run with weights."""
     run = store.get_run(run_id)
     ref = run and run.get("teacher_id")
@@ -87,14 +104,23 @@ def teacher_in_store(store: Store, run_id: str) -> Optional[str]:
 # ---------------------------------------------------------------- measuring
 
 
-def _test_acc(record: Optional[dict]) -> Optional[float]:
+def _test_acc(record: dict | None) -> float | None:
     return ((record or {}).get("metrics") or {}).get("test_acc")
 
 
-def measure(store: Union[Store, str, Path], run_id: str, *, data=None, threads: int = 1,
-            runtimes: Optional[Sequence[str]] = None, batch_sizes: Sequence[int] = DEFAULT_BATCHES,
-            warmup: int = 10, repeats: int = 50, publish: Callable[[dict], None] = lambda r: None,
-            stop: Optional[threading.Event] = None) -> dict:
+def measure(
+    store: Store | str | Path,
+    run_id: str,
+    *,
+    data=None,
+    threads: int = 1,
+    runtimes: Sequence[str] | None = None,
+    batch_sizes: Sequence[int] = DEFAULT_BATCHES,
+    warmup: int = 10,
+    repeats: int = 50,
+    publish: Callable[[dict], None] = lambda r: None,
+    stop: threading.Event | None = None,
+) -> dict:
     """`runtimes.bench_run` and `runtimes.quantization_report` for one run, step by step:
     after each model × runtime the partial result goes to `publish`, and `stop` is checked.
 
@@ -105,20 +131,35 @@ def measure(store: Union[Store, str, Path], run_id: str, *, data=None, threads: 
     which `modelcard.model_card(latency=...)` takes."""
     started = time.perf_counter()
     store = _store(store)
-    names = rt.parse_runtimes(list(runtimes) if runtimes else
-                              [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()])
+    names = rt.parse_runtimes(
+        list(runtimes) if runtimes else [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()]
+    )
     variants = rt.run_variants(store, run_id)
     record = store.get_run(run_id)
-    result = {"run_id": run_id, "label": record["label"], "kind": record["kind"],
-              "models": [v.name for v in variants],
-              "accuracy": {v.name: _test_acc(v.run.record) for v in variants if not v.quantize},
-              "machine": rt.machine_info(threads), "threads": threads, "runtimes": names,
-              "batch_sizes": list(batch_sizes), "warmup": warmup, "repeats": repeats,
-              "warnings": [] if variants[0].name == "teacher" else
-              [f"the teacher of run '{run_id}' is not in the store, so no speed-up over it is given."],
-              "rows": [], "quantization": None, "steps_done": 0,
-              "steps_total": len(variants) * len(names) + 1, "phase": "starting", "complete": False,
-              "stopped": False, "seconds": 0.0}
+    result = {
+        "run_id": run_id,
+        "label": record["label"],
+        "kind": record["kind"],
+        "models": [v.name for v in variants],
+        "accuracy": {v.name: _test_acc(v.run.record) for v in variants if not v.quantize},
+        "machine": rt.machine_info(threads),
+        "threads": threads,
+        "runtimes": names,
+        "batch_sizes": list(batch_sizes),
+        "warmup": warmup,
+        "repeats": repeats,
+        "warnings": []
+        if variants[0].name == "teacher"
+        else [f"the teacher of run '{run_id}' is not in the store, so no speed-up over it is given."],
+        "rows": [],
+        "quantization": None,
+        "steps_done": 0,
+        "steps_total": len(variants) * len(names) + 1,
+        "phase": "starting",
+        "complete": False,
+        "stopped": False,
+        "seconds": 0.0,
+    }
 
     def step(phase: str) -> bool:
         result["phase"], result["seconds"] = phase, time.perf_counter() - started
@@ -138,9 +179,9 @@ def measure(store: Union[Store, str, Path], run_id: str, *, data=None, threads: 
             result["steps_done"] += 1
     if not step("float32 against int8: accuracy on the test split, size and latency"):
         return result
-    result["quantization"] = rt.quantization_report(store, run_id, data=data, threads=threads,
-                                                    batch_sizes=tuple(batch_sizes), warmup=warmup,
-                                                    repeats=repeats)
+    result["quantization"] = rt.quantization_report(
+        store, run_id, data=data, threads=threads, batch_sizes=tuple(batch_sizes), warmup=warmup, repeats=repeats
+    )
     result["steps_done"] += 1
     result.update(complete=True, phase="done", seconds=time.perf_counter() - started)
     publish(result)
@@ -151,32 +192,33 @@ class MeasureBusy(KDError):
     """Another job is running in this process: a measurement must not run beside it."""
 
 
-def start_measure(manager: "JobManager", store: Union[Store, str, Path], run_id: str, *,
-                  label: str = "", **kw) -> "Job":
+def start_measure(manager: JobManager, store: Store | str | Path, run_id: str, *, label: str = "", **kw) -> Job:
     """`measure` as a job in the manager's single worker; MeasureBusy while another job runs.
     The job publishes its partial and final result as the note `deploy` (and its run id as
     `deploy_run` at once); it returns no training outcomes, so it ends "finished", or
     "stopped" when asked to stop, or "failed" with the error's message."""
-    from .jobs import JobBusy
 
     def work(emit, stop, job):
         measure(store, run_id, stop=stop, publish=lambda r: job.note(**{NOTE: r}), **kw)
         return []
+
     try:
         job = manager.start(f"measure {label or run_id} across runtimes", JOB_KIND, work)
     except JobBusy as err:
-        raise MeasureBusy(f"Cannot measure now: {err} Timings taken beside another job would be "
-                          "wrong, and torch's thread count is process-wide.") from err
+        raise MeasureBusy(
+            f"Cannot measure now: {err} Timings taken beside another job would be "
+            "wrong, and torch's thread count is process-wide."
+        ) from err
     job.note(**{f"{NOTE}_run": run_id})
     return job
 
 
-def job_run(snapshot: dict) -> Optional[str]:
+def job_run(snapshot: dict) -> str | None:
     """The run a deploy job measures (None for other jobs)."""
     return snapshot.get("notes", {}).get(f"{NOTE}_run") if snapshot.get("kind") == JOB_KIND else None
 
 
-def measurement(snapshot: dict) -> Optional[dict]:
+def measurement(snapshot: dict) -> dict | None:
     """The (partial) measurement a deploy job's snapshot carries, if any."""
     return snapshot.get("notes", {}).get(NOTE)
 
@@ -203,8 +245,12 @@ def latency_table(result: dict) -> pd.DataFrame:
     long = latency_frame(result)
     out = []
     for (model, runtime), part in long.groupby(["model", "runtime"], sort=False):
-        row = {"model": model, "runtime": runtime_label(runtime), "precision": part["precision"].iloc[0],
-               "size_kb": part["bytes"].iloc[0] / 1e3}
+        row = {
+            "model": model,
+            "runtime": runtime_label(runtime),
+            "precision": part["precision"].iloc[0],
+            "size_kb": part["bytes"].iloc[0] / 1e3,
+        }
         for r in part.itertuples():
             row[f"b{r.batch_size}_median_ms"], row[f"b{r.batch_size}_p90_ms"] = r.median_ms, r.p90_ms
             row[f"b{r.batch_size}_speedup"] = r.speedup_vs_teacher_eager
@@ -222,7 +268,7 @@ def quantization_table(result: dict) -> pd.DataFrame:
     return frame.assign(runtime=frame["runtime"].map(runtime_label), size_kb=frame["bytes"] / 1e3)
 
 
-def headline(result: dict) -> Optional[dict]:
+def headline(result: dict) -> dict | None:
     """The whole effect on one line: the first model (the teacher when it is in the store) in
     eager PyTorch float32 against the int8 model under its fastest runtime (at the largest
     batch): {base, final}, each {model, runtime, acc, bytes, ms: {batch: median}} and
@@ -239,32 +285,42 @@ def headline(result: dict) -> Optional[dict]:
     q_runtime = "onnxruntime" if fastest.startswith("onnxruntime") else "eager"
     q_row = next(r for r in q["rows"] if r["precision"] == "int8" and r["runtime"] == q_runtime)
     base_acc = result["accuracy"].get(base_name)
-    if base_name == result["kind"]:   # no teacher in the store: the float model itself
+    if base_name == result["kind"]:  # no teacher in the store: the float model itself
         base_acc = next(r["test_acc"] for r in q["rows"] if r["precision"] == "float32" and r["runtime"] == "eager")
-    return {"base": {"model": base_name, "runtime": runtime_label("eager"), "acc": base_acc,
-                     "bytes": base[big]["bytes"], "ms": {b: r["median_ms"] for b, r in base.items()}},
-            "final": {"model": final_name, "runtime": runtime_label(fastest), "acc": q_row["test_acc"],
-                      "bytes": final[big]["bytes"], "ms": {b: r["median_ms"] for b, r in final.items()}},
-            "speedup": {b: base[b]["median_ms"] / final[b]["median_ms"] for b in final if b in base},
-            "size_ratio": base[big]["bytes"] / final[big]["bytes"]}
+    return {
+        "base": {
+            "model": base_name,
+            "runtime": runtime_label("eager"),
+            "acc": base_acc,
+            "bytes": base[big]["bytes"],
+            "ms": {b: r["median_ms"] for b, r in base.items()},
+        },
+        "final": {
+            "model": final_name,
+            "runtime": runtime_label(fastest),
+            "acc": q_row["test_acc"],
+            "bytes": final[big]["bytes"],
+            "ms": {b: r["median_ms"] for b, r in final.items()},
+        },
+        "speedup": {b: base[b]["median_ms"] / final[b]["median_ms"] for b in final if b in base},
+        "size_ratio": base[big]["bytes"] / final[big]["bytes"],
+    }
 
 
 # ---------------------------------------------------------------- downloads
 
 
-def weights(store: Union[Store, str, Path], run_id: str) -> dict:
+def weights(store: Store | str | Path, run_id: str) -> dict:
     """The run's checkpoint: {ok, filename, mime, data} or {ok: False, error}."""
-    from .export import weights_bytes
     try:
         return {"ok": True, **weights_bytes(store, run_id)}
     except KDError as err:
         return {"ok": False, "error": str(err)}
 
 
-def build_export(store: Union[Store, str, Path], run_id: str, artifact: str, data=None) -> dict:
-    """Export, load back and check on the test split (see kd_core.export): {ok, filename, mime,
+def build_export(store: Store | str | Path, run_id: str, artifact: str, data=None) -> dict:
+    """Export, load back and check on the test split (see kd_core.deploy.export): {ok, filename, mime,
     data, report, seconds}; refused or failed: {ok: False, error, report (may be empty)}."""
-    from .export import ExportError, export_bytes
     fmt, quantize = EXPORTS[artifact]
     started = time.perf_counter()
     try:
@@ -281,8 +337,10 @@ def check_text(report: dict) -> str:
     if not report or "max_abs_diff" not in report:
         return ""
     t = report.get("tolerance", {})
-    text = (f"max |Δlogit| {report['max_abs_diff']:.3g} (allowed {t.get('max_abs_diff', float('nan')):.3g}) · "
-            f"top-1 agreement {report['agreement']:.4f} (at least {t.get('min_agreement', float('nan')):g})")
+    text = (
+        f"max |Δlogit| {report['max_abs_diff']:.3g} (allowed {t.get('max_abs_diff', float('nan')):.3g}) · "
+        f"top-1 agreement {report['agreement']:.4f} (at least {t.get('min_agreement', float('nan')):g})"
+    )
     if report.get("samples"):
         text += f" on {report['samples']} test samples"
     if report.get("test_acc") is not None and report.get("reference_test_acc") is not None:
@@ -290,19 +348,23 @@ def check_text(report: dict) -> str:
     return text
 
 
-def card(store: Union[Store, str, Path], run_id: str, result: Optional[dict] = None) -> dict:
+def card(store: Store | str | Path, run_id: str, result: dict | None = None) -> dict:
     """The model card: {ok, zip: bytes, zip_name, files: {name: bytes}}, with the measurement
     `result` (latency and int8) when it is a complete one of this run; {ok: False, error}."""
-    from .modelcard import card_files
     use = result if result and result.get("complete") and result.get("run_id") == run_id else None
     latency, quant = (use, use["quantization"]) if use else (None, None)
     try:
         files = card_files(store, run_id, latency, quant)
     except KDError as err:
         return {"ok": False, "error": str(err)}
-    buf = io.BytesIO()   # as modelcard.card_zip lays it out, from the same files (built once)
+    buf = io.BytesIO()  # as modelcard.card_zip lays it out, from the same files (built once)
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, payload in files.items():
             z.writestr(f"{run_id}/{name}", payload)
-    return {"ok": True, "zip": buf.getvalue(), "zip_name": f"{run_id}_model_card.zip", "files": files,
-            "with_measurement": use is not None}
+    return {
+        "ok": True,
+        "zip": buf.getvalue(),
+        "zip_name": f"{run_id}_model_card.zip",
+        "files": files,
+        "with_measurement": use is not None,
+    }

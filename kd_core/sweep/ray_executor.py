@@ -14,26 +14,34 @@ Without an address a small local instance is started for the sweep and shut
 down after it; with one, the driver connects to that cluster, and kd_core goes
 to its workers as a runtime_env py_module.
 """
+
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Sequence
 
-from .config import RunConfig
-from .errors import KDError
-from .events import Progress, ProgressSink
-from .store import Store
-from .sweep import Cell, CellContext, Listener
+from kd_core.config import RunConfig
+from kd_core.errors import KDError
+from kd_core.events import Progress, ProgressSink
+from kd_core.store import Store
+from kd_core.sweep.grid import Cell, CellContext, Listener
+from kd_core.train.checkpoint import save_checkpoint
+from kd_core.train.engine import fit
+from kd_core.train.recorder import RunOutcome, final_metrics
 
-RAY_MISSING = ("the Ray backend needs the 'ray' package, which is not installed: "
-               "pip install -r requirements-ray.txt, or use the in-process backend.")
+RAY_MISSING = (
+    "the Ray backend needs the 'ray' package, which is not installed: "
+    "pip install -r requirements-ray.txt, or use the in-process backend."
+)
 # Workers import the same kd_core as the driver, wherever the cluster is; one
 # thread each, so that tasks sharing a machine do not fight over its cores.
-RUNTIME_ENV = {"py_modules": [str(Path(__file__).resolve().parent)],
-               "env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+RUNTIME_ENV = {
+    "py_modules": [str(Path(__file__).resolve().parent)],
+    "env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+}
 
 
 def import_ray():
@@ -51,19 +59,23 @@ def _failed(message: str) -> dict:
 
 def train_cell(cfg: RunConfig, shared: tuple) -> dict:
     """The Ray task: train and measure one cell, touching no store."""
-    from .engine import fit
-    from .experiment import final_metrics
     data, teacher, teacher_test_logits = shared
     # Each task holds one Ray CPU: under "auto" (threads 0) a large model would otherwise take
     # every core in each of the parallel tasks and oversubscribe the machine.
     if cfg.train.threads == 0:
-        cfg = replace(cfg, train=replace(cfg.train, threads=1))   # fit sets torch's threads from it
+        cfg = replace(cfg, train=replace(cfg.train, threads=1))  # fit sets torch's threads from it
     try:
         result = fit(cfg, data, teacher if cfg.kind == "student" else None)
     except KDError as err:
         return _failed(str(err))
-    out = {"status": result.status, "message": result.message, "history": result.history,
-           "warnings": result.warnings, "metrics": {"seconds": result.seconds}, "model": None}
+    out = {
+        "status": result.status,
+        "message": result.message,
+        "history": result.history,
+        "warnings": result.warnings,
+        "metrics": {"seconds": result.seconds},
+        "model": None,
+    }
     if result.history:
         out["metrics"] = final_metrics(result, cfg, data, teacher_test_logits)
         out["model"] = result.model.cpu()
@@ -72,15 +84,23 @@ def train_cell(cfg: RunConfig, shared: tuple) -> dict:
 
 def record(store: Store, cell: Cell, ctx: CellContext, res: dict, emit: ProgressSink):
     """Write a task's result into the store as `run_one` does, replaying its epochs to `emit`."""
-    from .checkpoint import save_checkpoint
-    from .experiment import RunOutcome
     cfg, data = cell.config, ctx.data
     run_id = store.create_run(cfg)
     steps = math.ceil(len(data.train_y) / cfg.train.batch_size)
     for h in res["history"]:
-        rec = Progress("epoch", h["epoch"], steps * h["epoch"], steps * cfg.train.epochs, loss=h["loss"],
-                       ce=h["ce"], kd=h["kd"], elapsed_s=h["seconds"], train_acc=h["train_acc"],
-                       val_acc=h["val_acc"], run_id=run_id)
+        rec = Progress(
+            "epoch",
+            h["epoch"],
+            steps * h["epoch"],
+            steps * cfg.train.epochs,
+            loss=h["loss"],
+            ce=h["ce"],
+            kd=h["kd"],
+            elapsed_s=h["seconds"],
+            train_acc=h["train_acc"],
+            val_acc=h["val_acc"],
+            run_id=run_id,
+        )
         store.add_epoch(rec)
         emit(rec)
     weights = None
@@ -90,23 +110,34 @@ def record(store: Store, cell: Cell, ctx: CellContext, res: dict, emit: Progress
     error = res["message"] if res["status"] == "failed" or weights is None else ""
     store.finish_run(run_id, res["status"], res["metrics"], error=error, weights=weights)
     last = res["history"][-1]["epoch"] if res["history"] else 0
-    emit(Progress("end", last, steps * last, steps * cfg.train.epochs, status=res["status"],
-                  message=res["message"], val_acc=res["metrics"].get("best_val_acc"), run_id=run_id))
+    emit(
+        Progress(
+            "end",
+            last,
+            steps * last,
+            steps * cfg.train.epochs,
+            status=res["status"],
+            message=res["message"],
+            val_acc=res["metrics"].get("best_val_acc"),
+            run_id=run_id,
+        )
+    )
     return RunOutcome(run_id, cfg.kind, res["status"], res["message"], res["metrics"], res["warnings"])
 
 
 class RayExecutor:
     """Cells as Ray tasks, recorded by the driver as they finish (in any order)."""
+
     name = "ray"
 
-    def __init__(self, address: Optional[str] = None, num_cpus: int = 2, poll_s: float = 0.5):
+    def __init__(self, address: str | None = None, num_cpus: int = 2, poll_s: float = 0.5):
         self.address, self.num_cpus, self.poll_s = address, num_cpus, poll_s
 
     def run(self, cells: Sequence[Cell], ctx: CellContext, listener: Listener, stop: threading.Event) -> None:
         ray = import_ray()
         started = self._connect(ray)
         try:
-            shared = ray.put((ctx.data, ctx.teacher, ctx.teacher_test_logits))   # once, not once per task
+            shared = ray.put((ctx.data, ctx.teacher, ctx.teacher_test_logits))  # once, not once per task
             task = ray.remote(num_cpus=1)(train_cell)
             refs = {task.remote(cell.config, shared): cell for cell in cells}
             self._collect(ray, refs, ctx, listener, stop)
@@ -130,15 +161,16 @@ class RayExecutor:
     def _collect(self, ray, refs: dict, ctx: CellContext, listener: Listener, stop: threading.Event) -> None:
         waiting = list(refs)
         while waiting:
-            if stop.is_set():   # unfinished cells stay pending in the store: a resume runs them
+            if stop.is_set():  # unfinished cells stay pending in the store: a resume runs them
                 for ref in waiting:
                     ray.cancel(ref)
                 return
             ready, waiting = ray.wait(waiting, num_returns=1, timeout=self.poll_s)
             for ref in ready:
                 cell = refs[ref]
-                outcome = record(ctx.store, cell, ctx, self._result(ray, ref),
-                                 lambda rec, c=cell: listener.emit(c, rec))
+                outcome = record(
+                    ctx.store, cell, ctx, self._result(ray, ref), lambda rec, c=cell: listener.emit(c, rec)
+                )
                 listener.done(cell, outcome)
 
     @staticmethod

@@ -8,28 +8,51 @@ Units: size in MB (10^6 bytes, as on the Teacher page), latency in ms (median
 and p90 of timed calls on the CPU, at batch 1 and at batch 256), throughput
 in samples/s at batch 256.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .store import Store
+from kd_core.store import Store
 
 STUDENT_KINDS = ("student", "baseline")
 USABLE_STATUSES = ("finished", "stopped")
 
-TABLE_COLUMNS = ["id", "label", "kind", "params", "size_mb", "x_smaller",
-                 "b1_median_ms", "b1_p90_ms", "b256_median_ms", "b256_p90_ms", "samples_per_s",
-                 "test_acc", "acc_vs_teacher", "agreement", "teacher_id"]
-SCATTER_COLUMNS = ["id", "label", "kind", "test_acc", "size_mb", "b1_median_ms", "params",
-                   "teacher_id", "is_teacher_in_use"]
+TABLE_COLUMNS = [
+    "id",
+    "label",
+    "kind",
+    "params",
+    "size_mb",
+    "x_smaller",
+    "b1_median_ms",
+    "b1_p90_ms",
+    "b256_median_ms",
+    "b256_p90_ms",
+    "samples_per_s",
+    "test_acc",
+    "acc_vs_teacher",
+    "agreement",
+    "teacher_id",
+]
+SCATTER_COLUMNS = [
+    "id",
+    "label",
+    "kind",
+    "test_acc",
+    "size_mb",
+    "b1_median_ms",
+    "params",
+    "teacher_id",
+    "is_teacher_in_use",
+]
 
 
-def _usable(run: Optional[dict]) -> bool:
-    return (run is not None and run["status"] in USABLE_STATUSES
-            and run["metrics"].get("test_acc") is not None)
+def _usable(run: dict | None) -> bool:
+    return run is not None and run["status"] in USABLE_STATUSES and run["metrics"].get("test_acc") is not None
 
 
 def usable_runs(store: Store, dataset: str, kinds: Iterable[str] = ("teacher", *STUDENT_KINDS)) -> list[dict]:
@@ -40,8 +63,16 @@ def usable_runs(store: Store, dataset: str, kinds: Iterable[str] = ("teacher", *
 
 def student_options(store: Store, dataset: str) -> pd.DataFrame:
     """Students and baselines of `dataset` one may compare: id, label, kind, teacher_id, test_acc."""
-    rows = [{"id": r["id"], "label": r["label"], "kind": r["kind"], "teacher_id": r["teacher_id"],
-             "test_acc": r["metrics"]["test_acc"]} for r in usable_runs(store, dataset, STUDENT_KINDS)]
+    rows = [
+        {
+            "id": r["id"],
+            "label": r["label"],
+            "kind": r["kind"],
+            "teacher_id": r["teacher_id"],
+            "test_acc": r["metrics"]["test_acc"],
+        }
+        for r in usable_runs(store, dataset, STUDENT_KINDS)
+    ]
     return pd.DataFrame(rows, columns=["id", "label", "kind", "teacher_id", "test_acc"])
 
 
@@ -63,13 +94,21 @@ def run_row(run: dict) -> dict:
     """One run's comparable numbers (NaN where the run did not record them)."""
     m = run["metrics"]
     b1, b256 = _latency(m, 1), _latency(m, 256)
-    return {"id": run["id"], "label": run["label"], "kind": run["kind"],
-            "params": _nan(m.get("params")), "size_mb": _nan(m.get("bytes")) / 1e6,
-            "b1_median_ms": _nan(b1.get("median_ms")), "b1_p90_ms": _nan(b1.get("p90_ms")),
-            "b256_median_ms": _nan(b256.get("median_ms")), "b256_p90_ms": _nan(b256.get("p90_ms")),
-            "samples_per_s": _nan(b256.get("samples_per_s")),
-            "test_acc": _nan(m.get("test_acc")), "agreement": _nan(m.get("agreement")),
-            "teacher_id": run["teacher_id"]}
+    return {
+        "id": run["id"],
+        "label": run["label"],
+        "kind": run["kind"],
+        "params": _nan(m.get("params")),
+        "size_mb": _nan(m.get("bytes")) / 1e6,
+        "b1_median_ms": _nan(b1.get("median_ms")),
+        "b1_p90_ms": _nan(b1.get("p90_ms")),
+        "b256_median_ms": _nan(b256.get("median_ms")),
+        "b256_p90_ms": _nan(b256.get("p90_ms")),
+        "samples_per_s": _nan(b256.get("samples_per_s")),
+        "test_acc": _nan(m.get("test_acc")),
+        "agreement": _nan(m.get("agreement")),
+        "teacher_id": run["teacher_id"],
+    }
 
 
 def compare_table(store: Store, teacher_id: str, student_ids: Sequence[str]) -> pd.DataFrame:
@@ -101,13 +140,12 @@ def compare_table(store: Store, teacher_id: str, student_ids: Sequence[str]) -> 
     return df[TABLE_COLUMNS].reset_index(drop=True)
 
 
-def scatter_frame(store: Store, dataset: str, teacher_id: Optional[str] = None) -> pd.DataFrame:
+def scatter_frame(store: Store, dataset: str, teacher_id: str | None = None) -> pd.DataFrame:
     """Every usable run of `dataset` (teachers, students, baselines) with SCATTER_COLUMNS."""
     rows = []
     for run in usable_runs(store, dataset):
         r = run_row(run)
-        rows.append({**{c: r[c] for c in SCATTER_COLUMNS if c in r},
-                     "is_teacher_in_use": run["id"] == teacher_id})
+        rows.append({**{c: r[c] for c in SCATTER_COLUMNS if c in r}, "is_teacher_in_use": run["id"] == teacher_id})
     return pd.DataFrame(rows, columns=SCATTER_COLUMNS)
 
 
@@ -125,12 +163,11 @@ def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pts.loc[keep].sort_values([x, y], kind="mergesort")
 
 
-def _class_names(classes: Optional[Sequence[str]], k: int) -> list[str]:
+def _class_names(classes: Sequence[str] | None, k: int) -> list[str]:
     return [str(c) for c in classes] if classes is not None and len(classes) == k else [str(i) for i in range(k)]
 
 
-def confusion_pair(store: Store, teacher_id: str, student_id: str,
-                   classes: Optional[Sequence[str]] = None) -> Optional[dict]:
+def confusion_pair(store: Store, teacher_id: str, student_id: str, classes: Sequence[str] | None = None) -> dict | None:
     """Test-set confusion matrices (rows true class, columns predicted; counts):
     {"classes", "teacher", "student", "teacher_label", "student_label"}; None if one is missing."""
     t, s = store.get_run(teacher_id), store.get_run(student_id)
@@ -140,12 +177,18 @@ def confusion_pair(store: Store, teacher_id: str, student_id: str,
     if cm_t is None or cm_s is None or np.shape(cm_t) != np.shape(cm_s):
         return None
     cm_t, cm_s = np.asarray(cm_t, dtype=np.int64), np.asarray(cm_s, dtype=np.int64)
-    return {"classes": _class_names(classes, len(cm_t)), "teacher": cm_t, "student": cm_s,
-            "teacher_label": t["label"], "student_label": s["label"]}
+    return {
+        "classes": _class_names(classes, len(cm_t)),
+        "teacher": cm_t,
+        "student": cm_s,
+        "teacher_label": t["label"],
+        "student_label": s["label"],
+    }
 
 
-def per_class_difference(store: Store, teacher_id: str, student_id: str,
-                         classes: Optional[Sequence[str]] = None) -> pd.DataFrame:
+def per_class_difference(
+    store: Store, teacher_id: str, student_id: str, classes: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Per-class test accuracy (recall) of teacher and student, and student − teacher:
     columns class, teacher, student, difference (empty if one run lacks them)."""
     columns = ["class", "teacher", "student", "difference"]
@@ -155,7 +198,12 @@ def per_class_difference(store: Store, teacher_id: str, student_id: str,
     pa_t, pa_s = t["metrics"].get("per_class_accuracy"), s["metrics"].get("per_class_accuracy")
     if pa_t is None or pa_s is None or len(pa_t) != len(pa_s):
         return pd.DataFrame(columns=columns)
-    df = pd.DataFrame({"class": _class_names(classes, len(pa_t)),
-                       "teacher": np.asarray(pa_t, dtype=float), "student": np.asarray(pa_s, dtype=float)})
+    df = pd.DataFrame(
+        {
+            "class": _class_names(classes, len(pa_t)),
+            "teacher": np.asarray(pa_t, dtype=float),
+            "student": np.asarray(pa_s, dtype=float),
+        }
+    )
     df["difference"] = df["student"] - df["teacher"]
     return df[columns]

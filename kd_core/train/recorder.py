@@ -4,27 +4,26 @@
 sweeps call: each run is created in the store, trained by the engine, measured
 on the test split, saved, and finished with its status and metrics.
 """
+
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 from torch import nn
 
-from .bench import measure_latency, size_report
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig, timing_threads
-from .data import Dataset
-from .engine import FitResult, baseline_config, fit
-from .errors import CheckpointError, KDError
-from .events import Progress, ProgressSink, ignore
-from .metrics import evaluate, predict_logits
-from .models import describe
-from .runtimes import torch_threads
-from .store import Store
+from kd_core.config import RunConfig, timing_threads
+from kd_core.errors import CheckpointError, KDError
+from kd_core.events import Progress, ProgressSink, ignore
+from kd_core.store import Store
+from kd_core.train.bench import measure_latency, size_report, torch_threads
+from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
+from kd_core.train.data import Dataset
+from kd_core.train.engine import FitResult, baseline_config, fit
+from kd_core.train.metrics import evaluate, predict_logits
+from kd_core.train.models import describe
 
 LATENCY_BATCHES = (1, 256)
 
@@ -37,32 +36,57 @@ class RunOutcome:
     message: str
     metrics: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    model: Optional[nn.Module] = None
+    model: nn.Module | None = None
 
     def summary(self) -> dict:
-        return {"run_id": self.run_id, "kind": self.kind, "status": self.status,
-                "message": self.message, "warnings": self.warnings, **self.metrics}
+        return {
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "status": self.status,
+            "message": self.message,
+            "warnings": self.warnings,
+            **self.metrics,
+        }
 
 
-def final_metrics(result: FitResult, cfg: RunConfig, data: Dataset,
-                  teacher_test_logits: Optional[torch.Tensor], latency_repeats: int = 30) -> dict:
+def final_metrics(
+    result: FitResult,
+    cfg: RunConfig,
+    data: Dataset,
+    teacher_test_logits: torch.Tensor | None,
+    latency_repeats: int = 30,
+) -> dict:
     """Everything a finished (or stopped) run is judged by."""
     model = result.model.cpu()
     report = evaluate(model, data.test_x, data.test_y, data.num_classes, teacher_test_logits)
     with torch_threads(timing_threads(cfg.train.threads)):
         latency = measure_latency(model, data.input_shape, LATENCY_BATCHES, warmup=5, repeats=latency_repeats)
     info = describe(cfg.model, data.input_shape, data.num_classes)
-    return {"test_acc": report.pop("accuracy"), **report,
-            "best_val_acc": result.best_val_acc, "final_val_acc": result.final_val_acc,
-            "best_epoch": result.best_epoch, "epochs_done": len(result.history),
-            "seconds": result.seconds, "train_samples_per_s": result.samples_per_s,
-            "train_threads": result.threads,
-            **size_report(model), "flops": info["flops"], "latency": latency}
+    return {
+        "test_acc": report.pop("accuracy"),
+        **report,
+        "best_val_acc": result.best_val_acc,
+        "final_val_acc": result.final_val_acc,
+        "best_epoch": result.best_epoch,
+        "epochs_done": len(result.history),
+        "seconds": result.seconds,
+        "train_samples_per_s": result.samples_per_s,
+        "train_threads": result.threads,
+        **size_report(model),
+        "flops": info["flops"],
+        "latency": latency,
+    }
 
 
-def run_one(store: Store, cfg: RunConfig, data: Dataset, teacher: Optional[nn.Module] = None,
-            emit: ProgressSink = ignore, stop: Optional[threading.Event] = None,
-            teacher_test_logits: Optional[torch.Tensor] = None) -> RunOutcome:
+def run_one(
+    store: Store,
+    cfg: RunConfig,
+    data: Dataset,
+    teacher: nn.Module | None = None,
+    emit: ProgressSink = ignore,
+    stop: threading.Event | None = None,
+    teacher_test_logits: torch.Tensor | None = None,
+) -> RunOutcome:
     """Create the run in the store, train it, measure it, save it, finish it."""
     run_id = store.create_run(cfg)
 
@@ -77,7 +101,7 @@ def run_one(store: Store, cfg: RunConfig, data: Dataset, teacher: Optional[nn.Mo
         store.finish_run(run_id, "failed", {}, error=str(err))
         emit(Progress("end", 0, 0, 0, status="failed", message=str(err), run_id=run_id, kind=cfg.kind))
         return RunOutcome(run_id, cfg.kind, "failed", str(err))
-    if not result.history:   # stopped or diverged before one epoch was done: nothing to keep
+    if not result.history:  # stopped or diverged before one epoch was done: nothing to keep
         store.finish_run(run_id, result.status, {"seconds": result.seconds}, error=result.message)
         return RunOutcome(run_id, cfg.kind, result.status, result.message, warnings=result.warnings)
     metrics = final_metrics(result, cfg, data, teacher_test_logits)
@@ -88,12 +112,13 @@ def run_one(store: Store, cfg: RunConfig, data: Dataset, teacher: Optional[nn.Mo
     return RunOutcome(run_id, cfg.kind, result.status, result.message, metrics, result.warnings, result.model)
 
 
-def train_teacher(store: Store, cfg: RunConfig, data: Dataset, emit: ProgressSink = ignore,
-                  stop: Optional[threading.Event] = None) -> RunOutcome:
+def train_teacher(
+    store: Store, cfg: RunConfig, data: Dataset, emit: ProgressSink = ignore, stop: threading.Event | None = None
+) -> RunOutcome:
     return run_one(store, replace(cfg, kind="teacher", distill=None), data, None, emit, stop)
 
 
-def load_teacher(store: Store, ref: Union[str, Path], data: Dataset) -> nn.Module:
+def load_teacher(store: Store, ref: str | Path, data: Dataset) -> nn.Module:
     """A teacher from a stored run id or a checkpoint file, checked against the dataset."""
     path = Path(str(ref)).expanduser()
     if not path.is_file():
@@ -107,8 +132,15 @@ def load_teacher(store: Store, ref: Union[str, Path], data: Dataset) -> nn.Modul
     return model
 
 
-def distill(store: Store, cfg: RunConfig, data: Dataset, teacher: nn.Module, with_baseline: bool = True,
-            emit: ProgressSink = ignore, stop: Optional[threading.Event] = None) -> list[RunOutcome]:
+def distill(
+    store: Store,
+    cfg: RunConfig,
+    data: Dataset,
+    teacher: nn.Module,
+    with_baseline: bool = True,
+    emit: ProgressSink = ignore,
+    stop: threading.Event | None = None,
+) -> list[RunOutcome]:
     """Distil `cfg` from `teacher`; then, if asked, the same student without the teacher."""
     teacher_test_logits = predict_logits(teacher.cpu(), data.test_x)
     outcomes = [run_one(store, replace(cfg, kind="student"), data, teacher, emit, stop, teacher_test_logits)]

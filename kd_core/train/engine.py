@@ -4,6 +4,7 @@
 `emit` callback, checks a `threading.Event` between steps, and returns a
 `FitResult` whose status is finished, stopped or failed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -12,19 +13,18 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DistillConfig, RunConfig
-from .data import Dataset
-from .errors import ConfigError
-from .events import Progress, ProgressSink, ignore
-from .losses import LOSSES
-from .metrics import accuracy, predict_logits
-from .models import build_model, describe, param_count
+from kd_core.config import DistillConfig, RunConfig
+from kd_core.errors import ConfigError
+from kd_core.events import Progress, ProgressSink, ignore
+from kd_core.train.data import Dataset
+from kd_core.train.losses import LOSSES
+from kd_core.train.metrics import accuracy, predict_logits
+from kd_core.train.models import build_model, describe, param_count
 
 AUGMENT_SHIFT = 2  # pixels of random translation when augmentation is on
 # A finite loss this far above the first step's has diverged as surely as a NaN:
@@ -39,16 +39,16 @@ AUTO_THREADS_MIN_STEP_FLOPS = 20e6
 @dataclass
 class FitResult:
     model: nn.Module
-    status: str                      # finished | stopped | failed
+    status: str  # finished | stopped | failed
     message: str = ""
-    history: list[dict] = field(default_factory=list)   # one dict per finished epoch
+    history: list[dict] = field(default_factory=list)  # one dict per finished epoch
     best_val_acc: float = float("nan")
     final_val_acc: float = float("nan")
     best_epoch: int = 0
     seconds: float = 0.0
     samples_per_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
-    threads: int = 0                 # torch intra-op threads the run used
+    threads: int = 0  # torch intra-op threads the run used
 
 
 def auto_threads(step_flops: float, cores: int, spare: int = 0) -> int:
@@ -78,17 +78,21 @@ def resolve_device(name: str) -> torch.device:
 
 def validate_config(cfg: RunConfig) -> None:
     t = cfg.train
-    checks = [(t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
-              (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
-              (t.lr > 0 and math.isfinite(t.lr), f"learning rate must be a positive number, got {t.lr}"),
-              (t.optimizer in ("adam", "sgd"), f"unknown optimizer '{t.optimizer}'; use adam or sgd"),
-              (t.weight_decay >= 0, f"weight decay must be >= 0, got {t.weight_decay}"),
-              (t.threads >= 0, f"threads must be 0 (auto) or a positive count, got {t.threads}"),
-              (t.spare_cores >= 0, f"spare cores must be >= 0, got {t.spare_cores}")]
+    checks = [
+        (t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
+        (t.lr > 0 and math.isfinite(t.lr), f"learning rate must be a positive number, got {t.lr}"),
+        (t.optimizer in ("adam", "sgd"), f"unknown optimizer '{t.optimizer}'; use adam or sgd"),
+        (t.weight_decay >= 0, f"weight decay must be >= 0, got {t.weight_decay}"),
+        (t.threads >= 0, f"threads must be 0 (auto) or a positive count, got {t.threads}"),
+        (t.spare_cores >= 0, f"spare cores must be >= 0, got {t.spare_cores}"),
+    ]
     if cfg.distill is not None:
         d = cfg.distill
-        checks += [(0.0 <= d.alpha <= 1.0, f"λ (alpha) must be in [0, 1], got {d.alpha}"),
-                   (d.temperature > 0, f"temperature must be positive, got {d.temperature}")]
+        checks += [
+            (0.0 <= d.alpha <= 1.0, f"λ (alpha) must be in [0, 1], got {d.alpha}"),
+            (d.temperature > 0, f"temperature must be positive, got {d.temperature}"),
+        ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
@@ -102,8 +106,8 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator, fill: fl
     padded = F.pad(x, (max_shift,) * 4, value=fill)
     dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen).to(x.device)
     dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B,1,H,1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B,1,1,W)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B,1,H,1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B,1,1,W)
     batch = torch.arange(b, device=x.device)[:, None, None, None]
     chans = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[batch, chans, rows, cols]
@@ -116,16 +120,19 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     # step time on CPU. Same update rule; deterministic.
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
-                               weight_decay=t.weight_decay, fused=fused)
+        return torch.optim.SGD(
+            model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, fused=fused
+        )
     return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
 
 
-def size_warnings(student: nn.Module, teacher: Optional[nn.Module]) -> list[str]:
+def size_warnings(student: nn.Module, teacher: nn.Module | None) -> list[str]:
     if teacher is None or param_count(student) <= param_count(teacher):
         return []
-    return [f"the student ({param_count(student):,} params) is larger than its teacher "
-            f"({param_count(teacher):,}): this is born-again distillation, not compression."]
+    return [
+        f"the student ({param_count(student):,} params) is larger than its teacher "
+        f"({param_count(teacher):,}): this is born-again distillation, not compression."
+    ]
 
 
 def baseline_config(student_cfg: RunConfig) -> RunConfig:
@@ -137,16 +144,16 @@ class _TeacherLogits:
     """Teacher logits for a batch: from a cache keyed by training-sample index, or
     computed on the fly (always, when augmentation changes the view of each image)."""
 
-    def __init__(self, teacher: Optional[nn.Module], train_x: torch.Tensor, use_cache: bool):
+    def __init__(self, teacher: nn.Module | None, train_x: torch.Tensor, use_cache: bool):
         self.teacher = teacher
-        self.cache: Optional[torch.Tensor] = None
+        self.cache: torch.Tensor | None = None
         if teacher is not None:
             teacher.eval()
             if use_cache:
-                self.cache = predict_logits(teacher, train_x)   # (N_train, K), once
+                self.cache = predict_logits(teacher, train_x)  # (N_train, K), once
 
     @torch.inference_mode()
-    def __call__(self, idx: torch.Tensor, xb: torch.Tensor) -> Optional[torch.Tensor]:
+    def __call__(self, idx: torch.Tensor, xb: torch.Tensor) -> torch.Tensor | None:
         if self.teacher is None:
             return None
         if self.cache is not None:
@@ -154,8 +161,13 @@ class _TeacherLogits:
         return self.teacher(xb)
 
 
-def fit(cfg: RunConfig, data: Dataset, teacher: Optional[nn.Module] = None,
-        emit: ProgressSink = ignore, stop: Optional[threading.Event] = None) -> FitResult:
+def fit(
+    cfg: RunConfig,
+    data: Dataset,
+    teacher: nn.Module | None = None,
+    emit: ProgressSink = ignore,
+    stop: threading.Event | None = None,
+) -> FitResult:
     """Train `cfg.model` on `data`; with a teacher and `cfg.distill`, distil from it."""
     validate_config(cfg)
     threads = resolve_threads(cfg, data)
@@ -176,7 +188,7 @@ def fit(cfg: RunConfig, data: Dataset, teacher: Optional[nn.Module] = None,
 class _Loop:
     """The state of one training run; `run` is the loop itself."""
 
-    def __init__(self, cfg, data, model, teacher, distill: Optional[DistillConfig], device, emit, stop):
+    def __init__(self, cfg, data, model, teacher, distill: DistillConfig | None, device, emit, stop):
         self.cfg, self.data, self.model, self.emit, self.stop = cfg, data, model, emit, stop
         t = cfg.train
         self.x, self.y = data.train_x.to(device), data.train_y.to(device)
@@ -185,16 +197,15 @@ class _Loop:
         self.steps_per_epoch = math.ceil(len(self.y) / t.batch_size)
         self.total_steps = self.steps_per_epoch * t.epochs
         self.opt = make_optimizer(model, cfg)
-        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.total_steps)
-                      if t.cosine else None)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.total_steps) if t.cosine else None
         self.temperature = distill.temperature if distill else 1.0
         self.alpha = distill.alpha if distill else 0.0
         use_cache = bool(distill and distill.cache_teacher_logits and not t.augment)
         self.teacher_logits = _TeacherLogits(teacher if distill else None, self.x, use_cache)
         self.result = FitResult(model=model, status="running", warnings=size_warnings(model, teacher))
-        self.best_state: Optional[dict] = None
+        self.best_state: dict | None = None
         self.step = 0
-        self.first_loss: Optional[float] = None
+        self.first_loss: float | None = None
         self.start = time.perf_counter()
 
     def record(self, event: str, epoch: int, **kw) -> Progress:
@@ -202,9 +213,17 @@ class _Loop:
         done = self.step * self.cfg.train.batch_size
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (self.total_steps - self.step) * (elapsed / self.step) if self.step else 0.0
-        rec = Progress(event=event, epoch=epoch, step=self.step, total_steps=self.total_steps,
-                       samples_per_s=rate, elapsed_s=elapsed, eta_s=eta,
-                       lr=self.opt.param_groups[0]["lr"], **kw)
+        rec = Progress(
+            event=event,
+            epoch=epoch,
+            step=self.step,
+            total_steps=self.total_steps,
+            samples_per_s=rate,
+            elapsed_s=elapsed,
+            eta_s=eta,
+            lr=self.opt.param_groups[0]["lr"],
+            **kw,
+        )
         self.emit(rec)
         return rec
 
@@ -224,17 +243,17 @@ class _Loop:
         correct = (out.detach().argmax(-1) == yb).sum()
         return parts.total.item(), parts.ce.item(), parts.kd.item(), correct
 
-    def run_epoch(self, epoch: int) -> Optional[dict]:
+    def run_epoch(self, epoch: int) -> dict | None:
         """One pass over the training set; None when stopped or failed mid-epoch."""
         self.model.train()
         bs = self.cfg.train.batch_size
         perm = torch.randperm(len(self.y), generator=self.gen).to(self.x.device)
-        sums = [0.0, 0.0, 0.0]   # Python floats are float64: no tensor allocated per step
+        sums = [0.0, 0.0, 0.0]  # Python floats are float64: no tensor allocated per step
         correct = torch.zeros((), dtype=torch.int64, device=self.x.device)
         for i in range(self.steps_per_epoch):
             if self.stop.is_set():
                 return self.finish("stopped", epoch, "stopped by request")
-            idx = perm[i * bs:(i + 1) * bs]
+            idx = perm[i * bs : (i + 1) * bs]
             loss, ce, kd, ok = self.train_step(idx)
             self.step += 1
             if self.diverged(loss):
@@ -245,8 +264,13 @@ class _Loop:
             sums[2] += kd * len(idx)
             self.record("step", epoch, loss=loss, ce=ce, kd=kd)
         n = len(self.y)
-        return {"epoch": epoch, "loss": sums[0] / n, "ce": sums[1] / n,
-                "kd": sums[2] / n, "train_acc": correct.item() / n}
+        return {
+            "epoch": epoch,
+            "loss": sums[0] / n,
+            "ce": sums[1] / n,
+            "kd": sums[2] / n,
+            "train_acc": correct.item() / n,
+        }
 
     def diverged(self, loss: float) -> bool:
         if not math.isfinite(loss):
@@ -256,9 +280,11 @@ class _Loop:
         return loss > max(DIVERGENCE_FLOOR, DIVERGENCE_FACTOR * self.first_loss)
 
     def divergence_message(self, loss: float, epoch: int) -> str:
-        return (f"the loss became {loss:.4g} at step {self.step} (epoch {epoch}): training diverged. "
-                f"The learning rate {self.cfg.train.lr:g} is likely too high; try "
-                f"{self.cfg.train.lr / 10:g}.")
+        return (
+            f"the loss became {loss:.4g} at step {self.step} (epoch {epoch}): training diverged. "
+            f"The learning rate {self.cfg.train.lr:g} is likely too high; try "
+            f"{self.cfg.train.lr / 10:g}."
+        )
 
     def end_epoch(self, stats: dict) -> None:
         val_acc = accuracy(predict_logits(self.model, self.val_x), self.val_y)
@@ -269,8 +295,15 @@ class _Loop:
             self.result.best_val_acc, self.result.best_epoch = val_acc, stats["epoch"]
             self.best_state = copy.deepcopy(self.model.state_dict())
         self.result.final_val_acc = val_acc
-        self.record("epoch", stats["epoch"], loss=stats["loss"], ce=stats["ce"], kd=stats["kd"],
-                    train_acc=stats["train_acc"], val_acc=val_acc)
+        self.record(
+            "epoch",
+            stats["epoch"],
+            loss=stats["loss"],
+            ce=stats["ce"],
+            kd=stats["kd"],
+            train_acc=stats["train_acc"],
+            val_acc=val_acc,
+        )
 
     def patience_exhausted(self, epoch: int) -> bool:
         p = self.cfg.train.patience
@@ -281,7 +314,7 @@ class _Loop:
         r.status, r.message = status, message
         r.seconds = time.perf_counter() - self.start
         r.samples_per_s = self.step * self.cfg.train.batch_size / r.seconds if r.seconds > 0 else 0.0
-        if self.best_state is not None:   # model selection on the validation split
+        if self.best_state is not None:  # model selection on the validation split
             self.model.load_state_dict(self.best_state)
         self.model.eval()
         self.record("end", epoch, status=status, message=message, val_acc=r.best_val_acc)
@@ -294,8 +327,9 @@ class _Loop:
                 return self.result
             self.end_epoch(stats)
             if self.patience_exhausted(epoch):
-                self.finish("finished", epoch, f"early stop: no better validation accuracy "
-                                               f"for {self.cfg.train.patience} epochs")
+                self.finish(
+                    "finished", epoch, f"early stop: no better validation accuracy for {self.cfg.train.patience} epochs"
+                )
                 return self.result
         self.finish("finished", self.cfg.train.epochs)
         return self.result

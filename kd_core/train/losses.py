@@ -4,18 +4,20 @@ Each returns a `LossParts` so the curves can show every component.
 Registry: `LOSSES` maps a name to a function with the signature
 `(student_logits, teacher_logits, labels, temperature, alpha) -> LossParts`.
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 
 class LossParts(NamedTuple):
-    total: torch.Tensor   # scalar, the one that is back-propagated
-    ce: torch.Tensor      # scalar, cross-entropy with the labels
-    kd: torch.Tensor      # scalar, T²-scaled KL to the teacher's soft targets (0 without a teacher)
+    total: torch.Tensor  # scalar, the one that is back-propagated
+    ce: torch.Tensor  # scalar, cross-entropy with the labels
+    kd: torch.Tensor  # scalar, T²-scaled KL to the teacher's soft targets (0 without a teacher)
 
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -23,8 +25,13 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.softmax(logits / temperature, dim=-1)
 
 
-def hinton_kd_loss(student_logits: torch.Tensor, teacher_logits: Optional[torch.Tensor],
-                   labels: torch.Tensor, temperature: float = 4.0, alpha: float = 0.9) -> LossParts:
+def hinton_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    labels: torch.Tensor,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+) -> LossParts:
     """Knowledge distillation loss of Hinton, Vinyals & Dean (2015),
     "Distilling the Knowledge in a Neural Network", arXiv:1503.02531.
 
@@ -52,7 +59,7 @@ def hinton_kd_loss(student_logits: torch.Tensor, teacher_logits: Optional[torch.
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    kd = kl * temperature ** 2
+    kd = kl * temperature**2
     return LossParts((1.0 - alpha) * ce + alpha * kd, ce, kd)
 
 

@@ -9,6 +9,7 @@ curves as a self-contained plotly HTML file (no network needed to open it).
 
 Importing this module does not import torch.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,23 +19,34 @@ import statistics
 import time
 import zipfile
 from pathlib import Path
-from typing import Optional, Union
 
-from .errors import KDError
-from .runtimes import latency_markdown, machine_info, machine_line, quantization_markdown
-from .store import Store
+from kd_core.deploy.runtimes import latency_markdown, machine_info, machine_line, quantization_markdown
+from kd_core.errors import KDError
+from kd_core.store import Store
 
 SCHEMA = "kd-studio-model-card/1"
 OFFICIAL_TEST_SPLITS = ("mnist", "fashion-mnist", "cifar10")
-METRIC_KEYS = ("test_acc", "best_val_acc", "final_val_acc", "best_epoch", "epochs_done", "ece", "agreement",
-               "params", "bytes", "flops", "seconds", "train_samples_per_s")
+METRIC_KEYS = (
+    "test_acc",
+    "best_val_acc",
+    "final_val_acc",
+    "best_epoch",
+    "epochs_done",
+    "ece",
+    "agreement",
+    "params",
+    "bytes",
+    "flops",
+    "seconds",
+    "train_samples_per_s",
+)
 
 
 class CardError(KDError):
     """A model card cannot be made for this run."""
 
 
-def _store(store: Union[Store, str, Path]) -> Store:
+def _store(store: Store | str | Path) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
@@ -56,7 +68,7 @@ def _switch(name: str, on: bool) -> list[str]:
     return [name] if on else []
 
 
-def reproduce_command(config: dict, store_root: Optional[str] = None) -> Optional[str]:
+def reproduce_command(config: dict, store_root: str | None = None) -> str | None:
     """The `python -m kd_core ...` line that trains this run again, every flag from the stored
     config; None for a student whose teacher the config does not name (no command can make it).
 
@@ -75,8 +87,18 @@ def reproduce_command(config: dict, store_root: Optional[str] = None) -> Optiona
     args += _flag("--split-seed", data["split_seed"]) + _switch("--no-download", not data["download"])
     args += _flag("--store", store_root) if store_root else []
     args += _flag("--family", model["family"]) + _flag("--size", model["size"]) + _flag("--depth", model["depth"])
-    for key in ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "seed", "device",
-                "threads", "patience"):
+    for key in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "optimizer",
+        "momentum",
+        "weight_decay",
+        "seed",
+        "device",
+        "threads",
+        "patience",
+    ):
         args += _flag("--" + key.replace("_", "-"), train[key])
     args += _switch("--cosine", train["cosine"]) + _switch("--augment", train["augment"])
     if args[3] == "distill":
@@ -89,7 +111,7 @@ def reproduce_command(config: dict, store_root: Optional[str] = None) -> Optiona
     return " ".join(shlex.quote(a) for a in args)
 
 
-def run_command(store: Optional[Store], record: dict) -> Optional[str]:
+def run_command(store: Store | None, record: dict) -> str | None:
     """The command that trains the stored run `record` again (`reproduce_command`), writing
     into `store` if given; None for an uploaded checkpoint (it was not trained here) or a
     student whose teacher is unknown.
@@ -121,47 +143,86 @@ def seed_runs(store: Store, record: dict) -> dict:
     """Finished runs whose config differs from this one only by the training seed:
     {runs: [{run_id, seed, test_acc}], mean, std, n}."""
     key = _without_seed(record["config"])
-    same = [r for r in store.list_runs(kind=record["kind"], dataset=record["dataset"], status="finished")
-            if _without_seed(r["config"]) == key and r["metrics"].get("test_acc") is not None]
-    runs = sorted(({"run_id": r["id"], "seed": r["config"]["train"]["seed"], "test_acc": r["metrics"]["test_acc"]}
-                   for r in same), key=lambda r: (r["seed"], r["run_id"]))
+    same = [
+        r
+        for r in store.list_runs(kind=record["kind"], dataset=record["dataset"], status="finished")
+        if _without_seed(r["config"]) == key and r["metrics"].get("test_acc") is not None
+    ]
+    runs = sorted(
+        ({"run_id": r["id"], "seed": r["config"]["train"]["seed"], "test_acc": r["metrics"]["test_acc"]} for r in same),
+        key=lambda r: (r["seed"], r["run_id"]),
+    )
     accs = [r["test_acc"] for r in runs]
-    return {"runs": runs, "n": len(accs), "mean": statistics.fmean(accs) if accs else None,
-            "std": statistics.stdev(accs) if len(accs) > 1 else None}
+    return {
+        "runs": runs,
+        "n": len(accs),
+        "mean": statistics.fmean(accs) if accs else None,
+        "std": statistics.stdev(accs) if len(accs) > 1 else None,
+    }
 
 
 def _dataset(config: dict) -> dict:
     data = config["data"]
-    test = "the dataset's official test split" if data["dataset"] in OFFICIAL_TEST_SPLITS else \
-        f"a stratified 20% hold-out drawn with split seed {data['split_seed']}"
-    return {"name": data["dataset"], "val_fraction": data["val_fraction"], "split_seed": data["split_seed"],
-            "validation": f"a stratified {data['val_fraction']:.0%} of the training split (split seed "
-                          f"{data['split_seed']})", "test": test}
+    test = (
+        "the dataset's official test split"
+        if data["dataset"] in OFFICIAL_TEST_SPLITS
+        else f"a stratified 20% hold-out drawn with split seed {data['split_seed']}"
+    )
+    return {
+        "name": data["dataset"],
+        "val_fraction": data["val_fraction"],
+        "split_seed": data["split_seed"],
+        "validation": f"a stratified {data['val_fraction']:.0%} of the training split (split seed "
+        f"{data['split_seed']})",
+        "test": test,
+    }
 
 
-def _model_summary(record: Optional[dict]) -> Optional[dict]:
+def _model_summary(record: dict | None) -> dict | None:
     if record is None:
         return None
     m = record["metrics"]
-    return {"run_id": record["id"], "kind": record["kind"], "label": record["label"], **record["config"]["model"],
-            **{k: m.get(k) for k in ("test_acc", "params", "bytes", "flops")}}
+    return {
+        "run_id": record["id"],
+        "kind": record["kind"],
+        "label": record["label"],
+        **record["config"]["model"],
+        **{k: m.get(k) for k in ("test_acc", "params", "bytes", "flops")},
+    }
 
 
-def _latency(record: dict, latency: Optional[dict]) -> dict:
+def _latency(record: dict, latency: dict | None) -> dict:
     """A cross-runtime measurement if given; else the eager one stored at training time."""
     if latency is not None:
-        return {"source": "measured for this card", "machine": latency.get("machine"),
-                "threads": latency.get("threads"), "rows": latency.get("rows", [])}
+        return {
+            "source": "measured for this card",
+            "machine": latency.get("machine"),
+            "threads": latency.get("threads"),
+            "rows": latency.get("rows", []),
+        }
     stored = record["metrics"].get("latency") or {}
-    rows = [{"model": record["kind"], "runtime": "eager", "batch_size": int(bs), "threads": stored.get("threads"),
-             **{k: v for k, v in r.items() if k != "batch_size"}} for bs, r in stored.get("batches", {}).items()]
-    return {"source": "measured at the end of training (eager PyTorch); machine facts below are of the "
-                      "machine that made this card", "machine": machine_info(stored.get("threads")),
-            "threads": stored.get("threads"), "rows": rows}
+    rows = [
+        {
+            "model": record["kind"],
+            "runtime": "eager",
+            "batch_size": int(bs),
+            "threads": stored.get("threads"),
+            **{k: v for k, v in r.items() if k != "batch_size"},
+        }
+        for bs, r in stored.get("batches", {}).items()
+    ]
+    return {
+        "source": "measured at the end of training (eager PyTorch); machine facts below are of the "
+        "machine that made this card",
+        "machine": machine_info(stored.get("threads")),
+        "threads": stored.get("threads"),
+        "rows": rows,
+    }
 
 
-def model_card(store: Union[Store, str, Path], run_id: str, latency: Optional[dict] = None,
-               quantization: Optional[dict] = None) -> dict:
+def model_card(
+    store: Store | str | Path, run_id: str, latency: dict | None = None, quantization: dict | None = None
+) -> dict:
     """The card as a JSON-able dict. `latency` is a `runtimes.bench_run` result and
     `quantization` a `runtimes.quantization_report` result; both optional."""
     store = _store(store)
@@ -171,17 +232,29 @@ def model_card(store: Union[Store, str, Path], run_id: str, latency: Optional[di
     teacher = _model_summary(store.get_run(teacher_ref)) if teacher_ref else None
     metrics = record["metrics"]
     return {
-        "schema": SCHEMA, "run_id": run_id, "kind": record["kind"], "label": record["label"],
-        "status": record["status"], "created": record["created"], "finished": record["finished"],
-        "card_made": time.time(), "dataset": _dataset(config),
+        "schema": SCHEMA,
+        "run_id": run_id,
+        "kind": record["kind"],
+        "label": record["label"],
+        "status": record["status"],
+        "created": record["created"],
+        "finished": record["finished"],
+        "card_made": time.time(),
+        "dataset": _dataset(config),
         "teacher": teacher or ({"reference": teacher_ref} if teacher_ref else None),
-        "model": _model_summary(record), "hyperparameters": config,
-        "metrics": {**{k: metrics.get(k) for k in METRIC_KEYS if k in metrics},
-                    "per_class_accuracy": metrics.get("per_class_accuracy"),
-                    "confusion_matrix": metrics.get("confusion_matrix"),
-                    "seed": config["train"]["seed"], "split_seed": config["data"]["split_seed"]},
-        "seeds": seed_runs(store, record), "latency": _latency(record, latency),
-        "quantization": quantization, "reproduce": run_command(store, record),
+        "model": _model_summary(record),
+        "hyperparameters": config,
+        "metrics": {
+            **{k: metrics.get(k) for k in METRIC_KEYS if k in metrics},
+            "per_class_accuracy": metrics.get("per_class_accuracy"),
+            "confusion_matrix": metrics.get("confusion_matrix"),
+            "seed": config["train"]["seed"],
+            "split_seed": config["data"]["split_seed"],
+        },
+        "seeds": seed_runs(store, record),
+        "latency": _latency(record, latency),
+        "quantization": quantization,
+        "reproduce": run_command(store, record),
         "curves": store.epochs(run_id),
     }
 
@@ -190,7 +263,7 @@ def model_card(store: Union[Store, str, Path], run_id: str, latency: Optional[di
 
 
 def _num(v) -> str:
-    if isinstance(v, float):   # 4 significant digits: accuracies and learning rates alike
+    if isinstance(v, float):  # 4 significant digits: accuracies and learning rates alike
         return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
@@ -211,18 +284,35 @@ def _flat(prefix: str, d: dict) -> list[tuple[str, object]]:
 def card_markdown(card: dict) -> str:
     """The card for people. Every number comes from `card`, so the JSON and the Markdown agree."""
     t, s, d, m = card.get("teacher"), card["model"], card["dataset"], card["metrics"]
-    lines = [f"# Model card: {card['label']} ({card['kind']}, run `{card['run_id']}`)", "",
-             f"Status **{card['status']}**. Test accuracy **{_num(m.get('test_acc'))}**.", "",
-             "## Dataset", "", f"- dataset: `{d['name']}`", f"- validation: {d['validation']}",
-             f"- test: {d['test']}", "", "## Models", ""]
+    lines = [
+        f"# Model card: {card['label']} ({card['kind']}, run `{card['run_id']}`)",
+        "",
+        f"Status **{card['status']}**. Test accuracy **{_num(m.get('test_acc'))}**.",
+        "",
+        "## Dataset",
+        "",
+        f"- dataset: `{d['name']}`",
+        f"- validation: {d['validation']}",
+        f"- test: {d['test']}",
+        "",
+        "## Models",
+        "",
+    ]
     if t and "run_id" in t:
-        lines.append(f"- teacher: {t['label']} (run `{t['run_id']}`), {_num(t['params'])} params, "
-                     f"test accuracy {_num(t['test_acc'])}")
+        lines.append(
+            f"- teacher: {t['label']} (run `{t['run_id']}`), {_num(t['params'])} params, "
+            f"test accuracy {_num(t['test_acc'])}"
+        )
     elif t:
         lines.append(f"- teacher: `{t['reference']}` (not in this store)")
-    lines += [f"- this model: {s['label']}, {_num(s['params'])} params, {_num(s['bytes'])} bytes, "
-              f"{_num(s['flops'])} FLOPs/sample", "", "## Hyperparameters", ""]
-    lines += _kv_table(_flat("", card["hyperparameters"])) + ["", "## Metrics", ""]
+    lines += [
+        f"- this model: {s['label']}, {_num(s['params'])} params, {_num(s['bytes'])} bytes, "
+        f"{_num(s['flops'])} FLOPs/sample",
+        "",
+        "## Hyperparameters",
+        "",
+    ]
+    lines += [*_kv_table(_flat("", card["hyperparameters"])), "", "## Metrics", ""]
     lines += _kv_table([(k, v) for k, v in m.items() if k not in ("per_class_accuracy", "confusion_matrix")])
     seeds = card["seeds"]
     lines += ["", "## Seeds", "", f"{seeds['n']} finished run(s) with this configuration but for the seed:"]
@@ -233,19 +323,23 @@ def card_markdown(card: dict) -> str:
     lines += ["", "## Latency", "", f"Source: {lat['source']}.", "", machine_line(lat.get("machine")), ""]
     lines += [latency_markdown(lat["rows"])] if lat["rows"] else ["not measured"]
     if card.get("quantization"):
-        lines += ["", "## int8 quantization", ""] + quantization_markdown(card["quantization"])
+        lines += ["", "## int8 quantization", "", *quantization_markdown(card["quantization"])]
     lines += ["", "## Reproduce", ""]
-    lines += ["```sh", card["reproduce"], "```"] if card["reproduce"] else \
-        ["Not reproducible from this store: the run was uploaded, or its teacher is unknown."]
+    lines += (
+        ["```sh", card["reproduce"], "```"]
+        if card["reproduce"]
+        else ["Not reproducible from this store: the run was uploaded, or its teacher is unknown."]
+    )
     lines += ["", "Training curves: `curves.html` beside this card.", ""]
     return "\n".join(lines)
 
 
-def curves_html(store: Union[Store, str, Path], run_id: str, include_plotlyjs: Union[bool, str] = True) -> str:
+def curves_html(store: Store | str | Path, run_id: str, include_plotlyjs: bool | str = True) -> str:
     """Loss terms and accuracies per epoch from the store, as one plotly HTML page
     (plotly.js inlined by default, so it opens offline)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
     store = _store(store)
     record = _record(store, run_id)
     epochs = store.epochs(run_id)
@@ -263,19 +357,23 @@ def curves_html(store: Union[Store, str, Path], run_id: str, include_plotlyjs: U
     return fig.to_html(full_html=True, include_plotlyjs=include_plotlyjs)
 
 
-def card_files(store: Union[Store, str, Path], run_id: str, latency: Optional[dict] = None,
-               quantization: Optional[dict] = None) -> dict[str, bytes]:
+def card_files(
+    store: Store | str | Path, run_id: str, latency: dict | None = None, quantization: dict | None = None
+) -> dict[str, bytes]:
     """{"MODEL_CARD.md", "model_card.json", "curves.html"} → bytes, for download buttons."""
     card = model_card(store, run_id, latency, quantization)
-    files = {"MODEL_CARD.md": card_markdown(card).encode(),
-             "model_card.json": json.dumps(card, indent=2, default=str).encode()}
+    files = {
+        "MODEL_CARD.md": card_markdown(card).encode(),
+        "model_card.json": json.dumps(card, indent=2, default=str).encode(),
+    }
     if card["curves"]:
         files["curves.html"] = curves_html(store, run_id).encode()
     return files
 
 
-def card_zip(store: Union[Store, str, Path], run_id: str, latency: Optional[dict] = None,
-             quantization: Optional[dict] = None) -> bytes:
+def card_zip(
+    store: Store | str | Path, run_id: str, latency: dict | None = None, quantization: dict | None = None
+) -> bytes:
     """The card's files in one zip, for a single download button."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:

@@ -4,28 +4,29 @@ Pages import no torch. They call these functions, which take and return
 numbers, strings, dicts, numpy arrays and pandas DataFrames (plus opaque
 handles such as a `Dataset` or a model that they only pass back in).
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from . import experiment
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
-from .data import Dataset, dataset_names, load_dataset
-from .engine import resolve_device
-from .errors import KDError
-from .jobs import Job, JobManager
-from .losses import soft_targets as _soft_targets
-from .metrics import entropy, predict_logits
-from .models import describe, student_preset, teacher_preset
-from .store import Store
+from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.errors import KDError
+from kd_core.jobs import Job, JobManager
+from kd_core.store import Store
+from kd_core.train import recorder as experiment
+from kd_core.train.bench import measure_latency, size_report
+from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
+from kd_core.train.data import Dataset, dataset_names, load_dataset
+from kd_core.train.engine import resolve_device
+from kd_core.train.losses import soft_targets as _soft_targets
+from kd_core.train.metrics import entropy, evaluate, predict_logits
+from kd_core.train.models import describe, student_preset, teacher_preset
 
 DATASETS = dataset_names()
 
@@ -82,17 +83,47 @@ def compression(student: dict, teacher: dict) -> dict:
     return {k: teacher[k] / student[k] if student[k] else float("inf") for k in ("params", "flops", "bytes")}
 
 
-def make_config(kind: str, dataset: str, root: str, image_size: int, family: str, size: int, depth: int,
-                epochs: int, lr: float, batch_size: int, seed: int = 0, device: str = "auto",
-                optimizer: str = "adam", cosine: bool = False, temperature: float = 4.0,
-                alpha: float = 0.9, teacher_id: Optional[str] = None, threads: int = 0) -> RunConfig:
+def make_config(
+    kind: str,
+    dataset: str,
+    root: str,
+    image_size: int,
+    family: str,
+    size: int,
+    depth: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int = 0,
+    device: str = "auto",
+    optimizer: str = "adam",
+    cosine: bool = False,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    teacher_id: str | None = None,
+    threads: int = 0,
+) -> RunConfig:
     data = DataConfig(dataset=dataset, root=root, image_size=image_size)
-    train = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), optimizer=optimizer,
-                        cosine=cosine, seed=int(seed), device=device, threads=int(threads),
-                        spare_cores=DASHBOARD_SPARE_CORES)
+    train = TrainConfig(
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        optimizer=optimizer,
+        cosine=cosine,
+        seed=int(seed),
+        device=device,
+        threads=int(threads),
+        spare_cores=DASHBOARD_SPARE_CORES,
+    )
     distill = DistillConfig(float(temperature), float(alpha)) if kind == "student" else None
-    return RunConfig(kind=kind, data=data, model=ModelSpec(family, int(size), int(depth)), train=train,
-                     distill=distill, teacher_id=teacher_id)
+    return RunConfig(
+        kind=kind,
+        data=data,
+        model=ModelSpec(family, int(size), int(depth)),
+        train=train,
+        distill=distill,
+        teacher_id=teacher_id,
+    )
 
 
 # ---------------------------------------------------------------- stored runs
@@ -107,8 +138,15 @@ def teachers(store: Store, data: Dataset) -> list[dict]:
     rows = []
     for r in store.list_runs(kind="teacher", dataset=data.name):
         if r["weights"] and r["status"] in ("finished", "stopped"):
-            rows.append({"id": r["id"], "label": r["label"], "status": r["status"],
-                         "test_acc": r["metrics"].get("test_acc"), "params": r["metrics"].get("params")})
+            rows.append(
+                {
+                    "id": r["id"],
+                    "label": r["label"],
+                    "status": r["status"],
+                    "test_acc": r["metrics"].get("test_acc"),
+                    "params": r["metrics"].get("params"),
+                }
+            )
     return rows
 
 
@@ -116,40 +154,53 @@ def load_model(store: Store, run_id: str, data: Dataset) -> nn.Module:
     return experiment.load_teacher(store, run_id, data)
 
 
-def import_checkpoint(store: Store, payload: bytes, data: Dataset, name: str,
-                      expect: Optional[ModelSpec] = None) -> str:
+def import_checkpoint(store: Store, payload: bytes, data: Dataset, name: str, expect: ModelSpec | None = None) -> str:
     """Check an uploaded checkpoint against the dataset (and family/size, if given),
     measure it on the test split and keep it as a teacher run. Raises CheckpointError."""
-    model, meta = load_checkpoint(payload, expect=expect, input_shape=data.input_shape,
-                                  num_classes=data.num_classes)
+    model, meta = load_checkpoint(payload, expect=expect, input_shape=data.input_shape, num_classes=data.num_classes)
     cfg = RunConfig(kind="teacher", data=DataConfig(dataset=data.name), model=meta["spec"])
     run_id = store.create_run(cfg, label=f"{meta['spec'].label()} (uploaded {name})")
-    from .metrics import evaluate
-    from .bench import measure_latency, size_report
     report = evaluate(model, data.test_x, data.test_y, data.num_classes)
-    metrics = {"test_acc": report.pop("accuracy"), **report, **size_report(model),
-               "flops": describe(meta["spec"], data.input_shape, data.num_classes)["flops"],
-               "latency": measure_latency(model, data.input_shape, experiment.LATENCY_BATCHES, 5, 30),
-               "uploaded": name}
+    metrics = {
+        "test_acc": report.pop("accuracy"),
+        **report,
+        **size_report(model),
+        "flops": describe(meta["spec"], data.input_shape, data.num_classes)["flops"],
+        "latency": measure_latency(model, data.input_shape, experiment.LATENCY_BATCHES, 5, 30),
+        "uploaded": name,
+    }
     weights = store.weights_path(run_id)
     save_checkpoint(weights, model, meta["spec"], data.input_shape, data.classes, data.name)
     store.finish_run(run_id, "finished", metrics, weights=weights)
     return run_id
 
 
-def run_card(store: Store, run_id: str) -> Optional[dict]:
+def run_card(store: Store, run_id: str) -> dict | None:
     """A stored run's headline numbers for metric cards."""
     r = store.get_run(run_id)
     if r is None:
         return None
     m = r["metrics"]
     lat = m.get("latency", {}).get("batches", {})
-    return {"id": r["id"], "kind": r["kind"], "label": r["label"], "status": r["status"], "error": r["error"],
-            "dataset": r["dataset"], "config": r["config"], "test_acc": m.get("test_acc"),
-            "best_val_acc": m.get("best_val_acc"), "params": m.get("params"), "bytes": m.get("bytes"),
-            "flops": m.get("flops"), "agreement": m.get("agreement"), "ece": m.get("ece"),
-            "latency_b1_ms": lat.get("1", {}).get("median_ms"),
-            "latency_b256_ms": lat.get("256", {}).get("median_ms"), "teacher_id": r["teacher_id"]}
+    return {
+        "id": r["id"],
+        "kind": r["kind"],
+        "label": r["label"],
+        "status": r["status"],
+        "error": r["error"],
+        "dataset": r["dataset"],
+        "config": r["config"],
+        "test_acc": m.get("test_acc"),
+        "best_val_acc": m.get("best_val_acc"),
+        "params": m.get("params"),
+        "bytes": m.get("bytes"),
+        "flops": m.get("flops"),
+        "agreement": m.get("agreement"),
+        "ece": m.get("ece"),
+        "latency_b1_ms": lat.get("1", {}).get("median_ms"),
+        "latency_b256_ms": lat.get("256", {}).get("median_ms"),
+        "teacher_id": r["teacher_id"],
+    }
 
 
 # ---------------------------------------------------------------- jobs
@@ -160,16 +211,19 @@ def start_teacher(manager: JobManager, store: Store, data: Dataset, cfg: RunConf
         outcome = experiment.train_teacher(store, cfg, data, emit, stop)
         job.add_outcome(outcome)
         return [outcome]
+
     return manager.start(f"teacher {cfg.model.label()} on {data.name}", "teacher", work)
 
 
-def start_distill(manager: JobManager, store: Store, data: Dataset, teacher: nn.Module,
-                  cfg: RunConfig, with_baseline: bool) -> Job:
+def start_distill(
+    manager: JobManager, store: Store, data: Dataset, teacher: nn.Module, cfg: RunConfig, with_baseline: bool
+) -> Job:
     def work(emit, stop, job):
         outcomes = experiment.distill(store, cfg, data, teacher, with_baseline, emit, stop)
         for o in outcomes:
             job.add_outcome(o)
         return outcomes
+
     title = f"distil {cfg.model.label()} (T={cfg.distill.temperature:g}, λ={cfg.distill.alpha:g})"
     return manager.start(title, "distill", work)
 
@@ -177,10 +231,34 @@ def start_distill(manager: JobManager, store: Store, data: Dataset, teacher: nn.
 def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = "auto", threads: int = 0) -> Job:
     """Default teacher, then a small student and its no-KD baseline: the whole flow in seconds."""
     p = presets(data.name)
-    t_cfg = make_config("teacher", data.name, "data", 32, p["teacher"].family, p["teacher"].size,
-                        p["teacher"].depth, epochs=15, lr=1e-3, batch_size=64, device=device, threads=threads)
-    s_base = make_config("student", data.name, "data", 32, p["student"].family, p["student"].size,
-                         p["student"].depth, epochs=15, lr=3e-3, batch_size=64, device=device, threads=threads)
+    t_cfg = make_config(
+        "teacher",
+        data.name,
+        "data",
+        32,
+        p["teacher"].family,
+        p["teacher"].size,
+        p["teacher"].depth,
+        epochs=15,
+        lr=1e-3,
+        batch_size=64,
+        device=device,
+        threads=threads,
+    )
+    s_base = make_config(
+        "student",
+        data.name,
+        "data",
+        32,
+        p["student"].family,
+        p["student"].size,
+        p["student"].depth,
+        epochs=15,
+        lr=3e-3,
+        batch_size=64,
+        device=device,
+        threads=threads,
+    )
 
     def work(emit, stop, job):
         teacher = experiment.train_teacher(store, t_cfg, data, emit, stop)
@@ -192,6 +270,7 @@ def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = 
         for o in outcomes:
             job.add_outcome(o)
         return [teacher, *outcomes]
+
     return manager.start("quick start: teacher, student and baseline on " + data.name, "quick", work)
 
 
@@ -214,8 +293,9 @@ def step_frame(snapshot: dict, smooth: float = 0.9) -> pd.DataFrame:
         long = df.melt(id_vars="step", var_name="component", value_name="loss")
         long["run"] = run["label"]
         frames.append(long)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["step", "component", "loss", "run"])
+    return (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step", "component", "loss", "run"])
+    )
 
 
 def epoch_frame(snapshot: dict) -> pd.DataFrame:
@@ -230,8 +310,10 @@ def progress_of(snapshot: dict) -> dict:
         return {"fraction": 0.0, "text": "starting…", "label": ""}
     frac = last["step"] / last["total_steps"] if last["total_steps"] else 0.0
     label = snapshot["runs"][-1]["label"]
-    text = (f"{label}: epoch {last['epoch']}, step {last['step']}/{last['total_steps']} · "
-            f"{last['samples_per_s']:,.0f} samples/s · ETA {last['eta_s']:.0f} s")
+    text = (
+        f"{label}: epoch {last['epoch']}, step {last['step']}/{last['total_steps']} · "
+        f"{last['samples_per_s']:,.0f} samples/s · ETA {last['eta_s']:.0f} s"
+    )
     return {"fraction": min(1.0, frac), "text": text, "label": label}
 
 
@@ -240,22 +322,25 @@ def progress_of(snapshot: dict) -> dict:
 
 def image_for_display(data: Dataset, index: int) -> np.ndarray:
     """Test image `index` de-normalised to [0, 1], as (H, W) or (H, W, C)."""
-    x = data.test_x[index] * data.std + data.mean     # (C, H, W)
+    x = data.test_x[index] * data.std + data.mean  # (C, H, W)
     img = x.clamp(0, 1).permute(1, 2, 0).numpy()
     return img[:, :, 0] if img.shape[2] == 1 else img
 
 
-def soft_target_view(teacher: nn.Module, student: Optional[nn.Module], data: Dataset,
-                     index: int, temperature: float) -> dict:
+def soft_target_view(
+    teacher: nn.Module, student: nn.Module | None, data: Dataset, index: int, temperature: float
+) -> dict:
     """softmax(z/T) of teacher (and student) on one test image, with entropies in nats."""
-    x = data.test_x[index:index + 1]
-    out = {"classes": data.classes, "label": data.classes[int(data.test_y[index])],
-           "temperature": temperature}
+    x = data.test_x[index : index + 1]
+    out = {"classes": data.classes, "label": data.classes[int(data.test_y[index])], "temperature": temperature}
     for name, model in (("teacher", teacher), ("student", student)):
         if model is None:
             continue
         logits = predict_logits(model.cpu(), x)
         probs = _soft_targets(logits, temperature)[0]
-        out[name] = {"probs": probs.tolist(), "entropy": float(entropy(probs)),
-                     "prediction": data.classes[int(logits.argmax())]}
+        out[name] = {
+            "probs": probs.tolist(),
+            "entropy": float(entropy(probs)),
+            "prediction": data.classes[int(logits.argmax())],
+        }
     return out

@@ -4,18 +4,32 @@ and the results in words (the best cells, the multiple-testing counts, the estim
 
 No torch: importing this module imports neither torch nor ray.
 """
+
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
-from . import fmt
-from .config import DataConfig, TrainConfig
-from .errors import ConfigError
-from .store import Store
-from .sweep import SweepConfig, finished_runs, load_sweep, plan
-from .sweep_results import RAY_START_S
+from kd_core import fmt
+from kd_core.config import DataConfig, TrainConfig
+from kd_core.errors import ConfigError
+
+# The Sweep page imports only views: what it takes from the sweep package is re-exported here (`X as X`).
+from kd_core.stats import TEST_NAME as TEST_NAME
+from kd_core.store import Store
+from kd_core.sweep.executors import make_executor
+from kd_core.sweep.grid import SweepConfig, finished_runs, load_sweep, plan
+from kd_core.sweep.grid import create_sweep as create_sweep
+from kd_core.sweep.grid import pending as pending
+from kd_core.sweep.ray_executor import RAY_MISSING as RAY_MISSING
+from kd_core.sweep.results import RAY_START_S
+from kd_core.sweep.results import estimate as estimate
+from kd_core.sweep.results import multiple_tests as multiple_tests
+from kd_core.sweep.results import sweep_grids as sweep_grids
+from kd_core.sweep.results import sweep_results as sweep_results
+from kd_core.sweep.runner import start_sweep as start_sweep
 
 
 def parse_values(text: str, cast: Callable = float, name: str = "values") -> tuple:
@@ -29,8 +43,7 @@ def parse_values(text: str, cast: Callable = float, name: str = "values") -> tup
             value = float(p) if cast is float else cast(p)
         except ValueError:
             kind = "a whole number" if cast is int else "a number"
-            raise ConfigError(f"{name}: '{p}' is not {kind}; separate values with commas, e.g. 1, 2, 4.") \
-                from None
+            raise ConfigError(f"{name}: '{p}' is not {kind}; separate values with commas, e.g. 1, 2, 4.") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{name}: '{p}' is not a finite number.")
         out.append(value)
@@ -39,14 +52,30 @@ def parse_values(text: str, cast: Callable = float, name: str = "values") -> tup
     return tuple(out)
 
 
-def make_sweep(temperatures: str, alphas: str, sizes: str, seeds: int, first_seed: int, teacher_id: str,
-               family: str, depth: int, data: DataConfig, train: TrainConfig) -> SweepConfig:
+def make_sweep(
+    temperatures: str,
+    alphas: str,
+    sizes: str,
+    seeds: int,
+    first_seed: int,
+    teacher_id: str,
+    family: str,
+    depth: int,
+    data: DataConfig,
+    train: TrainConfig,
+) -> SweepConfig:
     """A SweepConfig from the page's fields (the lists as typed); ConfigError on a bad value."""
-    cfg = SweepConfig(temperatures=parse_values(temperatures, float, "Temperatures T"),
-                      alphas=parse_values(alphas, float, "λ values"),
-                      sizes=parse_values(sizes, int, "Student sizes"),
-                      seeds=SweepConfig.seed_range(int(seeds), int(first_seed)), teacher_id=teacher_id or "",
-                      family=family, depth=int(depth), data=data, train=train)
+    cfg = SweepConfig(
+        temperatures=parse_values(temperatures, float, "Temperatures T"),
+        alphas=parse_values(alphas, float, "λ values"),
+        sizes=parse_values(sizes, int, "Student sizes"),
+        seeds=SweepConfig.seed_range(int(seeds), int(first_seed)),
+        teacher_id=teacher_id or "",
+        family=family,
+        depth=int(depth),
+        data=data,
+        train=train,
+    )
     for a in cfg.alphas:
         if not 0.0 <= a <= 1.0:
             raise ConfigError(f"λ values: {a:g} is outside [0, 1].")
@@ -74,11 +103,22 @@ def sweep_list(store: Store) -> list[dict]:
     for row in store.list_sweeps():
         sweep = load_sweep(store, row["id"])
         total, done = len(plan(sweep)), len(finished_runs(store, row["id"]))
-        label = (f"{row['id']} · T {'/'.join(f'{t:g}' for t in sweep.temperatures)} × "
-                 f"λ {'/'.join(f'{a:g}' for a in sweep.alphas)} × {sweep.family} "
-                 f"{'/'.join(map(str, sweep.sizes))} × {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}")
-        out.append({"id": row["id"], "created": row["created"], "config": row["config"], "total": total,
-                    "done": done, "left": total - done, "label": label})
+        label = (
+            f"{row['id']} · T {'/'.join(f'{t:g}' for t in sweep.temperatures)} × "
+            f"λ {'/'.join(f'{a:g}' for a in sweep.alphas)} × {sweep.family} "
+            f"{'/'.join(map(str, sweep.sizes))} × {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}"
+        )
+        out.append(
+            {
+                "id": row["id"],
+                "created": row["created"],
+                "config": row["config"],
+                "total": total,
+                "done": done,
+                "left": total - done,
+                "label": label,
+            }
+        )
     return out
 
 
@@ -87,8 +127,8 @@ def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
-def duration_text(seconds: Optional[float]) -> str:
-    """"about 40 s", "about 3 min", "about 1.5 h"; "no measurement yet" for None."""
+def duration_text(seconds: float | None) -> str:
+    """ "about 40 s", "about 3 min", "about 1.5 h"; "no measurement yet" for None."""
     if seconds is None:
         return "no measurement yet"
     if seconds < 90:
@@ -101,8 +141,7 @@ def duration_text(seconds: Optional[float]) -> str:
 def ray_workers() -> int:
     """How many runs a Ray sweep started here trains at once: the CPUs of the local instance
     (`make_executor`'s num_cpus), each run being a 1-CPU task."""
-    import inspect
-    from .sweep import make_executor
+
     return int(inspect.signature(make_executor).parameters["num_cpus"].default)
 
 
@@ -118,14 +157,18 @@ def estimate_note(est, dataset: str) -> str:
     scaled = {m: b for m, b in est.basis.items() if b[0] == "scaled"}
     if scaled:
         refs = ", ".join(f"{_model_label(b[1])} {b[2]}" for b in {b[1:3]: b for b in scaled.values()}.values())
-        note = (f"The estimate scales the training speed this store measured on {dataset} ({refs}) to the "
-                f"planned students by FLOPs per step, above a fixed cost per step; rough until a student of "
-                f"this size has been trained here.")
+        note = (
+            f"The estimate scales the training speed this store measured on {dataset} ({refs}) to the "
+            f"planned students by FLOPs per step, above a fixed cost per step; rough until a student of "
+            f"this size has been trained here."
+        )
     else:
         note = f"The estimate comes from the training speed this store measured on {dataset} for the same students."
     if est.workers > 1:
-        note += (f" Ray: {est.workers} runs at once (the local instance's CPUs; a cluster given by address "
-                 f"may run more), plus about {RAY_START_S:g} s to start it.")
+        note += (
+            f" Ray: {est.workers} runs at once (the local instance's CPUs; a cluster given by address "
+            f"may run more), plus about {RAY_START_S:g} s to start it."
+        )
     return note
 
 
@@ -143,19 +186,26 @@ def best_text(g: dict, label: str) -> str:
         return ""
     if len(best) == 1:
         b = best[0]
-        return (f"Best for {label}: T={b['temperature']:g}, λ={b['alpha']:g} — {b['text']}; "
-                f"gain {b['gain_text']}: {b['verdict']}.")
+        return (
+            f"Best for {label}: T={b['temperature']:g}, λ={b['alpha']:g} — {b['text']}; "
+            f"gain {b['gain_text']}: {b['verdict']}."
+        )
     if best:
-        each = "; ".join(f"T={b['temperature']:g} λ={b['alpha']:g}: gain {b['gain_text']}, {b['verdict']}"
-                         for b in best)
+        each = "; ".join(
+            f"T={b['temperature']:g} λ={b['alpha']:g}: gain {b['gain_text']}, {b['verdict']}" for b in best
+        )
         return f"Best for {label}: {len(best)} cells tie at the highest mean, {fmt.num(best[0]['mean'])} — {each}."
     where = f"{_cells(top)}" + (f" ({len(top)} cells tie)" if len(top) > 1 else "")
     if g["beats"] == 0:
-        return (f"{label}: no cell beats its baseline ({g['baseline']['text']}) — no mean gain is above 0. "
-                f"The highest mean, {top[0]['text']}, is at {where}, gain {top[0]['gain_text']}.")
-    return (f"{label}: the highest mean, {top[0]['text']} at {where}, does not beat its baseline "
-            f"(gain {top[0]['gain_text']}); {g['beats']} cell{'s' * (g['beats'] != 1)} with fewer finished "
-            f"seeds or a lower mean have a mean gain above 0.")
+        return (
+            f"{label}: no cell beats its baseline ({g['baseline']['text']}) — no mean gain is above 0. "
+            f"The highest mean, {top[0]['text']}, is at {where}, gain {top[0]['gain_text']}."
+        )
+    return (
+        f"{label}: the highest mean, {top[0]['text']} at {where}, does not beat its baseline "
+        f"(gain {top[0]['gain_text']}); {g['beats']} cell{'s' * (g['beats'] != 1)} with fewer finished "
+        f"seeds or a lower mean have a mean gain above 0."
+    )
 
 
 def significance_text(summary: dict, test_name: str) -> str:
@@ -163,10 +213,14 @@ def significance_text(summary: dict, test_name: str) -> str:
     alone gives, and how many stay significant after the Benjamini–Hochberg correction."""
     k, alpha = summary["tested"], summary["alpha"]
     if k == 0:
-        return (f"Significance: {test_name}, two-sided, α = {alpha:g}; no cell has a test yet "
-                f"(it needs 2 seeds, and a gain that is not the same on every seed).")
-    return (f"Significance: {test_name}, two-sided, α = {alpha:g}, each cell on its own (* in a cell). With "
-            f"k = {k} tested cell{'s' * (k != 1)}, about {alpha:g} × {k} = {summary['expected']:.2g} would come "
-            f"out significant by chance alone even if distillation changed nothing; {summary['significant']} "
-            f"did. After the Benjamini–Hochberg correction over the {k} (scipy.stats.false_discovery_control, "
-            f"false discovery rate {alpha:g}): {summary['significant_bh']} of {k} stay significant.")
+        return (
+            f"Significance: {test_name}, two-sided, α = {alpha:g}; no cell has a test yet "
+            f"(it needs 2 seeds, and a gain that is not the same on every seed)."
+        )
+    return (
+        f"Significance: {test_name}, two-sided, α = {alpha:g}, each cell on its own (* in a cell). With "
+        f"k = {k} tested cell{'s' * (k != 1)}, about {alpha:g} × {k} = {summary['expected']:.2g} would come "
+        f"out significant by chance alone even if distillation changed nothing; {summary['significant']} "
+        f"did. After the Benjamini–Hochberg correction over the {k} (scipy.stats.false_discovery_control, "
+        f"false discovery rate {alpha:g}): {summary['significant_bh']} of {k} stay significant."
+    )

@@ -17,6 +17,7 @@ hold absolute paths (or, from a relative root, paths relative to the working
 directory of the time): they are read as they are where the file is there, else
 as the file of that name in this store's weights folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,13 @@ import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
-from .config import RunConfig
-from .errors import KDError
-from .events import Progress
+from kd_core.config import RunConfig
+from kd_core.errors import KDError
+from kd_core.events import Progress
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS sweeps (id TEXT PRIMARY KEY, config TEXT NOT NULL, cr
 STATUSES = ("running", "finished", "stopped", "failed")
 
 
-def _pid_alive(pid: Optional[int]) -> bool:
+def _pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     if pid == os.getpid():
@@ -87,26 +88,39 @@ class Store:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA foreign_keys = ON")
             db.execute("PRAGMA journal_mode = WAL")
-            with db:   # one transaction: committed on success, rolled back on error
+            with db:  # one transaction: committed on success, rolled back on error
                 yield db
 
     def _mark_orphans_failed(self) -> None:
         with self._connect() as db:
             rows = db.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall()
             dead = [r["id"] for r in rows if not _pid_alive(r["pid"])]
-            db.executemany("UPDATE runs SET status = 'failed', finished = ?, "
-                           "error = 'the process running it ended before it finished' WHERE id = ?",
-                           [(time.time(), rid) for rid in dead])
+            db.executemany(
+                "UPDATE runs SET status = 'failed', finished = ?, "
+                "error = 'the process running it ended before it finished' WHERE id = ?",
+                [(time.time(), rid) for rid in dead],
+            )
 
     # ------------------------------------------------------------ writing
 
     def create_run(self, cfg: RunConfig, label: str = "") -> str:
         run_id = f"{cfg.kind[0]}{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(4)}"
         with self._connect() as db:
-            db.execute("INSERT INTO runs (id, kind, dataset, status, label, config, teacher_id, sweep_id, "
-                       "created, pid) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                       (run_id, cfg.kind, cfg.data.dataset, label or cfg.model.label(), cfg.to_json(),
-                        cfg.teacher_id, cfg.sweep_id, time.time(), os.getpid()))
+            db.execute(
+                "INSERT INTO runs (id, kind, dataset, status, label, config, teacher_id, sweep_id, "
+                "created, pid) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    cfg.kind,
+                    cfg.data.dataset,
+                    label or cfg.model.label(),
+                    cfg.to_json(),
+                    cfg.teacher_id,
+                    cfg.sweep_id,
+                    time.time(),
+                    os.getpid(),
+                ),
+            )
         return run_id
 
     def add_epoch(self, rec: Progress) -> None:
@@ -114,28 +128,31 @@ class Store:
         if rec.event != "epoch" or not rec.run_id:
             return
         with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (rec.run_id, rec.epoch, rec.loss, rec.ce, rec.kd, rec.train_acc, rec.val_acc,
-                        rec.elapsed_s))
+            db.execute(
+                "INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (rec.run_id, rec.epoch, rec.loss, rec.ce, rec.kd, rec.train_acc, rec.val_acc, rec.elapsed_s),
+            )
 
-    def finish_run(self, run_id: str, status: str, metrics: dict, error: str = "",
-                   weights: Optional[Path] = None) -> None:
+    def finish_run(self, run_id: str, status: str, metrics: dict, error: str = "", weights: Path | None = None) -> None:
         assert status in STATUSES, status
         with self._connect() as db:
-            db.execute("UPDATE runs SET status = ?, error = ?, metrics = ?, finished = ?, weights = ? "
-                       "WHERE id = ?", (status, error, json.dumps(metrics), time.time(),
-                                        self._relative(weights), run_id))
+            db.execute(
+                "UPDATE runs SET status = ?, error = ?, metrics = ?, finished = ?, weights = ? WHERE id = ?",
+                (status, error, json.dumps(metrics), time.time(), self._relative(weights), run_id),
+            )
 
     def save_sweep(self, sweep_id: str, config: dict) -> None:
         """Keep a sweep's grid; its runs carry the id, this keeps the cells not yet run."""
         with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?)",
-                       (sweep_id, json.dumps(config, sort_keys=True), time.time()))
+            db.execute(
+                "INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?)",
+                (sweep_id, json.dumps(config, sort_keys=True), time.time()),
+            )
 
     def weights_path(self, run_id: str) -> Path:
         return self.weights_dir / f"{run_id}.pt"
 
-    def _relative(self, weights: Optional[Path]) -> Optional[str]:
+    def _relative(self, weights: Path | None) -> str | None:
         """How a weights path is kept: relative to the root when it lies under it (as POSIX
         text, so a store copied between systems still reads), else absolute."""
         if not weights:
@@ -147,7 +164,7 @@ class Store:
         except ValueError:
             return str(path)
 
-    def _absolute(self, stored: Optional[str]) -> Optional[str]:
+    def _absolute(self, stored: str | None) -> str | None:
         """A stored weights path as an absolute path: relative ones are under the root. A path
         that names no file (an older row: absolute in a store since moved, or relative to the
         working directory of the process that wrote it) falls back to the file of that name in
@@ -176,13 +193,18 @@ class Store:
         d["weights"] = self._absolute(d["weights"])
         return d
 
-    def get_run(self, run_id: str) -> Optional[dict]:
+    def get_run(self, run_id: str) -> dict | None:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return self._row(row) if row else None
 
-    def list_runs(self, kind: Optional[str] = None, dataset: Optional[str] = None,
-                  status: Optional[str] = None, sweep_id: Optional[str] = None) -> list[dict]:
+    def list_runs(
+        self,
+        kind: str | None = None,
+        dataset: str | None = None,
+        status: str | None = None,
+        sweep_id: str | None = None,
+    ) -> list[dict]:
         """Runs, newest first, optionally filtered."""
         clauses, args = [], []
         for column, value in (("kind", kind), ("dataset", dataset), ("status", status), ("sweep_id", sweep_id)):
@@ -205,15 +227,16 @@ class Store:
         out: dict[str, list[dict]] = {}
         ids = list(run_ids)
         with self._connect() as db:
-            for i in range(0, len(ids), 500):   # SQLite's bound-parameter limit
-                chunk = ids[i:i + 500]
-                rows = db.execute(f"SELECT * FROM epochs WHERE run_id IN ({','.join('?' * len(chunk))}) "
-                                  "ORDER BY run_id, epoch", chunk).fetchall()
+            for i in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                chunk = ids[i : i + 500]
+                rows = db.execute(
+                    f"SELECT * FROM epochs WHERE run_id IN ({','.join('?' * len(chunk))}) ORDER BY run_id, epoch", chunk
+                ).fetchall()
                 for r in rows:
                     out.setdefault(r["run_id"], []).append(dict(r))
         return out
 
-    def get_sweep(self, sweep_id: str) -> Optional[dict]:
+    def get_sweep(self, sweep_id: str) -> dict | None:
         """{"id", "config", "created"} of a saved sweep, or None."""
         with self._connect() as db:
             row = db.execute("SELECT * FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()

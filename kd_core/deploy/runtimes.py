@@ -13,6 +13,7 @@ tables and machine facts without it); measuring does. torch's thread count is
 process-wide: a measurement sets it for its duration and restores it after, so
 measure while no training runs in the same process.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -20,28 +21,49 @@ import os
 import platform
 import sys
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional, Union
+from typing import TYPE_CHECKING
 
-from .fmt import signed
+import pandas as pd
+import torch
+
+from kd_core.deploy import export
+from kd_core.errors import CheckpointError, ConfigError
+from kd_core.fmt import signed
+from kd_core.train.bench import summarize_latency, time_call, torch_threads
+from kd_core.train.checkpoint import load_checkpoint
+from kd_core.train.metrics import accuracy, predict_logits
+from kd_core.train.models import serialized_bytes
 
 if TYPE_CHECKING:
-    from .export import StoredRun
-    from .store import Store
+    from kd_core.deploy.export import StoredRun
+    from kd_core.store import Store
 
 RUNTIMES = ("eager", "torchscript", "onnxruntime", "onnxruntime-cuda")
 DEFAULT_RUNTIMES = ("eager", "torchscript", "onnxruntime")
-ROW_COLUMNS = ["model", "runtime", "precision", "batch_size", "median_ms", "p90_ms", "ms_per_sample",
-               "samples_per_s", "speedup_vs_teacher_eager", "threads", "runs", "bytes", "run_id"]
+ROW_COLUMNS = [
+    "model",
+    "runtime",
+    "precision",
+    "batch_size",
+    "median_ms",
+    "p90_ms",
+    "ms_per_sample",
+    "samples_per_s",
+    "speedup_vs_teacher_eager",
+    "threads",
+    "runs",
+    "bytes",
+    "run_id",
+]
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 # ---------------------------------------------------------------- facts (no torch)
 
 
-def _version(package: str) -> Optional[str]:
+def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -63,25 +85,34 @@ def _cpuinfo() -> dict:
     return {"cpu": name, "cpu_flags": [f for f in CPU_FLAGS if f in flags]}
 
 
-def machine_info(threads: Optional[int] = None) -> dict:
+def machine_info(threads: int | None = None) -> dict:
     """What a latency figure means nothing without: CPU, cores, threads, library versions."""
     torch = sys.modules.get("torch")
     gpu = None
     if torch is not None and torch.cuda.is_available():
         gpu = torch.cuda.get_device_name(0)
-    return {**_cpuinfo(), "cores": os.cpu_count(), "threads": threads,
-            "torch": _version("torch"), "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"),
-            "python": platform.python_version(), "platform": platform.platform(), "gpu": gpu}
+    return {
+        **_cpuinfo(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "torch": _version("torch"),
+        "onnxruntime": _version("onnxruntime"),
+        "onnx": _version("onnx"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": gpu,
+    }
 
 
-def machine_line(m: Optional[dict]) -> str:
+def machine_line(m: dict | None) -> str:
     """machine_info as one line, printed above every latency table."""
     if not m:
         return "machine: not recorded"
-    return (f"machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} threads, "
-            f"flags {', '.join(m.get('cpu_flags') or []) or 'n/a'}, torch {m.get('torch')}, "
-            f"onnxruntime {m.get('onnxruntime')}, python {m.get('python')}"
-            + (f", GPU {m['gpu']}" if m.get("gpu") else ""))
+    return (
+        f"machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} threads, "
+        f"flags {', '.join(m.get('cpu_flags') or []) or 'n/a'}, torch {m.get('torch')}, "
+        f"onnxruntime {m.get('onnxruntime')}, python {m.get('python')}" + (f", GPU {m['gpu']}" if m.get("gpu") else "")
+    )
 
 
 def available_runtimes() -> list[str]:
@@ -89,6 +120,7 @@ def available_runtimes() -> list[str]:
     names = ["eager", "torchscript", "onnxruntime"]
     try:
         import onnxruntime as ort
+
         if "CUDAExecutionProvider" in ort.get_available_providers():
             names.append("onnxruntime-cuda")
     except ImportError:
@@ -96,48 +128,57 @@ def available_runtimes() -> list[str]:
     return names
 
 
-def parse_runtimes(text: Union[str, list, tuple]) -> list[str]:
+def parse_runtimes(text: str | list | tuple) -> list[str]:
     """'eager,onnxruntime' → checked list; unknown or unavailable names are a KDError."""
-    from .errors import ConfigError
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     unknown = [n for n in names if n not in RUNTIMES]
     if unknown or not names:
         raise ConfigError(f"unknown runtime(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(RUNTIMES)}.")
     missing = [n for n in names if n not in available_runtimes()]
     if missing:
-        raise ConfigError(f"runtime(s) {', '.join(missing)} are not available on this machine "
-                          f"(available: {', '.join(available_runtimes())}).")
+        raise ConfigError(
+            f"runtime(s) {', '.join(missing)} are not available on this machine "
+            f"(available: {', '.join(available_runtimes())})."
+        )
     return names
 
 
 def rows_frame(rows: list[dict]):
     """Rows as a pandas DataFrame, known columns first."""
-    import pandas as pd
+
     frame = pd.DataFrame(rows)
     return frame[[c for c in ROW_COLUMNS if c in frame] + [c for c in frame if c not in ROW_COLUMNS]]
 
 
 def latency_markdown(rows: list[dict]) -> str:
     """The latency table as Markdown: one line per model × runtime × batch size."""
-    lines = ["| model | runtime | batch | median ms | p90 ms | samples/s | speed-up vs teacher eager |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | runtime | batch | median ms | p90 ms | samples/s | speed-up vs teacher eager |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         speedup = r.get("speedup_vs_teacher_eager")
-        lines.append(f"| {r['model']} | {r['runtime']} | {r['batch_size']} | {r['median_ms']:.3f} | "
-                     f"{r['p90_ms']:.3f} | {r['samples_per_s']:,.0f} | "
-                     f"{'' if speedup is None else f'{speedup:.2f}×'} |")
+        lines.append(
+            f"| {r['model']} | {r['runtime']} | {r['batch_size']} | {r['median_ms']:.3f} | "
+            f"{r['p90_ms']:.3f} | {r['samples_per_s']:,.0f} | "
+            f"{'' if speedup is None else f'{speedup:.2f}×'} |"
+        )
     return "\n".join(lines)
 
 
 def quantization_markdown(q: dict) -> list[str]:
     """A `quantization_report` as Markdown table lines."""
     big = max(q["batch_sizes"])
-    lines = ["| model | runtime | method | test acc | Δ acc | agreement | bytes | size | "
-             f"median ms (b{big}) | speed-up |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| model | runtime | method | test acc | Δ acc | agreement | bytes | size | median ms (b{big}) | speed-up |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in q["rows"]:
-        lines.append(f"| {r['model']} | {r['runtime']} | {r['method']} | {r['test_acc']:.4f} | "
-                     f"{signed(r['acc_delta'])} | {r['agreement']:.4f} | {r['bytes']:,} | {r['size_ratio']:.2f}× | "
-                     f"{r[f'median_ms_b{big}']:.3f} | {r['speedup_vs_float']:.2f}× |")
+        lines.append(
+            f"| {r['model']} | {r['runtime']} | {r['method']} | {r['test_acc']:.4f} | "
+            f"{signed(r['acc_delta'])} | {r['agreement']:.4f} | {r['bytes']:,} | {r['size_ratio']:.2f}× | "
+            f"{r[f'median_ms_b{big}']:.3f} | {r['speedup_vs_float']:.2f}× |"
+        )
     return lines
 
 
@@ -153,55 +194,46 @@ def add_speedups(rows: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------- measuring
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[int]:
-    """Fix torch's intra-op threads for a measurement and restore them after."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(before)
-
-
 @dataclass
 class Variant:
     """One model to measure: a stored run's float model, as is or quantized to int8."""
-    name: str                  # teacher | student | student-int8 | ...
-    run: "StoredRun"
-    quantize: Optional[str] = None
+
+    name: str  # teacher | student | student-int8 | ...
+    run: StoredRun
+    quantize: str | None = None
 
 
 def runner(variant: Variant, runtime: str, workdir: Path, threads: int):
     """(logits fn, bytes of what it runs) for a variant under a runtime. The exported
     runtimes go through `export`'s writers and loaders: the files users download."""
-    from . import export
-    from .models import serialized_bytes
     run = variant.run
     if runtime == "eager":
         model = export.quantize_model(run.model) if variant.quantize else run.model
         return export.module_logits(model.eval()), serialized_bytes(model)
     fmt = "torchscript" if runtime == "torchscript" else "onnx"
     path = workdir / f"{variant.name}{export.SUFFIXES[(fmt, variant.quantize)]}"
-    export.write_artifact(run.model, run.input_shape, fmt, variant.quantize, path,
-                          run.marker(fmt, variant.quantize))
+    export.write_artifact(run.model, run.input_shape, fmt, variant.quantize, path, run.marker(fmt, variant.quantize))
     fn, _ = export.load_artifact(path, threads, "cuda" if runtime == "onnxruntime-cuda" else "cpu")
     return fn, path.stat().st_size
 
 
 def time_fn(fn, input_shape: tuple[int, ...], batch_size: int, warmup: int, repeats: int) -> dict:
     """bench.time_call over one fixed random batch: median/p90 etc. for this batch size."""
-    import torch
-    from .bench import summarize_latency, time_call
+
     x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(batch_size))
     return summarize_latency(time_call(lambda: fn(x), warmup, repeats, min_seconds=0.2), batch_size)
 
 
-def latency_rows(variants: list[Variant], runtimes: list[str], batch_sizes=(1, 256), threads: int = 1,
-                 warmup: int = 10, repeats: int = 50) -> list[dict]:
+def latency_rows(
+    variants: list[Variant],
+    runtimes: list[str],
+    batch_sizes=(1, 256),
+    threads: int = 1,
+    warmup: int = 10,
+    repeats: int = 50,
+) -> list[dict]:
     """One row per variant × runtime × batch size, with speed-ups over the teacher in eager."""
-    import torch
+
     rows = []
     with tempfile.TemporaryDirectory(prefix="kd-bench-") as tmp, torch_threads(threads), torch.inference_mode():
         for v in variants:
@@ -209,14 +241,22 @@ def latency_rows(variants: list[Variant], runtimes: list[str], batch_sizes=(1, 2
                 fn, size = runner(v, runtime, Path(tmp), threads)
                 for bs in batch_sizes:
                     stats = time_fn(fn, v.run.input_shape, bs, warmup, repeats)
-                    rows.append({"model": v.name, "runtime": runtime, "precision": v.quantize or "float32",
-                                 "threads": threads, "bytes": size, "run_id": v.run.run_id, **stats})
+                    rows.append(
+                        {
+                            "model": v.name,
+                            "runtime": runtime,
+                            "precision": v.quantize or "float32",
+                            "threads": threads,
+                            "bytes": size,
+                            "run_id": v.run.run_id,
+                            **stats,
+                        }
+                    )
     return add_speedups(rows)
 
 
-def _teacher_of(store: "Store", run: "StoredRun") -> Optional["StoredRun"]:
+def _teacher_of(store: Store, run: StoredRun) -> StoredRun | None:
     """The run's teacher, from the store (or the checkpoint path it was distilled from)."""
-    from . import export
     ref = run.record.get("teacher_id")
     if not ref or run.kind == "teacher":
         return None
@@ -225,87 +265,136 @@ def _teacher_of(store: "Store", run: "StoredRun") -> Optional["StoredRun"]:
     path = Path(ref).expanduser()
     if not path.is_file():
         return None
-    from .checkpoint import load_checkpoint
-    from .errors import CheckpointError
     export.check_archive(path, CheckpointError, "checkpoint")
     model, meta = load_checkpoint(path)
-    return export.StoredRun(path.name, {"kind": "teacher", "config": {}, "label": meta["spec"].label()},
-                            model.eval(), tuple(meta["input_shape"]), list(meta["classes"]))
+    return export.StoredRun(
+        path.name,
+        {"kind": "teacher", "config": {}, "label": meta["spec"].label()},
+        model.eval(),
+        tuple(meta["input_shape"]),
+        list(meta["classes"]),
+    )
 
 
-def run_variants(store: Union["Store", str, Path], run_id: str) -> list[Variant]:
+def run_variants(store: Store | str | Path, run_id: str) -> list[Variant]:
     """What `bench RUN` measures: a student (or baseline) run → its teacher, itself and itself
     in int8; a teacher run → itself and itself in int8."""
-    from . import export
     store = export.as_store(store)
     run = export.load_run(store, run_id)
     teacher = _teacher_of(store, run)
     variants = [Variant("teacher", teacher)] if teacher is not None else []
-    return variants + [Variant(run.kind, run), Variant(f"{run.kind}-int8", run, "int8")]
+    return [*variants, Variant(run.kind, run), Variant(f"{run.kind}-int8", run, "int8")]
 
 
-def bench_run(store: Union["Store", str, Path], run_id: str, runtimes=DEFAULT_RUNTIMES,
-              batch_sizes=(1, 256), threads: Optional[int] = None, warmup: int = 10,
-              repeats: int = 50) -> dict:
+def bench_run(
+    store: Store | str | Path,
+    run_id: str,
+    runtimes=DEFAULT_RUNTIMES,
+    batch_sizes=(1, 256),
+    threads: int | None = None,
+    warmup: int = 10,
+    repeats: int = 50,
+) -> dict:
     """Latency of a run's models under each runtime: {run_id, machine, runtimes, batch_sizes,
     threads, warnings, rows: [{model, runtime, precision, batch_size, median_ms, p90_ms, ms_per_sample,
     samples_per_s, speedup_vs_teacher_eager, threads, runs, bytes, run_id}]}."""
-    import torch
+
     runtimes = parse_runtimes(runtimes)
     threads = threads or torch.get_num_threads()
     variants = run_variants(store, run_id)
-    warnings = [] if variants[0].name == "teacher" else \
-        [f"the teacher of run '{run_id}' is not in the store, so no speed-up over it is given."]
+    warnings = (
+        []
+        if variants[0].name == "teacher"
+        else [f"the teacher of run '{run_id}' is not in the store, so no speed-up over it is given."]
+    )
     rows = latency_rows(variants, runtimes, tuple(batch_sizes), threads, warmup, repeats)
-    return {"run_id": run_id, "machine": machine_info(threads), "runtimes": runtimes,
-            "batch_sizes": list(batch_sizes), "threads": threads, "rows": rows, "warnings": warnings}
+    return {
+        "run_id": run_id,
+        "machine": machine_info(threads),
+        "runtimes": runtimes,
+        "batch_sizes": list(batch_sizes),
+        "threads": threads,
+        "rows": rows,
+        "warnings": warnings,
+    }
 
 
-QUANT_METHODS = {("eager", None): "PyTorch float32", ("eager", "int8"): "PyTorch dynamic int8 (Linear)",
-                 ("onnxruntime", None): "ONNX Runtime float32",
-                 ("onnxruntime", "int8"): "ONNX Runtime dynamic int8 (MatMul/Gemm)"}
+QUANT_METHODS = {
+    ("eager", None): "PyTorch float32",
+    ("eager", "int8"): "PyTorch dynamic int8 (Linear)",
+    ("onnxruntime", None): "ONNX Runtime float32",
+    ("onnxruntime", "int8"): "ONNX Runtime dynamic int8 (MatMul/Gemm)",
+}
 
 
-def _quant_row(run: "StoredRun", runtime: str, quantize: Optional[str], workdir: Path, threads: int,
-               x, y, reference, batch_sizes, warmup: int, repeats: int) -> dict:
+def _quant_row(
+    run: StoredRun,
+    runtime: str,
+    quantize: str | None,
+    workdir: Path,
+    threads: int,
+    x,
+    y,
+    reference,
+    batch_sizes,
+    warmup: int,
+    repeats: int,
+) -> dict:
     """Accuracy, agreement with the float model, size and latency of one (runtime, precision)."""
-    from . import export
-    from .metrics import accuracy
     fn, size = runner(Variant(run.kind, run, quantize), runtime, workdir, threads)
     logits = export.batched(fn, x)
     check = export.compare(reference, logits, export.TOLERANCES[quantize])
-    row = {"model": run.kind if not quantize else f"{run.kind}-{quantize}", "runtime": runtime,
-           "precision": quantize or "float32", "method": QUANT_METHODS[(runtime, quantize)],
-           "test_acc": accuracy(logits, y), "agreement": check["agreement"],
-           "max_abs_diff": check["max_abs_diff"], "within_tolerance": check["ok"], "bytes": size,
-           "threads": threads}
+    row = {
+        "model": run.kind if not quantize else f"{run.kind}-{quantize}",
+        "runtime": runtime,
+        "precision": quantize or "float32",
+        "method": QUANT_METHODS[(runtime, quantize)],
+        "test_acc": accuracy(logits, y),
+        "agreement": check["agreement"],
+        "max_abs_diff": check["max_abs_diff"],
+        "within_tolerance": check["ok"],
+        "bytes": size,
+        "threads": threads,
+    }
     for bs in batch_sizes:
         stats = time_fn(fn, run.input_shape, bs, warmup, repeats)
         row[f"median_ms_b{bs}"], row[f"p90_ms_b{bs}"] = stats["median_ms"], stats["p90_ms"]
     return row
 
 
-def quantization_report(store: Union["Store", str, Path], run_id: str, data=None, threads: int = 1,
-                        batch_sizes=(1, 256), warmup: int = 10, repeats: int = 50) -> dict:
+def quantization_report(
+    store: Store | str | Path,
+    run_id: str,
+    data=None,
+    threads: int = 1,
+    batch_sizes=(1, 256),
+    warmup: int = 10,
+    repeats: int = 50,
+) -> dict:
     """The run's model in float32 and int8, under PyTorch and ONNX Runtime, on its test split:
     {run_id, machine, samples, rows: [{model, runtime, precision, method, test_acc, acc_delta,
     agreement, max_abs_diff, within_tolerance, bytes, size_ratio, median_ms_b<B>, p90_ms_b<B>,
     speedup_vs_float, threads}]}; deltas and ratios are against float32 in the same runtime."""
-    import torch
-    from . import export
-    from .metrics import predict_logits
+
     run = export.load_run(store, run_id)
     x, y = export.eval_split(run, data)
     reference = predict_logits(run.model, x)
     big, rows = f"median_ms_b{max(batch_sizes)}", []
     with tempfile.TemporaryDirectory(prefix="kd-quant-") as tmp, torch_threads(threads), torch.inference_mode():
         for runtime in ("eager", "onnxruntime"):
-            pair = [_quant_row(run, runtime, quantize, Path(tmp), threads, x, y, reference,
-                               batch_sizes, warmup, repeats) for quantize in (None, "int8")]
-            for row in pair:   # against float32 in the same runtime
+            pair = [
+                _quant_row(run, runtime, quantize, Path(tmp), threads, x, y, reference, batch_sizes, warmup, repeats)
+                for quantize in (None, "int8")
+            ]
+            for row in pair:  # against float32 in the same runtime
                 row["acc_delta"] = row["test_acc"] - pair[0]["test_acc"]
                 row["size_ratio"] = row["bytes"] / pair[0]["bytes"]
                 row["speedup_vs_float"] = pair[0][big] / row[big]
             rows += pair
-    return {"run_id": run_id, "machine": machine_info(threads), "samples": len(x),
-            "batch_sizes": list(batch_sizes), "rows": rows}
+    return {
+        "run_id": run_id,
+        "machine": machine_info(threads),
+        "samples": len(x),
+        "batch_sizes": list(batch_sizes),
+        "rows": rows,
+    }

@@ -9,20 +9,46 @@ line that trains a run again.
 
 No torch: pandas and plain data in and out, so the dashboard's pages may call it.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Iterable, Mapping, Optional
+import time
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from .stats import summarize
-from .store import Store
+from kd_core.deploy.modelcard import run_command
+from kd_core.stats import summarize
+from kd_core.store import Store
 
 FILTERS = ("dataset", "teacher", "kind", "status", "sweep")
-COLUMNS = ["id", "kind", "dataset", "teacher", "model", "family", "size", "depth", "T", "λ", "seed", "epochs",
-           "status", "best_val_acc", "final_val_acc", "test_acc", "params", "latency_b1_ms", "duration_s",
-           "sweep", "created", "val_acc_curve", "error", "config_key"]
+COLUMNS = [
+    "id",
+    "kind",
+    "dataset",
+    "teacher",
+    "model",
+    "family",
+    "size",
+    "depth",
+    "T",
+    "λ",
+    "seed",
+    "epochs",
+    "status",
+    "best_val_acc",
+    "final_val_acc",
+    "test_acc",
+    "params",
+    "latency_b1_ms",
+    "duration_s",
+    "sweep",
+    "created",
+    "val_acc_curve",
+    "error",
+    "config_key",
+]
 ACCURACIES = ("best_val_acc", "final_val_acc", "test_acc")
 NOT_IN_CSV = ("val_acc_curve", "config_key")
 
@@ -35,7 +61,7 @@ def config_key(config: dict) -> str:
     return json.dumps(c, sort_keys=True)
 
 
-def _latency_b1(metrics: dict) -> Optional[float]:
+def _latency_b1(metrics: dict) -> float | None:
     return metrics.get("latency", {}).get("batches", {}).get("1", {}).get("median_ms")
 
 
@@ -44,24 +70,40 @@ def _row(r: dict, curve: list[float], sweep_teachers: Mapping[str, str], now: fl
     distill = c.get("distill") or {}
     end = r["finished"] or (now if r["status"] == "running" else None)
     teacher = r["teacher_id"] or (sweep_teachers.get(r["sweep_id"]) if r["kind"] == "baseline" else None)
-    return {"id": r["id"], "kind": r["kind"], "dataset": r["dataset"], "teacher": teacher, "model": r["label"],
-            "family": c["model"]["family"], "size": c["model"]["size"], "depth": c["model"]["depth"],
-            "T": distill.get("temperature"), "λ": distill.get("alpha"), "seed": c["train"]["seed"],
-            "epochs": c["train"]["epochs"], "status": r["status"],
-            **{k: m.get(k) for k in ACCURACIES}, "params": m.get("params"), "latency_b1_ms": _latency_b1(m),
-            "duration_s": None if end is None else max(0.0, end - r["created"]), "sweep": r["sweep_id"],
-            "created": pd.Timestamp(r["created"], unit="s"), "val_acc_curve": curve, "error": r["error"] or "",
-            "config_key": config_key(c)}
+    return {
+        "id": r["id"],
+        "kind": r["kind"],
+        "dataset": r["dataset"],
+        "teacher": teacher,
+        "model": r["label"],
+        "family": c["model"]["family"],
+        "size": c["model"]["size"],
+        "depth": c["model"]["depth"],
+        "T": distill.get("temperature"),
+        "λ": distill.get("alpha"),
+        "seed": c["train"]["seed"],
+        "epochs": c["train"]["epochs"],
+        "status": r["status"],
+        **{k: m.get(k) for k in ACCURACIES},
+        "params": m.get("params"),
+        "latency_b1_ms": _latency_b1(m),
+        "duration_s": None if end is None else max(0.0, end - r["created"]),
+        "sweep": r["sweep_id"],
+        "created": pd.Timestamp(r["created"], unit="s"),
+        "val_acc_curve": curve,
+        "error": r["error"] or "",
+        "config_key": config_key(c),
+    }
 
 
-def _matches(value, allowed: Optional[Iterable]) -> bool:
+def _matches(value, allowed: Iterable | None) -> bool:
     if allowed is None:
         return True
     allowed = [allowed] if isinstance(allowed, str) else list(allowed)
     return not allowed or value in allowed
 
 
-def runs_frame(store: Store, filters: Optional[Mapping[str, Optional[Iterable]]] = None) -> pd.DataFrame:
+def runs_frame(store: Store, filters: Mapping[str, Iterable | None] | None = None) -> pd.DataFrame:
     """One row per stored run, newest first (columns: COLUMNS).
 
     `filters` maps any of FILTERS to the values to keep (a list; empty or None keeps
@@ -71,7 +113,7 @@ def runs_frame(store: Store, filters: Optional[Mapping[str, Optional[Iterable]]]
     baselines; duration is wall-clock seconds from creation to the end (or to now,
     while running); val_acc_curve is the validation accuracy per epoch.
     """
-    import time
+
     filters = filters or {}
     unknown = set(filters) - set(FILTERS)
     if unknown:
@@ -80,8 +122,10 @@ def runs_frame(store: Store, filters: Optional[Mapping[str, Optional[Iterable]]]
     sweep_teachers = {s["id"]: s["config"].get("teacher_id") for s in store.list_sweeps()}
     epochs = store.epochs_of([r["id"] for r in runs])
     now = time.time()
-    rows = [_row(r, [e["val_acc"] for e in epochs.get(r["id"], []) if e["val_acc"] is not None],
-                 sweep_teachers, now) for r in runs]
+    rows = [
+        _row(r, [e["val_acc"] for e in epochs.get(r["id"], []) if e["val_acc"] is not None], sweep_teachers, now)
+        for r in runs
+    ]
     rows = [row for row in rows if all(_matches(row[f], filters.get(f)) for f in FILTERS)]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("T", "λ", *ACCURACIES, "latency_b1_ms", "duration_s"):
@@ -104,10 +148,30 @@ def filter_options(store: Store) -> dict[str, list]:
 # ---------------------------------------------------------------- seeds folded
 
 
-GROUP_COLUMNS = ["kind", "dataset", "teacher", "model", "T", "λ", "epochs", "n", "seeds",
-                 "best_val_acc", "final_val_acc", "test_acc",
-                 "best_val_acc_mean", "best_val_acc_std", "final_val_acc_mean", "final_val_acc_std",
-                 "test_acc_mean", "test_acc_std", "params", "latency_b1_ms", "sweeps", "ids"]
+GROUP_COLUMNS = [
+    "kind",
+    "dataset",
+    "teacher",
+    "model",
+    "T",
+    "λ",
+    "epochs",
+    "n",
+    "seeds",
+    "best_val_acc",
+    "final_val_acc",
+    "test_acc",
+    "best_val_acc_mean",
+    "best_val_acc_std",
+    "final_val_acc_mean",
+    "final_val_acc_std",
+    "test_acc_mean",
+    "test_acc_std",
+    "params",
+    "latency_b1_ms",
+    "sweeps",
+    "ids",
+]
 
 
 def group_by_config(frame: pd.DataFrame) -> pd.DataFrame:
@@ -150,11 +214,27 @@ def curves_frame(store: Store, ids: Iterable[str]) -> pd.DataFrame:
         if run is None:
             continue
         d = run["config"].get("distill") or {}
-        label = run_label({"id": run_id, "model": run["label"], "kind": run["kind"], "T": d.get("temperature"),
-                           "λ": d.get("alpha"), "seed": run["config"]["train"]["seed"]})
+        label = run_label(
+            {
+                "id": run_id,
+                "model": run["label"],
+                "kind": run["kind"],
+                "T": d.get("temperature"),
+                "λ": d.get("alpha"),
+                "seed": run["config"]["train"]["seed"],
+            }
+        )
         for e in epochs.get(run_id, []):
-            rows.append({"run": run_id, "label": label, "epoch": e["epoch"], "loss": e["loss"],
-                         "train_acc": e["train_acc"], "val_acc": e["val_acc"]})
+            rows.append(
+                {
+                    "run": run_id,
+                    "label": label,
+                    "epoch": e["epoch"],
+                    "loss": e["loss"],
+                    "train_acc": e["train_acc"],
+                    "val_acc": e["val_acc"],
+                }
+            )
     return pd.DataFrame(rows, columns=["run", "label", "epoch", "loss", "train_acc", "val_acc"])
 
 
@@ -168,9 +248,8 @@ def to_csv(frame: pd.DataFrame) -> str:
     return out.to_csv(index=False)
 
 
-def command_for(run: dict, store: Optional[Store] = None) -> Optional[str]:
+def command_for(run: dict, store: Store | None = None) -> str | None:
     """The `python -m kd_core …` line that trains `run` (a store record) again, every flag from
-    its stored config, writing into `store` if given: `kd_core.modelcard.run_command` (a sweep's
+    its stored config, writing into `store` if given: `kd_core.deploy.modelcard.run_command` (a sweep's
     no-KD baseline names its sweep's teacher; an uploaded checkpoint was not trained here: None)."""
-    from .modelcard import run_command
     return run_command(store, run)

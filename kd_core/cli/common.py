@@ -1,0 +1,156 @@
+"""What the CLI's command groups share: flags → configs, the progress bar, reporting, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from tqdm import tqdm
+
+from kd_core.config import DataConfig, ModelSpec, TrainConfig
+from kd_core.store import Store
+from kd_core.train.data import Dataset, load_dataset
+
+EXIT_USER_ERROR = 2
+
+
+# ---------------------------------------------------------------- flags → configs
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="digits", help="digits | mnist | fashion-mnist | cifar10 | folder:PATH")
+    g.add_argument("--data-root", default="data", help="where torchvision datasets are kept or downloaded")
+    g.add_argument("--image-size", type=int, default=32, help="side length for folder: datasets")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="share of training data held out")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
+    g.add_argument("--no-download", action="store_true", help="never ask torchvision to download")
+    g.add_argument("--store", default="kd_runs", help="run store folder (SQLite + weights)")
+
+
+def add_model_args(p: argparse.ArgumentParser, size_default: int | None) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--family", choices=["mlp", "cnn"], default=None, help="model family (default: the preset's)")
+    g.add_argument("--size", type=int, default=size_default, help="MLP hidden width or CNN channel width")
+    g.add_argument("--depth", type=int, default=None, help="MLP hidden layers")
+
+
+def add_train_args(p: argparse.ArgumentParser, epochs: int) -> None:
+    g = p.add_argument_group("training")
+    d = TrainConfig()
+    g.add_argument("--epochs", type=int, default=epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+    g.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--cosine", action="store_true", help="cosine learning-rate schedule")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--device", default=d.device, help="auto | cpu | cuda")
+    g.add_argument("--augment", action="store_true", help="random ±2 px shifts (turns the logit cache off)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: auto, 1 for small models and all cores for large ones)",
+    )
+    g.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
+    g.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def data_config(a) -> DataConfig:
+    return DataConfig(
+        dataset=a.dataset,
+        root=a.data_root,
+        image_size=a.image_size,
+        val_fraction=a.val_fraction,
+        split_seed=a.split_seed,
+        download=not a.no_download,
+    )
+
+
+def model_spec(a, preset: ModelSpec) -> ModelSpec:
+    return ModelSpec(
+        family=a.family or preset.family, size=a.size or preset.size, depth=preset.depth if a.depth is None else a.depth
+    )
+
+
+def train_config(a) -> TrainConfig:
+    return TrainConfig(
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        optimizer=a.optimizer,
+        momentum=a.momentum,
+        weight_decay=a.weight_decay,
+        cosine=a.cosine,
+        seed=a.seed,
+        device=a.device,
+        augment=a.augment,
+        threads=a.threads,
+        patience=a.patience,
+    )
+
+
+# ---------------------------------------------------------------- progress
+
+
+class ProgressBar:
+    """A tqdm bar over the engine's progress records (one bar per run)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar, self.run_id = enabled, None, None
+
+    def __call__(self, rec) -> None:
+        if not self.enabled:
+            return
+        if rec.run_id != self.run_id and rec.total_steps:
+            self.close()
+            self.run_id = rec.run_id
+            self.bar = tqdm(total=rec.total_steps, desc=rec.run_id, unit="step", file=sys.stderr, leave=True)
+        if self.bar is None:
+            return
+        self.bar.n = rec.step
+        post = {"loss": f"{rec.loss:.4f}"}
+        if rec.val_acc is not None:
+            post["val_acc"] = f"{rec.val_acc:.4f}"
+        if rec.event != "step" or rec.step % 20 == 0 or rec.step == rec.total_steps:
+            self.bar.set_postfix(post, refresh=True)
+        if rec.event == "end":
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def load(a) -> tuple[Dataset, Store]:
+    return load_dataset(data_config(a)), Store(a.store)
+
+
+def report(a, payload: dict, started: float) -> None:
+    payload["seconds"] = time.perf_counter() - started
+    for o in payload.get("runs", []):
+        for w in o.get("warnings", []):
+            print(f"warning: {w}", file=sys.stderr)
+    if a.json:
+        print(json.dumps(payload, indent=2, default=str))
+        return
+    for o in payload.get("runs", []):
+        line = f"{o['kind']:8s} {o['run_id']}  {o['status']}"
+        if "test_acc" in o:
+            line += (
+                f"  test acc {o['test_acc']:.4f}  best val {o['best_val_acc']:.4f}  "
+                f"params {o['params']:,}  {o['bytes'] / 1e6:.3f} MB"
+            )
+        if o.get("message"):
+            line += f"  ({o['message']})"
+        print(line)
+
+
+def exit_code(runs: list[dict]) -> int:
+    return EXIT_USER_ERROR if any(r["status"] == "failed" for r in runs) else 0

@@ -1,0 +1,171 @@
+"""`teacher`, `distill`, `bench`, `datasets` and `runs`: training and inspecting single runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from kd_core.cli.common import (
+    ProgressBar,
+    add_data_args,
+    add_model_args,
+    add_train_args,
+    data_config,
+    exit_code,
+    load,
+    model_spec,
+    report,
+    train_config,
+)
+from kd_core.cli.deploy import cmd_bench_runtimes
+from kd_core.config import DistillConfig, ModelSpec, RunConfig
+from kd_core.store import Store
+from kd_core.train.bench import measure_latency, size_report
+from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
+from kd_core.train.data import dataset_names
+from kd_core.train.models import build_model, describe, student_preset, teacher_preset
+from kd_core.train.recorder import distill, load_teacher, train_teacher
+
+
+def cmd_teacher(a) -> int:
+    started = time.perf_counter()
+    data, store = load(a)
+    cfg = RunConfig(
+        kind="teacher", data=data_config(a), model=model_spec(a, teacher_preset(a.dataset)), train=train_config(a)
+    )
+    bar = ProgressBar(not a.quiet)
+    outcome = train_teacher(store, cfg, data, emit=bar)
+    bar.close()
+    if a.out and outcome.model is not None:
+        save_checkpoint(a.out, outcome.model, cfg.model, data.input_shape, data.classes, data.name)
+    runs = [outcome.summary()]
+    report(a, {"command": "teacher", "config": cfg.to_dict(), "runs": runs, "dataset": data.info()}, started)
+    return exit_code(runs)
+
+
+def _teacher_ref(ref: str) -> str:
+    """A run id as given; a checkpoint file as an absolute path, so the run's
+    reproduce command works from any folder."""
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.is_file() else ref
+
+
+def cmd_distill(a) -> int:
+    started = time.perf_counter()
+    data, store = load(a)
+    teacher = load_teacher(store, a.teacher, data)
+    cfg = RunConfig(
+        kind="student",
+        data=data_config(a),
+        model=model_spec(a, student_preset(a.dataset)),
+        train=train_config(a),
+        teacher_id=_teacher_ref(a.teacher),
+        distill=DistillConfig(temperature=a.temperature, alpha=a.alpha, cache_teacher_logits=not a.no_cache),
+    )
+    bar = ProgressBar(not a.quiet)
+    outcomes = distill(store, cfg, data, teacher, with_baseline=a.baseline, emit=bar)
+    bar.close()
+    runs = [o.summary() for o in outcomes]
+    report(a, {"command": "distill", "config": cfg.to_dict(), "runs": runs, "dataset": data.info()}, started)
+    return exit_code(runs)
+
+
+def cmd_bench(a) -> int:
+    if a.runtimes:
+        return cmd_bench_runtimes(a)
+    started = time.perf_counter()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.model:
+        ref = a.model
+        run = Store(a.store).get_run(ref)
+        model, meta = load_checkpoint(run["weights"] if run and run.get("weights") else ref)
+        spec, shape, classes = meta["spec"], meta["input_shape"], len(meta["classes"])
+    else:
+        spec = ModelSpec(a.family or "mlp", a.size or 64, 1 if a.depth is None else a.depth)
+        shape, classes = tuple(a.input_shape), a.classes
+        model = build_model(spec, shape, classes)
+    batches = tuple(int(b) for b in a.batch_sizes.split(","))
+    result = {
+        "model": spec.label(),
+        "input_shape": list(shape),
+        **size_report(model),
+        "flops": describe(spec, shape, classes)["flops"],
+        "latency": measure_latency(model, shape, batches, warmup=a.warmup, repeats=a.repeats),
+    }
+    result["seconds"] = time.perf_counter() - started
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{result['model']}: {result['params']:,} params, {result['bytes'] / 1e6:.3f} MB, "
+            f"{result['flops']:,} FLOPs/sample, {result['latency']['threads']} threads"
+        )
+        for bs, r in result["latency"]["batches"].items():
+            print(
+                f"  batch {bs:>4}: median {r['median_ms']:.3f} ms  p90 {r['p90_ms']:.3f} ms  "
+                f"{r['ms_per_sample']:.4f} ms/sample  {r['samples_per_s']:,.0f} samples/s"
+            )
+    return 0
+
+
+def cmd_datasets(a) -> int:
+    for name in [*dataset_names(), "folder:PATH"]:
+        print(name)
+    return 0
+
+
+def cmd_runs(a) -> int:
+    runs = Store(a.store).list_runs()
+    if a.json:
+        print(json.dumps(runs, indent=2, default=str))
+        return 0
+    for r in runs:
+        acc = r["metrics"].get("test_acc")
+        print(
+            f"{r['id']}  {r['kind']:8s} {r['dataset']:14s} {r['label']:18s} {r['status']:9s} "
+            f"{'' if acc is None else f'test acc {acc:.4f}'}"
+        )
+    return 0
+
+
+def register(sub) -> None:
+    """Add teacher, distill, bench, datasets and runs to the CLI's sub-parsers."""
+    p = sub.add_parser("teacher", help="train a teacher")
+    add_data_args(p), add_model_args(p, None), add_train_args(p, epochs=10)
+    p.add_argument("--out", help="also write the checkpoint to this path")
+    p.set_defaults(fn=cmd_teacher)
+
+    p = sub.add_parser("distill", help="distil a student from a teacher")
+    add_data_args(p), add_model_args(p, None), add_train_args(p, epochs=10)
+    p.add_argument("--teacher", required=True, help="teacher run id or checkpoint path")
+    p.add_argument("--temperature", "-T", type=float, default=DistillConfig().temperature)
+    p.add_argument("--alpha", "--lambda", type=float, default=DistillConfig().alpha, help="λ, in [0, 1]")
+    p.add_argument("--no-cache", action="store_true", help="run the teacher on every batch")
+    p.add_argument("--baseline", action="store_true", help="also train the same student without KD")
+    p.set_defaults(fn=cmd_distill)
+
+    p = sub.add_parser("bench", help="size and latency of a model")
+    p.add_argument("model", nargs="?", help="run id or checkpoint path (else --family/--size)")
+    add_model_args(p, None)
+    p.add_argument("--input-shape", type=int, nargs=3, default=[1, 28, 28], metavar=("C", "H", "W"))
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--batch-sizes", default="1,256")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--store", default="kd_runs")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--runtimes", help="eager,torchscript,onnxruntime: latency of a run's models across runtimes")
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("datasets", help="list the datasets")
+    p.set_defaults(fn=cmd_datasets)
+
+    p = sub.add_parser("runs", help="list stored runs")
+    p.add_argument("--store", default="kd_runs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_runs)

@@ -1,0 +1,1 @@
+"""Deployment: export (TorchScript, ONNX), quantization, runtimes and model cards."""

@@ -1,0 +1,1 @@
+"""Sweeps: T × λ × size × seeds grids, their executors (in-process, Ray) and results."""

@@ -1,0 +1,203 @@
+"""Sweeps over temperature × λ × student size, each repeated over seeds.
+
+A sweep is a frozen `SweepConfig` saved in the store under a sweep id. It is
+planned as cells: one no-KD baseline per (student size, seed), which every
+T/λ cell of that size and seed is compared with, and one distillation per
+(size, T, λ, seed). Every run is stored with the sweep id, so the store alone
+says which cells are done: resuming runs only the others.
+
+Cells run through an executor (`executors.py`: in-process or Ray); `runner.py`
+runs a sweep's pending cells as a job. The results are read back from the store
+as pandas tables (`results.py`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.errors import ConfigError, KDError
+from kd_core.events import Progress
+from kd_core.store import Store
+from kd_core.train.data import Dataset
+from kd_core.train.engine import validate_config
+from kd_core.train.models import validate_spec
+from kd_core.train.recorder import RunOutcome
+
+SWEEP_METRICS = ("best_val_acc", "final_val_acc", "test_acc")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The grid: every T × λ × size, each over every seed, distilled from one teacher."""
+
+    temperatures: tuple[float, ...]
+    alphas: tuple[float, ...]  # λ, the soft-target weight
+    sizes: tuple[int, ...]  # student width (MLP) or channels (CNN)
+    seeds: tuple[int, ...] = (0,)
+    teacher_id: str = ""  # teacher run id or checkpoint path
+    family: str = "mlp"
+    depth: int = 1
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # its seed is replaced by each seed
+    cache_teacher_logits: bool = True
+
+    @staticmethod
+    def seed_range(n: int, first: int = 0) -> tuple[int, ...]:
+        return tuple(range(first, first + n))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> SweepConfig:
+        return SweepConfig(
+            temperatures=tuple(float(t) for t in d["temperatures"]),
+            alphas=tuple(float(a) for a in d["alphas"]),
+            sizes=tuple(int(s) for s in d["sizes"]),
+            seeds=tuple(int(s) for s in d["seeds"]),
+            teacher_id=d.get("teacher_id", ""),
+            family=d.get("family", "mlp"),
+            depth=int(d.get("depth", 1)),
+            data=DataConfig(**d.get("data", {})),
+            train=TrainConfig(**d.get("train", {})),
+            cache_teacher_logits=bool(d.get("cache_teacher_logits", True)),
+        )
+
+
+def validate_sweep(sweep: SweepConfig) -> None:
+    """Reject a grid before anything runs, so a bad value never costs a half sweep."""
+    for name in ("temperatures", "alphas", "sizes", "seeds"):
+        values = getattr(sweep, name)
+        if not values:
+            raise ConfigError(f"the sweep needs at least one value in {name}.")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{name} has repeated values: {', '.join(map(str, values))}.")
+    if not sweep.teacher_id:
+        raise ConfigError("the sweep needs a teacher (a run id or a checkpoint path).")
+    for size in sweep.sizes:
+        validate_spec(ModelSpec(sweep.family, size, sweep.depth))
+    for t in sweep.temperatures:
+        for a in sweep.alphas:
+            validate_config(RunConfig(kind="student", train=sweep.train, distill=DistillConfig(t, a)))
+
+
+# ---------------------------------------------------------------- cells
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a sweep; its key is what the store's copy is recognised by."""
+
+    config: RunConfig
+
+    @property
+    def key(self) -> tuple:
+        return cell_key(self.config)
+
+    @property
+    def label(self) -> str:
+        kind, size, seed, t, a = self.key
+        what = "baseline" if kind == "baseline" else f"T={t:g} λ={a:g}"
+        return f"{self.config.model.family} {size} · {what} · seed {seed}"
+
+
+def cell_key(cfg: RunConfig | dict) -> tuple:
+    """(kind, size, seed, T, λ); T and λ are None for a baseline."""
+    if isinstance(cfg, dict):
+        cfg = RunConfig.from_dict(cfg)
+    d = cfg.distill if cfg.kind == "student" else None
+    return (cfg.kind, cfg.model.size, cfg.train.seed, d.temperature if d else None, d.alpha if d else None)
+
+
+def plan(sweep: SweepConfig, sweep_id: str | None = None) -> list[Cell]:
+    """Every cell, seed by seed: the whole grid fills in at n=1 before any cell has n=2,
+    and each (size, seed) baseline comes before the cells compared with it."""
+    cells = []
+    for seed in sweep.seeds:
+        for size in sweep.sizes:
+            base = RunConfig(
+                kind="baseline",
+                data=sweep.data,
+                model=ModelSpec(sweep.family, size, sweep.depth),
+                train=replace(sweep.train, seed=seed),
+                sweep_id=sweep_id,
+            )
+            cells.append(Cell(base))
+            for t in sweep.temperatures:
+                for a in sweep.alphas:
+                    cells.append(
+                        Cell(
+                            replace(
+                                base,
+                                kind="student",
+                                teacher_id=sweep.teacher_id,
+                                distill=DistillConfig(t, a, sweep.cache_teacher_logits),
+                            )
+                        )
+                    )
+    return cells
+
+
+def finished_runs(store: Store, sweep_id: str) -> dict[tuple, dict]:
+    """The sweep's finished runs by cell key (the newest, should a cell have two)."""
+    runs: dict[tuple, dict] = {}
+    for r in store.list_runs(sweep_id=sweep_id, status="finished"):  # newest first
+        runs.setdefault(cell_key(r["config"]), r)
+    return runs
+
+
+def pending(store: Store, sweep_id: str, sweep: SweepConfig | None = None) -> list[Cell]:
+    """The cells without a finished run; stopped and failed ones are run again."""
+    sweep = sweep or load_sweep(store, sweep_id)
+    done = finished_runs(store, sweep_id)
+    return [c for c in plan(sweep, sweep_id) if c.key not in done]
+
+
+def create_sweep(store: Store, sweep: SweepConfig) -> str:
+    """Validate and save the grid; the id is what runs are stored under and resumed by."""
+    validate_sweep(sweep)
+    sweep_id = f"sw{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    store.save_sweep(sweep_id, sweep.to_dict())
+    return sweep_id
+
+
+def load_sweep(store: Store, sweep_id: str) -> SweepConfig:
+    row = store.get_sweep(sweep_id)
+    if row is None:
+        raise KDError(
+            f"no sweep '{sweep_id}' in the store at {store.root}; "
+            "`python -m kd_core runs` lists the runs, and their sweep ids."
+        )
+    return SweepConfig.from_dict(row["config"])
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class CellContext:
+    """What every cell needs besides its config: shared, never copied per cell in-process."""
+
+    store: Store
+    data: Dataset
+    teacher: Any  # nn.Module on the CPU
+    teacher_test_logits: Any  # (N_test, K) tensor: agreement metrics of students and baselines
+
+
+class Listener(Protocol):
+    def emit(self, cell: Cell, rec: Progress) -> None: ...
+    def done(self, cell: Cell, outcome: RunOutcome) -> None: ...
+
+
+class Executor(Protocol):
+    """Runs cells and reports each outcome to the listener once it is in the store."""
+
+    name: str
+
+    def run(self, cells: Sequence[Cell], ctx: CellContext, listener: Listener, stop: threading.Event) -> None: ...

@@ -1,0 +1,1 @@
+"""Training: datasets, model families, losses, the engine, metrics and the run recorder."""

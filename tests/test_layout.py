@@ -1,0 +1,130 @@
+"""The package's shape, read from the source with `ast`: layers import only downward, no
+cycles, kd_core never imports streamlit, pages never import torch and reach kd_core only
+through its views and job API, and no kd_core import hides inside a function."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "kd_core"
+
+# Lower rank = lower layer. A module may import from its own rank or below, never above.
+RANKS = {
+    "kd_core.config": 0,
+    "kd_core.events": 0,
+    "kd_core.errors": 0,
+    "kd_core.fmt": 0,
+    "kd_core.stats": 0,
+    "kd_core.records": 0,
+    "kd_core.store": 1,
+    "kd_core.methods": 2,
+    "kd_core.train": 3,
+    "kd_core.jobs": 4,
+    "kd_core.deploy": 4,
+    "kd_core.sweep": 5,
+    "kd_core.compress": 5,
+    "kd_core.views": 6,
+    "kd_core.cli": 7,
+    "kd_core.__main__": 7,
+}
+# Third-party packages that are optional or heavy and only needed by one code path may load late.
+LATE_IMPORTS_ALLOWED = {"ray", "onnx", "onnxruntime", "scipy", "sklearn", "torchvision", "plotly", "PIL", "optuna"}
+PAGE_API = ("kd_core.views", "kd_core.jobs", "kd_core.errors", "kd_core.fmt")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported module, inside a function?) for every import statement of the file."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if isinstance(child, ast.Import):
+                found.extend((a.name, in_function) for a in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                assert child.level == 0, f"{path}: relative import; kd_core uses absolute imports"
+                base = child.module or ""
+                found.extend(
+                    (f"{base}.{a.name}" if _is_module(f"{base}.{a.name}") else base, in_function) for a in child.names
+                )
+            visit(child, nested)
+
+    visit(tree, False)
+    return found
+
+
+def _is_module(dotted: str) -> bool:
+    rel = Path(*dotted.split("."))
+    return (REPO / rel).with_suffix(".py").is_file() or (REPO / rel / "__init__.py").is_file()
+
+
+def rank(module: str) -> int:
+    for prefix, r in sorted(RANKS.items(), key=lambda kv: -len(kv[0])):
+        if module == prefix or module.startswith(prefix + "."):
+            return r
+    raise AssertionError(f"{module} belongs to no layer: add its package to RANKS")
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): {m for m, _ in imports(p) if m.startswith("kd_core")} for p in SOURCES}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_kd_core_imports_only_downward_and_never_streamlit(path):
+    me = module_name(path)
+    for target, in_function in imports(path):
+        top = target.split(".")[0]
+        assert top != "streamlit", f"{me} imports streamlit"
+        if top == "kd_core":
+            assert not in_function, f"{me} imports {target} inside a function"
+            assert rank(target) <= rank(me), f"{me} (layer {rank(me)}) imports {target} (layer {rank(target)})"
+        elif in_function:
+            assert top in LATE_IMPORTS_ALLOWED, f"{me} imports {target} inside a function"
+
+
+def test_no_import_cycles():
+    edges = graph()
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def walk(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in edges.get(node, ()):
+            nxt = nxt if nxt in edges else nxt.rpartition(".")[0]
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*path[path.index(nxt) :], nxt]))
+            if nxt in edges and not state.get(nxt):
+                walk(nxt, [*path, nxt])
+        state[node] = 2
+
+    for module in edges:
+        if not state.get(module):
+            walk(module, [module])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "pages").glob("*.py")), ids=lambda p: p.name)
+def test_pages_reach_kd_core_only_through_views_and_jobs(path):
+    for target, _ in imports(path):
+        assert target.split(".")[0] != "torch", f"{path.name} imports torch"
+        if target.startswith("kd_core"):
+            assert target.startswith(PAGE_API), f"{path.name} imports {target}; pages use {PAGE_API}"
+
+
+def test_the_layering_check_catches_an_upward_import(tmp_path):
+    """The check itself can fail: a store module importing the engine is refused."""
+    assert rank("kd_core.store.db") < rank("kd_core.train.engine")
+    assert rank("kd_core.views.studio") > rank("kd_core.sweep.grid")
+    with pytest.raises(AssertionError, match="belongs to no layer"):
+        rank("kd_core.nowhere")
