@@ -106,3 +106,23 @@ def timing_threads(train_threads: int) -> int:
     """Latency is timed at a fixed, reported thread count, whatever "auto" trained
     with, so that a teacher and its student are timed alike: the chosen count, or 1."""
     return train_threads if train_threads > 0 else 1
+
+
+# Where and how fast a run trains, not what it learns: runs that differ only in these are the
+# same experiment (a rerun on another device or thread count, a store moved elsewhere, the
+# same configuration run by hand or by a sweep).
+_NOT_LEARNED = ("sweep_id",)
+_MACHINE_FIELDS = {"data": ("root", "download"), "train": ("device", "threads", "spare_cores")}
+
+
+def experiment_key(config: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
+    """A stored config (RunConfig.to_dict) as a comparable string, without the machine settings
+    and without the fields named in `drop`: top-level ones ("kind", "distill", "sweep_id") or
+    training ones ("seed")."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items() if k not in (*drop, *_NOT_LEARNED)}
+    for part, fields in _MACHINE_FIELDS.items():
+        for f in fields:
+            (out.get(part) or {}).pop(f, None)
+    for f in drop:
+        (out.get("train") or {}).pop(f, None)
+    return json.dumps(out, sort_keys=True, default=str)

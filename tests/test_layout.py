@@ -114,12 +114,20 @@ def test_no_import_cycles():
             walk(module, [module])
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "pages").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "app_pages").glob("*.py")), ids=lambda p: p.name)
 def test_pages_reach_kd_core_only_through_views_and_jobs(path):
     for target, _ in imports(path):
         assert target.split(".")[0] != "torch", f"{path.name} imports torch"
         if target.startswith("kd_core"):
             assert target.startswith(PAGE_API), f"{path.name} imports {target}; pages use {PAGE_API}"
+
+
+def test_pages_live_in_app_pages_not_in_a_legacy_pages_folder():
+    """A `pages/` folder beside app.py switches Streamlit to its legacy multipage mode: each page
+    file run on its own, without app.py's shared sidebar (AppTest always; a browser until the
+    first st.navigation call)."""
+    assert not (REPO / "pages").exists()
+    assert len(list((REPO / "app_pages").glob("*.py"))) >= 7
 
 
 def test_the_layering_check_catches_an_upward_import(tmp_path):

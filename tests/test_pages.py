@@ -70,7 +70,7 @@ def test_overview_renders(runs_dir):
 
 
 def test_teacher_page_renders(runs_dir):
-    at = open_app("pages/teacher.py")
+    at = open_app("app_pages/teacher.py")
     for key in ("t_size", "t_depth", "t_epochs"):
         assert at.slider(key=key) is not None
     assert at.button(key="train_teacher").label == "Train teacher"
@@ -78,14 +78,14 @@ def test_teacher_page_renders(runs_dir):
 
 
 def test_distill_without_teacher_points_to_teacher_page(runs_dir):
-    at = open_app("pages/distill.py")
+    at = open_app("app_pages/distill.py")
     assert any("needs a teacher" in i.value for i in at.info)
     assert not at.slider
 
 
 def test_distill_preview_shows_compression_before_training(runs_dir):
     teacher = stored_teacher(runs_dir, width=64)
-    at = open_app("pages/distill.py")
+    at = open_app("app_pages/distill.py")
     at.slider(key="s_size").set_value(16).run()
     student_params = mlp_params([64, 16, 10])
     teacher_params = mlp_params([64, 64, 10])
@@ -97,7 +97,7 @@ def test_distill_preview_shows_compression_before_training(runs_dir):
 
 
 def test_whole_flow_teacher_distill_cards_compare(runs_dir):
-    at = open_app("pages/teacher.py")
+    at = open_app("app_pages/teacher.py")
     at.slider(key="t_size").set_value(128)
     at.slider(key="t_epochs").set_value(5)
     at.button(key="train_teacher").click().run()
@@ -107,10 +107,9 @@ def test_whole_flow_teacher_distill_cards_compare(runs_dir):
     at.run()
     at.run()  # the page adopts the new teacher in the sidebar on this rerun
     teacher_id = snap["outcomes"][0]["run_id"]
-    # (AppTest drops the sidebar's elements after switch_page; the widget state is still there)
     assert at.session_state["teacher_pick"] == teacher_id
 
-    at.switch_page("pages/distill.py").run()
+    at.switch_page("app_pages/distill.py").run()
     at.slider(key="s_epochs").set_value(4)
     at.slider(key="T").set_value(3.0)
     at.button(key="distill").click().run()
@@ -126,5 +125,5 @@ def test_whole_flow_teacher_distill_cards_compare(runs_dir):
     stored = Store(runs_dir).get_run(student["run_id"])
     assert stored["config"]["distill"]["temperature"] == 3.0 and stored["teacher_id"] == teacher_id
 
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]

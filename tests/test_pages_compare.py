@@ -17,7 +17,7 @@ from compare_fixtures import runs  # noqa: F401  (fixture)
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-COMPARE, SOFT = "pages/compare.py", "pages/soft_targets.py"
+COMPARE, SOFT = "app_pages/compare.py", "app_pages/soft_targets.py"
 
 
 def open_page(page: str) -> AppTest:
@@ -41,7 +41,7 @@ def values(data) -> list:
 
 
 def page_links(at: AppTest) -> list[str]:
-    """The url paths the page links to (e.g. "teacher" for pages/teacher.py)."""
+    """The url paths the page links to (e.g. "teacher" for app_pages/teacher.py)."""
     return [el.proto.page for el in at.get("page_link")]
 
 

@@ -31,7 +31,7 @@ from kd_core.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
-COMPARE = "pages/compare.py"
+COMPARE = "app_pages/compare.py"
 FAST = {"dep_warmup": 1, "dep_repeats": 3}  # few timed calls: the test checks plumbing, not speed
 
 

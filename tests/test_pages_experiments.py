@@ -73,14 +73,14 @@ def metric_values(at: AppTest) -> dict[str, str]:
 
 
 def test_runs_page_on_an_empty_store(empty):
-    at = open_page("pages/runs.py")
+    at = open_page("app_pages/runs.py")
     assert at.title[0].value == "Runs"
     assert any("No runs" in i.value for i in at.info)
     assert not at.dataframe
 
 
 def test_sweep_page_on_an_empty_store_asks_for_a_teacher(empty):
-    at = open_page("pages/sweep.py")
+    at = open_page("app_pages/sweep.py")
     assert at.title[0].value == "Sweep"
     assert any("needs a teacher" in i.value or "distils from a teacher" in i.value for i in at.info)
     assert any("No sweep" in c.value for c in at.caption)
@@ -92,7 +92,7 @@ def test_sweep_page_without_measurements_says_so(empty, template_store):
     data = studio.load_data("digits")
     weights = Store(template_store["root"]).weights_path(template_store["teacher_id"]).read_bytes()
     studio.import_checkpoint(store, weights, data, "teacher.pt")
-    at = open_page("pages/sweep.py")
+    at = open_page("app_pages/sweep.py")
     assert metric_values(at)["Estimated time"] == "no measurement yet"
     assert metric_values(at)["Runs"] == "42"  # 3 T × 2 λ × 2 sizes × 3 seeds + 2 × 3 baselines
 
@@ -102,7 +102,7 @@ def test_sweep_page_without_measurements_says_so(empty, template_store):
 
 def test_runs_page_lists_filters_and_groups(populated):
     store = Store(populated["root"])
-    at = open_page("pages/runs.py")
+    at = open_page("app_pages/runs.py")
     table = at.dataframe[0].value
     assert len(table) == N_RUNS and set(table["id"]) == {r["id"] for r in store.list_runs()}
     for key in ("runs_f_dataset", "runs_f_teacher", "runs_f_kind", "runs_f_status", "runs_f_sweep"):
@@ -119,7 +119,7 @@ def test_runs_page_lists_filters_and_groups(populated):
 
 def test_runs_page_picked_runs_get_curves_and_commands(populated):
     store = Store(populated["root"])
-    at = open_page("pages/runs.py")
+    at = open_page("app_pages/runs.py")
     ids = at.dataframe[0].value["id"].tolist()
     at.session_state["runs_table_0"] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
     at.run()
@@ -137,7 +137,7 @@ def test_runs_page_picked_runs_get_curves_and_commands(populated):
 
 def test_runs_page_deletes_picked_runs_and_their_files(populated):
     store = Store(populated["root"])
-    at = open_page("pages/runs.py")
+    at = open_page("app_pages/runs.py")
     victim = at.dataframe[0].value["id"].iloc[2]
     weights = store.weights_path(victim)
     assert weights.is_file()
@@ -166,7 +166,7 @@ def test_runs_page_csv_is_the_filtered_store(populated, monkeypatch):
 
     monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Capture)
     store = Store(populated["root"])
-    at = open_page("pages/runs.py")
+    at = open_page("app_pages/runs.py")
     at.multiselect(key="runs_f_kind").set_value(["baseline", "teacher"]).run()
     [button] = [b for b in at.get("download_button") if "runs_csv" in b.proto.id]
     file_id = button.proto.url.rsplit("/", 1)[-1]
@@ -187,7 +187,7 @@ def captions(at: AppTest) -> str:
 
 
 def test_sweep_page_shows_the_past_sweep_as_heatmaps(populated):
-    at = open_page("pages/sweep.py")
+    at = open_page("app_pages/sweep.py")
     for key in ("sw_T", "sw_lam", "sw_sizes"):
         assert at.text_input(key=key) is not None
     assert at.number_input(key="sw_seeds").value == 3
@@ -238,7 +238,7 @@ def test_sweep_page_takes_the_metric_from_the_url_by_its_cli_name_or_label(popul
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["sw_metric"] = asked
     at.run()
-    at.switch_page("pages/sweep.py").run()
+    at.switch_page("app_pages/sweep.py").run()
     assert_clean(at)
     assert at.selectbox(key="sw_metric").value == {v: k for k, v in experiment_charts.METRIC_NAMES.items()}[shown]
     assert charts(at)["sw_acc_16"].layout.title.text.endswith(shown)
@@ -261,7 +261,7 @@ def test_sweep_page_says_when_no_cell_beats_its_baseline(empty):
                 distill=DistillConfig(t, 0.5) if t else None,
             )
             store.finish_run(store.create_run(cfg), "finished", {"test_acc": v + d, "best_val_acc": v + d})
-    at = open_page("pages/sweep.py")
+    at = open_page("app_pages/sweep.py")
     figs = charts(at)
     assert not figs["sw_acc_16"].layout.shapes and not figs["sw_gain_16"].layout.shapes
     assert len(figs["sw_acc_16"].data) == 1  # no star trace
@@ -281,7 +281,7 @@ def test_sweep_estimate_from_a_teacher_alone_is_scaled_and_divided_by_ray_worker
             "UPDATE runs SET metrics = ? WHERE id = ?",
             (json.dumps({**teacher["metrics"], "train_samples_per_s": 28000.0}), teacher["id"]),
         )
-    at = open_page("pages/sweep.py")
+    at = open_page("app_pages/sweep.py")
     data = studio.load_data("digits")
     # the New sweep defaults: T 1, 2, 4 × λ 0.5, 0.9 × mlp 16, 32 (×1) × 3 seeds, 5 epochs, batch 64
     assert (at.text_input(key="sw_sizes").value, at.slider(key="sw_epochs").value) == ("16, 32", 5)
@@ -315,7 +315,7 @@ def test_sweep_estimate_from_a_teacher_alone_is_scaled_and_divided_by_ray_worker
 
 
 def test_sweep_page_counts_runs_as_the_axes_change(populated):
-    at = open_page("pages/sweep.py")
+    at = open_page("app_pages/sweep.py")
     at.text_input(key="sw_T").set_value("1, 4").run()
     at.text_input(key="sw_sizes").set_value("16").run()
     at.number_input(key="sw_seeds").set_value(2).run()
@@ -327,7 +327,7 @@ def test_sweep_page_counts_runs_as_the_axes_change(populated):
 
 def test_sweep_page_ray_missing_is_explained(populated, monkeypatch):
     monkeypatch.setattr(sweep_view, "ray_available", lambda: False)
-    at = open_page("pages/sweep.py")
+    at = open_page("app_pages/sweep.py")
     at.radio(key="sw_backend").set_value("ray").run()
     assert_clean(at)
     assert any("requirements-ray.txt" in w.value for w in at.warning)
@@ -336,7 +336,7 @@ def test_sweep_page_ray_missing_is_explained(populated, monkeypatch):
 
 def test_sweep_page_runs_a_sweep_and_fills_the_grid(populated):
     store = Store(populated["root"])
-    at = open_page("pages/sweep.py")
+    at = open_page("app_pages/sweep.py")
     at.text_input(key="sw_T").set_value("2, 8")
     at.text_input(key="sw_lam").set_value("0.3")
     at.text_input(key="sw_sizes").set_value("8")
@@ -375,7 +375,7 @@ def test_sweep_page_resumes_without_repeating_finished_cells(populated):
     for run_id in gone:
         store.delete_run(run_id)
     kept = {r["id"] for r in store.list_runs(sweep_id=sweep_id)}
-    at = open_page("pages/sweep.py")
+    at = open_page("app_pages/sweep.py")
     assert at.selectbox(key="sw_resume_pick").value == sweep_id
     assert any("2 runs left" in c.value for c in at.caption)
     at.button(key="sw_resume").click().run()

@@ -48,10 +48,10 @@ def page_text(at) -> str:
 
 @pytest.mark.parametrize(
     "page, button, chart",
-    [("pages/distill.py", "distill", "distill_loss"), ("pages/teacher.py", "train_teacher", "teacher_loss")],
+    [("app_pages/distill.py", "distill", "distill_loss"), ("app_pages/teacher.py", "train_teacher", "teacher_loss")],
 )
 def test_a_measure_job_is_named_on_the_training_pages(runs_dir, measuring, page, button, chart):  # noqa: F811
-    if page == "pages/distill.py":
+    if page == "app_pages/distill.py":
         stored_teacher(runs_dir, width=32)  # the Distill page draws jobs only once it has a teacher
     assert measuring.live
     at = open_app(page)
@@ -96,7 +96,7 @@ def quick_training_teacher(runs_dir):  # noqa: F811
 
 
 def test_distill_without_a_teacher_shows_the_quick_start_training_one(runs_dir, quick_training_teacher):  # noqa: F811
-    at = open_app("pages/distill.py")
+    at = open_app("app_pages/distill.py")
     text = page_text(at)
     assert "needs a teacher" in text  # no teacher yet: the page says so …
     assert "distill_loss" in {el.key for el in at.get("plotly_chart")}  # … and shows the one being trained

@@ -7,13 +7,13 @@ identifies them (dataset name, run id), never by slider values.
 from __future__ import annotations
 
 import gc
-import os
 
 import streamlit as st
 
 from kd_core.errors import KDError
 from kd_core.jobs import JobManager
 from kd_core.views import studio
+from ui import prefs
 
 DATASET_CHOICES = ["digits", "fashion-mnist", "mnist", "cifar10", "folder"]
 
@@ -60,25 +60,31 @@ def settings() -> dict:
     return st.session_state.setdefault("settings", {})
 
 
-def _leave_legacy_pages_mode() -> None:
-    """A fresh server whose first visitor opens a sub-page URL runs that page file on
-    its own, in Streamlit's legacy `pages/`-folder mode (wrong navigation, no page
-    config) until `st.navigation` has run once. Switch the mode off and rerun, so
-    app.py's router handles the same URL. (AppTest resets the mode before every
-    run and runs page files on their own by design: leave it be there.)"""
-    from streamlit.runtime import Runtime
-    from streamlit.runtime.pages_manager import PagesManager
+# The sidebar widgets whose values are the user's own settings (ui/prefs.py), by widget key.
+PREF_WIDGETS = ("store_root", "data_root", "device", "threads")
 
-    under_apptest = type(Runtime._instance) is not Runtime  # AppTest runs on a mock runtime
-    if PagesManager.uses_pages_directory and not under_apptest:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+
+def _load_prefs() -> None:
+    """Once per session, before the widgets are drawn: their values from the settings file."""
+    if st.session_state.get("prefs_loaded"):
+        return
+    saved, problem = prefs.load(studio.devices(), studio.thread_choices())
+    for key in PREF_WIDGETS:
+        st.session_state.setdefault(key, saved[key])
+    st.session_state["prefs_loaded"] = True
+    st.session_state["prefs_problem"] = problem
+
+
+def _save_prefs() -> None:
+    """on_change of a settings widget: write all of them (the file is a few bytes)."""
+    st.session_state["prefs_problem"] = prefs.save({k: st.session_state.get(k) for k in PREF_WIDGETS})
 
 
 def sidebar() -> None:
-    """Dataset, data and run folders, device, threads and the teacher in use."""
-    _leave_legacy_pages_mode()
+    """Dataset, teacher in use, data and run folders, device and threads: drawn once per run
+    by app.py around the page (so their state survives page changes), saved on change."""
     _freeze_startup_objects()
+    _load_prefs()
     s = settings()
     with st.sidebar:
         st.subheader("Setup")
@@ -97,20 +103,39 @@ def sidebar() -> None:
         s["dataset"] = name
         s.setdefault("image_size", 32)
         with st.expander("Folders and compute"):
-            s["data_root"] = st.text_input("Data folder", os.environ.get("KD_DATA", "data"), key="data_root")
-            s["store_root"] = st.text_input("Run store folder", os.environ.get("KD_RUNS", "kd_runs"), key="store_root")
-            s["device"] = st.selectbox("Device", studio.devices(), key="device")
+            s["store_root"] = st.text_input("Run store folder", key="store_root", on_change=_save_prefs)
+            s["data_root"] = st.text_input("Data folder", key="data_root", on_change=_save_prefs)
+            s["device"] = st.selectbox("Device", studio.devices(), key="device", on_change=_save_prefs)
             s["threads"] = st.selectbox(
                 "Torch threads",
                 studio.thread_choices(),
                 key="threads",
                 format_func=studio.threads_label,
+                on_change=_save_prefs,
                 help="Intra-op threads for training. Auto takes 1 thread for small "
                 "models, where a second one only waits, and every core for "
                 "large ones. Latency is timed at 1 thread unless set here.",
             )
-        _teacher_picker(s)
+            st.caption(f"Kept for next time in `{prefs.path()}`.")
+        if st.session_state.get("prefs_problem"):
+            st.warning(st.session_state["prefs_problem"], icon=":material/settings:")
+        if store_problem() is None:
+            _teacher_picker(s)
         _job_status()
+
+
+def store_problem() -> str | None:
+    """Why the run store folder in the sidebar cannot be used, or None."""
+    try:
+        current_store()
+    except KDError as err:
+        return str(err)
+    return None
+
+
+def _teacher_label(t: dict) -> str:
+    acc = f" · acc {t['test_acc']:.3f}" if t["test_acc"] is not None else ""
+    return f"{t['label']}{acc} · {t['when']}"
 
 
 def _teacher_picker(s: dict) -> None:
@@ -124,9 +149,9 @@ def _teacher_picker(s: dict) -> None:
         st.caption("Teacher: none yet — train one on the Teacher page.")
         s["teacher_id"] = None
         return
-    labels = {
-        t["id"]: f"{t['label']} · acc {t['test_acc']:.3f}" if t["test_acc"] is not None else t["label"] for t in options
-    }
+    labels = {t["id"]: _teacher_label(t) for t in options}
+    if len(set(labels.values())) < len(labels):  # same model, accuracy and minute: the id tells them apart
+        labels = {rid: f"{text} · {rid[-4:]}" for rid, text in labels.items()}
     wanted = st.session_state.pop("pending_teacher", None) or st.query_params.get("teacher")
     if wanted in ids and st.session_state.get("teacher_pick") != wanted and "pending" in st.session_state:
         st.session_state["teacher_pick"] = wanted
@@ -142,6 +167,15 @@ def use_teacher(run_id: str) -> None:
     st.session_state["pending_teacher"] = run_id
     st.session_state["pending"] = True
     st.rerun()
+
+
+def adopt_teacher(run_id: str | None) -> None:
+    """Make the teacher a job just trained (or reused) the teacher in use, once per run id:
+    the user can pick another afterwards without this undoing it."""
+    if run_id and st.session_state.get("adopted") != run_id:
+        st.session_state["adopted"] = run_id
+        if settings().get("teacher_id") != run_id:
+            use_teacher(run_id)
 
 
 def _job_status() -> None:

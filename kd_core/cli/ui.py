@@ -1,6 +1,6 @@
 """`kd-studio ui`: start the dashboard (`streamlit run app.py`) from any folder.
 
-The dashboard (app.py, pages/, ui/) lives beside the kd_core package in a source
+The dashboard (app.py, app_pages/, ui/) lives beside the kd_core package in a source
 checkout, which `pip install -e .` keeps in place; kd_core itself never imports
 streamlit, so the server runs as a child process.
 """

@@ -8,6 +8,7 @@ handles such as a `Dataset` or a model that they only pass back in).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig, experiment_key
 from kd_core.errors import KDError
 from kd_core.jobs import Job, JobManager
 from kd_core.store import Store
@@ -145,6 +146,7 @@ def teachers(store: Store, data: Dataset) -> list[dict]:
                     "status": r["status"],
                     "test_acc": r["metrics"].get("test_acc"),
                     "params": r["metrics"].get("params"),
+                    "when": time.strftime("%d %b %H:%M", time.localtime(r["created"])),
                 }
             )
     return rows
@@ -228,12 +230,37 @@ def start_distill(
     return manager.start(title, "distill", work)
 
 
-def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = "auto", threads: int = 0) -> Job:
-    """Default teacher, then a small student and its no-KD baseline: the whole flow in seconds."""
-    p = presets(data.name)
-    t_cfg = make_config(
+def matching_teacher(store: Store, cfg: RunConfig) -> str | None:
+    """The newest finished teacher run (with weights) trained exactly as `cfg` says, if any."""
+    want = experiment_key(cfg.to_dict())
+    for r in store.list_runs(kind="teacher", dataset=cfg.data.dataset, status="finished"):
+        if r["weights"] and experiment_key(r["config"]) == want:
+            return r["id"]
+    return None
+
+
+def next_seed(store: Store, cfg: RunConfig) -> int:
+    """The lowest seed from cfg's not yet used by a student of the same experiment (same
+    teacher, model, method and budget): a repeat adds a seed instead of a copy."""
+    want = experiment_key(cfg.to_dict(), drop=("seed",))
+    used = {
+        r["config"]["train"]["seed"]
+        for r in store.list_runs(kind=cfg.kind, dataset=cfg.data.dataset)
+        if r["status"] != "failed" and experiment_key(r["config"], drop=("seed",)) == want
+    }
+    seed = cfg.train.seed
+    while seed in used:
+        seed += 1
+    return seed
+
+
+def quick_configs(dataset: str, device: str = "auto", threads: int = 0) -> tuple[RunConfig, RunConfig]:
+    """Quick start's teacher and student (teacher_id still unset) for `dataset`."""
+    p = presets(dataset)
+    budget = dict(batch_size=64, device=device, threads=threads)
+    teacher = make_config(
         "teacher",
-        data.name,
+        dataset,
         "data",
         32,
         p["teacher"].family,
@@ -241,13 +268,11 @@ def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = 
         p["teacher"].depth,
         epochs=15,
         lr=1e-3,
-        batch_size=64,
-        device=device,
-        threads=threads,
+        **budget,
     )
-    s_base = make_config(
+    student = make_config(
         "student",
-        data.name,
+        dataset,
         "data",
         32,
         p["student"].family,
@@ -255,21 +280,41 @@ def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = 
         p["student"].depth,
         epochs=15,
         lr=3e-3,
-        batch_size=64,
-        device=device,
-        threads=threads,
+        **budget,
     )
+    return teacher, student
+
+
+def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = "auto", threads: int = 0) -> Job:
+    """Default teacher, then a small student and its no-KD baseline: the whole flow in seconds.
+
+    Run again, it reuses the teacher it trained before (a second identical teacher would only
+    crowd the picker) and distils the student with the next unused seed, so repeated quick
+    starts add seeds to the comparison. The job notes the teacher's run id (`teacher_id`) and
+    whether it was reused (`teacher_reused`)."""
+    t_cfg, s_base = quick_configs(data.name, device, threads)
 
     def work(emit, stop, job):
-        teacher = experiment.train_teacher(store, t_cfg, data, emit, stop)
-        job.add_outcome(teacher)
-        if teacher.status != "finished" or stop.is_set():
-            return [teacher]
-        s_cfg = replace(s_base, teacher_id=teacher.run_id)
-        outcomes = experiment.distill(store, s_cfg, data, teacher.model, True, emit, stop)
-        for o in outcomes:
+        outcomes = []
+        teacher_id = matching_teacher(store, t_cfg)
+        if teacher_id is not None:
+            job.note(teacher_id=teacher_id, teacher_reused=True)
+            teacher_model = experiment.load_teacher(store, teacher_id, data)
+        else:
+            teacher = experiment.train_teacher(store, t_cfg, data, emit, stop)
+            job.add_outcome(teacher)
+            job.note(teacher_id=teacher.run_id, teacher_reused=False)
+            outcomes.append(teacher)
+            if teacher.status != "finished" or stop.is_set():
+                return outcomes
+            teacher_id, teacher_model = teacher.run_id, teacher.model
+        s_cfg = replace(s_base, teacher_id=teacher_id)
+        s_cfg = replace(s_cfg, train=replace(s_cfg.train, seed=next_seed(store, s_cfg)))
+        job.note(student_seed=s_cfg.train.seed)
+        for o in experiment.distill(store, s_cfg, data, teacher_model, True, emit, stop):
             job.add_outcome(o)
-        return [teacher, *outcomes]
+            outcomes.append(o)
+        return outcomes
 
     return manager.start("quick start: teacher, student and baseline on " + data.name, "quick", work)
 

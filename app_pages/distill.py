@@ -154,16 +154,15 @@ def result_cards(snap: dict, teacher_id: str) -> None:
         )
     if student["agreement"] is not None:
         st.caption(f"The student agrees with the teacher on {student['agreement']:.1%} of test images.")
-    st.page_link("pages/compare.py", label="Compare in detail", icon="➡️")
+    st.page_link("app_pages/compare.py", label="Compare in detail", icon="➡️")
 
 
-state.sidebar()
 st.title("Distill")
 data = state.current_data()
 teacher_id, teacher = state.current_teacher()
 if data is not None and teacher is None:
     st.info("Distillation needs a teacher. Train one, pick a saved one in the sidebar, or upload a checkpoint.")
-    st.page_link("pages/teacher.py", label="Go to the Teacher page", icon="➡️")
+    st.page_link("app_pages/teacher.py", label="Go to the Teacher page", icon="➡️")
     quick = live.find_job(("quick",))
     if quick is not None and quick.live:  # Quick start is training the teacher: show it
         live.show_job(quick, "distill")

@@ -157,7 +157,6 @@ def delete(frame, ids: list[str]) -> None:
         st.rerun()
 
 
-state.sidebar()
 st.title("Runs")
 store = state.current_store()
 deleted = st.session_state.pop("runs_deleted", None)
@@ -166,8 +165,8 @@ if deleted:
 everything = runs_table.runs_frame(store)
 if everything.empty:
     st.info(f"No runs in the store at `{store.root}` yet: train a teacher, distil a student or run a sweep.")
-    st.page_link("pages/teacher.py", label="Train a teacher", icon="➡️")
-    st.page_link("pages/sweep.py", label="Run a sweep", icon="➡️")
+    st.page_link("app_pages/teacher.py", label="Train a teacher", icon="➡️")
+    st.page_link("app_pages/sweep.py", label="Run a sweep", icon="➡️")
 else:
     picked_filters = filter_widgets(runs_table.filter_options(store))
     frame = runs_table.runs_frame(store, picked_filters)

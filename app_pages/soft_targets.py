@@ -23,7 +23,7 @@ def pick_student(store, dataset: str, teacher_id: str):
     options = compare.student_options(store, dataset)
     if options.empty:
         st.info(f"No students for {dataset} yet: the teacher is shown alone.")
-        st.page_link("pages/distill.py", label="Distil a student", icon=":material/compress:")
+        st.page_link("app_pages/distill.py", label="Distil a student", icon=":material/compress:")
         return None
     options = options.assign(own=options["teacher_id"] == teacher_id, distilled=options["kind"] == "student")
     options = options.sort_values(["own", "distilled"], ascending=False, kind="mergesort")
@@ -88,7 +88,6 @@ def entropy_cards(view: dict) -> None:
             col.caption(f"Predicts **{view[who]['prediction']}** · most similar wrong classes: {runners_up(view, who)}")
 
 
-state.sidebar()
 st.title("Soft targets")
 st.markdown(DARK_KNOWLEDGE)
 data = state.current_data()
@@ -97,7 +96,7 @@ if data is None:
 teacher_id, teacher = state.current_teacher()
 if teacher is None:
     st.info(f"No teacher for {data.name} yet: train one to see its soft targets.")
-    st.page_link("pages/teacher.py", label="Train a teacher", icon=":material/psychology:")
+    st.page_link("app_pages/teacher.py", label="Train a teacher", icon=":material/psychology:")
     st.stop()
 student_id = pick_student(state.current_store(), data.name, teacher_id)
 index = pick_image(len(data.test_y))

@@ -41,9 +41,8 @@ def train_section(data) -> None:
     if job is not None:
         snap = live.show_job(job, "teacher")
         new = [o for o in snap["outcomes"] if o["kind"] == "teacher" and o["status"] != "failed"]
-        if new and st.session_state.get("adopted") != new[-1]["run_id"]:
-            st.session_state["adopted"] = new[-1]["run_id"]
-            state.use_teacher(new[-1]["run_id"])
+        if new:
+            state.adopt_teacher(new[-1]["run_id"])
 
 
 def current_section() -> None:
@@ -97,7 +96,6 @@ def upload_section(data) -> None:
                 state.use_teacher(run_id)
 
 
-state.sidebar()
 st.title("Teacher")
 data = state.current_data()
 if data is not None:

@@ -127,7 +127,6 @@ def confusion_section(store, teacher_id: str, table, classes: list[str]) -> None
     st.plotly_chart(charts.per_class_bars(diff, pair["student_label"]), key="cmp_per_class", width="stretch")
 
 
-state.sidebar()
 st.title("Compare")
 st.caption("The teacher in use against the students: how much smaller and faster, at what cost in accuracy.")
 data = state.current_data()
@@ -136,13 +135,13 @@ if data is None:
 teacher_id, _ = state.current_teacher()
 if teacher_id is None:
     st.info(f"No teacher for {data.name} yet: train one (or upload a checkpoint) first.")
-    st.page_link("pages/teacher.py", label="Train a teacher", icon=":material/psychology:")
+    st.page_link("app_pages/teacher.py", label="Train a teacher", icon=":material/psychology:")
     st.stop()
 store = state.current_store()
 picked = pick_students(store, data.name, teacher_id)
 if compare.student_options(store, data.name).empty:
     st.info(f"No students for {data.name} yet: distil one from this teacher.")
-    st.page_link("pages/distill.py", label="Distil a student", icon=":material/compress:")
+    st.page_link("app_pages/distill.py", label="Distil a student", icon=":material/compress:")
 elif not picked:
     st.info("Pick one or more students above.")
 table = compare.compare_table(store, teacher_id, picked)

@@ -420,14 +420,13 @@ def setup_sections(busy: bool, running_id: str | None, resume_first: bool) -> No
     teacher_id = state.settings().get("teacher_id")
     if data is not None and not teacher_id:
         st.info("A sweep distils from a teacher. Train one, or pick a saved one in the sidebar.")
-        st.page_link("pages/teacher.py", label="Go to the Teacher page", icon="➡️")
+        st.page_link("app_pages/teacher.py", label="Go to the Teacher page", icon="➡️")
     elif data is not None:
         new_sweep_section(data, teacher_id, busy)
     if not resume_first:
         resume_section(sweep_view.sweep_list(state.current_store()), busy, running_id)
 
 
-state.sidebar()
 st.title("Sweep")
 job = live.find_job(("sweep",))
 busy = state.job_manager().current() is not None

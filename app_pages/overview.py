@@ -6,7 +6,6 @@ from kd_core.jobs import JobBusy
 from kd_core.views import studio
 from ui import live, state
 
-state.sidebar()
 st.title("KD Studio")
 st.markdown(
     "**Knowledge distillation** trains a small *student* network to imitate a large *teacher*. "
@@ -88,6 +87,12 @@ job = live.find_job(("quick",))
 if job is not None:
     snap = live.show_job(job, "quick")
     if snap["status"] != "running":
+        state.adopt_teacher(snap["notes"].get("teacher_id"))
+        if snap["notes"].get("teacher_reused"):
+            st.caption(
+                f"Reused the teacher Quick start trained before; the student got seed "
+                f"{snap['notes'].get('student_seed', 0)}, so each Quick start adds a seed."
+            )
         ids = {o["kind"]: o["run_id"] for o in snap["outcomes"]}
         if "student" in ids:
-            st.page_link("pages/compare.py", label="Compare the student with its teacher", icon="➡️")
+            st.page_link("app_pages/compare.py", label="Compare the student with its teacher", icon="➡️")
