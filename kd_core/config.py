@@ -77,6 +77,7 @@ class RunConfig:
     distill: DistillConfig | None = None  # set for kind == "student"
     teacher_id: str | None = None  # run id (or checkpoint path) of the teacher
     sweep_id: str | None = None
+    study_id: str | None = None  # the compress study (kd_core.compress) whose trial this run is
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,6 +96,7 @@ class RunConfig:
             distill=DistillConfig(**distill) if distill else None,
             teacher_id=d.get("teacher_id"),
             sweep_id=d.get("sweep_id"),
+            study_id=d.get("study_id"),
         )
 
     @staticmethod

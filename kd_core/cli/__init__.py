@@ -2,6 +2,7 @@
 
     train   teacher, distill, bench, datasets, runs
     sweep   sweep
+    compress  compress (an Optuna search for a small fast student)
     deploy  export (and bench --runtimes)
     ui      start the dashboard
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kd_core.cli import deploy, sweep, train, ui
+from kd_core.cli import compress, deploy, sweep, train, ui
 from kd_core.cli.common import EXIT_USER_ERROR
 from kd_core.errors import KDError
 
@@ -22,7 +23,7 @@ from kd_core.errors import KDError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kd-studio", description="KD Studio: knowledge distillation.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, deploy, sweep, ui):
+    for group in (train, deploy, sweep, compress, ui):
         group.register(sub)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -93,6 +94,32 @@ def train_config(a) -> TrainConfig:
         threads=a.threads,
         patience=a.patience,
     )
+
+
+# ---------------------------------------------------------------- values
+
+
+def numbers(cast):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(v) for v in text.split(",") if v.strip())
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from err
+
+    return parse
+
+
+def plain(value):
+    """JSON has no NaN: missing numbers become null; numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 # ---------------------------------------------------------------- progress

@@ -11,13 +11,13 @@ grids of means, stds, counts and gains over the baseline, and every cell.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import sys
 import time
 
 from kd_core.cli.common import ProgressBar, add_data_args, add_train_args, data_config, exit_code, train_config
+from kd_core.cli.common import numbers as _numbers
+from kd_core.cli.common import plain as _plain
 from kd_core.errors import ConfigError
 from kd_core.fmt import signed
 from kd_core.store import Store
@@ -31,16 +31,6 @@ from kd_core.views.sweep_view import best_text
 
 GRID_JSON = ("mean", "std", "n", "gain_mean", "gain_std", "gain_n", "p", "significant", "p_bh", "best_marked")
 ALPHA = 0.05
-
-
-def _numbers(cast):
-    def parse(text: str) -> tuple:
-        try:
-            return tuple(cast(v) for v in text.split(",") if v.strip())
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from err
-
-    return parse
 
 
 def register(sub) -> None:
@@ -84,19 +74,6 @@ def sweep_config(a) -> SweepConfig:
         train=train_config(a),
         cache_teacher_logits=not a.no_cache,
     )
-
-
-def _plain(value):
-    """JSON has no NaN: missing numbers become null; numpy scalars become Python ones."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def grid_payload(store, sweep_id: str, metric: str) -> dict:

@@ -5,6 +5,8 @@ Tables:
        sweep_id, created, finished, pid, weights)
   epochs(run_id, epoch, loss, ce, kd, train_acc, val_acc, seconds)
   sweeps(id, config, created): a sweep's grid, so it can be listed and resumed
+  studies(id, config, created): a compress study's search (kd_core.compress); its trials
+       live in Optuna's database beside this one (compress.db), its trained trials here as runs
 
 A connection is opened per operation, so any thread may use a Store. A run
 left "running" by a process that no longer exists is marked failed on open.
@@ -47,6 +49,7 @@ CREATE TABLE IF NOT EXISTS epochs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs(sweep_id);
 CREATE TABLE IF NOT EXISTS sweeps (id TEXT PRIMARY KEY, config TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS studies (id TEXT PRIMARY KEY, config TEXT NOT NULL, created REAL NOT NULL);
 """
 STATUSES = ("running", "finished", "stopped", "failed")
 
@@ -149,6 +152,14 @@ class Store:
                 (sweep_id, json.dumps(config, sort_keys=True), time.time()),
             )
 
+    def save_study(self, study_id: str, config: dict) -> None:
+        """Keep a compress study's search; its runs carry the id in their config."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO studies VALUES (?, ?, ?)",
+                (study_id, json.dumps(config, sort_keys=True), time.time()),
+            )
+
     def weights_path(self, run_id: str) -> Path:
         return self.weights_dir / f"{run_id}.pt"
 
@@ -246,4 +257,16 @@ class Store:
         """Saved sweeps, newest first."""
         with self._connect() as db:
             rows = db.execute("SELECT * FROM sweeps ORDER BY created DESC").fetchall()
+        return [{**dict(r), "config": json.loads(r["config"])} for r in rows]
+
+    def get_study(self, study_id: str) -> dict | None:
+        """{"id", "config", "created"} of a saved compress study, or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone()
+        return {**dict(row), "config": json.loads(row["config"])} if row else None
+
+    def list_studies(self) -> list[dict]:
+        """Saved compress studies, newest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM studies ORDER BY created DESC").fetchall()
         return [{**dict(r), "config": json.loads(r["config"])} for r in rows]

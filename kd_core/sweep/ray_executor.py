@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,6 +142,18 @@ class RayExecutor:
             task = ray.remote(num_cpus=1)(train_cell)
             refs = {task.remote(cell.config, shared): cell for cell in cells}
             self._collect(ray, refs, ctx, listener, stop)
+        finally:
+            if started:
+                ray.shutdown()
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """One Ray session around several `run` calls (a compress study's waves of trials):
+        connected or started here, shut down after if started here."""
+        ray = import_ray()
+        started = self._connect(ray)
+        try:
+            yield
         finally:
             if started:
                 ray.shutdown()
