@@ -294,6 +294,7 @@ def test_a_compress_job_publishes_its_phase_and_verdict(tmp_path, cdata, cteache
     assert labels and all(label.startswith("trial ") for label in labels)
 
 
+@pytest.mark.slow  # three ONNX exports per trial under a loaded 2-core box: a minute or two
 def test_cli_compress_under_onnx_runtime_json_and_resume(tmp_path, cteacher):
     args = [
         "compress", "--teacher", cteacher, "--store", tmp_path / "runs", "--runtime", "onnxruntime",
