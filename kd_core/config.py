@@ -69,12 +69,41 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class LabelConfig:
+    """Which training labels a run may use, and what it distils on besides them.
+
+    A budget (`labels` in total, or `per_class`) draws a stratified labelled subset
+    of the training split with `label_seed`, which is independent of the training
+    seed, so a student and its baseline see exactly the same labels. The transfer
+    set is what the student imitates the teacher on without labels: `rest` (the
+    training split outside the subset, its labels hidden), `none`, `folder:PATH`
+    (images without class folders) or `rest+folder:PATH`.
+    """
+
+    labels: int = 0  # labelled training images in total; 0 = every one
+    per_class: int = 0  # or this many per class (instead of `labels`); 0 = off
+    label_seed: int = 0
+    transfer: str = "rest"
+    transfer_ratio: float = 1.0  # transfer rows per labelled row in each step
+
+    @property
+    def budgeted(self) -> bool:
+        return self.labels > 0 or self.per_class > 0
+
+    def describe(self) -> str:
+        if self.per_class > 0:
+            return f"{self.per_class} labels per class"
+        return f"{self.labels:,} labels" if self.labels > 0 else "all labels"
+
+
+@dataclass(frozen=True)
 class RunConfig:
     kind: str = "teacher"  # teacher | student | baseline
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig | None = None  # set for kind == "student"
+    labels: LabelConfig = field(default_factory=LabelConfig)  # runs stored before it load as "all labels"
     teacher_id: str | None = None  # run id (or checkpoint path) of the teacher
     sweep_id: str | None = None
     study_id: str | None = None  # the compress study (kd_core.compress) whose trial this run is
@@ -94,6 +123,7 @@ class RunConfig:
             model=ModelSpec(**d.get("model", {})),
             train=TrainConfig(**d.get("train", {})),
             distill=DistillConfig(**distill) if distill else None,
+            labels=LabelConfig(**d.get("labels") or {}),
             teacher_id=d.get("teacher_id"),
             sweep_id=d.get("sweep_id"),
             study_id=d.get("study_id"),
