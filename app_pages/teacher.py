@@ -88,7 +88,10 @@ def upload_section(data) -> None:
         if upload is not None and st.button("Load checkpoint", key="ckpt_load"):
             expect = studio.ModelSpec(family, int(size), int(depth)) if check else None
             try:
-                run_id = studio.import_checkpoint(state.current_store(), upload.getvalue(), data, upload.name, expect)
+                threads = int(state.settings().get("threads", 0))  # timed as a run trained here is
+                run_id = studio.import_checkpoint(
+                    state.current_store(), upload.getvalue(), data, upload.name, expect, threads=threads
+                )
             except KDError as err:
                 st.error(f"Could not use {upload.name}: {err}")
             else:

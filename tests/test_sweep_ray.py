@@ -80,4 +80,4 @@ def test_a_ray_task_trains_at_one_thread_under_auto_even_for_a_large_model(digit
         train=TrainConfig(epochs=1, batch_size=64, device="cpu", threads=0),
     )
     out = train_cell(cfg, (digits, None, None))
-    assert out["status"] == "finished" and out["metrics"]["train_threads"] == 1
+    assert out.status == "finished" and out.numbers["train_threads"] == 1 and out.measured["latency"]["threads"] == 1

@@ -2,10 +2,10 @@
 
 Workers only compute. The driver puts (dataset, teacher, teacher test logits)
 into Ray's object store once; each task gets a cell's config and that one
-reference, runs the engine part of `experiment.run_one` (`fit`, then
-`final_metrics`) and returns numbers, the epoch history and the trained model.
-The driver records each result as `run_one` would have, so SQLite has a single
-writer and a Ray sweep's runs look like any other in the store. Same config,
+reference, runs `fit` and the recorder's `measure`, and returns a `Trained`:
+the epoch history, the figures and the trained model. The driver hands it to
+the recorder's `record`, the same code as every other run's, so SQLite has a
+single writer and a Ray sweep's runs look like any other in the store. Same config,
 same seed, same code: the same numbers as the in-process backend (with one
 torch thread on both sides; workers always use one).
 
@@ -29,9 +29,8 @@ from kd_core.errors import KDError
 from kd_core.events import Progress, ProgressSink
 from kd_core.store import Store
 from kd_core.sweep.grid import Cell, CellContext, Listener
-from kd_core.train.checkpoint import save_checkpoint
 from kd_core.train.engine import fit
-from kd_core.train.recorder import RunOutcome, final_metrics
+from kd_core.train.recorder import RunOutcome, Trained, measure, record
 
 RAY_MISSING = (
     "the Ray backend needs the 'ray' package, which is not installed: "
@@ -54,11 +53,7 @@ def import_ray():
     return ray
 
 
-def _failed(message: str) -> dict:
-    return {"status": "failed", "message": message, "history": [], "warnings": [], "metrics": {}, "model": None}
-
-
-def train_cell(cfg: RunConfig, shared: tuple) -> dict:
+def train_cell(cfg: RunConfig, shared: tuple) -> Trained:
     """The Ray task: train and measure one cell, touching no store."""
     data, teacher, teacher_test_logits = shared
     # Each task holds one Ray CPU: under "auto" (threads 0) a large model would otherwise take
@@ -66,29 +61,20 @@ def train_cell(cfg: RunConfig, shared: tuple) -> dict:
     if cfg.train.threads == 0:
         cfg = replace(cfg, train=replace(cfg.train, threads=1))  # fit sets torch's threads from it
     try:
-        result = fit(cfg, data, teacher if cfg.kind == "student" else None)
+        trained = Trained.of(fit(cfg, data, teacher if cfg.kind == "student" else None))
     except KDError as err:
-        return _failed(str(err))
-    out = {
-        "status": result.status,
-        "message": result.message,
-        "history": result.history,
-        "warnings": result.warnings,
-        "metrics": {"seconds": result.seconds},
-        "model": None,
-    }
-    if result.history:
-        out["metrics"] = final_metrics(result, cfg, data, teacher_test_logits)
-        out["model"] = result.model.cpu()
-    return out
+        return Trained("failed", str(err))
+    if trained.model is not None:
+        trained.measured = measure(trained.model, cfg, data, teacher_test_logits)
+    return trained
 
 
-def record(store: Store, cell: Cell, ctx: CellContext, res: dict, emit: ProgressSink):
-    """Write a task's result into the store as `run_one` does, replaying its epochs to `emit`."""
+def record_cell(store: Store, cell: Cell, ctx: CellContext, trained: Trained, emit: ProgressSink) -> RunOutcome:
+    """Create the cell's run, replay its epochs into the store and to `emit`, and `record` it."""
     cfg, data = cell.config, ctx.data
     run_id = store.create_run(cfg)
     steps = math.ceil(len(data.train_y) / cfg.train.batch_size)
-    for h in res["history"]:
+    for h in trained.history:
         rec = Progress(
             "epoch",
             h["epoch"],
@@ -104,26 +90,21 @@ def record(store: Store, cell: Cell, ctx: CellContext, res: dict, emit: Progress
         )
         store.add_epoch(rec)
         emit(rec)
-    weights = None
-    if res["model"] is not None:
-        weights = store.weights_path(run_id)
-        save_checkpoint(weights, res["model"], cfg.model, data.input_shape, data.classes, data.name)
-    error = res["message"] if res["status"] == "failed" or weights is None else ""
-    store.finish_run(run_id, res["status"], res["metrics"], error=error, weights=weights)
-    last = res["history"][-1]["epoch"] if res["history"] else 0
+    outcome = record(store, run_id, cfg, data, trained)
+    last = trained.history[-1]["epoch"] if trained.history else 0
     emit(
         Progress(
             "end",
             last,
             steps * last,
             steps * cfg.train.epochs,
-            status=res["status"],
-            message=res["message"],
-            val_acc=res["metrics"].get("best_val_acc"),
+            status=trained.status,
+            message=trained.message,
+            val_acc=outcome.metrics.get("best_val_acc"),
             run_id=run_id,
         )
     )
-    return RunOutcome(run_id, cfg.kind, res["status"], res["message"], res["metrics"], res["warnings"])
+    return outcome
 
 
 class RayExecutor:
@@ -181,14 +162,14 @@ class RayExecutor:
             ready, waiting = ray.wait(waiting, num_returns=1, timeout=self.poll_s)
             for ref in ready:
                 cell = refs[ref]
-                outcome = record(
+                outcome = record_cell(
                     ctx.store, cell, ctx, self._result(ray, ref), lambda rec, c=cell: listener.emit(c, rec)
                 )
                 listener.done(cell, outcome)
 
     @staticmethod
-    def _result(ray, ref) -> dict:
+    def _result(ray, ref) -> Trained:
         try:
             return ray.get(ref)
         except ray.exceptions.RayError as err:
-            return _failed(f"the Ray task failed: {err}")
+            return Trained("failed", f"the Ray task failed: {err}")

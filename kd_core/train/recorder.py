@@ -1,8 +1,10 @@
 """One experiment's way through the engine, the metrics and the store.
 
 `train_teacher` and `distill` are what the CLI, the dashboard's worker and the
-sweeps call: each run is created in the store, trained by the engine, measured
-on the test split, saved, and finished with its status and metrics.
+sweeps call: each run is created in the store, trained by the engine, then
+`record`ed: measured on the test split and timed at the fixed thread count,
+saved, and finished with its status and metrics. `record` is the only code that
+finishes a run with a model; a Ray sweep's driver and an uploaded teacher use it too.
 """
 
 from __future__ import annotations
@@ -49,22 +51,32 @@ class RunOutcome:
         }
 
 
-def final_metrics(
-    result: FitResult,
-    cfg: RunConfig,
-    data: Dataset,
-    teacher_test_logits: torch.Tensor | None,
-    latency_repeats: int = 30,
-) -> dict:
-    """Everything a finished (or stopped) run is judged by."""
-    model = result.model.cpu()
-    report = evaluate(model, data.test_x, data.test_y, data.num_classes, teacher_test_logits)
-    with torch_threads(timing_threads(cfg.train.threads)):
-        latency = measure_latency(model, data.input_shape, LATENCY_BATCHES, warmup=5, repeats=latency_repeats)
-    info = describe(cfg.model, data.input_shape, data.num_classes)
+@dataclass
+class Trained:
+    """How a fit ended, as the recorder takes it, wherever the fit ran (this process or a Ray task)."""
+
+    status: str  # finished | stopped | failed
+    message: str = ""
+    model: nn.Module | None = None  # None: failed or stopped before one epoch, nothing to keep
+    numbers: dict = field(default_factory=dict)  # the fit's own figures (`fit_numbers`)
+    warnings: list[str] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # one dict per finished epoch
+    # `measure`'s figures when the fit's own process took them (a Ray task times the model where
+    # it is, beside one other task, not on the driver beside all of them); else the recorder does.
+    measured: dict | None = None
+
+    @staticmethod
+    def of(result: FitResult) -> Trained:
+        if not result.history:  # stopped or diverged before one epoch was done: nothing to keep
+            return Trained(result.status, result.message, None, {"seconds": result.seconds}, result.warnings)
+        return Trained(
+            result.status, result.message, result.model.cpu(), fit_numbers(result), result.warnings, result.history
+        )
+
+
+def fit_numbers(result: FitResult) -> dict:
+    """The figures only a fit has: accuracies on the way, its time, speed and threads."""
     return {
-        "test_acc": report.pop("accuracy"),
-        **report,
         "best_val_acc": result.best_val_acc,
         "final_val_acc": result.final_val_acc,
         "best_epoch": result.best_epoch,
@@ -72,10 +84,58 @@ def final_metrics(
         "seconds": result.seconds,
         "train_samples_per_s": result.samples_per_s,
         "train_threads": result.threads,
+    }
+
+
+def measure(
+    model: nn.Module,
+    cfg: RunConfig,
+    data: Dataset,
+    teacher_test_logits: torch.Tensor | None = None,
+    latency_repeats: int = 30,
+) -> dict:
+    """What every stored model is judged by, trained or uploaded: the test split, size, FLOPs, and
+    latency at the fixed thread count (`timing_threads`), so that any two runs are timed alike."""
+    model = model.cpu()
+    report = evaluate(model, data.test_x, data.test_y, data.num_classes, teacher_test_logits)
+    with torch_threads(timing_threads(cfg.train.threads)):
+        latency = measure_latency(model, data.input_shape, LATENCY_BATCHES, warmup=5, repeats=latency_repeats)
+    return {
+        "test_acc": report.pop("accuracy"),
+        **report,
         **size_report(model),
-        "flops": info["flops"],
+        "flops": describe(cfg.model, data.input_shape, data.num_classes)["flops"],
         "latency": latency,
     }
+
+
+def record(
+    store: Store,
+    run_id: str,
+    cfg: RunConfig,
+    data: Dataset,
+    trained: Trained,
+    teacher_test_logits: torch.Tensor | None = None,
+) -> RunOutcome:
+    """The one way a created run is finished in the store: measured (`measure`), its weights
+    saved, its status, metrics and error written. The CLI, the dashboard, a sweep (in this
+    process or on Ray) and an uploaded teacher all end here."""
+    if trained.model is None:
+        store.finish_run(run_id, trained.status, trained.numbers, error=trained.message)
+        return RunOutcome(run_id, cfg.kind, trained.status, trained.message, warnings=trained.warnings)
+    try:
+        measured = (
+            trained.measured if trained.measured is not None else measure(trained.model, cfg, data, teacher_test_logits)
+        )
+        metrics = {**measured, **trained.numbers}
+        weights = store.weights_path(run_id)
+        save_checkpoint(weights, trained.model, cfg.model, data.input_shape, data.classes, data.name)
+    except Exception as err:  # the run must not stay "running": its error is stored, then raised
+        store.finish_run(run_id, "failed", trained.numbers, error=f"{type(err).__name__}: {err}")
+        raise
+    error = trained.message if trained.status == "failed" else ""
+    store.finish_run(run_id, trained.status, metrics, error=error, weights=weights)
+    return RunOutcome(run_id, cfg.kind, trained.status, trained.message, metrics, trained.warnings, trained.model)
 
 
 def run_one(
@@ -87,7 +147,7 @@ def run_one(
     stop: threading.Event | None = None,
     teacher_test_logits: torch.Tensor | None = None,
 ) -> RunOutcome:
-    """Create the run in the store, train it, measure it, save it, finish it."""
+    """Create the run in the store, train it, and `record` it."""
     run_id = store.create_run(cfg)
 
     def sink(rec: Progress) -> None:
@@ -96,20 +156,11 @@ def run_one(
         emit(rec)
 
     try:
-        result = fit(cfg, data, teacher, sink, stop)
+        trained = Trained.of(fit(cfg, data, teacher, sink, stop))
     except KDError as err:
-        store.finish_run(run_id, "failed", {}, error=str(err))
+        trained = Trained("failed", str(err))
         emit(Progress("end", 0, 0, 0, status="failed", message=str(err), run_id=run_id, kind=cfg.kind))
-        return RunOutcome(run_id, cfg.kind, "failed", str(err))
-    if not result.history:  # stopped or diverged before one epoch was done: nothing to keep
-        store.finish_run(run_id, result.status, {"seconds": result.seconds}, error=result.message)
-        return RunOutcome(run_id, cfg.kind, result.status, result.message, warnings=result.warnings)
-    metrics = final_metrics(result, cfg, data, teacher_test_logits)
-    weights = store.weights_path(run_id)
-    save_checkpoint(weights, result.model, cfg.model, data.input_shape, data.classes, data.name)
-    error = result.message if result.status == "failed" else ""
-    store.finish_run(run_id, result.status, metrics, error=error, weights=weights)
-    return RunOutcome(run_id, cfg.kind, result.status, result.message, metrics, result.warnings, result.model)
+    return record(store, run_id, cfg, data, trained, teacher_test_logits)
 
 
 def train_teacher(

@@ -21,12 +21,11 @@ from kd_core.errors import KDError
 from kd_core.jobs import Job, JobManager
 from kd_core.store import Store
 from kd_core.train import recorder as experiment
-from kd_core.train.bench import measure_latency, size_report
-from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
+from kd_core.train.checkpoint import load_checkpoint
 from kd_core.train.data import Dataset, dataset_names, load_dataset
 from kd_core.train.engine import resolve_device
 from kd_core.train.losses import soft_targets as _soft_targets
-from kd_core.train.metrics import entropy, evaluate, predict_logits
+from kd_core.train.metrics import entropy, predict_logits
 from kd_core.train.models import describe, student_preset, teacher_preset
 
 DATASETS = dataset_names()
@@ -156,24 +155,22 @@ def load_model(store: Store, run_id: str, data: Dataset) -> nn.Module:
     return experiment.load_teacher(store, run_id, data)
 
 
-def import_checkpoint(store: Store, payload: bytes, data: Dataset, name: str, expect: ModelSpec | None = None) -> str:
-    """Check an uploaded checkpoint against the dataset (and family/size, if given),
-    measure it on the test split and keep it as a teacher run. Raises CheckpointError."""
+def import_checkpoint(
+    store: Store,
+    payload: bytes,
+    data: Dataset,
+    name: str,
+    expect: ModelSpec | None = None,
+    threads: int = 0,
+) -> str:
+    """Check an uploaded checkpoint against the dataset (and family/size, if given), then keep it
+    as a teacher run through the recorder, as any trained run: measured on the test split and
+    timed at the thread count a run trained with `threads` is timed at. Raises CheckpointError."""
     model, meta = load_checkpoint(payload, expect=expect, input_shape=data.input_shape, num_classes=data.num_classes)
-    cfg = RunConfig(kind="teacher", data=DataConfig(dataset=data.name), model=meta["spec"])
+    train = TrainConfig(threads=int(threads), spare_cores=DASHBOARD_SPARE_CORES)
+    cfg = RunConfig(kind="teacher", data=DataConfig(dataset=data.name), model=meta["spec"], train=train)
     run_id = store.create_run(cfg, label=f"{meta['spec'].label()} (uploaded {name})")
-    report = evaluate(model, data.test_x, data.test_y, data.num_classes)
-    metrics = {
-        "test_acc": report.pop("accuracy"),
-        **report,
-        **size_report(model),
-        "flops": describe(meta["spec"], data.input_shape, data.num_classes)["flops"],
-        "latency": measure_latency(model, data.input_shape, experiment.LATENCY_BATCHES, 5, 30),
-        "uploaded": name,
-    }
-    weights = store.weights_path(run_id)
-    save_checkpoint(weights, model, meta["spec"], data.input_shape, data.classes, data.name)
-    store.finish_run(run_id, "finished", metrics, weights=weights)
+    experiment.record(store, run_id, cfg, data, experiment.Trained("finished", model=model, numbers={"uploaded": name}))
     return run_id
 
 
