@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import atexit
 import copy
+import logging
 import secrets
 import threading
 import time
-import traceback
 from collections.abc import Callable
 
 from kd_core.events import Progress
 from kd_core.train.recorder import RunOutcome
+
+log = logging.getLogger(__name__)
 
 MAX_POINTS = 400  # step points per curve in a snapshot: charts stay light however long the run
 
@@ -179,9 +181,11 @@ class JobManager:
                 job.end("stopped", "stopped by request")
             else:
                 job.end("finished")
-        except Exception as err:  # the worker must never die silently: the UI shows the message
+        except Exception as err:  # the worker must never die silently: the page shows the message
+            # Logged before the job ends, so the traceback is in the log once anyone sees the failure;
+            # a run it was training is already stored as failed with this message (recorder.run_one).
+            log.exception("job %s (%s) failed", job.id, job.title)
             job.end("failed", f"{type(err).__name__}: {err}")
-            traceback.print_exc()
 
     def stop(self) -> None:
         job = self.current()

@@ -7,12 +7,13 @@ import threading
 import time
 
 import pytest
+import torch
 from conftest import TEACHER_SPEC, make_config
 
 from kd_core.events import Progress
 from kd_core.jobs import MAX_POINTS, Job, JobBusy, JobManager, downsample
 from kd_core.store import Store
-from kd_core.train.recorder import distill, train_teacher
+from kd_core.train.recorder import distill, run_one, train_teacher
 
 
 def wait_for(predicate, timeout: float = 60.0) -> None:
@@ -147,15 +148,42 @@ def test_diverging_job_fails_with_the_runs_message(tmp_path, digits, manager):
     assert snap["status"] == "failed" and "learning rate" in snap["message"]
 
 
-def test_an_exception_in_the_job_is_reported_not_lost(manager, capsys):
+def test_an_exception_in_the_job_is_reported_not_lost(manager, caplog):
     def broken(emit, stop, job):
         raise RuntimeError("disk on fire")
 
     job = manager.start("broken", "teacher", broken)
-    manager.shutdown(timeout=60)  # joins the worker, which prints the traceback last
+    manager.shutdown(timeout=60)  # joins the worker, which logs the traceback last
     assert job.snapshot()["status"] == "failed"
     assert job.snapshot()["message"] == "RuntimeError: disk on fire"
-    assert "disk on fire" in capsys.readouterr().err
+    [logged] = [r for r in caplog.records if r.name == "kd_core.jobs"]
+    assert logged.levelname == "ERROR" and "broken" in logged.getMessage()
+    assert logged.exc_info[0] is RuntimeError and str(logged.exc_info[1]) == "disk on fire"
+
+
+class CrashingTeacher(torch.nn.Module):
+    """A teacher whose forward raises what no input check catches, like a broken black-box model."""
+
+    def forward(self, x):
+        raise RuntimeError("teacher crashed")
+
+
+def test_an_exception_inside_a_run_fails_the_stored_run_and_the_job_with_its_message(tmp_path, digits, manager, caplog):
+    """The run was created before the error: it must not stay 'running' in the store (this process
+    lives on, so nothing would ever mark it failed), and the page gets the message."""
+    store = Store(tmp_path)
+
+    def work(emit, stop, job):
+        return [run_one(store, make_config("student"), digits, CrashingTeacher(), emit, stop)]
+
+    job = manager.start("distil from a broken teacher", "distill", work)
+    wait_for(lambda: not job.live)
+    snap = job.snapshot()
+    assert snap["status"] == "failed" and snap["message"] == "RuntimeError: teacher crashed"
+    [run] = store.list_runs()
+    assert (run["kind"], run["status"], run["error"]) == ("student", "failed", "RuntimeError: teacher crashed")
+    assert run["weights"] is None and run["finished"] is not None
+    assert any(r.name == "kd_core.jobs" and r.exc_info and "broken teacher" in r.getMessage() for r in caplog.records)
 
 
 def test_snapshot_downsamples_long_curves():

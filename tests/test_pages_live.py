@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from test_pages import open_app, runs_dir, stored_teacher, wait_for_job  # noqa: F401  (fixture)
+from streamlit.testing.v1 import AppTest
+from test_pages import APP, open_app, runs_dir, stored_teacher, wait_for_job  # noqa: F401  (fixture)
 
 from kd_core.views import deploy as dep
 
@@ -101,3 +102,35 @@ def test_distill_without_a_teacher_shows_the_quick_start_training_one(runs_dir, 
     assert "needs a teacher" in text  # no teacher yet: the page says so …
     assert "distill_loss" in {el.key for el in at.get("plotly_chart")}  # … and shows the one being trained
     assert at.get("progress") and "step 1/100" in at.get("progress")[0].proto.text
+
+
+def test_a_job_that_crashes_shows_its_error_on_the_page_and_fails_its_run(runs_dir):  # noqa: F811
+    """An exception the worker thread hits (not bad input: a crashing model) reaches the store and
+    the page that started the job."""
+    import torch
+    from conftest import make_config
+
+    from kd_core.store import Store
+    from kd_core.train.recorder import run_one
+    from kd_core.views import studio
+    from ui import state
+
+    class CrashingTeacher(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("teacher crashed")
+
+    store, data = Store(runs_dir), studio.load_data("digits")
+
+    def work(emit, stop, job):
+        return [run_one(store, make_config("student", epochs=1), data, CrashingTeacher(), emit, stop)]
+
+    job = state.job_manager().start("teacher that crashes", "teacher", work)
+    snap = wait_for_job(60)
+    assert snap["id"] == job.id and snap["status"] == "failed"
+    [run] = store.list_runs()
+    assert run["status"] == "failed" and run["error"] == "RuntimeError: teacher crashed"
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["job"] = job.id  # as the tab that started it has in its URL
+    at.switch_page("pages/teacher.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Failed: teacher that crashes — RuntimeError: teacher crashed" in [e.value for e in at.error]

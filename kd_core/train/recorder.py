@@ -160,6 +160,9 @@ def run_one(
     except KDError as err:
         trained = Trained("failed", str(err))
         emit(Progress("end", 0, 0, 0, status="failed", message=str(err), run_id=run_id, kind=cfg.kind))
+    except Exception as err:  # a bug, not bad input: the run is stored as failed, the caller gets the error
+        store.finish_run(run_id, "failed", {}, error=f"{type(err).__name__}: {err}")
+        raise
     return record(store, run_id, cfg, data, trained, teacher_test_logits)
 
 
