@@ -40,7 +40,7 @@ from torch import nn
 
 from kd_core.config import RunConfig
 from kd_core.errors import CheckpointError, DataError, KDError
-from kd_core.store import Store
+from kd_core.store import Store, as_store
 from kd_core.train.checkpoint import check_archive, load_checkpoint
 from kd_core.train.data import load_dataset
 from kd_core.train.metrics import accuracy, agreement, predict_logits
@@ -132,10 +132,6 @@ class StoredRun:
             "classes": self.classes,
             "label": self.record.get("label", ""),
         }
-
-
-def as_store(store: Store | str | Path) -> Store:
-    return store if isinstance(store, Store) else Store(store)
 
 
 def weights_file(store: Store | str | Path, run_id: str) -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kd_core.deploy.runtimes import latency_markdown, machine_info, machine_line, quantization_markdown
 from kd_core.errors import KDError
-from kd_core.store import Store
+from kd_core.store import Store, as_store
 
 SCHEMA = "kd-studio-model-card/1"
 OFFICIAL_TEST_SPLITS = ("mnist", "fashion-mnist", "cifar10")
@@ -44,10 +44,6 @@ METRIC_KEYS = (
 
 class CardError(KDError):
     """A model card cannot be made for this run."""
-
-
-def _store(store: Store | str | Path) -> Store:
-    return store if isinstance(store, Store) else Store(store)
 
 
 def _record(store: Store, run_id: str) -> dict:
@@ -225,7 +221,7 @@ def model_card(
 ) -> dict:
     """The card as a JSON-able dict. `latency` is a `runtimes.bench_run` result and
     `quantization` a `runtimes.quantization_report` result; both optional."""
-    store = _store(store)
+    store = as_store(store)
     record = _record(store, run_id)
     config = record["config"]
     teacher_ref = record.get("teacher_id")
@@ -340,7 +336,7 @@ def curves_html(store: Store | str | Path, run_id: str, include_plotlyjs: bool |
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    store = _store(store)
+    store = as_store(store)
     record = _record(store, run_id)
     epochs = store.epochs(run_id)
     if not epochs:

@@ -31,6 +31,7 @@ import torch
 from kd_core.deploy import export
 from kd_core.errors import CheckpointError, ConfigError
 from kd_core.fmt import signed
+from kd_core.store import as_store
 from kd_core.train.bench import summarize_latency, time_call, torch_threads
 from kd_core.train.checkpoint import load_checkpoint
 from kd_core.train.metrics import accuracy, predict_logits
@@ -279,11 +280,42 @@ def _teacher_of(store: Store, run: StoredRun) -> StoredRun | None:
 def run_variants(store: Store | str | Path, run_id: str) -> list[Variant]:
     """What `bench RUN` measures: a student (or baseline) run → its teacher, itself and itself
     in int8; a teacher run → itself and itself in int8."""
-    store = export.as_store(store)
+    store = as_store(store)
     run = export.load_run(store, run_id)
     teacher = _teacher_of(store, run)
     variants = [Variant("teacher", teacher)] if teacher is not None else []
     return [*variants, Variant(run.kind, run), Variant(f"{run.kind}-int8", run, "int8")]
+
+
+def bench_start(
+    store: Store | str | Path, run_id: str, runtimes=DEFAULT_RUNTIMES, batch_sizes=(1, 256), threads: int | None = None
+) -> tuple[list[Variant], dict]:
+    """The models `bench_run` times and its result before any row: checked runtimes, the thread
+    count (torch's current one if not given), the machine, and the warning for a missing teacher."""
+    runtimes = parse_runtimes(runtimes)
+    threads = threads or torch.get_num_threads()
+    variants = run_variants(store, run_id)
+    warnings = (
+        []
+        if variants[0].name == "teacher"
+        else [f"the teacher of run '{run_id}' is not in the store, so no speed-up over it is given."]
+    )
+    result = {
+        "run_id": run_id,
+        "machine": machine_info(threads),
+        "runtimes": runtimes,
+        "batch_sizes": list(batch_sizes),
+        "threads": threads,
+        "rows": [],
+        "warnings": warnings,
+    }
+    return variants, result
+
+
+def bench_step(result: dict, variant: Variant, runtime: str, warmup: int = 10, repeats: int = 50) -> None:
+    """Time one model under one runtime at every batch size into `result` (speed-ups recomputed)."""
+    rows = latency_rows([variant], [runtime], tuple(result["batch_sizes"]), result["threads"], warmup, repeats)
+    result["rows"] = add_speedups(result["rows"] + rows)
 
 
 def bench_run(
@@ -298,25 +330,11 @@ def bench_run(
     """Latency of a run's models under each runtime: {run_id, machine, runtimes, batch_sizes,
     threads, warnings, rows: [{model, runtime, precision, batch_size, median_ms, p90_ms, ms_per_sample,
     samples_per_s, speedup_vs_teacher_eager, threads, runs, bytes, run_id}]}."""
-
-    runtimes = parse_runtimes(runtimes)
-    threads = threads or torch.get_num_threads()
-    variants = run_variants(store, run_id)
-    warnings = (
-        []
-        if variants[0].name == "teacher"
-        else [f"the teacher of run '{run_id}' is not in the store, so no speed-up over it is given."]
-    )
-    rows = latency_rows(variants, runtimes, tuple(batch_sizes), threads, warmup, repeats)
-    return {
-        "run_id": run_id,
-        "machine": machine_info(threads),
-        "runtimes": runtimes,
-        "batch_sizes": list(batch_sizes),
-        "threads": threads,
-        "rows": rows,
-        "warnings": warnings,
-    }
+    variants, result = bench_start(store, run_id, runtimes, batch_sizes, threads)
+    for v in variants:
+        for runtime in result["runtimes"]:
+            bench_step(result, v, runtime, warmup, repeats)
+    return result
 
 
 QUANT_METHODS = {

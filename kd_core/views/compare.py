@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from kd_core.records import LatencyRow
 from kd_core.store import Store
 
 STUDENT_KINDS = ("student", "baseline")
@@ -82,10 +83,6 @@ def default_students(store: Store, dataset: str, teacher_id: str) -> list[str]:
     return options.loc[options["teacher_id"] == teacher_id, "id"].tolist()
 
 
-def _latency(metrics: dict, batch: int) -> dict:
-    return metrics.get("latency", {}).get("batches", {}).get(str(batch), {})
-
-
 def _nan(value) -> float:
     return float("nan") if value is None else float(value)
 
@@ -93,18 +90,18 @@ def _nan(value) -> float:
 def run_row(run: dict) -> dict:
     """One run's comparable numbers (NaN where the run did not record them)."""
     m = run["metrics"]
-    b1, b256 = _latency(m, 1), _latency(m, 256)
+    b1, b256 = LatencyRow.stored(m, 1) or LatencyRow(1), LatencyRow.stored(m, 256) or LatencyRow(256)
     return {
         "id": run["id"],
         "label": run["label"],
         "kind": run["kind"],
         "params": _nan(m.get("params")),
         "size_mb": _nan(m.get("bytes")) / 1e6,
-        "b1_median_ms": _nan(b1.get("median_ms")),
-        "b1_p90_ms": _nan(b1.get("p90_ms")),
-        "b256_median_ms": _nan(b256.get("median_ms")),
-        "b256_p90_ms": _nan(b256.get("p90_ms")),
-        "samples_per_s": _nan(b256.get("samples_per_s")),
+        "b1_median_ms": _nan(b1.median_ms),
+        "b1_p90_ms": _nan(b1.p90_ms),
+        "b256_median_ms": _nan(b256.median_ms),
+        "b256_p90_ms": _nan(b256.p90_ms),
+        "samples_per_s": _nan(b256.samples_per_s),
         "test_acc": _nan(m.get("test_acc")),
         "agreement": _nan(m.get("agreement")),
         "teacher_id": run["teacher_id"],

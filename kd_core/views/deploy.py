@@ -31,7 +31,7 @@ from kd_core.deploy.modelcard import card_files
 from kd_core.deploy.runtimes import machine_line as machine_line
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy
-from kd_core.store import Store
+from kd_core.store import Store, as_store
 from kd_core.views.compare import STUDENT_KINDS, usable_runs
 
 if TYPE_CHECKING:
@@ -53,10 +53,6 @@ EXPORTS = {
     "onnx": ("onnx", None),
     "onnx-int8": ("onnx", "int8"),
 }
-
-
-def _store(store: Store | str | Path) -> Store:
-    return store if isinstance(store, Store) else Store(store)
 
 
 # ---------------------------------------------------------------- which run
@@ -130,36 +126,25 @@ def measure(
     stopped, seconds}; with machine, threads and rows it is also a `bench_run` result,
     which `modelcard.model_card(latency=...)` takes."""
     started = time.perf_counter()
-    store = _store(store)
-    names = rt.parse_runtimes(
-        list(runtimes) if runtimes else [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()]
-    )
-    variants = rt.run_variants(store, run_id)
+    store = as_store(store)
+    names = list(runtimes) if runtimes else [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()]
+    variants, result = rt.bench_start(store, run_id, names, batch_sizes, threads)
     record = store.get_run(run_id)
-    result = {
-        "run_id": run_id,
-        "label": record["label"],
-        "kind": record["kind"],
-        "models": [v.name for v in variants],
-        "accuracy": {v.name: _test_acc(v.run.record) for v in variants if not v.quantize},
-        "machine": rt.machine_info(threads),
-        "threads": threads,
-        "runtimes": names,
-        "batch_sizes": list(batch_sizes),
-        "warmup": warmup,
-        "repeats": repeats,
-        "warnings": []
-        if variants[0].name == "teacher"
-        else [f"the teacher of run '{run_id}' is not in the store, so no speed-up over it is given."],
-        "rows": [],
-        "quantization": None,
-        "steps_done": 0,
-        "steps_total": len(variants) * len(names) + 1,
-        "phase": "starting",
-        "complete": False,
-        "stopped": False,
-        "seconds": 0.0,
-    }
+    result.update(
+        label=record["label"],
+        kind=record["kind"],
+        models=[v.name for v in variants],
+        accuracy={v.name: _test_acc(v.run.record) for v in variants if not v.quantize},
+        warmup=warmup,
+        repeats=repeats,
+        quantization=None,
+        steps_done=0,
+        steps_total=len(variants) * len(result["runtimes"]) + 1,
+        phase="starting",
+        complete=False,
+        stopped=False,
+        seconds=0.0,
+    )
 
     def step(phase: str) -> bool:
         result["phase"], result["seconds"] = phase, time.perf_counter() - started
@@ -171,11 +156,10 @@ def measure(
         return True
 
     for v in variants:
-        for name in names:
+        for name in result["runtimes"]:
             if not step(f"timing {v.name} under {RUNTIME_LABELS.get(name, name)}"):
                 return result
-            rows = rt.latency_rows([v], [name], tuple(batch_sizes), threads, warmup, repeats)
-            result["rows"] = rt.add_speedups(result["rows"] + rows)
+            rt.bench_step(result, v, name, warmup, repeats)
             result["steps_done"] += 1
     if not step("float32 against int8: accuracy on the test split, size and latency"):
         return result

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 from kd_core.deploy.modelcard import run_command
+from kd_core.records import LatencyRow
 from kd_core.stats import summarize
 from kd_core.store import Store
 
@@ -62,7 +63,8 @@ def config_key(config: dict) -> str:
 
 
 def _latency_b1(metrics: dict) -> float | None:
-    return metrics.get("latency", {}).get("batches", {}).get("1", {}).get("median_ms")
+    row = LatencyRow.stored(metrics, 1)
+    return row.median_ms if row else None
 
 
 def _row(r: dict, curve: list[float], sweep_teachers: Mapping[str, str], now: float) -> dict:
