@@ -22,7 +22,6 @@ from kd_core.views.sweep_view import (
 )
 from ui import experiment_charts, forms, live, state
 
-POLL_SECONDS = 1.0
 ALPHA = 0.05
 BACKENDS = {"inprocess": "In-process (this server)", "ray": "Ray"}
 # The Results select box (kd_core.sweep.SWEEP_METRICS), test accuracy first: the default. The 144-image
@@ -250,32 +249,27 @@ def job_sweep_id(job: Job | None) -> str | None:
     return note["id"] if note else job.title.removeprefix("sweep ").strip()
 
 
-def job_status(snap: dict) -> None:
+def job_status(job: Job, snap: dict) -> None:
     """The sweep job's progress and Stop while it runs; how it ended, after."""
     note = snap["notes"].get("sweep")
     status = snap["status"]
     if status == "running":
-        c = st.columns([5, 1], vertical_alignment="center")
         if note is None:
-            c[0].progress(0.0, text="loading the teacher…")
+            fraction, text = 0.0, "loading the teacher…"
         else:
             ran = note["done"] + note["failed"]
             eta = "" if note["eta_s"] is None else f" · {sweep_view.duration_text(note['eta_s'])} left"
-            c[0].progress(
-                min(1.0, ran / max(1, note["total"])),
-                text=f"Sweep {note['id']} ({note['backend']}): {note['done']}/{note['total']} runs "
-                f"done{eta}" + (f" · {note['failed']} failed" if note["failed"] else ""),
+            fraction = ran / max(1, note["total"])
+            text = f"Sweep {note['id']} ({note['backend']}): {note['done']}/{note['total']} runs done{eta}" + (
+                f" · {note['failed']} failed" if note["failed"] else ""
             )
-        if c[1].button("Stop", key="sw_stop", disabled=snap["stopping"], type="primary", icon=":material/stop:"):
-            state.job_manager().stop()
-            st.toast("Stopping after the current run's step…")
+        stopping = "Stopping… the finished runs are kept; resume the sweep later to run the rest."
+        live.progress_row(job, snap, fraction, text, "sw_stop", stopping)
         if note is not None:
             st.caption(
                 f"Now: {studio.progress_of(snap)['text']}"
                 + (f" · {note['skipped']} were done before this start" if note["skipped"] else "")
             )
-        if snap["stopping"]:
-            st.caption("Stopping… the finished runs are kept; resume the sweep later to run the rest.")
     elif status == "finished":
         st.success(f"Finished: {snap['title']}" + (f" — {note['done']}/{note['total']} runs" if note else ""))
     elif status == "stopped":
@@ -320,19 +314,15 @@ def results_section(sweeps: list[dict], job: Job | None) -> None:
     elif job is None:
         st.caption("No sweep in this store yet.")
         return
-    was_live = job is not None and job.live
 
-    @st.fragment(run_every=POLL_SECONDS if was_live else None)
-    def panel() -> None:
-        if job is not None:
-            snap = job.snapshot()
-            job_status(snap)
+    def panel(snap: dict | None) -> None:
+        if snap is not None:
+            job_status(job, snap)
         if sweep_id is not None:
-            grids(sweep_id, metric, running=was_live and sweep_id == job_sweep_id(job))
-        if was_live and not job.live:
-            st.rerun()  # the whole page: stop polling, offer Resume, show the final grid
+            running = snap is not None and snap["status"] == "running" and sweep_id == job_sweep_id(job)
+            grids(sweep_id, metric, running=running)
 
-    panel()
+    live.poll(job, panel)  # rerun as a whole when the job ends: Resume is offered, the final grid shown
 
 
 def metric_widget(container) -> str:

@@ -5,7 +5,7 @@ and itself in int8, timed under eager PyTorch, TorchScript and ONNX Runtime; flo
 against int8 in accuracy, size and latency; and the files to download.
 
 Measuring sets torch's thread count process-wide, so it runs as a job in the single
-worker (never beside training) and this section polls it, like ui/live.py. Exports are
+worker (never beside training) and this section polls it with ui/live.py's panel. Exports are
 built on a button click and checked on the test split before they are offered.
 Everything goes through kd_core.views.deploy (no torch here).
 """
@@ -17,9 +17,8 @@ import streamlit as st
 from kd_core import fmt
 from kd_core.views import deploy as dep
 from ui import deploy_charts as charts
-from ui import state
+from ui import live, state
 
-POLL_SECONDS = 1.0
 FORMAT_NAMES = {"torchscript": "TorchScript", "onnx": "ONNX"}
 
 
@@ -114,30 +113,23 @@ def measure_part(store, data, run_id: str, option: dict, job):
 
 
 def show_job(job) -> None:
-    """Progress and the (partial) results; while the job is live, redrawn every POLL_SECONDS."""
-    was_live = job.live
+    """Progress and the (partial) results; polled by ui.live while the job is live."""
 
-    @st.fragment(run_every=POLL_SECONDS if was_live else None)
-    def panel() -> None:
-        snap = job.snapshot()
+    def panel(snap: dict | None) -> None:
         result = dep.measurement(snap)
         status = snap["status"]
         if status == "running":
             done, total = (result["steps_done"], result["steps_total"]) if result else (0, 1)
-            cols = st.columns([5, 1])
-            cols[0].progress(done / total, text=f"Measuring: {result['phase'] if result else 'starting'}…")
-            if cols[1].button("Stop", key="dep_stop", disabled=snap["stopping"]):
-                state.job_manager().stop()
+            text = f"Measuring: {result['phase'] if result else 'starting'}…"
+            live.progress_row(job, snap, done / total, text, "dep_stop", "Stopping after the current timing…")
         elif status == "stopped":
             st.warning("Measurement stopped: what was timed so far is shown.")
         elif status == "failed":
             st.error(f"The measurement failed: {snap['message']}")
         if result:
             results(result)
-        if was_live and status != "running":
-            st.rerun()  # the whole page: stop polling, and the downloads see the final result
 
-    panel()
+    live.poll(job, panel)  # rerun as a whole when it ends: the downloads see the final result
 
 
 def results(result: dict) -> None:

@@ -12,6 +12,7 @@ run that never starts.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -45,11 +46,7 @@ def other_job(job: Job) -> None:
     """One line for a live job this page does not draw: its title and how far it is; polled
     while it runs, and the whole page is rerun when it ends (its buttons come back)."""
 
-    @st.fragment(run_every=POLL_SECONDS)
-    def line() -> None:
-        snap = job.snapshot()
-        if snap["status"] != "running":
-            st.rerun()
+    def line(snap: dict | None) -> None:
         elapsed = max(0.0, time.time() - snap["started"])
         st.info(
             f"Busy: {snap['title']} ({job_text(snap)}, running for {elapsed:.0f} s). "
@@ -57,7 +54,7 @@ def other_job(job: Job) -> None:
             icon=":material/hourglass_top:",
         )
 
-    line()
+    poll(job, line)
 
 
 def job_text(snap: dict) -> str:
@@ -68,33 +65,50 @@ def job_text(snap: dict) -> str:
     return phase or f"a {snap['kind']} job"
 
 
-def show_job(job: Job, key: str) -> dict:
-    """Draw the job; while it is live, redraw every POLL_SECONDS. Returns the snapshot."""
-    was_live = job.live
+def poll(job: Job | None, draw: Callable[[dict | None], None]) -> None:
+    """The one job-polling panel: `draw(snapshot)` (None without a job) in a fragment that is
+    redrawn every POLL_SECONDS while the job is live, and only then; when it ends, the whole page
+    is rerun once, so that polling stops and the page's buttons and final results come back."""
+    was_live = job is not None and job.live
 
     @st.fragment(run_every=POLL_SECONDS if was_live else None)
     def panel() -> None:
-        snap = job.snapshot()
-        _header(snap, key)
-        _curves(snap, key)
+        snap = job.snapshot() if job is not None else None
+        draw(snap)
         if was_live and snap["status"] != "running":
-            st.rerun()  # the whole page: stop polling and show the final results
+            st.rerun()
 
     panel()
+
+
+def progress_row(job: Job, snap: dict, fraction: float, text: str, key: str, stopping: str) -> None:
+    """A running job's progress bar and its Stop button, which sets the job's own stop event
+    (the worker checks it between steps); `stopping` says what happens then."""
+    cols = st.columns([5, 1], vertical_alignment="center")
+    cols[0].progress(min(1.0, fraction), text=text)
+    if cols[1].button("Stop", key=key, disabled=snap["stopping"], type="primary", icon=":material/stop:"):
+        job.stop_event.set()
+        st.toast(stopping)
+    if snap["stopping"]:
+        st.caption(stopping)
+
+
+def show_job(job: Job, key: str) -> dict:
+    """Draw a training job's progress, Stop and curves, polled while it is live. Returns the snapshot."""
+
+    def draw(snap: dict | None) -> None:
+        _header(job, snap, key)
+        _curves(snap, key)
+
+    poll(job, draw)
     return job.snapshot()
 
 
-def _header(snap: dict, key: str) -> None:
+def _header(job: Job, snap: dict, key: str) -> None:
     status = snap["status"]
     if status == "running":
         prog = studio.progress_of(snap)
-        cols = st.columns([5, 1])
-        cols[0].progress(prog["fraction"], text=prog["text"])
-        if cols[1].button("Stop", key=f"{key}_stop", disabled=snap["stopping"], type="primary"):
-            state.job_manager().stop()
-            st.toast("Stopping after the current step…")
-        if snap["stopping"]:
-            st.caption("Stopping after the current step…")
+        progress_row(job, snap, prog["fraction"], prog["text"], f"{key}_stop", "Stopping after the current step…")
     elif status == "finished":
         st.success(f"Finished: {snap['title']}")
     elif status == "stopped":
