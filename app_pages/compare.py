@@ -82,20 +82,12 @@ def pareto_section(store, dataset: str, teacher_id: str) -> None:
         "smaller (or faster) and more accurate than a run on it."
     )
     left, right = st.columns(2)
-    with left:
-        front = compare.pareto_front(runs, "size_mb", "test_acc")
-        st.plotly_chart(
-            charts.pareto_scatter(runs, front, "size_mb", "size (MB, log)", "Accuracy vs size"),
-            key="cmp_pareto_size",
-            width="stretch",
-        )
-    with right:
-        front = compare.pareto_front(runs, "b1_median_ms", "test_acc")
-        st.plotly_chart(
-            charts.pareto_scatter(runs, front, "b1_median_ms", "latency at batch 1 (ms, log)", "Accuracy vs latency"),
-            key="cmp_pareto_latency",
-            width="stretch",
-        )
+    for col, x, axis, title, key in (
+        (left, "size_mb", "size (MB, log)", "Accuracy vs size", "cmp_pareto_size"),
+        (right, "b1_median_ms", "latency at batch 1 (ms, log)", "Accuracy vs latency", "cmp_pareto_latency"),
+    ):
+        front = compare.pareto_front(runs, x, "test_acc")
+        col.plotly_chart(charts.pareto_scatter(runs, front, x, axis, title), key=key, width="stretch")
 
 
 def confusion_section(store, teacher_id: str, table, classes: list[str]) -> None:
@@ -132,11 +124,7 @@ st.caption("The teacher in use against the students: how much smaller and faster
 data = state.current_data()
 if data is None:
     st.stop()
-teacher_id, _ = state.current_teacher()
-if teacher_id is None:
-    st.info(f"No teacher for {data.name} yet: train one (or upload a checkpoint) first.")
-    st.page_link("app_pages/teacher.py", label="Train a teacher", icon=":material/psychology:")
-    st.stop()
+teacher_id, _ = state.teacher_or_stop(data, "train one (or upload a checkpoint) first.")
 store = state.current_store()
 picked = pick_students(store, data.name, teacher_id)
 if compare.student_options(store, data.name).empty:

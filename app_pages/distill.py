@@ -82,26 +82,17 @@ def size_preview(data, teacher_id: str, w: dict) -> None:
 
 
 def launch(data, teacher_id: str, teacher, w: dict) -> None:
-    s = state.settings()
-    cfg = studio.make_config(
+    budget = {k: w[k] for k in ("epochs", "lr", "batch_size", "seed", "optimizer", "cosine")}
+    cfg = forms.run_config(
         "student",
-        data.name,
-        s.get("data_root", "data"),
-        int(s.get("image_size", 32)),
+        data,
         w["family"],
         w["size"],
         w["depth"],
-        w["epochs"],
-        w["lr"],
-        w["batch_size"],
-        seed=w["seed"],
-        device=s.get("device", "auto"),
-        optimizer=w["optimizer"],
-        cosine=w["cosine"],
         temperature=w["temperature"],
         alpha=w["alpha"],
         teacher_id=teacher_id,
-        threads=int(s.get("threads", 0)),
+        **budget,
     )
     try:
         job = studio.start_distill(state.job_manager(), state.current_store(), data, teacher, cfg, w["baseline"])

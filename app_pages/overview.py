@@ -44,23 +44,19 @@ if data is not None:
         help=f"{info['train']} train · {info['val']} val · "
         f"{info['test']} test · {info['num_classes']} classes · input {info['input_shape']}",
     )
-teacher = studio.run_card(state.current_store(), teacher_id) if teacher_id else None
-cols[1].metric(
-    "Teacher",
-    teacher["label"] if teacher else "none yet",
-    f"test acc {teacher['test_acc']:.3f}" if teacher and teacher["test_acc"] is not None else None,
-    delta_color="off",
-    delta_arrow="off",
-)
 students = state.current_store().list_runs(kind="student", dataset=s.get("dataset", "digits"))
-last = studio.run_card(state.current_store(), students[0]["id"]) if students else None
-cols[2].metric(
-    "Last student",
-    last["label"] if last else "none yet",
-    f"test acc {last['test_acc']:.3f}" if last and last["test_acc"] is not None else None,
-    delta_color="off",
-    delta_arrow="off",
-)
+for col, title, run_id in (
+    (cols[1], "Teacher", teacher_id),
+    (cols[2], "Last student", students[0]["id"] if students else None),
+):
+    card = studio.run_card(state.current_store(), run_id) if run_id else None
+    col.metric(
+        title,
+        card["label"] if card else "none yet",
+        f"test acc {card['test_acc']:.3f}" if card and card["test_acc"] is not None else None,
+        delta_color="off",
+        delta_arrow="off",
+    )
 
 st.subheader("Quick start")
 st.write(

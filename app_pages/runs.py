@@ -69,38 +69,33 @@ def table_height(rows: int) -> int:
     return min(600, 38 + 35 * max(1, rows))
 
 
-def table(frame, grouped: bool) -> list[str]:
-    """The runs (or configurations) table; returns the ids of the picked rows' runs."""
-    gen = st.session_state.setdefault("runs_gen", 0)  # a new key after a delete clears the selection
-    if grouped:
-        shown = runs_table.group_by_config(frame)
-        event = st.dataframe(
-            shown,
-            column_config=GROUP_COLUMNS,
-            column_order=list(GROUP_COLUMNS),
-            hide_index=True,
-            height=table_height(len(shown)),
-            placeholder="—",
-            on_select="rerun",
-            selection_mode="multi-row",
-            key=f"runs_groups_{gen}",
-        )
-        st.caption(
-            "Finished runs only, folded over seeds: mean ± sample std (n). Picking a configuration picks all its runs."
-        )
-        return [i for row in event.selection.rows for i in shown["ids"].iloc[row]]
+def pickable(frame, columns: dict, key: str) -> list[int]:
+    """`frame` as a table whose rows can be picked; the picked rows' positions."""
     event = st.dataframe(
         frame,
-        column_config=RUN_COLUMNS,
-        column_order=list(RUN_COLUMNS),
+        column_config=columns,
+        column_order=list(columns),
         hide_index=True,
         height=table_height(len(frame)),
         placeholder="—",
         on_select="rerun",
         selection_mode="multi-row",
-        key=f"runs_table_{gen}",
+        key=key,
     )
-    return frame["id"].iloc[list(event.selection.rows)].tolist()
+    return list(event.selection.rows)
+
+
+def table(frame, grouped: bool) -> list[str]:
+    """The runs (or configurations) table; returns the ids of the picked rows' runs."""
+    gen = st.session_state.setdefault("runs_gen", 0)  # a new key after a delete clears the selection
+    if grouped:
+        shown = runs_table.group_by_config(frame)
+        rows = pickable(shown, GROUP_COLUMNS, f"runs_groups_{gen}")
+        st.caption(
+            "Finished runs only, folded over seeds: mean ± sample std (n). Picking a configuration picks all its runs."
+        )
+        return [i for row in rows for i in shown["ids"].iloc[row]]
+    return frame["id"].iloc[pickable(frame, RUN_COLUMNS, f"runs_table_{gen}")].tolist()
 
 
 def curves(ids: list[str]) -> None:

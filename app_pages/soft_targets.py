@@ -93,11 +93,7 @@ st.markdown(DARK_KNOWLEDGE)
 data = state.current_data()
 if data is None:
     st.stop()
-teacher_id, teacher = state.current_teacher()
-if teacher is None:
-    st.info(f"No teacher for {data.name} yet: train one to see its soft targets.")
-    st.page_link("app_pages/teacher.py", label="Train a teacher", icon=":material/psychology:")
-    st.stop()
+teacher_id, teacher = state.teacher_or_stop(data, "train one to see its soft targets.")
 student_id = pick_student(state.current_store(), data.name, teacher_id)
 index = pick_image(len(data.test_y))
 temperature = st.slider(

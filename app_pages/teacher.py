@@ -18,19 +18,7 @@ def train_section(data) -> None:
     budget = forms.budget_widgets("t", epochs=15, lr=1e-3)
     busy = state.job_manager().current() is not None
     if st.button("Train teacher", type="primary", key="train_teacher", disabled=busy):
-        s = state.settings()
-        cfg = studio.make_config(
-            "teacher",
-            data.name,
-            s.get("data_root", "data"),
-            int(s.get("image_size", 32)),
-            family,
-            size,
-            depth,
-            device=s.get("device", "auto"),
-            threads=int(s.get("threads", 0)),
-            **budget,
-        )
+        cfg = forms.run_config("teacher", data, family, size, depth, **budget)
         try:
             job = studio.start_teacher(state.job_manager(), state.current_store(), data, cfg)
             st.query_params["job"] = job.id

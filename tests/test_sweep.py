@@ -29,7 +29,6 @@ from kd_core.sweep.results import (
     Speed,
     baseline_results,
     estimate,
-    estimate_seconds,
     plan_seconds,
     scaled_step,
     sweep_grids,
@@ -288,8 +287,8 @@ def test_estimate_uses_the_closest_measured_throughput_and_overhead(tmp_path):
     est = estimate(store, sweep, info)
     assert est.seconds == pytest.approx(samples / 2000 + 0.5 + samples / 1000 + 0.5)
     assert not est.scaled and est.basis[("mlp", 16, 1)][0] == "measured"
-    assert estimate_seconds(store, sweep, info, plan(sweep)[:1]) == pytest.approx(samples / 2000 + 0.5)
-    assert estimate_seconds(Store(tmp_path / "empty"), sweep, info) is None
+    assert estimate(store, sweep, info, plan(sweep)[:1]).seconds == pytest.approx(samples / 2000 + 0.5)
+    assert estimate(Store(tmp_path / "empty"), sweep, info) is None
 
 
 def speed(kind, size, rate, flops, batch=64, overhead=0.0, family="mlp", depth=1):

@@ -59,19 +59,26 @@ def _lines(df: pd.DataFrame, x: str, y: str, color: str, dash: str, mode: str) -
     return traces
 
 
+def _curve_layout(title: str, x: str, yaxis: dict) -> dict:
+    """The live curves' layout: both charts the same height, margins and legend."""
+    return dict(
+        title=title,
+        height=340,
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis_title=x,
+        yaxis=yaxis,
+        legend=dict(title_text="", tracegroupgap=0),
+    )
+
+
 def loss_curves(steps: pd.DataFrame) -> go.Figure:
     """Per-step loss components (smoothed), one colour per component, one dash per run."""
     if steps.empty:
         return _empty("Loss per step", "waiting for the first steps…")
     return go.Figure(
         _lines(steps, "step", "loss", "component", "run", "lines"),
-        dict(
-            title="Loss per step (smoothed)",
-            height=340,
-            margin=dict(l=10, r=10, t=40, b=10),
-            xaxis_title="step",
-            yaxis=dict(title="loss", type="log", dtick=_log_dtick(steps["loss"])),
-            legend=dict(title_text="", tracegroupgap=0),
+        _curve_layout(
+            "Loss per step (smoothed)", "step", dict(title="loss", type="log", dtick=_log_dtick(steps["loss"]))
         ),
     )
 
@@ -95,12 +102,5 @@ def accuracy_curves(epochs: pd.DataFrame) -> go.Figure:
     long["split"] = long["split"].map({"train_acc": "train", "val_acc": "validation"})
     return go.Figure(
         _lines(long, "epoch", "accuracy", "run", "split", "lines+markers"),
-        dict(
-            title="Accuracy per epoch",
-            height=340,
-            margin=dict(l=10, r=10, t=40, b=10),
-            xaxis_title="epoch",
-            yaxis_title="accuracy",
-            legend=dict(title_text="", tracegroupgap=0),
-        ),
+        _curve_layout("Accuracy per epoch", "epoch", dict(title="accuracy")),
     )

@@ -46,31 +46,20 @@ def curves_overlay(curves: pd.DataFrame) -> go.Figure:
     colours = qualitative.Plotly + qualitative.D3
     for i, (label, part) in enumerate(curves.groupby("label", sort=False)):
         colour = colours[i % len(colours)]
-        fig.add_trace(
-            go.Scatter(
-                x=part["epoch"],
-                y=part["val_acc"],
-                name=label,
-                legendgroup=label,
-                mode="lines+markers",
-                line=dict(color=colour),
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=part["epoch"],
-                y=part["loss"],
-                name=label,
-                legendgroup=label,
-                mode="lines+markers",
-                line=dict(color=colour, dash="dash"),
-                showlegend=False,
-            ),
-            row=1,
-            col=2,
-        )
+        for col, y, dash in ((1, "val_acc", None), (2, "loss", "dash")):  # one legend entry per run
+            fig.add_trace(
+                go.Scatter(
+                    x=part["epoch"],
+                    y=part[y],
+                    name=label,
+                    legendgroup=label,
+                    mode="lines+markers",
+                    line=dict(color=colour, dash=dash),
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
     fig.update_xaxes(title_text="epoch", dtick=1 if curves["epoch"].max() <= 12 else None)
     fig.update_yaxes(title_text="accuracy", row=1, col=1)
     fig.update_yaxes(title_text="loss", row=1, col=2)
@@ -125,6 +114,18 @@ def nice_ticks(lo: float, hi: float, target: int = 6) -> tuple[float, str]:
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     return step, f".{max(0, -math.floor(math.log10(step) + 1e-9))}f"
+
+
+def _cell_axis(labels: list[str], title: str) -> dict:
+    """A heatmap axis with one tick per cell, labelled, and no grid or zero line over the cells."""
+    return dict(
+        tickvals=list(range(len(labels))),
+        ticktext=labels,
+        title_text=title,
+        range=[-0.5, len(labels) - 0.5],
+        showgrid=False,
+        zeroline=False,
+    )
 
 
 def _heatmap(
@@ -190,22 +191,8 @@ def _heatmap(
                 hovertemplate="best mean, above the baseline<extra></extra>",
             )
         )
-    fig.update_xaxes(
-        tickvals=list(range(len(alphas))),
-        ticktext=[f"λ={a:g}" for a in alphas],
-        title_text="λ (weight of the teacher)",
-        range=[-0.5, len(alphas) - 0.5],
-        showgrid=False,
-        zeroline=False,
-    )
-    fig.update_yaxes(
-        tickvals=list(range(len(temps))),
-        ticktext=[f"T={t:g}" for t in temps],
-        title_text="temperature T",
-        range=[-0.5, len(temps) - 0.5],
-        showgrid=False,
-        zeroline=False,
-    )
+    fig.update_xaxes(**_cell_axis([f"λ={a:g}" for a in alphas], "λ (weight of the teacher)"))
+    fig.update_yaxes(**_cell_axis([f"T={t:g}" for t in temps], "temperature T"))
     fig.update_layout(
         title=dict(text=title, font=dict(size=15)),
         height=max(280, 150 + 64 * len(temps)),

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from kd_core.views import studio
+from ui import state
+
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0]
 BATCH_SIZES = [16, 32, 64, 128, 256, 512]
 
@@ -42,3 +45,20 @@ def budget_widgets(prefix: str, epochs: int, lr: float) -> dict:
         out["cosine"] = c[1].checkbox("Cosine schedule", key=f"{prefix}_cosine", bind="query-params")
         out["seed"] = c[2].number_input("Seed", 0, 10_000, 0, key=f"{prefix}_seed", bind="query-params")
     return out
+
+
+def run_config(kind: str, data, family: str, size: int, depth: int, **kw):
+    """`studio.make_config` with the sidebar's data folder, image size, device and threads."""
+    s = state.settings()
+    return studio.make_config(
+        kind,
+        data.name,
+        s.get("data_root", "data"),
+        int(s.get("image_size", 32)),
+        family,
+        size,
+        depth,
+        device=s.get("device", "auto"),
+        threads=int(s.get("threads", 0)),
+        **kw,
+    )

@@ -222,3 +222,14 @@ def current_teacher():
         st.error(f"Teacher {run_id}: {err}")
         return None, None
     return run_id, model
+
+
+def teacher_or_stop(data, why: str):
+    """(run id, model) of the teacher in use; without one, the page says so (`why`: what to do),
+    links to the Teacher page and stops."""
+    teacher_id, teacher = current_teacher()
+    if teacher_id is None:
+        st.info(f"No teacher for {data.name} yet: {why}")
+        st.page_link("app_pages/teacher.py", label="Train a teacher", icon=":material/psychology:")
+        st.stop()
+    return teacher_id, teacher

@@ -379,16 +379,3 @@ def estimate(
     models = {(c.config.model.family, c.config.model.size, c.config.model.depth) for c in cells}
     flops = {m: describe(ModelSpec(*m), tuple(info["input_shape"]), int(info["num_classes"]))["flops"] for m in models}
     return plan_seconds(speeds, planned_runs(cells, int(info["train"]), flops), workers, start_s)
-
-
-def estimate_seconds(
-    store: Store,
-    sweep: SweepConfig,
-    info: dict,
-    cells: Sequence[Cell] | None = None,
-    workers: int = 1,
-    start_s: float = 0.0,
-) -> float | None:
-    """`estimate(...)`'s seconds, or None."""
-    est = estimate(store, sweep, info, cells, workers, start_s)
-    return None if est is None else est.seconds

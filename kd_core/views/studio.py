@@ -19,6 +19,7 @@ from torch import nn
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig, experiment_key
 from kd_core.errors import KDError
 from kd_core.jobs import Job, JobManager
+from kd_core.records import LatencyRow
 from kd_core.store import Store
 from kd_core.train import recorder as experiment
 from kd_core.train.checkpoint import load_checkpoint
@@ -180,7 +181,7 @@ def run_card(store: Store, run_id: str) -> dict | None:
     if r is None:
         return None
     m = r["metrics"]
-    lat = m.get("latency", {}).get("batches", {})
+    b1, b256 = LatencyRow.stored(m, 1), LatencyRow.stored(m, 256)
     return {
         "id": r["id"],
         "kind": r["kind"],
@@ -196,8 +197,8 @@ def run_card(store: Store, run_id: str) -> dict | None:
         "flops": m.get("flops"),
         "agreement": m.get("agreement"),
         "ece": m.get("ece"),
-        "latency_b1_ms": lat.get("1", {}).get("median_ms"),
-        "latency_b256_ms": lat.get("256", {}).get("median_ms"),
+        "latency_b1_ms": b1.median_ms if b1 else None,
+        "latency_b256_ms": b256.median_ms if b256 else None,
         "teacher_id": r["teacher_id"],
     }
 
@@ -253,33 +254,14 @@ def next_seed(store: Store, cfg: RunConfig) -> int:
 
 def quick_configs(dataset: str, device: str = "auto", threads: int = 0) -> tuple[RunConfig, RunConfig]:
     """Quick start's teacher and student (teacher_id still unset) for `dataset`."""
-    p = presets(dataset)
-    budget = dict(batch_size=64, device=device, threads=threads)
-    teacher = make_config(
-        "teacher",
-        dataset,
-        "data",
-        32,
-        p["teacher"].family,
-        p["teacher"].size,
-        p["teacher"].depth,
-        epochs=15,
-        lr=1e-3,
-        **budget,
-    )
-    student = make_config(
-        "student",
-        dataset,
-        "data",
-        32,
-        p["student"].family,
-        p["student"].size,
-        p["student"].depth,
-        epochs=15,
-        lr=3e-3,
-        **budget,
-    )
-    return teacher, student
+
+    def preset(kind: str, lr: float) -> RunConfig:
+        spec = presets(dataset)[kind]
+        return make_config(
+            kind, dataset, "data", 32, spec.family, spec.size, spec.depth, 15, lr, 64, device=device, threads=threads
+        )
+
+    return preset("teacher", 1e-3), preset("student", 3e-3)
 
 
 def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = "auto", threads: int = 0) -> Job:
