@@ -131,6 +131,6 @@ def test_a_job_that_crashes_shows_its_error_on_the_page_and_fails_its_run(runs_d
     assert run["status"] == "failed" and run["error"] == "RuntimeError: teacher crashed"
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["job"] = job.id  # as the tab that started it has in its URL
-    at.switch_page("pages/teacher.py").run()
+    at.switch_page("app_pages/teacher.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Failed: teacher that crashes — RuntimeError: teacher crashed" in [e.value for e in at.error]

@@ -247,26 +247,26 @@ class Store:
                     out.setdefault(r["run_id"], []).append(dict(r))
         return out
 
+    def _saved(self, table: str, key: str | None = None) -> list[dict]:
+        """Rows of a table of saved grids (sweeps, studies) as {"id", "config", "created"}, newest
+        first: all of them, or the one with id `key`."""
+        where, args = ("WHERE id = ?", (key,)) if key is not None else ("", ())
+        with self._connect() as db:
+            rows = db.execute(f"SELECT * FROM {table} {where} ORDER BY created DESC", args).fetchall()
+        return [{**dict(r), "config": json.loads(r["config"])} for r in rows]
+
     def get_sweep(self, sweep_id: str) -> dict | None:
         """{"id", "config", "created"} of a saved sweep, or None."""
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
-        return {**dict(row), "config": json.loads(row["config"])} if row else None
+        return next(iter(self._saved("sweeps", sweep_id)), None)
 
     def list_sweeps(self) -> list[dict]:
         """Saved sweeps, newest first."""
-        with self._connect() as db:
-            rows = db.execute("SELECT * FROM sweeps ORDER BY created DESC").fetchall()
-        return [{**dict(r), "config": json.loads(r["config"])} for r in rows]
+        return self._saved("sweeps")
 
     def get_study(self, study_id: str) -> dict | None:
         """{"id", "config", "created"} of a saved compress study, or None."""
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone()
-        return {**dict(row), "config": json.loads(row["config"])} if row else None
+        return next(iter(self._saved("studies", study_id)), None)
 
     def list_studies(self) -> list[dict]:
         """Saved compress studies, newest first."""
-        with self._connect() as db:
-            rows = db.execute("SELECT * FROM studies ORDER BY created DESC").fetchall()
-        return [{**dict(r), "config": json.loads(r["config"])} for r in rows]
+        return self._saved("studies")
