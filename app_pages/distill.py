@@ -10,8 +10,7 @@ from ui import forms, live, state
 
 
 def student_widgets(data) -> dict:
-    preset = studio.presets(data.name)["student"]
-    family, size, depth = forms.model_widgets("s", preset.family, preset.size, preset.depth)
+    model = forms.model_widgets("s", "student", data.name)
     c = st.columns(2)
     temperature = c[0].slider(
         "Temperature T",
@@ -38,9 +37,7 @@ def student_widgets(data) -> dict:
         "Also train the same student without distillation (baseline)", value=True, key="baseline", bind="query-params"
     )
     return {
-        "family": family,
-        "size": size,
-        "depth": depth,
+        **model,
         "temperature": temperature,
         "alpha": alpha,
         "baseline": baseline,
@@ -50,7 +47,7 @@ def student_widgets(data) -> dict:
 
 def size_preview(data, teacher_id: str, w: dict) -> None:
     """Before anything is trained: the student's size against the teacher's."""
-    student = studio.model_info(w["family"], w["size"], w["depth"], data)
+    student = studio.model_info(w["family"], w["size"], w["depth"], data, w["width"])
     card = studio.run_card(state.current_store(), teacher_id)
     teacher = {k: card[k] for k in ("params", "flops", "bytes")}
     ratio = studio.compression(student, teacher)
@@ -92,6 +89,7 @@ def launch(data, teacher_id: str, teacher, w: dict) -> None:
         temperature=w["temperature"],
         alpha=w["alpha"],
         teacher_id=teacher_id,
+        width=w["width"],
         **budget,
     )
     try:

@@ -12,13 +12,13 @@ def train_section(data) -> None:
     st.subheader("Train a teacher")
     preset = studio.presets(data.name)["teacher"]
     st.caption(f"Preset for {data.name}: {preset.label()}.")
-    family, size, depth = forms.model_widgets("t", preset.family, preset.size, preset.depth)
-    info = studio.model_info(family, size, depth, data)
+    m = forms.model_widgets("t", "teacher", data.name)
+    info = studio.model_info(m["family"], m["size"], m["depth"], data, m["width"])
     st.caption(f"{info['params']:,} parameters · {info['flops']:,} FLOPs per sample · {info['bytes'] / 1e6:.2f} MB")
     budget = forms.budget_widgets("t", epochs=15, lr=1e-3)
     busy = state.job_manager().current() is not None
     if st.button("Train teacher", type="primary", key="train_teacher", disabled=busy):
-        cfg = forms.run_config("teacher", data, family, size, depth, **budget)
+        cfg = forms.run_config("teacher", data, m["family"], m["size"], m["depth"], width=m["width"], **budget)
         try:
             job = studio.start_teacher(state.job_manager(), state.current_store(), data, cfg)
             st.query_params["job"] = job.id

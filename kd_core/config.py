@@ -27,21 +27,27 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model family sized by one number.
+    """A model family and its size.
 
     mlp: `size` is the hidden width, `depth` the number of hidden layers
          (Hinton et al. 2015's teacher is mlp 1200 x 2).
     cnn: `size` is the channel width of the first block; blocks double it.
+    torchvision families (resnet18, mobilenet_v3_small, ...; train/zoo.py): `width`
+         multiplies every stage's channels; `size` and `depth` are unused (a ResNet's
+         depth is in its name). Configs stored before `width` existed load with 1.0.
     """
 
     family: str = "mlp"
     size: int = 64
     depth: int = 1
+    width: float = 1.0
 
     def label(self) -> str:
         if self.family == "mlp":
             return f"mlp {'-'.join([str(self.size)] * self.depth)}"
-        return f"cnn w{self.size}"
+        if self.family == "cnn":
+            return f"cnn w{self.size}"
+        return f"{self.family} ×{self.width:g}"
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = auto by model size (engine.auto_threads)
     spare_cores: int = 0  # cores auto leaves free: the dashboard keeps 1 for its server and the browser
     patience: int = 0  # early stopping: epochs without a better val accuracy; 0 = off
+    init_weights: str = ""  # starting weights: "" random | "torchvision" (pretrained) | a file (train/pretrained.py)
 
 
 @dataclass(frozen=True)

@@ -223,7 +223,12 @@ def cli_distills(cli_teacher):
 
 def test_teacher_json_and_checkpoint(cli_teacher):
     work, out = cli_teacher
-    assert out["command"] == "teacher" and out["config"]["model"] == {"family": "mlp", "size": 64, "depth": 1}
+    assert out["command"] == "teacher" and out["config"]["model"] == {
+        "family": "mlp",
+        "size": 64,
+        "depth": 1,
+        "width": 1.0,
+    }
     (run,) = out["runs"]
     assert set(run) >= RUN_KEYS
     assert run["kind"] == "teacher" and run["status"] == "finished" and run["epochs_done"] == 3

@@ -15,18 +15,39 @@ LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0]
 BATCH_SIZES = [16, 32, 64, 128, 256, 512]
 
 
-def model_widgets(prefix: str, family: str, size: int, depth: int) -> tuple[str, int, int]:
-    """Family, size and (MLP) depth, defaulting to a preset."""
+def model_widgets(prefix: str, role: str, dataset: str) -> dict:
+    """Family and its size knobs (MLP width and depth, CNN width, torchvision width
+    multiplier), each family starting at its preset for this role and dataset."""
+    families = studio.FAMILIES
+    preset = studio.presets(dataset)[role]
     cols = st.columns(3)
     fam = cols[0].selectbox(
-        "Family", ["mlp", "cnn"], index=["mlp", "cnn"].index(family), key=f"{prefix}_family", bind="query-params"
+        "Family", families, index=families.index(preset.family), key=f"{prefix}_family", bind="query-params"
     )
-    label = "Hidden width" if fam == "mlp" else "Channel width"
-    sz = cols[1].slider(
-        label, 4, 2048 if fam == "mlp" else 128, size, step=4, key=f"{prefix}_size", bind="query-params"
+    start = studio.family_preset(fam, role, dataset)
+    knobs = studio.family_knobs(fam)
+    out = {"family": fam, "size": start.size, "depth": start.depth, "width": 1.0}
+    if "width" in knobs:
+        w = knobs["width"]
+        out["width"] = cols[1].select_slider(
+            w["label"],
+            w["choices"],
+            start.width,
+            key=f"{prefix}_width",
+            bind="query-params",
+            format_func=lambda v: f"×{v:g}",
+        )
+        cols[2].caption(studio.family_note(fam))
+        return out
+    k = knobs["size"]
+    out["size"] = cols[1].slider(
+        k["label"], k["min"], k["max"], min(max(start.size, k["min"]), k["max"]), step=k["step"],
+        key=f"{prefix}_size", bind="query-params",
+    )  # fmt: skip
+    out["depth"] = cols[2].slider(
+        "Hidden layers", 0, 4, start.depth, key=f"{prefix}_depth", bind="query-params", disabled=not knobs["depth"]
     )
-    dp = cols[2].slider("Hidden layers", 0, 4, depth, key=f"{prefix}_depth", bind="query-params", disabled=fam != "mlp")
-    return fam, sz, dp
+    return out
 
 
 def budget_widgets(prefix: str, epochs: int, lr: float) -> dict:

@@ -7,12 +7,15 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
 from kd_core.config import DataConfig, ModelSpec, TrainConfig
 from kd_core.store import Store
 from kd_core.train.data import Dataset, load_dataset
+from kd_core.train.models import FAMILIES
+from kd_core.train.pretrained import TORCHVISION
 
 EXIT_USER_ERROR = 2
 
@@ -31,11 +34,16 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--store", default="kd_runs", help="run store folder (SQLite + weights)")
 
 
-def add_model_args(p: argparse.ArgumentParser, size_default: int | None) -> None:
+def add_model_args(p: argparse.ArgumentParser, size_default: int | None, weights: bool = False) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--family", choices=["mlp", "cnn"], default=None, help="model family (default: the preset's)")
+    g.add_argument("--family", choices=FAMILIES, default=None, help="model family (default: the preset's)")
     g.add_argument("--size", type=int, default=size_default, help="MLP hidden width or CNN channel width")
     g.add_argument("--depth", type=int, default=None, help="MLP hidden layers")
+    g.add_argument("--width", type=float, default=None, help="width multiplier of a torchvision family (default 1)")
+    if weights:
+        w = g.add_mutually_exclusive_group()
+        w.add_argument("--weights", metavar="PATH", help="start from this state_dict file (loaded weights_only)")
+        w.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
 
 
 def add_train_args(p: argparse.ArgumentParser, epochs: int) -> None:
@@ -74,9 +82,23 @@ def data_config(a) -> DataConfig:
 
 
 def model_spec(a, preset: ModelSpec) -> ModelSpec:
+    family = a.family or preset.family
+    width = a.width if a.width is not None else (preset.width if family == preset.family else 1.0)
     return ModelSpec(
-        family=a.family or preset.family, size=a.size or preset.size, depth=preset.depth if a.depth is None else a.depth
+        family=family,
+        size=a.size or preset.size,
+        depth=preset.depth if a.depth is None else a.depth,
+        width=width,
     )
+
+
+def init_weights(a) -> str:
+    """TrainConfig.init_weights from --pretrained / --weights (a file as an absolute path,
+    so the stored config reproduces from any folder)."""
+    if getattr(a, "pretrained", False):
+        return TORCHVISION
+    path = getattr(a, "weights", None)
+    return str(Path(path).expanduser().resolve()) if path else ""
 
 
 def train_config(a) -> TrainConfig:
@@ -93,6 +115,7 @@ def train_config(a) -> TrainConfig:
         augment=a.augment,
         threads=a.threads,
         patience=a.patience,
+        init_weights=init_weights(a),
     )
 
 

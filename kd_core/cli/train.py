@@ -27,6 +27,7 @@ from kd_core.train.bench import measure_latency, size_report
 from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import dataset_names
 from kd_core.train.models import build_model, describe, student_preset, teacher_preset
+from kd_core.train.pretrained import check_model
 from kd_core.train.recorder import distill, load_teacher, train_teacher
 
 
@@ -36,6 +37,7 @@ def cmd_teacher(a) -> int:
     cfg = RunConfig(
         kind="teacher", data=data_config(a), model=model_spec(a, teacher_preset(a.dataset)), train=train_config(a)
     )
+    check_model(cfg, data)
     bar = ProgressBar(not a.quiet)
     outcome = train_teacher(store, cfg, data, emit=bar)
     bar.close()
@@ -56,7 +58,6 @@ def _teacher_ref(ref: str) -> str:
 def cmd_distill(a) -> int:
     started = time.perf_counter()
     data, store = load(a)
-    teacher = load_teacher(store, a.teacher, data)
     cfg = RunConfig(
         kind="student",
         data=data_config(a),
@@ -65,6 +66,8 @@ def cmd_distill(a) -> int:
         teacher_id=_teacher_ref(a.teacher),
         distill=DistillConfig(temperature=a.temperature, alpha=a.alpha, cache_teacher_logits=not a.no_cache),
     )
+    check_model(cfg, data)
+    teacher = load_teacher(store, a.teacher, data)
     bar = ProgressBar(not a.quiet)
     outcomes = distill(store, cfg, data, teacher, with_baseline=a.baseline, emit=bar)
     bar.close()
@@ -85,7 +88,7 @@ def cmd_bench(a) -> int:
         model, meta = load_checkpoint(run["weights"] if run and run.get("weights") else ref)
         spec, shape, classes = meta["spec"], meta["input_shape"], len(meta["classes"])
     else:
-        spec = ModelSpec(a.family or "mlp", a.size or 64, 1 if a.depth is None else a.depth)
+        spec = ModelSpec(a.family or "mlp", a.size or 64, 1 if a.depth is None else a.depth, a.width or 1.0)
         shape, classes = tuple(a.input_shape), a.classes
         model = build_model(spec, shape, classes)
     batches = tuple(int(b) for b in a.batch_sizes.split(","))
@@ -135,12 +138,12 @@ def cmd_runs(a) -> int:
 def register(sub) -> None:
     """Add teacher, distill, bench, datasets and runs to the CLI's sub-parsers."""
     p = sub.add_parser("teacher", help="train a teacher")
-    add_data_args(p), add_model_args(p, None), add_train_args(p, epochs=10)
+    add_data_args(p), add_model_args(p, None, weights=True), add_train_args(p, epochs=10)
     p.add_argument("--out", help="also write the checkpoint to this path")
     p.set_defaults(fn=cmd_teacher)
 
     p = sub.add_parser("distill", help="distil a student from a teacher")
-    add_data_args(p), add_model_args(p, None), add_train_args(p, epochs=10)
+    add_data_args(p), add_model_args(p, None, weights=True), add_train_args(p, epochs=10)
     p.add_argument("--teacher", required=True, help="teacher run id or checkpoint path")
     p.add_argument("--temperature", "-T", type=float, default=DistillConfig().temperature)
     p.add_argument("--alpha", "--lambda", type=float, default=DistillConfig().alpha, help="λ, in [0, 1]")

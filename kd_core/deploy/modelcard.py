@@ -83,6 +83,9 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
     args += _flag("--split-seed", data["split_seed"]) + _switch("--no-download", not data["download"])
     args += _flag("--store", store_root) if store_root else []
     args += _flag("--family", model["family"]) + _flag("--size", model["size"]) + _flag("--depth", model["depth"])
+    args += _flag("--width", model["width"]) if model.get("width", 1.0) != 1.0 else []
+    init = train.get("init_weights", "")  # configs stored before starting weights existed have none
+    args += ["--pretrained"] if init == "torchvision" else _flag("--weights", init) if init else []
     for key in (
         "epochs",
         "batch_size",

@@ -33,6 +33,7 @@ def save_checkpoint(
         "family": spec.family,
         "size": spec.size,
         "depth": spec.depth,
+        "width": spec.width,
         "input_shape": list(input_shape),
         "classes": list(classes),
         "dataset": dataset,
@@ -84,6 +85,16 @@ def _read(source: str | Path | bytes | BinaryIO) -> dict:
     return payload
 
 
+def _identity(spec: ModelSpec) -> tuple:
+    """What makes two specs the same architecture (depth only for an MLP, size not for the zoo)."""
+    return (
+        spec.family,
+        spec.size if spec.family in ("mlp", "cnn") else 0,
+        spec.depth if spec.family == "mlp" else 0,
+        spec.width,
+    )
+
+
 def load_checkpoint(
     source: str | Path | bytes | BinaryIO,
     expect: ModelSpec | None = None,
@@ -94,16 +105,13 @@ def load_checkpoint(
     refuse one made for another family, size or dataset. Returns (model, metadata)."""
     payload = _read(source)
     try:
-        spec = ModelSpec(str(payload["family"]), int(payload["size"]), int(payload["depth"]))
+        width = float(payload.get("width", 1.0))  # checkpoints from before the torchvision families: 1
+        spec = ModelSpec(str(payload["family"]), int(payload["size"]), int(payload["depth"]), width)
         shape = tuple(int(v) for v in payload["input_shape"])
         classes = [str(c) for c in payload["classes"]]
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint metadata is incomplete or malformed: {err}") from err
-    if expect is not None and (expect.family, expect.size, expect.depth if expect.family == "mlp" else 0) != (
-        spec.family,
-        spec.size,
-        spec.depth if spec.family == "mlp" else 0,
-    ):
+    if expect is not None and _identity(expect) != _identity(spec):
         raise CheckpointError(f"checkpoint holds a {spec.label()} model, but a {expect.label()} was expected.")
     if input_shape is not None and tuple(input_shape) != shape:
         raise CheckpointError(

@@ -25,6 +25,7 @@ from kd_core.train.data import Dataset
 from kd_core.train.losses import LOSSES
 from kd_core.train.metrics import accuracy, predict_logits
 from kd_core.train.models import build_model, describe, param_count
+from kd_core.train.pretrained import load_init_weights
 
 AUGMENT_SHIFT = 2  # pixels of random translation when augmentation is on
 # A finite loss this far above the first step's has diverged as surely as a NaN:
@@ -177,11 +178,14 @@ def fit(
     distill = cfg.distill if teacher is not None else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+        model = build_model(cfg.model, data.input_shape, data.num_classes)
+    notes = load_init_weights(model, cfg.model, cfg.train.init_weights)
+    model = model.to(device)
     if teacher is not None:
         teacher = teacher.to(device)
     loop = _Loop(cfg, data, model, teacher, distill, device, emit, stop or threading.Event())
     loop.result.threads = threads
+    loop.result.warnings += notes
     return loop.run()
 
 

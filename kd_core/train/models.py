@@ -1,11 +1,15 @@
-"""Model families sized by one number, teacher presets, and size/FLOP estimates.
+"""Model families, teacher presets, and size/FLOP estimates.
 
-Everything here can be asked before training: the dashboard calls
-`describe(spec, input_shape, num_classes)` while a slider moves.
+The project's own MLP and CNN are sized by one number; the torchvision families
+(train/zoo.py) by a width multiplier. Everything here can be asked before training:
+the dashboard calls `describe(spec, input_shape, num_classes)` while a slider moves.
+Params, bytes and FLOPs are measured on the built module (FLOPs by torch's
+FlopCounterMode), so they hold for any nn.Module, not only for families with a formula.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 from functools import lru_cache
@@ -16,8 +20,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kd_core.config import ModelSpec
 from kd_core.errors import ConfigError
+from kd_core.train.zoo import WIDTH_RANGE, ZOO, build_zoo
 
-FAMILIES = ("mlp", "cnn")
+OWN_FAMILIES = ("mlp", "cnn")
+FAMILIES = (*OWN_FAMILIES, *ZOO)
+MAX_SIDE = 512
 
 
 class MLP(nn.Module):
@@ -69,35 +76,52 @@ def validate_spec(spec: ModelSpec) -> None:
         raise ConfigError(f"model size {spec.size} is out of range (1 to 8192).")
     if spec.family == "mlp" and not 0 <= spec.depth <= 8:
         raise ConfigError(f"MLP depth {spec.depth} is out of range (0 to 8).")
+    lo, hi = WIDTH_RANGE
+    if spec.family in OWN_FAMILIES and spec.width != 1.0:
+        raise ConfigError(
+            f"width {spec.width:g} sizes the torchvision families only; size the {spec.family} with its size."
+        )
+    if spec.family in ZOO and not (math.isfinite(spec.width) and lo <= spec.width <= hi):
+        raise ConfigError(f"width multiplier {spec.width:g} is out of range ({lo:g} to {hi:g}).")
 
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     validate_spec(spec)
     c, h, w = input_shape
+    if spec.family in ZOO:
+        if min(h, w) < 8 or max(h, w) > MAX_SIDE:
+            raise ConfigError(f"{spec.family} needs images of 8 to {MAX_SIDE} px; these are {h}×{w}.")
+        return build_zoo(spec.family, spec.width, tuple(input_shape), num_classes)
     if spec.family == "mlp":
         return MLP(c * h * w, num_classes, spec.size, spec.depth)
     return SmallCNN(c, min(h, w), num_classes, spec.size)
 
 
 def param_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Trainable and frozen parameters; a black-box teacher (train/blackbox.py) has none of
+    its own as a module and reports the count read from its file."""
+    reported = getattr(model, "reported_params", None)
+    return int(reported) if reported is not None else sum(p.numel() for p in model.parameters())
 
 
 def serialized_bytes(model: nn.Module) -> int:
-    """Size of the state_dict as `torch.save` writes it."""
+    """Size of the state_dict as `torch.save` writes it (a black-box teacher: its file's size)."""
+    reported = getattr(model, "reported_bytes", None)
+    if reported is not None:
+        return int(reported)
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
 
 
 def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Forward FLOPs for one sample (a multiply-add counts 2), by torch's FlopCounterMode."""
+    """Forward FLOPs for one sample (a multiply-add counts 2), by torch's FlopCounterMode.
 
-    was_training = model.training
-    model.eval()
+    Counted on a copy on the meta device: shapes propagate, nothing is computed, so a
+    ResNet-50 is counted in a fraction of a second even on a busy machine."""
+    meta = copy.deepcopy(model).to("meta").eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, *input_shape))
-    model.train(was_training)
+        meta(torch.zeros(1, *input_shape, device="meta"))
     return int(counter.get_total_flops())
 
 
@@ -109,6 +133,7 @@ def describe(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) ->
         "family": spec.family,
         "size": spec.size,
         "depth": spec.depth,
+        "width": spec.width,
         "label": spec.label(),
         "params": param_count(model),
         "flops": flops_per_sample(model, tuple(input_shape)),

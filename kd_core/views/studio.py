@@ -27,7 +27,9 @@ from kd_core.train.data import Dataset, dataset_names, load_dataset
 from kd_core.train.engine import resolve_device
 from kd_core.train.losses import soft_targets as _soft_targets
 from kd_core.train.metrics import entropy, predict_logits
+from kd_core.train.models import FAMILIES as MODEL_FAMILIES
 from kd_core.train.models import describe, student_preset, teacher_preset
+from kd_core.train.zoo import ZOO
 
 DATASETS = dataset_names()
 
@@ -71,12 +73,49 @@ def load_data(dataset: str, root: str = "data", image_size: int = 32) -> Dataset
     return load_dataset(DataConfig(dataset=dataset, root=root, image_size=image_size))
 
 
-def model_info(family: str, size: int, depth: int, data: Dataset) -> dict:
-    return describe(ModelSpec(family, int(size), int(depth)), data.input_shape, data.num_classes)
+def model_info(family: str, size: int, depth: int, data: Dataset, width: float = 1.0) -> dict:
+    return describe(ModelSpec(family, int(size), int(depth), float(width)), data.input_shape, data.num_classes)
 
 
 def presets(dataset: str) -> dict:
     return {"teacher": teacher_preset(dataset), "student": student_preset(dataset)}
+
+
+# ---------------------------------------------------------------- families and their size knobs
+
+FAMILIES = list(MODEL_FAMILIES)
+WIDTHS = [0.1, 0.25, 0.35, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0]  # the width multipliers a slider offers
+OWN_KNOBS = {
+    "mlp": {"size": {"label": "Hidden width", "min": 4, "max": 2048, "step": 4}, "depth": True},
+    "cnn": {"size": {"label": "Channel width", "min": 4, "max": 128, "step": 4}, "depth": False},
+}
+
+
+def family_knobs(family: str) -> dict:
+    """The size controls a family has: {"size": slider range, "depth": bool} for MLP/CNN,
+    {"width": choices} for the torchvision families (a ResNet's depth is in its name)."""
+    if family in OWN_KNOBS:
+        return OWN_KNOBS[family]
+    return {"width": {"label": "Width multiplier", "choices": WIDTHS}, "depth": False}
+
+
+def family_note(family: str) -> str:
+    if family == "mlp":
+        return "Multilayer perceptron: hidden width × hidden layers."
+    if family == "cnn":
+        return "Small CNN: conv blocks of width w, 2w, 4w."
+    return f"torchvision {family}: {ZOO[family].note}; stem adapted to small and grey images."
+
+
+def family_preset(family: str, role: str, dataset: str) -> ModelSpec:
+    """The size a family starts at on the Teacher (role "teacher") or Distill page: the
+    dataset's preset for its own family; otherwise width 1 for a teacher, 0.5 for a student."""
+    preset = presets(dataset)[role]
+    if preset.family == family:
+        return preset
+    if family in OWN_KNOBS:
+        return ModelSpec(family, 32 if family == "mlp" else 16, 1) if role == "student" else ModelSpec(family, 256, 2)
+    return ModelSpec(family, width=1.0 if role == "teacher" else 0.5)
 
 
 def compression(student: dict, teacher: dict) -> dict:
@@ -103,6 +142,7 @@ def make_config(
     alpha: float = 0.9,
     teacher_id: str | None = None,
     threads: int = 0,
+    width: float = 1.0,
 ) -> RunConfig:
     data = DataConfig(dataset=dataset, root=root, image_size=image_size)
     train = TrainConfig(
@@ -120,7 +160,7 @@ def make_config(
     return RunConfig(
         kind=kind,
         data=data,
-        model=ModelSpec(family, int(size), int(depth)),
+        model=ModelSpec(family, int(size), int(depth), float(width)),
         train=train,
         distill=distill,
         teacher_id=teacher_id,
