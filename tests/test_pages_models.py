@@ -11,7 +11,7 @@ from tests.test_pages import open_app, runs_dir, stored_teacher  # noqa: F401  (
 
 def test_student_slider_becomes_a_width_multiplier_for_a_torchvision_family(runs_dir):  # noqa: F811
     stored_teacher(runs_dir, width=64)
-    at: AppTest = open_app("pages/distill.py")
+    at: AppTest = open_app("app_pages/distill.py")
     assert at.slider(key="s_size").label == "Hidden width"
     at.selectbox(key="s_family").set_value("mobilenet_v3_small").run()
     assert not at.exception, [e.value for e in at.exception]
