@@ -1,4 +1,4 @@
-"""Compare: the teacher in use against its students — size, speed and accuracy."""
+"""Compare: the teacher in use against its students — size, speed and accuracy, with the noise."""
 
 import streamlit as st
 
@@ -7,45 +7,104 @@ from kd_core.views import compare
 from ui import compare_charts as charts
 from ui import deploy_section, state
 
+# Key columns first: what a run is, how accurate, by how much against the teacher, then cost.
 TABLE_FORMAT = {
-    "label": st.column_config.TextColumn("run"),
-    "kind": st.column_config.TextColumn("kind"),
-    "params": st.column_config.NumberColumn("params", format="localized"),
-    "size_mb": st.column_config.NumberColumn("size (MB)", format="%.3f"),
-    "x_smaller": st.column_config.NumberColumn("× fewer params", format="%.1f×"),
-    "b1_median_ms": st.column_config.NumberColumn("b1 median (ms)", format="%.3f"),
-    "b1_p90_ms": st.column_config.NumberColumn("b1 p90 (ms)", format="%.3f"),
-    "b256_median_ms": st.column_config.NumberColumn("b256 median (ms)", format="%.3f"),
-    "b256_p90_ms": st.column_config.NumberColumn("b256 p90 (ms)", format="%.3f"),
-    "samples_per_s": st.column_config.NumberColumn("throughput (samples/s, b256)", format="compact"),
+    "title": st.column_config.TextColumn("run", pinned=True, width="medium"),
     "test_acc": st.column_config.NumberColumn("test acc", format="%.4f"),
-    "acc_vs_teacher": st.column_config.NumberColumn("Δ acc vs teacher", format="%+.4f"),
+    "acc_vs_teacher": st.column_config.NumberColumn("Δ vs teacher", format="%+.4f"),
+    "images_vs_teacher": st.column_config.NumberColumn(
+        "Δ images", format="%+d", help="The difference in test images the run gets right, against the teacher."
+    ),
+    "x_smaller": st.column_config.NumberColumn("× fewer params", format="%.1f×"),
+    "size_mb": st.column_config.NumberColumn("size (MB)", format="%.3f"),
+    "b1_median_ms": st.column_config.NumberColumn("b1 median (ms)", format="%.3f"),
+    "b256_median_ms": st.column_config.NumberColumn("b256 median (ms)", format="%.3f"),
+    "samples_per_s": st.column_config.NumberColumn("throughput (samples/s, b256)", format="compact"),
     "agreement": st.column_config.NumberColumn(
         "agreement with teacher",
         format="%.4f",
         help="Share of test images where the top-1 class matches this teacher's. Empty for runs of another teacher.",
     ),
+    "params": st.column_config.NumberColumn("params", format="localized"),
+    "b1_p90_ms": st.column_config.NumberColumn("b1 p90 (ms)", format="%.3f"),
+    "b256_p90_ms": st.column_config.NumberColumn("b256 p90 (ms)", format="%.3f"),
     "id": st.column_config.TextColumn("run id"),
 }
+KINDS = ["student", "baseline"]
+STATUSES = ["finished", "stopped", "failed"]
 
 
-def pick_students(store, dataset: str, teacher_id: str) -> list[str]:
-    """Students and baselines to set against the teacher; by default, this teacher's own."""
-    options = compare.student_options(store, dataset)
-    labels = {r.id: f"{r.label} · {r.kind} · {r.id}" for r in options.itertuples()}
-    default = compare.default_students(store, dataset, teacher_id)
+def filters(frame) -> tuple[list[str], str, bool, list[str]]:
+    """The picker's filters: kinds, sweep, this teacher's runs only, statuses (all in the URL)."""
+    sweeps = sorted(s for s in frame["sweep"].dropna().unique())
+    c = st.columns([2, 2, 2, 2])
+    kinds = c[0].multiselect("Kind", KINDS, default=KINDS, key="cmp_kinds", bind="query-params")
+    sweep = c[1].selectbox(
+        "Sweep",
+        ["any", "none", *sweeps],
+        key="cmp_sweep",
+        bind="query-params",
+        format_func=lambda v: {"any": "any (or none)", "none": "outside sweeps"}.get(v, f"sweep {v}"),
+    )
+    mine = c[2].toggle("This teacher's runs only", value=True, key="cmp_mine", bind="query-params")
+    everything = c[3].toggle(
+        "Include stopped and failed runs",
+        key="cmp_all",
+        bind="query-params",
+        help="Stopped runs were trained only partly; failed ones have no results.",
+    )
+    return kinds, sweep, mine, STATUSES if everything else ["finished"]
+
+
+def pick_runs(store, dataset: str, teacher_id: str) -> tuple[list[str], list[str]]:
+    """Students and baselines to set against the teacher; by default its latest student and
+    that student's baseline. The filters narrow what is offered, never what is picked.
+    Returns the picked run ids and the statuses asked for."""
+    everything = compare.picker_frame(store, dataset, STATUSES)
+    kinds, sweep, mine, statuses = filters(everything)
+    frame = everything[everything["status"].isin(statuses)]
+    shown = compare.filter_picker(frame, kinds, sweep, teacher_id if mine else None)
+    default = compare.default_selection(store, dataset, teacher_id)
     if st.session_state.get("cmp_for_teacher", teacher_id) != teacher_id:  # teacher changed: its own runs
         st.session_state["cmp_runs"], default = default, None
     st.session_state["cmp_for_teacher"] = teacher_id
-    return st.multiselect(
+    known = set(everything["id"])
+    picked = [r for r in st.session_state.get("cmp_runs", default or []) if r in known]
+    titles = dict(zip(everything["id"], everything["title"]))
+    alike = {t for t in titles.values() if list(titles.values()).count(t) > 1}
+    titles = {rid: f"{t} · {rid[-4:]}" if t in alike else t for rid, t in titles.items()}
+    st.caption(f"{len(shown)} of {len(everything)} students and baselines of {dataset} match the filters.")
+    picked = st.multiselect(
         "Students and baselines",
-        list(labels),
-        format_func=labels.get,
+        list(dict.fromkeys([*picked, *shown["id"]])),
+        format_func=lambda rid: titles.get(rid, rid),
         default=default,
         key="cmp_runs",
         bind="query-params",
-        help="Any stored student or no-KD baseline of this dataset. The default: the "
-        "students distilled from this teacher and their baselines.",
+        help="By default: the latest student of the teacher in use and its no-KD baseline.",
+    )
+    return picked, statuses
+
+
+def headline(store, teacher_id: str, table) -> None:
+    """The picked student against its baseline and the teacher, each with its uncertainty."""
+    students = table[table["kind"] == "student"]
+    if students.empty:
+        return
+    row = students.iloc[0]
+    diffs = compare.headline_differences(store, teacher_id, row["id"])
+    lines = [f"**{row['title']}**"]
+    if "baseline" in diffs:
+        lines.append(f"- against its no-KD baseline: {diffs['baseline'].text()}")
+    else:
+        lines.append("- no no-KD baseline trained beside it: what distillation bought is unknown")
+    if "teacher" in diffs:
+        lines.append(f"- against the teacher: {diffs['teacher'].text()}")
+    st.markdown("\n".join(lines))
+    st.caption(
+        "± images: half-width of the 95% interval. One seed: the test set's own sampling noise; "
+        "several seeds of the same configuration: a paired t-test over seeds. Within noise means "
+        "the difference could be chance."
     )
 
 
@@ -74,11 +133,11 @@ def bar_section(table) -> None:
     st.plotly_chart(charts.latency_bars(table), key="cmp_bar_latency", width="stretch")
 
 
-def pareto_section(store, dataset: str, teacher_id: str) -> None:
+def pareto_section(store, dataset: str, teacher_id: str, statuses: list[str]) -> None:
     st.subheader("Accuracy for its cost: every stored run")
-    runs = compare.scatter_frame(store, dataset, teacher_id)
+    runs = compare.scatter_frame(store, dataset, teacher_id, statuses)
     st.caption(
-        f"{len(runs)} runs of {dataset}. The dotted staircase is the Pareto front: no run is both "
+        f"{len(runs)} {' and '.join(s for s in statuses if s != 'failed')} runs of {dataset}. The grey staircase is the Pareto front: no run is both "
         "smaller (or faster) and more accurate than a run on it."
     )
     left, right = st.columns(2)
@@ -92,12 +151,13 @@ def pareto_section(store, dataset: str, teacher_id: str) -> None:
 
 def confusion_section(store, teacher_id: str, table, classes: list[str]) -> None:
     st.subheader("Where they differ, class by class")
-    students = table[table["kind"] != "teacher"]
-    labels = dict(zip(students["id"], students["label"] + " · " + students["kind"] + " · " + students["id"]))
-    student_id = st.selectbox(
-        "Student", list(labels), format_func=labels.get, key="cmp_cm_student", bind="query-params"
+    others = table[table["kind"] != "teacher"].sort_values("kind", key=lambda k: k != "student", kind="mergesort")
+    titles = dict(zip(others["id"], others["title"]))
+    run_id = st.selectbox(
+        "Run beside the teacher", list(titles), format_func=titles.get, key="cmp_cm_student", bind="query-params"
     )
-    pair = compare.confusion_pair(store, teacher_id, student_id, classes)
+    kind = str(others.set_index("id").loc[run_id, "kind"]).capitalize()
+    pair = compare.confusion_pair(store, teacher_id, run_id, classes)
     if pair is None:
         st.info("These two runs have no comparable confusion matrices.")
         return
@@ -111,12 +171,12 @@ def confusion_section(store, teacher_id: str, table, classes: list[str]) -> None
         )
     with right:
         st.plotly_chart(
-            charts.confusion_heatmap(pair["student"], pair["classes"], f"Student: {pair['student_label']}", zmax),
+            charts.confusion_heatmap(pair["student"], pair["classes"], f"{kind}: {pair['student_label']}", zmax),
             key="cmp_cm_student_fig",
             width="stretch",
         )
-    diff = compare.per_class_difference(store, teacher_id, student_id, classes)
-    st.plotly_chart(charts.per_class_bars(diff, pair["student_label"]), key="cmp_per_class", width="stretch")
+    diff = compare.per_class_difference(store, teacher_id, run_id, classes)
+    st.plotly_chart(charts.per_class_bars(diff, kind.lower()), key="cmp_per_class", width="stretch")
 
 
 st.title("Compare")
@@ -126,12 +186,14 @@ if data is None:
     st.stop()
 teacher_id, _ = state.teacher_or_stop(data, "train one (or upload a checkpoint) first.")
 store = state.current_store()
-picked = pick_students(store, data.name, teacher_id)
+picked, statuses = pick_runs(store, data.name, teacher_id)
 if compare.student_options(store, data.name).empty:
     st.info(f"No students for {data.name} yet: distil one from this teacher.")
     st.page_link("app_pages/distill.py", label="Distil a student", icon=":material/compress:")
 elif not picked:
     st.info("Pick one or more students above.")
+for run in compare.left_out(store, picked):
+    st.caption(f"Not compared: {run['title']} — {run['reason']}.")
 table = compare.compare_table(store, teacher_id, picked)
 if table.empty:
     st.warning(f"Teacher {teacher_id} has no test metrics to compare.")
@@ -139,9 +201,10 @@ if table.empty:
 side_by_side, deployment = st.tabs(["Teacher vs students", "Deployment"], key="dep_tab", bind="query-params")
 if side_by_side.open:
     with side_by_side:
+        headline(store, teacher_id, table)
         table_section(table)
         bar_section(table)
-        pareto_section(store, data.name, teacher_id)
+        pareto_section(store, data.name, teacher_id, statuses)
         if len(table) > 1:
             confusion_section(store, teacher_id, table, data.classes)
 if deployment.open:

@@ -5,7 +5,7 @@ import streamlit as st
 from kd_core import fmt
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy
-from kd_core.views import studio
+from kd_core.views import compare, studio
 from ui import forms, live, state
 
 
@@ -101,48 +101,69 @@ def launch(data, teacher_id: str, teacher, w: dict) -> None:
     st.rerun()
 
 
+def _cards(items: list[tuple]) -> None:
+    """Metric cards side by side, as many columns as there are cards (no gap for a missing one)."""
+    for col, (label, value, delta, kw) in zip(st.columns(len(items)), items):
+        col.metric(label, value, delta, **kw)
+
+
 def result_cards(snap: dict, teacher_id: str) -> None:
-    """Student against teacher and baseline, compression and speed-up."""
+    """Student against teacher and baseline (each difference with its noise), compression and
+    speed-up; what a stopped or failed job left says so."""
     runs = {o["kind"]: studio.run_card(state.current_store(), o["run_id"]) for o in snap["outcomes"]}
     student, baseline = runs.get("student"), runs.get("baseline")
     if not student or student["test_acc"] is None:
+        if snap["status"] in ("stopped", "failed"):
+            st.info("No result: the student did not finish an epoch before the job ended.")
         return
     teacher = studio.run_card(state.current_store(), student["teacher_id"] or teacher_id)
     if not teacher or teacher["test_acc"] is None:
         return
     st.subheader("Result")
-    c = st.columns(5)
-    c[0].metric(
-        "Student test accuracy",
-        f"{student['test_acc']:.4f}",
-        f"{fmt.signed(student['test_acc'] - teacher['test_acc'])} vs teacher",
-    )
-    if baseline and baseline["test_acc"] is not None:
-        c[1].metric(
-            "Gain over no-KD baseline",
-            fmt.signed(student["test_acc"] - baseline["test_acc"]),
-            f"baseline {baseline['test_acc']:.4f}",
-            delta_color="off",
-            delta_arrow="off",
+    if student["status"] == "stopped":
+        st.caption("Stopped early: these are the numbers of a partly trained student.")
+    diffs = compare.headline_differences(state.current_store(), teacher["id"], student["id"])
+    off = dict(delta_color="off", delta_arrow="off")
+    items = [
+        (
+            "Student test accuracy",
+            f"{student['test_acc']:.4f}",
+            f"{fmt.signed(student['test_acc'] - teacher['test_acc'])} vs teacher",
+            {},
         )
-    c[2].metric("Teacher test accuracy", f"{teacher['test_acc']:.4f}")
-    c[3].metric(
-        "Compression",
-        f"{teacher['params'] / student['params']:.1f}×",
-        f"{teacher['bytes'] / 1e6:.2f} → {student['bytes'] / 1e6:.3f} MB",
-        delta_color="off",
-        delta_arrow="off",
+    ]
+    if baseline and baseline["test_acc"] is not None and "baseline" in diffs:
+        d = diffs["baseline"]
+        items.append(("Gain over no-KD baseline", fmt.signed(d.diff), f"{d.images:+d} test images", off))
+    items.append(("Teacher test accuracy", f"{teacher['test_acc']:.4f}", None, {}))
+    items.append(
+        (
+            "Compression",
+            f"{teacher['params'] / student['params']:.1f}×",
+            f"{teacher['bytes'] / 1e6:.2f} → {student['bytes'] / 1e6:.3f} MB",
+            off,
+        )
     )
     if teacher["latency_b1_ms"] and student["latency_b1_ms"]:
-        c[4].metric(
-            "Speed-up, batch 1",
-            f"{teacher['latency_b1_ms'] / student['latency_b1_ms']:.1f}×",
-            f"{student['latency_b1_ms']:.3f} ms vs {teacher['latency_b1_ms']:.3f} ms",
-            delta_color="off",
-            delta_arrow="off",
+        items.append(
+            (
+                "Speed-up, batch 1",
+                f"{teacher['latency_b1_ms'] / student['latency_b1_ms']:.1f}×",
+                f"{student['latency_b1_ms']:.3f} vs {teacher['latency_b1_ms']:.3f} ms",
+                off,
+            )
         )
+    _cards(items)
+    lines = []
+    if "baseline" in diffs:
+        lines.append(f"Against its no-KD baseline: {diffs['baseline'].text()}.")
+    elif snap["status"] == "stopped":
+        lines.append("No baseline: the job was stopped before it was trained, so what distillation bought is unknown.")
+    if "teacher" in diffs:
+        lines.append(f"Against the teacher: {diffs['teacher'].text()}.")
     if student["agreement"] is not None:
-        st.caption(f"The student agrees with the teacher on {student['agreement']:.1%} of test images.")
+        lines.append(f"The student agrees with the teacher on {student['agreement']:.1%} of test images.")
+    st.caption("  \n".join(lines))
     st.page_link("app_pages/compare.py", label="Compare in detail", icon="➡️")
 
 

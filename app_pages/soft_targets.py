@@ -5,6 +5,7 @@ import random
 
 import streamlit as st
 
+from kd_core.errors import KDError
 from kd_core.views import compare, studio
 from ui import compare_charts as charts
 from ui import state
@@ -19,17 +20,26 @@ DARK_KNOWLEDGE = (
 
 
 def pick_student(store, dataset: str, teacher_id: str):
-    """A stored student or baseline (this teacher's distilled students first); None if there are none."""
-    options = compare.student_options(store, dataset)
+    """A stored student or baseline (this teacher's finished, distilled students first); None if
+    there are none."""
+    options = compare.picker_frame(store, dataset, ("finished", "stopped"))
     if options.empty:
         st.info(f"No students for {dataset} yet: the teacher is shown alone.")
         st.page_link("app_pages/distill.py", label="Distil a student", icon=":material/compress:")
         return None
-    options = options.assign(own=options["teacher_id"] == teacher_id, distilled=options["kind"] == "student")
-    options = options.sort_values(["own", "distilled"], ascending=False, kind="mergesort")
-    labels = {r.id: f"{r.label} · {r.kind} · {r.id}" for r in options.itertuples()}
-    if st.session_state.get("st_for_teacher", teacher_id) != teacher_id:  # teacher changed: its own student
-        st.session_state["st_student"] = options["id"].iloc[0]
+    options = options.assign(
+        own=options["teacher_id"] == teacher_id,
+        distilled=options["kind"] == "student",
+        finished=options["status"] == "finished",
+    )
+    options = options.sort_values(["own", "distilled", "finished"], ascending=False, kind="mergesort")
+    labels = dict(zip(options["id"], options["title"]))
+    default = next(iter(compare.default_selection(store, dataset, teacher_id)), options["id"].iloc[0])
+    if st.session_state.get("st_for_teacher", teacher_id) != teacher_id:
+        st.session_state["st_student"] = default  # as on Compare: the teacher's latest student
+    elif "st_student" not in st.session_state:  # first visit: a link's choice, else the default
+        linked = st.query_params.get("st_student")
+        st.session_state["st_student"] = linked if linked in labels else default
     st.session_state["st_for_teacher"] = teacher_id
     return st.selectbox(
         "Student beside the teacher", list(labels), format_func=labels.get, key="st_student", bind="query-params"
@@ -49,14 +59,12 @@ def pick_image(n: int) -> int:
 
 
 def load(run_id: str):
-    s = state.settings()
-    return state.stored_model(
-        s.get("store_root", "kd_runs"),
-        run_id,
-        s.get("dataset", "digits"),
-        s.get("data_root", "data"),
-        int(s.get("image_size", 32)),
-    )
+    """The stored model, or None (with the reason) when it cannot be loaded (no weights)."""
+    try:
+        return state.load_stored(run_id)
+    except KDError as err:
+        st.warning(f"The student cannot be shown beside the teacher: {err}")
+        return None
 
 
 def run_label(run_id) -> str:
@@ -106,8 +114,9 @@ temperature = st.slider(
     bind="query-params",
     help="softmax(z / T): T = 1 is the ordinary softmax; higher T is softer.",
 )
+student = load(student_id) if student_id else None
 names = {"teacher": f"teacher: {run_label(teacher_id)}", "student": f"student: {run_label(student_id)}"}
-view = studio.soft_target_view(teacher, load(student_id) if student_id else None, data, index, temperature)
+view = studio.soft_target_view(teacher, student, data, index, temperature)
 image_col, bars_col = st.columns([1, 3])
 with image_col:
     st.image(

@@ -160,3 +160,89 @@ def _constant_difference(n: int, mean: float, std: float, alpha: float) -> Paire
         "t-test is undefined; more seeds or a larger evaluation split would tell",
         alpha,
     )
+
+
+# ---------------------------------------------------------------- one comparison, with its noise
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Accuracy a − b on a test set of `n_test` images, over `seeds` paired seeds, with the
+    half-width of its 95% interval (`noise`, in accuracy) and how that was estimated (`basis`).
+
+    One seed: the test set's own sampling noise, from the share of images on which the two
+    models can differ in correctness: at most the share where their top-1 disagrees
+    (`disagreement`, when known: paired), else each accuracy's binomial variance (unpaired,
+    wider). Several seeds: the paired t-test over seeds, whose spread includes the seed's effect.
+    """
+
+    diff: float
+    n_test: int
+    seeds: int
+    noise: float
+    within_noise: bool
+    basis: str
+    p: float = float("nan")
+
+    @property
+    def images(self) -> int:
+        """The difference in test images (a − b correct), rounded from the mean over seeds."""
+        return round(self.diff * self.n_test) if self.n_test else 0
+
+    def text(self) -> str:
+        """'−0.0028 (−1 of 360 test images) · 1 seed · within noise (±5 images, 95%)'."""
+        if not math.isfinite(self.diff):
+            return "no comparable result"
+        seeds = f"{self.seeds} seed{'s' if self.seeds != 1 else ''}"
+        verdict = "within noise" if self.within_noise else "beyond noise"
+        noise = f"±{self.noise * self.n_test:.0f} images, 95%" if self.n_test and math.isfinite(self.noise) else ""
+        if math.isfinite(self.p):
+            noise = f"{noise}; p={self.p:.2g}" if noise else f"p={self.p:.2g}"
+        return f"{signed(self.diff)} ({self.images:+d} of {self.n_test} test images) · {seeds} · {verdict}" + (
+            f" ({noise})" if noise else ""
+        )
+
+
+def sampling_noise(acc_a: float, acc_b: float, n_test: int, disagreement: float | None = None) -> float:
+    """Half-width of the 95% interval of acc_a − acc_b from the test set's sampling alone.
+
+    Per image the paired difference X is −1, 0 or 1; Var X = P(X ≠ 0) − Δ². X ≠ 0 needs the
+    top-1 predictions to differ, so P(X ≠ 0) ≤ `disagreement` (an upper bound: paired).
+    Without it, the unpaired variance a(1 − a) + b(1 − b)."""
+    if n_test <= 0:
+        return float("nan")
+    delta = acc_a - acc_b
+    if disagreement is not None and math.isfinite(disagreement):
+        var = max(disagreement - delta * delta, 0.0)
+    else:
+        var = acc_a * (1 - acc_a) + acc_b * (1 - acc_b)
+    return Z95 * math.sqrt(var / n_test)
+
+
+def accuracy_difference(
+    a: Mapping[int, float],
+    b: Mapping[int, float],
+    n_test: int,
+    disagreement: float | None = None,
+    alpha: float = 0.05,
+) -> Difference:
+    """a − b (accuracies by seed) with its uncertainty: see `Difference`. `disagreement` is the
+    share of test images where the two top-1 predictions differ (used for one seed only)."""
+    seeds, x, y = pair_by_seed(a, b)
+    if not seeds:
+        return Difference(float("nan"), n_test, 0, float("nan"), True, "no seed with both results")
+    if len(seeds) == 1:
+        noise = sampling_noise(float(x[0]), float(y[0]), n_test, disagreement)
+        diff = float(x[0] - y[0])
+        basis = "test-set sampling, " + ("paired by image" if disagreement is not None else "unpaired")
+        return Difference(diff, n_test, 1, noise, abs(diff) <= noise, basis)
+    test = paired_test(x, y, alpha)
+    if test.significant is None:  # the same difference on every seed: judge it by the test set's noise
+        noise = sampling_noise(float(x.mean()), float(y.mean()), n_test * len(seeds))
+        return Difference(test.mean_diff, n_test, len(seeds), noise, abs(test.mean_diff) <= noise, test.reason)
+    from scipy import stats
+
+    half = float(stats.t.ppf(1 - alpha / 2, len(seeds) - 1)) * test.std_diff / math.sqrt(len(seeds))
+    return Difference(test.mean_diff, n_test, len(seeds), half, not test.significant, TEST_NAME, test.p)

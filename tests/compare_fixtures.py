@@ -19,9 +19,17 @@ from kd_core.store import Store
 from kd_core.train import recorder as experiment
 
 
-def run_config(kind: str, width: int, epochs: int, teacher_id: str | None = None) -> RunConfig:
-    train = TrainConfig(epochs=epochs, lr=3e-3, device="cpu", threads=1)
-    distill = DistillConfig(4.0, 0.9) if kind == "student" else None
+def run_config(
+    kind: str,
+    width: int,
+    epochs: int,
+    teacher_id: str | None = None,
+    temperature: float = 4.0,
+    seed: int = 0,
+    sweep_id: str | None = None,
+) -> RunConfig:
+    train = TrainConfig(epochs=epochs, lr=3e-3, device="cpu", threads=1, seed=seed)
+    distill = DistillConfig(temperature, 0.9) if kind == "student" else None
     return RunConfig(
         kind=kind,
         data=DataConfig("digits"),
@@ -29,6 +37,7 @@ def run_config(kind: str, width: int, epochs: int, teacher_id: str | None = None
         train=train,
         distill=distill,
         teacher_id=teacher_id,
+        sweep_id=sweep_id,
     )
 
 
@@ -57,3 +66,33 @@ def fill_store(root, data) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, digits) -> dict:
     return fill_store(tmp_path_factory.mktemp("runs"), digits)
+
+
+def add_scale_runs(store: Store, data, ids: dict) -> dict:
+    """Around teacher A's student and baseline, what a store at scale holds: an older student
+    of A (T=2, no baseline), a newer one of a sweep, a stopped one (newest of all: partly
+    trained, with metrics) and a seed-1 repeat of A's student and baseline, which is then the
+    newest finished student outside a sweep (Compare's default), with 2 seeds for its headline.
+    Returns `ids` with "older_student", "sweep_student", "stopped", "student_seed1", "baseline_seed1"."""
+    a = ids["teacher"]
+    teacher = experiment.load_teacher(store, a, data)
+    [older] = experiment.distill(store, run_config("student", 8, 1, a, temperature=2.0), data, teacher, False)
+    seed1, base1 = experiment.distill(store, run_config("student", 8, 2, a, seed=1), data, teacher, True)
+    [swept] = experiment.distill(store, run_config("student", 8, 1, a, sweep_id="sw-test"), data, teacher, False)
+    stopped = store.create_run(run_config("student", 8, 2, a, temperature=8.0))
+    store.finish_run(stopped, "stopped", store.get_run(ids["student"])["metrics"])
+    assert all(o.status == "finished" for o in (older, seed1, base1, swept))
+    return {
+        **ids,
+        "older_student": older.run_id,
+        "student_seed1": seed1.run_id,
+        "baseline_seed1": base1.run_id,
+        "sweep_student": swept.run_id,
+        "stopped": stopped,
+    }
+
+
+@pytest.fixture(scope="module")
+def scaled_runs(tmp_path_factory, digits) -> dict:
+    store_ids = fill_store(tmp_path_factory.mktemp("runs"), digits)
+    return add_scale_runs(store_ids["store"], digits, store_ids)

@@ -13,7 +13,9 @@ import zipfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.stats
 
 from kd_core import cli
 from kd_core.cli import common
@@ -215,3 +217,28 @@ def test_unknown_run_and_missing_curves_are_clear_errors(store):
     with pytest.raises(mc.CardError, match="no per-epoch"):
         mc.curves_html(s, bare)
     assert "curves.html" not in mc.card_files(s, bare)
+
+
+def test_a_students_card_names_its_baseline_and_the_gain_with_its_noise(tmp_path):
+    s = Store(tmp_path / "runs")
+    teacher = add_run(s, TEACHER, 0.88)
+    pairs = {0: (0.81, 0.80), 1: (0.83, 0.815), 2: (0.86, 0.84)}
+    ids = {}
+    for seed, (student_acc, base_acc) in pairs.items():
+        ids[seed] = add_run(s, student_config(seed, teacher), student_acc)
+        base_cfg = replace(student_config(seed, teacher), kind="baseline", distill=None)
+        add_run(s, base_cfg, base_acc)
+    for run in s.list_runs():  # a 200-image test set, as the confusion matrix counts it
+        s.finish_run(run["id"], "finished", {**run["metrics"], "confusion_matrix": [[100, 0], [0, 100]]})
+    card = mc.model_card(s, ids[1])
+    gains = np.array([a - b for a, b in pairs.values()], dtype=np.float64)
+    b = card["baseline"]
+    assert b["test_acc"] == 0.815 and b["kind"] == "baseline"  # the seed-1 baseline, beside this seed
+    assert b["seeds"] == 3 and b["gain"] == pytest.approx(gains.mean(), abs=1e-12)
+    assert b["gain_images"] == round(gains.mean() * 200) and b["test_images"] == 200
+    half = scipy.stats.t.ppf(0.975, 2) * gains.std(ddof=1) / np.sqrt(3)
+    assert b["noise_95"] == pytest.approx(half, rel=1e-9)
+    md = mc.card_markdown(card)
+    assert f"- no-KD baseline: mlp 40 (run `{b['run_id']}`)" in md and "· 3 seeds ·" in md
+    teacher_card = mc.card_markdown(mc.model_card(s, teacher))
+    assert "no-KD baseline" not in teacher_card

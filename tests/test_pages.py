@@ -121,7 +121,11 @@ def test_whole_flow_teacher_distill_cards_compare(runs_dir):
     cards = {m.label: m.value for m in at.metric}
     student, baseline = snap["outcomes"]
     assert cards["Student test accuracy"] == f"{student['test_acc']:.4f}"
-    assert cards["Gain over no-KD baseline"] == f"{student['test_acc'] - baseline['test_acc']:+.4f}"
+    gain = student["test_acc"] - baseline["test_acc"]
+    assert cards["Gain over no-KD baseline"] == f"{gain:+.4f}"
+    noise = " ".join(c.value for c in at.caption)  # the headline states images, seeds and the verdict
+    assert f"Against its no-KD baseline: {gain:+.4f} ({round(gain * 360):+d} of 360 test images) · 1 seed ·" in noise
+    assert "Against the teacher:" in noise and ("within noise" in noise or "beyond noise" in noise)
     stored = Store(runs_dir).get_run(student["run_id"])
     assert stored["config"]["distill"]["temperature"] == 3.0 and stored["teacher_id"] == teacher_id
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from compare_fixtures import runs  # noqa: F401  (fixture)
+from compare_fixtures import scaled_runs  # noqa: F401  (fixture)
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -52,10 +52,10 @@ def empty_store(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def filled_store(runs, tmp_path, monkeypatch):
-    monkeypatch.setenv("KD_RUNS", str(runs["store"].root))
+def filled_store(scaled_runs, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("KD_RUNS", str(scaled_runs["store"].root))
     monkeypatch.setenv("KD_DATA", str(tmp_path / "data"))
-    return runs
+    return scaled_runs
 
 
 # ---------------------------------------------------------------- empty store
@@ -69,7 +69,7 @@ def test_without_a_teacher_the_page_points_to_the_teacher_page(empty_store, page
     assert not at.get("plotly_chart") and not at.dataframe
 
 
-def test_with_a_teacher_but_no_students_compare_points_to_distill(runs, tmp_path, monkeypatch, digits):
+def test_with_a_teacher_but_no_students_compare_points_to_distill(tmp_path, monkeypatch, digits):
     from compare_fixtures import run_config
 
     from kd_core.store import Store
@@ -90,14 +90,22 @@ def test_with_a_teacher_but_no_students_compare_points_to_distill(runs, tmp_path
 # ---------------------------------------------------------------- Compare
 
 
-def test_compare_defaults_to_the_teachers_own_runs(filled_store):
+def test_compare_defaults_to_the_latest_student_and_its_baseline(filled_store):
     at = open_page(COMPARE)
     assert at.sidebar.selectbox(key="teacher_pick").value == filled_store["teacher"]
     picked = at.multiselect(key="cmp_runs")
-    assert sorted(picked.value) == sorted([filled_store["student"], filled_store["baseline"]])
-    assert len(picked.options) == 3  # every stored student and baseline
+    # the newest finished student of this teacher outside a sweep, and the baseline trained beside it
+    assert picked.value == [filled_store["student_seed1"], filled_store["baseline_seed1"]]
     table = at.dataframe[0].value
-    assert table["id"].tolist()[0] == filled_store["teacher"] and len(table) == 3
+    assert table["id"].tolist() == [
+        filled_store["teacher"],
+        filled_store["student_seed1"],
+        filled_store["baseline_seed1"],
+    ]
+    assert table["title"].tolist()[1:] == [
+        "student · mlp 8 · KD T=4 λ=0.9 · seed 1",
+        "baseline · mlp 8 · no KD · seed 1",
+    ]
     figs = charts(at)
     assert set(figs) == {
         "cmp_bar_acc",
@@ -110,20 +118,67 @@ def test_compare_defaults_to_the_teachers_own_runs(filled_store):
         "cmp_per_class",
     }
     bars = figs["cmp_bar_acc"]["data"]
-    assert sum(len(values(t["y"])) for t in bars) == 3
+    assert sorted(x for t in bars for x in t["x"]) == ["baseline", "student", "teacher"]  # short names, no ids
     front = [t for t in figs["cmp_pareto_size"]["data"] if t.get("name") == "Pareto front"]
     assert len(front) == 1
-    runs_plotted = sum(
+    plotted = sum(
         len(values(t["x"]))
         for t in figs["cmp_pareto_size"]["data"]
-        if t.get("mode") == "markers" and t.get("name") in ("teacher", "student", "baseline")
+        if t.get("name") in ("teacher", "student", "baseline")
     )
-    assert runs_plotted == 5  # every usable run of digits
-    assert at.selectbox(key="cmp_cm_student").value in (filled_store["student"], filled_store["baseline"])
+    assert plotted == 9  # the finished runs of digits: 2 teachers, B's student, A's 6 (no stopped, no failed)
+    assert at.selectbox(key="cmp_cm_student").value == filled_store["student_seed1"]  # the student, not the baseline
+    assert figs["cmp_cm_student_fig"]["layout"]["title"]["text"].startswith("Student: ")
+
+
+def test_compare_key_columns_come_first(filled_store):
+    at = open_page(COMPARE)
+    order = list(at.dataframe[0].proto.column_order)
+    assert order[:4] == ["title", "test_acc", "acc_vs_teacher", "images_vs_teacher"]
+    assert order.index("id") == len(order) - 1
+
+
+def test_compare_picker_filters_by_kind_sweep_teacher_and_status(filled_store):
+    at = open_page(COMPARE)
+    f = filled_store
+    offered = lambda: at.multiselect(key="cmp_runs").options  # noqa: E731  (their titles)
+    assert len(offered()) == 6  # A's finished students and baselines: seed 0 pair, seed 1 pair, T=2, the sweep's
+    assert not any("stopped" in o or "failed" in o for o in offered())
+    at.toggle(key="cmp_all").set_value(True).run()
+    assert sum("(stopped)" in o for o in offered()) == 1 and sum("(failed)" in o for o in offered()) == 1
+    at.toggle(key="cmp_all").set_value(False).run()
+    at.selectbox(key="cmp_sweep").set_value("sw-test").run()
+    assert len(offered()) == 3  # the sweep's student, plus the two picked (picks stay whatever the filters)
+    at.selectbox(key="cmp_sweep").set_value("none").run()
+    assert len(offered()) == 5
+    at.multiselect(key="cmp_kinds").set_value(["baseline"]).run()
+    assert {o.split(" · ")[0] for o in offered()} == {"baseline", "student"}  # the picked student stays
+    at.toggle(key="cmp_mine").set_value(False).run()
+    at.multiselect(key="cmp_kinds").set_value(["student"]).run()
+    assert len(offered()) == 3 + 1 + 1  # A's 3 students outside sweeps, B's, and the picked baseline
+    assert len(set(offered())) == len(offered())  # two alike (A's and B's seed 0) told apart by their ids
+    assert at.multiselect(key="cmp_runs").value == [f["student_seed1"], f["baseline_seed1"]]
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_compare_headline_states_images_seeds_and_noise(filled_store):
+    at = open_page(COMPARE)
+    text = " ".join(m.value for m in at.markdown)
+    store = filled_store["store"]
+    s1, s0 = store.get_run(filled_store["student_seed1"]), store.get_run(filled_store["student"])
+    b1, b0 = store.get_run(filled_store["baseline_seed1"]), store.get_run(filled_store["baseline"])
+    gain = np.mean(
+        [s1["metrics"]["test_acc"] - b1["metrics"]["test_acc"], s0["metrics"]["test_acc"] - b0["metrics"]["test_acc"]]
+    )
+    images = round(gain * 360)
+    assert f"against its no-KD baseline: {gain:+.4f} ({images:+d} of 360 test images) · 2 seeds ·" in text
+    assert "against the teacher:" in text and "· 1 seed ·" in text
+    assert ("within noise" in text) or ("beyond noise" in text)
 
 
 def test_compare_follows_the_selection(filled_store):
     at = open_page(COMPARE)
+    at.toggle(key="cmp_mine").set_value(False).run()
     at.multiselect(key="cmp_runs").set_value([filled_store["other_student"]]).run()
     assert not at.exception
     table = at.dataframe[0].value
@@ -138,11 +193,22 @@ def test_compare_follows_the_selection(filled_store):
     assert "cmp_cm_teacher" not in charts(at)  # nothing to set beside the teacher
 
 
+def test_a_failed_run_picked_is_named_not_silently_dropped(filled_store):
+    at = open_page(COMPARE)
+    at.toggle(key="cmp_all").set_value(True).run()
+    at.multiselect(key="cmp_runs").set_value([filled_store["failed"], filled_store["stopped"]]).run()
+    assert not at.exception
+    assert any(
+        "Not compared: student · mlp 8 · KD T=4 λ=0.9 · seed 0 (failed) — diverged" in c.value for c in at.caption
+    )
+    assert at.dataframe[0].value["id"].tolist() == [filled_store["teacher"], filled_store["stopped"]]
+
+
 def test_another_teacher_brings_its_own_students(filled_store):
     at = open_page(COMPARE)
     at.sidebar.selectbox(key="teacher_pick").set_value(filled_store["other_teacher"]).run()
     assert not at.exception
-    assert at.multiselect(key="cmp_runs").value == [filled_store["other_student"]]
+    assert at.multiselect(key="cmp_runs").value == [filled_store["other_student"]]  # it has no baseline
     assert at.dataframe[0].value["id"].tolist() == [filled_store["other_teacher"], filled_store["other_student"]]
 
 
@@ -155,7 +221,7 @@ def entropies(at: AppTest) -> list[float]:
 
 def test_soft_targets_show_teacher_and_student(filled_store, digits):
     at = open_page(SOFT)
-    assert at.selectbox(key="st_student").value == filled_store["student"]  # the teacher's own, distilled
+    assert at.selectbox(key="st_student").value == filled_store["student_seed1"]  # as Compare's default
     assert at.slider(key="st_T").value == 4.0 and at.number_input(key="st_index").value == 0
     assert len(at.get("image")) == 1
     bars = charts(at)["st_bars"]["data"]

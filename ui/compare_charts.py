@@ -12,16 +12,23 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-KIND_COLORS = {"teacher": "#636EFA", "student": "#00CC96", "baseline": "#EF553B"}
+from ui import colors
+
+KIND_COLORS = colors.ROLE
 MARGIN = dict(l=10, r=10, t=50, b=10)
+LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.12, x=0, title_text="")
 
 
 def _bar_names(table: pd.DataFrame) -> list[str]:
-    """Bar labels: the run's label and kind, made unique by the run id when labels repeat."""
-    names = [f"{label} ({kind})" for label, kind in zip(table["label"], table["kind"])]
-    if len(set(names)) < len(names):
-        names = [f"{n} · {rid}" for n, rid in zip(names, table["id"])]
-    return names
+    """Bar labels: the short names of kd_core.views.compare (kind, then what tells runs apart)."""
+    return list(table["name"]) if "name" in table else [str(k) for k in table["kind"]]
+
+
+def spans_decades(values) -> bool:
+    """True when the positive values span a factor of 10 or more: a log axis shows them all."""
+    v = pd.Series(values, dtype=float)
+    v = v[v > 0]
+    return bool(len(v)) and float(v.max() / v.min()) >= 10
 
 
 def metric_bars(
@@ -38,10 +45,10 @@ def metric_bars(
         title=title,
         text_auto=fmt,
         log_y=log,
-        hover_data={"id": True, "name": False},
+        hover_data={"title": True, "id": True, "name": False} if "title" in df else {"id": True, "name": False},
     )
     fig.update_traces(textangle=0, textposition="inside", insidetextanchor="end")
-    fig.update_layout(height=360, margin=MARGIN, xaxis_title="", yaxis_title=axis, legend_title_text="")
+    fig.update_layout(height=360, margin=MARGIN, xaxis_title="", yaxis_title=axis, showlegend=False)
     if log:
         fig.update_yaxes(dtick=1)  # one tick per power of ten
     if column == "test_acc":
@@ -73,8 +80,12 @@ def latency_bars(table: pd.DataFrame) -> go.Figure:
                 row=1,
                 col=col,
             )
+    for col, batch in enumerate(("b1", "b256"), start=1):
+        values = pd.concat([df[f"{batch}_median_ms"], df[f"{batch}_p90_ms"]])
+        if spans_decades(values):  # a student 30× faster than its teacher stays visible
+            fig.update_yaxes(type="log", dtick=1, row=1, col=col)
     fig.update_yaxes(title_text="ms (median, whisker to p90)", row=1, col=1)
-    fig.update_layout(title="Latency", height=380, margin=MARGIN, barmode="group", legend_title_text="")
+    fig.update_layout(title="Latency", height=380, margin=MARGIN, barmode="group", showlegend=False)
     return fig
 
 
@@ -91,7 +102,7 @@ def pareto_scatter(runs: pd.DataFrame, front: pd.DataFrame, x: str, x_title: str
         hover_data={"label": True, "id": True, "params": ":,"},
         title=title,
     )
-    fig.update_traces(marker=dict(size=10, line=dict(width=1, color="white")))
+    fig.update_traces(marker=dict(size=10, opacity=0.9))
     if not front.empty:
         fig.add_trace(
             go.Scatter(
@@ -99,7 +110,7 @@ def pareto_scatter(runs: pd.DataFrame, front: pd.DataFrame, x: str, x_title: str
                 y=front["test_acc"],
                 mode="lines",
                 line_shape="hv",
-                line=dict(color="gray", dash="dot"),
+                line=dict(color=colors.NEUTRAL, width=2),
                 name="Pareto front",
                 hoverinfo="skip",
             )
@@ -112,14 +123,14 @@ def pareto_scatter(runs: pd.DataFrame, front: pd.DataFrame, x: str, x_title: str
                 y=mine["test_acc"],
                 mode="markers",
                 name="teacher in use",
-                marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
+                marker=dict(size=20, color="rgba(0,0,0,0)", line=dict(width=3, color=colors.NEUTRAL)),
                 hoverinfo="skip",
             )
         )
     xs = runs[x][runs[x] > 0]
     if len(xs) and xs.max() / xs.min() >= 10:
         fig.update_xaxes(dtick=1)  # spans decades: label the powers of ten only
-    fig.update_layout(height=400, margin=MARGIN, xaxis_title=x_title, yaxis_title="test accuracy", legend_title_text="")
+    fig.update_layout(height=420, margin=MARGIN, xaxis_title=x_title, yaxis_title="test accuracy", legend=LEGEND_BELOW)
     return fig
 
 
@@ -130,7 +141,7 @@ def confusion_heatmap(cm: np.ndarray, classes: list[str], title: str, zmax: floa
         x=classes,
         y=classes,
         text_auto=True,
-        color_continuous_scale="Blues",
+        color_continuous_scale="cividis",  # designed for colour-blind readers; no run's colour
         zmin=0,
         zmax=zmax,
         labels=dict(x="predicted", y="true", color="images"),
@@ -143,22 +154,24 @@ def confusion_heatmap(cm: np.ndarray, classes: list[str], title: str, zmax: floa
     return fig
 
 
-def per_class_bars(diff: pd.DataFrame, student_label: str) -> go.Figure:
-    """Student − teacher accuracy per class: green where the student does better, red where worse."""
-    colors = np.where(diff["difference"] >= 0, "#00CC96", "#EF553B")
+def per_class_bars(diff: pd.DataFrame, who: str) -> go.Figure:
+    """`who` (student or baseline) − teacher accuracy per class: the bar takes the colour of
+    whichever model does better on that class."""
+    better = np.where(diff["difference"] >= 0, colors.role_color(who), colors.role_color("teacher"))
     fig = go.Figure(
         go.Bar(
             x=diff["class"],
             y=diff["difference"],
-            marker_color=colors,
+            marker_color=better,
             customdata=diff[["teacher", "student"]].to_numpy(),
             hovertemplate="%{x}: %{y:+.3f}<br>teacher %{customdata[0]:.3f}, "
-            "student %{customdata[1]:.3f}<extra></extra>",
+            + who
+            + " %{customdata[1]:.3f}<extra></extra>",
         )
     )
-    fig.add_hline(y=0, line_color="gray")
+    fig.add_hline(y=0, line_color=colors.NEUTRAL)
     fig.update_layout(
-        title=f"Per-class accuracy: {student_label} − teacher",
+        title=f"Per-class accuracy: {who} − teacher (bar colour: the better of the two)",
         height=340,
         margin=MARGIN,
         xaxis_title="class",

@@ -10,8 +10,24 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-RUNTIME_COLORS = {"eager": "#636EFA", "torchscript": "#AB63FA", "onnxruntime": "#FFA15A", "onnxruntime-cuda": "#19D3F3"}
+from ui import colors
+
+# The bar's colour is the model's role (int8: a lighter shade of it); its hatching, the runtime.
+RUNTIME_PATTERNS = {"eager": "", "torchscript": "/", "onnxruntime": "x", "onnxruntime-cuda": "."}
 MARGIN = dict(l=10, r=10, t=80, b=10)
+
+
+def model_color(model: str) -> str:
+    """'student' -> the student's colour; 'student-int8' -> a lighter shade of it."""
+    role, _, variant = model.partition("-")
+    base = colors.role_color(role)
+    return colors.lighter(base) if variant else base
+
+
+def _spans_decades(values) -> bool:
+    v = pd.Series(values, dtype=float)
+    v = v[v > 0]
+    return bool(len(v)) and float(v.max() / v.min()) >= 10
 
 
 def times(x) -> str:
@@ -24,7 +40,9 @@ def times(x) -> str:
 def latency_bars(frame: pd.DataFrame, batch_sizes: list[int]) -> go.Figure:
     """One panel per batch size: x = model (teacher, student, student-int8), a bar per runtime,
     height = median latency, whisker up to the p90; the label is the speed-up over the teacher
-    in eager PyTorch at that batch size. `frame` is deploy_ui.latency_frame."""
+    in eager PyTorch at that batch size. A panel whose bars span a factor of 10 or more has a
+    log axis (a student 30× faster than its teacher stays visible). `frame` is
+    deploy_ui.latency_frame."""
     models = list(dict.fromkeys(frame["model"]))
     fig = make_subplots(
         rows=1, cols=len(batch_sizes), subplot_titles=[f"batch {b}" for b in batch_sizes], horizontal_spacing=0.07
@@ -42,7 +60,11 @@ def latency_bars(frame: pd.DataFrame, batch_sizes: list[int]) -> go.Figure:
                     name=part["runtime_label"].iloc[0],
                     legendgroup=runtime,
                     showlegend=col == 1,
-                    marker_color=RUNTIME_COLORS.get(runtime),
+                    marker=dict(
+                        color=[model_color(m) for m in part.index],
+                        pattern=dict(shape=RUNTIME_PATTERNS.get(runtime, ""), fgcolor=colors.NEUTRAL, solidity=0.3),
+                        line=dict(color=colors.NEUTRAL, width=0.5),
+                    ),
                     error_y=dict(
                         type="data",
                         symmetric=False,
@@ -67,17 +89,22 @@ def latency_bars(frame: pd.DataFrame, batch_sizes: list[int]) -> go.Figure:
                 row=1,
                 col=col,
             )
+    for col, batch in enumerate(batch_sizes, start=1):
+        at_batch = frame[frame["batch_size"] == batch]
+        if _spans_decades(pd.concat([at_batch["median_ms"], at_batch["p90_ms"]])):
+            fig.update_yaxes(type="log", dtick=1, row=1, col=col)
+        else:
+            fig.update_yaxes(rangemode="tozero", row=1, col=col)
     fig.update_yaxes(title_text="ms (median, whisker to p90)", row=1, col=1)
-    fig.update_yaxes(rangemode="tozero")
     fig.update_layout(
         title=dict(
-            text="Latency by runtime<br><sup>bar labels: speed-up over the teacher "
-            "in eager PyTorch at the same batch size</sup>"
+            text="Latency by runtime<br><sup>colour: the model · hatching: the runtime · bar labels: "
+            "speed-up over the teacher in eager PyTorch at the same batch size</sup>"
         ),
         height=420,
         margin=MARGIN,
         barmode="group",
-        legend_title_text="",
+        legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, title_text="runtime"),
         uniformtext=dict(minsize=9, mode="hide"),
     )
     return fig

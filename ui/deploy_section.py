@@ -183,15 +183,22 @@ def results(result: dict) -> None:
 
 
 def headline(hl: dict) -> None:
+    """The base model against the fastest option as accurate as the float32 one; int8 shown
+    for its size when it is not that option."""
     base, final = hl["base"], hl["final"]
     st.markdown(
         f"**{base['model']}** in {base['runtime']} (float32) → **{final['model']}** under "
-        f"{final['runtime']}, its fastest runtime:"
+        f"{final['runtime']} ({final['precision']}): the fastest at batch 1 of its {hl['choices']} "
+        "options (runtimes × float32/int8) whose accuracy is within noise of its float32 model."
     )
     cols = st.columns(2 + len(hl["speedup"]))
     if base["acc"] is not None and final["acc"] is not None:
         cols[0].metric(
-            "Test accuracy", f"{final['acc']:.4f}", f"{fmt.signed(final['acc'] - base['acc'])} vs {base['model']}"
+            "Test accuracy",
+            f"{final['acc']:.4f}",
+            f"{fmt.signed(final['acc'] - base['acc'])} vs {base['model']}",
+            delta_color="off",
+            delta_arrow="off",
         )
     cols[1].metric("Size", f"{final['bytes'] / 1e3:,.1f} kB", f"{hl['size_ratio']:.1f}× smaller", delta_arrow="off")
     for col, (batch, x) in zip(cols[2:], hl["speedup"].items()):
@@ -202,6 +209,21 @@ def headline(hl: dict) -> None:
             delta_color="normal" if x >= 1 else "inverse",
             delta_arrow="off",
         )
+    notes = []
+    if hl["accuracy"] is not None:
+        notes.append(f"Accuracy against the {base['model']}: {hl['accuracy'].text()}.")
+    if (small := hl["smallest"]) is not None:
+        first = min(small["ms"])
+        slower = small["ms"][first] > final["ms"].get(first, float("inf"))
+        notes.append(
+            f"The int8 {final['model'].split('-')[0]} is the smallest file: {small['bytes'] / 1e3:,.1f} kB "
+            f"({final['bytes'] / small['bytes']:.1f}× smaller) under {small['runtime']}, at "
+            f"{duration(small['ms'][min(small['ms'])])} at batch {min(small['ms'])}"
+            + (" — slower than the float32 model here, so it is not the headline." if slower else ".")
+            + ("" if small["equal"] else " Its accuracy is not within noise of float32.")
+        )
+    if notes:
+        st.caption("  \n".join(notes))
 
 
 def duration(ms: float) -> str:

@@ -204,20 +204,25 @@ def current_data(show_error: bool = True):
         return None
 
 
+def load_stored(run_id: str):
+    """A stored run's model for the sidebar's dataset (cached); raises KDError if it cannot be."""
+    s = settings()
+    return stored_model(
+        s.get("store_root", "kd_runs"),
+        run_id,
+        s.get("dataset", "digits"),
+        s.get("data_root", "data"),
+        int(s.get("image_size", 32)),
+    )
+
+
 def current_teacher():
     """(run id, model) of the teacher in use, or (None, None)."""
-    s = settings()
-    run_id = s.get("teacher_id")
+    run_id = settings().get("teacher_id")
     if not run_id:
         return None, None
     try:
-        model = stored_model(
-            s.get("store_root", "kd_runs"),
-            run_id,
-            s.get("dataset", "digits"),
-            s.get("data_root", "data"),
-            int(s.get("image_size", 32)),
-        )
+        model = load_stored(run_id)
     except KDError as err:
         st.error(f"Teacher {run_id}: {err}")
         return None, None

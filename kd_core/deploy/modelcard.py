@@ -23,6 +23,7 @@ from pathlib import Path
 from kd_core.deploy.runtimes import latency_markdown, machine_info, machine_line, quantization_markdown
 from kd_core.errors import KDError
 from kd_core.store import Store, as_store
+from kd_core.store.related import gain_over_baseline
 
 SCHEMA = "kd-studio-model-card/1"
 OFFICIAL_TEST_SPLITS = ("mnist", "fashion-mnist", "cifar10")
@@ -219,6 +220,25 @@ def _latency(record: dict, latency: dict | None) -> dict:
     }
 
 
+def _baseline(store: Store, record: dict) -> dict | None:
+    """A student's no-KD baseline and what distillation bought over it, with its noise."""
+    gain = gain_over_baseline(store, record) if record["kind"] == "student" else None
+    if gain is None:
+        return None
+    base, diff = gain
+    return {
+        **_model_summary(base),
+        "gain": diff.diff,
+        "gain_images": diff.images,
+        "test_images": diff.n_test,
+        "seeds": diff.seeds,
+        "noise_95": diff.noise,
+        "within_noise": diff.within_noise,
+        "basis": diff.basis,
+        "text": diff.text(),
+    }
+
+
 def model_card(
     store: Store | str | Path, run_id: str, latency: dict | None = None, quantization: dict | None = None
 ) -> dict:
@@ -251,6 +271,7 @@ def model_card(
             "split_seed": config["data"]["split_seed"],
         },
         "seeds": seed_runs(store, record),
+        "baseline": _baseline(store, record),
         "latency": _latency(record, latency),
         "quantization": quantization,
         "reproduce": run_command(store, record),
@@ -304,9 +325,18 @@ def card_markdown(card: dict) -> str:
         )
     elif t:
         lines.append(f"- teacher: `{t['reference']}` (not in this store)")
-    lines += [
+    lines.append(
         f"- this model: {s['label']}, {_num(s['params'])} params, {_num(s['bytes'])} bytes, "
-        f"{_num(s['flops'])} FLOPs/sample",
+        f"{_num(s['flops'])} FLOPs/sample"
+    )
+    if b := card.get("baseline"):
+        lines.append(
+            f"- no-KD baseline: {b['label']} (run `{b['run_id']}`), the same model and budget without the "
+            f"teacher, test accuracy {_num(b['test_acc'])}; distillation's gain: {b['text']} ({b['basis']})"
+        )
+    elif card["kind"] == "student":
+        lines.append("- no-KD baseline: none trained, so what distillation bought is not known")
+    lines += [
         "",
         "## Hyperparameters",
         "",

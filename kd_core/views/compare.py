@@ -16,8 +16,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from kd_core.config import ModelSpec
 from kd_core.records import LatencyRow
+from kd_core.stats import Difference, accuracy_difference
 from kd_core.store import Store
+from kd_core.store.related import baseline_of, gain_over_baseline, test_size
 
 STUDENT_KINDS = ("student", "baseline")
 USABLE_STATUSES = ("finished", "stopped")
@@ -25,7 +28,10 @@ USABLE_STATUSES = ("finished", "stopped")
 TABLE_COLUMNS = [
     "id",
     "label",
+    "title",
+    "name",
     "kind",
+    "status",
     "params",
     "size_mb",
     "x_smaller",
@@ -36,6 +42,7 @@ TABLE_COLUMNS = [
     "samples_per_s",
     "test_acc",
     "acc_vs_teacher",
+    "images_vs_teacher",
     "agreement",
     "teacher_id",
 ]
@@ -60,6 +67,131 @@ def usable_runs(store: Store, dataset: str, kinds: Iterable[str] = ("teacher", *
     """Stored runs of `dataset` with test metrics, newest first."""
     kinds = set(kinds)
     return [r for r in store.list_runs(dataset=dataset) if r["kind"] in kinds and _usable(r)]
+
+
+# ---------------------------------------------------------------- what a run is, in words
+
+PICKER_COLUMNS = ["id", "title", "kind", "model", "method", "T", "lam", "seed", "sweep", "status", "teacher_id"]
+
+
+def method_name(distill: dict | None) -> str:
+    """The distillation method(s) of a stored config: 'KD', 'DKD', 'KD+AT', '0.5×KD+AT'. Configs
+    from before methods existed have none: they were KD (Hinton et al.)."""
+    methods = (distill or {}).get("methods") or [{"name": "kd", "weight": 1.0}]
+    plain = all(float(m.get("weight", 1.0)) == 1.0 for m in methods)
+    return "+".join(
+        m["name"].upper() if plain else f"{float(m.get('weight', 1.0)):g}×{m['name'].upper()}" for m in methods
+    )
+
+
+def run_facts(run: dict) -> dict:
+    """A stored run's identity in words: kind, model, method, T, λ, seed, sweep, status and a
+    one-line `title` such as 'student · mlp 32 · KD T=4 λ=0.9 · seed 0'."""
+    cfg = run["config"]
+    distill = cfg.get("distill") if run["kind"] == "student" else None
+    model = ModelSpec(**cfg.get("model", {})).label() if cfg.get("model") else run["label"]
+    seed = (cfg.get("train") or {}).get("seed")
+    facts = {
+        "id": run["id"],
+        "kind": run["kind"],
+        "model": model,
+        "method": method_name(distill) if distill else None,
+        "T": float(distill["temperature"]) if distill else None,
+        "lam": float(distill["alpha"]) if distill else None,
+        "seed": seed,
+        "sweep": run.get("sweep_id"),
+        "status": run["status"],
+        "teacher_id": run.get("teacher_id"),
+    }
+    how = (
+        f"{facts['method']} T={facts['T']:g} λ={facts['lam']:g}"
+        if distill
+        else "no KD"
+        if run["kind"] == "baseline"
+        else ""
+    )
+    if "uploaded" in run["label"]:
+        how = "uploaded"
+    parts = [run["kind"], model, how, f"seed {seed}" if seed is not None else ""]
+    facts["title"] = " · ".join(p for p in parts if p) + ("" if run["status"] == "finished" else f" ({run['status']})")
+    return facts
+
+
+def short_names(facts: Sequence[dict]) -> list[str]:
+    """Labels for bars and legends: the kind, then only what tells runs of that kind apart
+    (model, method, T, λ, seed, in that order); the run id's end if they are still alike."""
+    names = []
+    for f in facts:
+        same_kind = [g for g in facts if g["kind"] == f["kind"]]
+        bits = [f["kind"]]
+        for key, fmt in (("model", "{}"), ("method", "{}"), ("T", "T={:g}"), ("lam", "λ={:g}"), ("seed", "s{}")):
+            if f.get(key) is not None and len({g.get(key) for g in same_kind}) > 1:
+                bits.append(fmt.format(f[key]))
+        names.append(" ".join(bits))
+    alike = {n for n in names if names.count(n) > 1}
+    return [f"{n} ·{f['id'][-4:]}" if n in alike else n for n, f in zip(names, facts)]
+
+
+def picker_frame(store: Store, dataset: str, statuses: Iterable[str] = ("finished",)) -> pd.DataFrame:
+    """Students and baselines of `dataset` with the given statuses, newest first, PICKER_COLUMNS.
+    Failed runs (no results) and stopped ones (partly trained) only when asked for."""
+    wanted = set(statuses)
+    rows = [
+        run_facts(r)
+        for r in store.list_runs(dataset=dataset)
+        if r["kind"] in STUDENT_KINDS and r["status"] in wanted and r["status"] != "running"
+    ]
+    return pd.DataFrame(rows, columns=PICKER_COLUMNS)
+
+
+def filter_picker(frame: pd.DataFrame, kinds: Sequence[str], sweep: str, teacher_id: str | None) -> pd.DataFrame:
+    """`frame` narrowed to `kinds`, to runs outside any sweep (sweep == "none"), of one sweep
+    (its id) or all ("any"), and to the students of `teacher_id` (None: any teacher)."""
+    out = frame[frame["kind"].isin(kinds)]
+    if sweep == "none":
+        out = out[out["sweep"].isna()]
+    elif sweep != "any":
+        out = out[out["sweep"] == sweep]
+    if teacher_id is not None:
+        out = out[out["teacher_id"] == teacher_id]
+    return out
+
+
+def default_selection(store: Store, dataset: str, teacher_id: str) -> list[str]:
+    """What Compare shows first: the teacher's latest finished student (outside sweeps if it
+    has one there) and that student's baseline."""
+    students = [
+        r
+        for r in usable_runs(store, dataset, ("student",))
+        if r["teacher_id"] == teacher_id and r["status"] == "finished"
+    ]
+    students.sort(key=lambda r: r.get("sweep_id") is not None)  # stable: newest first within each group
+    if not students:
+        return []
+    base = baseline_of(store, students[0])
+    return [students[0]["id"], *([base["id"]] if base else [])]
+
+
+def headline_differences(store: Store, teacher_id: str, student_id: str) -> dict[str, Difference]:
+    """The student against its baseline and against the teacher, each with its noise: over
+    every seed of the student's experiment in the store (paired by seed with the baseline's),
+    or its one seed judged by the test set's sampling noise. Keys "baseline", "teacher"."""
+    student, teacher = store.get_run(student_id), store.get_run(teacher_id)
+    if not (_usable(student) and _usable(teacher)):
+        return {}
+    out = {}
+    gain = gain_over_baseline(store, student) if student["kind"] == "student" else None
+    if gain is not None:
+        out["baseline"] = gain[1]
+    agreement = student["metrics"].get("agreement") if student["teacher_id"] == teacher_id else None
+    seed = student["config"]["train"]["seed"]
+    out["teacher"] = accuracy_difference(
+        {seed: student["metrics"]["test_acc"]},
+        {seed: teacher["metrics"]["test_acc"]},
+        test_size(student),
+        None if agreement is None else 1 - agreement,
+    )
+    return out
 
 
 def student_options(store: Store, dataset: str) -> pd.DataFrame:
@@ -111,16 +243,17 @@ def run_row(run: dict) -> dict:
 def compare_table(store: Store, teacher_id: str, student_ids: Sequence[str]) -> pd.DataFrame:
     """The teacher's row, then one per student (in the order given), with TABLE_COLUMNS.
 
+    title: the run in words (run_facts); name: a short label telling the rows apart (short_names).
     x_smaller: teacher params / run params.
-    acc_vs_teacher: test accuracy minus the teacher's. agreement: share of test
-    images where the run's top-1 matches this teacher's (1 for the teacher); NaN
-    for a run distilled from, or measured against, another teacher.
-    Unknown or unusable run ids are left out.
+    acc_vs_teacher: test accuracy minus the teacher's; images_vs_teacher: the same in test
+    images (on the run's own test set). agreement: share of test images where the run's top-1
+    matches this teacher's (1 for the teacher); NaN for a run distilled from, or measured
+    against, another teacher. Unknown or unusable run ids are left out (see `left_out`).
     """
     teacher = store.get_run(teacher_id)
     if not _usable(teacher):
         return pd.DataFrame(columns=TABLE_COLUMNS)
-    rows = [{**run_row(teacher), "agreement": 1.0}]
+    runs, rows = [teacher], [{**run_row(teacher), "agreement": 1.0}]
     seen = {teacher_id}
     for rid in student_ids:
         run = store.get_run(rid)
@@ -130,17 +263,40 @@ def compare_table(store: Store, teacher_id: str, student_ids: Sequence[str]) -> 
         row = run_row(run)
         if run["teacher_id"] != teacher_id:
             row["agreement"] = float("nan")
+        runs.append(run)
         rows.append(row)
+    facts = [run_facts(r) for r in runs]
     df = pd.DataFrame(rows)
+    df["title"], df["name"], df["status"] = [f["title"] for f in facts], short_names(facts), [r["status"] for r in runs]
     df["x_smaller"] = df["params"].iloc[0] / df["params"]
     df["acc_vs_teacher"] = df["test_acc"] - df["test_acc"].iloc[0]
+    df["images_vs_teacher"] = [round(d * test_size(r)) for d, r in zip(df["acc_vs_teacher"], runs)]
     return df[TABLE_COLUMNS].reset_index(drop=True)
 
 
-def scatter_frame(store: Store, dataset: str, teacher_id: str | None = None) -> pd.DataFrame:
-    """Every usable run of `dataset` (teachers, students, baselines) with SCATTER_COLUMNS."""
+def left_out(store: Store, student_ids: Sequence[str]) -> list[dict]:
+    """Picked runs with nothing to compare (failed, or no test metrics): {title, reason}."""
+    out = []
+    for rid in dict.fromkeys(student_ids):
+        run = store.get_run(rid)
+        if run is None:
+            out.append({"title": rid, "reason": "not in this store"})
+        elif not _usable(run):
+            reason = run["error"] or f"{run['status']} without test metrics"
+            out.append({"title": run_facts(run)["title"], "reason": reason})
+    return out
+
+
+def scatter_frame(
+    store: Store, dataset: str, teacher_id: str | None = None, statuses: Iterable[str] = ("finished",)
+) -> pd.DataFrame:
+    """Every usable run of `dataset` (teachers, students, baselines) with SCATTER_COLUMNS;
+    finished ones only unless `statuses` also names "stopped" (partly trained)."""
+    wanted = set(statuses)
     rows = []
     for run in usable_runs(store, dataset):
+        if run["status"] not in wanted:
+            continue
         r = run_row(run)
         rows.append({**{c: r[c] for c in SCATTER_COLUMNS if c in r}, "is_teacher_in_use": run["id"] == teacher_id})
     return pd.DataFrame(rows, columns=SCATTER_COLUMNS)
