@@ -137,8 +137,8 @@ def pareto_section(store, dataset: str, teacher_id: str, statuses: list[str]) ->
     st.subheader("Accuracy for its cost: every stored run")
     runs = compare.scatter_frame(store, dataset, teacher_id, statuses)
     st.caption(
-        f"{len(runs)} {' and '.join(s for s in statuses if s != 'failed')} runs of {dataset}. The grey staircase is the Pareto front: no run is both "
-        "smaller (or faster) and more accurate than a run on it."
+        f"{len(runs)} {' and '.join(s for s in statuses if s != 'failed')} runs of {dataset}. The grey "
+        "staircase is the Pareto front: no run is both smaller (or faster) and more accurate than a run on it."
     )
     left, right = st.columns(2)
     for col, x, axis, title, key in (
