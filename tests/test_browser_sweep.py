@@ -158,7 +158,7 @@ def _sweep(page, base: str, runs: Path, teacher_id: str) -> str:
     assert len(cells) == 4 and any(t != "—" for t in cells)
     shot(page, "sweep_stopped")
 
-    left = page.get_by_text(re.compile(rf"^{N_RUNS - len(first)} runs left"))
+    left = page.get_by_text(re.compile(rf"^{N_RUNS - len(first)} runs? left"))  # "1 run left" when one is
     left.first.wait_for()
     button(page, "Resume").click()
     page.get_by_text(re.compile(rf"^Finished: sweep {sweep_id}")).first.wait_for(timeout=3 * LONG)
