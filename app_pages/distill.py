@@ -62,7 +62,7 @@ def size_preview(data, teacher_id: str, w: dict) -> None:
     c[1].metric(
         "FLOPs per sample",
         f"{student['flops']:,}",
-        f"teacher {teacher['flops']:,}",
+        f"teacher {teacher['flops']:,}" if teacher["flops"] is not None else "teacher: a black box, not counted",
         delta_color="off",
         delta_arrow="off",
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,8 +26,10 @@ from kd_core.cli.deploy import cmd_bench_runtimes
 from kd_core.config import DistillConfig, ModelSpec, RunConfig
 from kd_core.store import Store
 from kd_core.train.bench import measure_latency, size_report
+from kd_core.train.blackbox import kind_of, resolve_contract
 from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import dataset_names
+from kd_core.train.imported import TeacherFile, import_teacher_file, read_mapping
 from kd_core.train.models import build_model, describe, student_preset, teacher_preset
 from kd_core.train.pretrained import check_model
 from kd_core.train.recorder import distill, load_teacher, train_teacher
@@ -55,6 +59,23 @@ def _teacher_ref(ref: str) -> str:
     return str(path.resolve()) if path.is_file() else ref
 
 
+def _teacher_file(a, store: Store, data) -> str | None:
+    """A TorchScript / .pt2 / ONNX --teacher, checked against the dataset and kept as a teacher
+    run (its run id returned); None when --teacher is a run id or a checkpoint."""
+    path = Path(a.teacher).expanduser()
+    if not path.is_file() or kind_of(path) == "checkpoint":
+        return None
+    contract = resolve_contract(
+        path, a.teacher_contract, channels=a.teacher_channels, size=a.teacher_size, mean=a.teacher_mean,
+        std=a.teacher_std, classes=a.teacher_classes,
+    )  # fmt: skip
+    tf = TeacherFile(path.resolve(), contract, read_mapping(a.class_map), a.cross_dataset)
+    run_id, notes = import_teacher_file(store, tf, data)
+    for note in notes:
+        print(f"note: teacher {path.name}: {note}", file=sys.stderr)
+    return run_id
+
+
 def cmd_distill(a) -> int:
     started = time.perf_counter()
     data, store = load(a)
@@ -66,8 +87,11 @@ def cmd_distill(a) -> int:
         teacher_id=_teacher_ref(a.teacher),
         distill=DistillConfig(temperature=a.temperature, alpha=a.alpha, cache_teacher_logits=not a.no_cache),
     )
-    check_model(cfg, data)
-    teacher = load_teacher(store, a.teacher, data)
+    check_model(cfg, data)  # before a teacher file is stored as a run
+    imported = _teacher_file(a, store, data)
+    if imported:
+        cfg = replace(cfg, teacher_id=imported)
+    teacher = load_teacher(store, imported or a.teacher, data)
     bar = ProgressBar(not a.quiet)
     outcomes = distill(store, cfg, data, teacher, with_baseline=a.baseline, emit=bar)
     bar.close()
@@ -144,7 +168,18 @@ def register(sub) -> None:
 
     p = sub.add_parser("distill", help="distil a student from a teacher")
     add_data_args(p), add_model_args(p, None, weights=True), add_train_args(p, epochs=10)
-    p.add_argument("--teacher", required=True, help="teacher run id or checkpoint path")
+    p.add_argument(
+        "--teacher", required=True, help="teacher run id, checkpoint, or a TorchScript / .pt2 / ONNX file (logits only)"
+    )
+    g = p.add_argument_group("black-box teacher (TorchScript, .pt2, ONNX): its input contract")
+    g.add_argument("--teacher-contract", metavar="JSON", help="channels, size, mean, std, classes (default: FILE.json)")
+    g.add_argument("--teacher-channels", type=int, help="1 or 3")
+    g.add_argument("--teacher-size", type=int, nargs="+", metavar="PX", help="input side, or height width")
+    g.add_argument("--teacher-mean", help="per-channel mean of pixels in [0, 1], comma-separated")
+    g.add_argument("--teacher-std", help="per-channel std, comma-separated")
+    g.add_argument("--teacher-classes", help="class names in the order of the teacher's outputs, comma-separated")
+    g.add_argument("--class-map", metavar="JSON", help='align names: {"teacher class": "dataset class"}')
+    g.add_argument("--cross-dataset", action="store_true", help="distil across datasets: output i is class i")
     p.add_argument("--temperature", "-T", type=float, default=DistillConfig().temperature)
     p.add_argument("--alpha", "--lambda", type=float, default=DistillConfig().alpha, help="λ, in [0, 1]")
     p.add_argument("--no-cache", action="store_true", help="run the teacher on every batch")

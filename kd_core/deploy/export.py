@@ -41,6 +41,7 @@ from torch import nn
 from kd_core.config import RunConfig
 from kd_core.errors import CheckpointError, DataError, KDError
 from kd_core.store import Store, as_store
+from kd_core.train.blackbox import is_teacher_file
 from kd_core.train.checkpoint import check_archive, load_checkpoint
 from kd_core.train.data import load_dataset
 from kd_core.train.metrics import accuracy, agreement, predict_logits
@@ -142,6 +143,11 @@ def weights_file(store: Store | str | Path, run_id: str) -> Path:
     if not run.get("weights"):
         raise CheckpointError(f"run '{run_id}' has no saved weights (status {run['status']}).")
     path = Path(run["weights"])
+    if is_teacher_file(path):
+        raise CheckpointError(
+            f"run '{run_id}' is an imported teacher file ({path.suffix.lstrip('.')}), used for its logits: "
+            "it has no PyTorch weights to export or convert; the file itself is its deployable form."
+        )
     check_archive(path, CheckpointError, "checkpoint")
     return path
 

@@ -21,6 +21,7 @@ from kd_core.errors import CheckpointError, KDError
 from kd_core.events import Progress, ProgressSink, ignore
 from kd_core.store import Store
 from kd_core.train.bench import measure_latency, size_report, torch_threads
+from kd_core.train.blackbox import is_teacher_file, load_stored
 from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import Dataset
 from kd_core.train.engine import FitResult, baseline_config, fit
@@ -97,6 +98,7 @@ def measure(
     """What every stored model is judged by, trained or uploaded: the test split, size, FLOPs, and
     latency at the fixed thread count (`timing_threads`), so that any two runs are timed alike."""
     model = model.cpu()
+    blackbox = getattr(model, "blackbox", False)  # a teacher file (train/blackbox.py): its operations are not counted
     report = evaluate(model, data.test_x, data.test_y, data.num_classes, teacher_test_logits)
     with torch_threads(timing_threads(cfg.train.threads)):
         latency = measure_latency(model, data.input_shape, LATENCY_BATCHES, warmup=5, repeats=latency_repeats)
@@ -104,7 +106,7 @@ def measure(
         "test_acc": report.pop("accuracy"),
         **report,
         **size_report(model),
-        "flops": describe(cfg.model, data.input_shape, data.num_classes)["flops"],
+        "flops": None if blackbox else describe(cfg.model, data.input_shape, data.num_classes)["flops"],
         "latency": latency,
     }
 
@@ -182,6 +184,8 @@ def load_teacher(store: Store, ref: str | Path, data: Dataset) -> nn.Module:
         if not run.get("weights"):
             raise CheckpointError(f"run '{ref}' has no saved weights (status {run['status']}).")
         path = Path(run["weights"])
+    if is_teacher_file(path):  # an imported TorchScript / .pt2 / ONNX teacher: logits only
+        return load_stored(path, data)
     model, _ = load_checkpoint(path, input_shape=data.input_shape, num_classes=data.num_classes)
     return model
 

@@ -7,9 +7,12 @@ handles such as a `Dataset` or a model that they only pass back in).
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,14 +20,16 @@ import torch
 from torch import nn
 
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig, experiment_key
-from kd_core.errors import KDError
+from kd_core.errors import ConfigError, KDError
 from kd_core.jobs import Job, JobManager
 from kd_core.records import LatencyRow
 from kd_core.store import Store
 from kd_core.train import recorder as experiment
+from kd_core.train.blackbox import InputContract, kind_of
 from kd_core.train.checkpoint import load_checkpoint
 from kd_core.train.data import Dataset, dataset_names, load_dataset
 from kd_core.train.engine import resolve_device
+from kd_core.train.imported import TeacherFile, import_teacher_file, parse_mapping
 from kd_core.train.losses import soft_targets as _soft_targets
 from kd_core.train.metrics import entropy, predict_logits
 from kd_core.train.models import FAMILIES as MODEL_FAMILIES
@@ -120,7 +125,10 @@ def family_preset(family: str, role: str, dataset: str) -> ModelSpec:
 
 def compression(student: dict, teacher: dict) -> dict:
     """Ratios teacher / student for params, FLOPs and bytes (>1 means the student is smaller)."""
-    return {k: teacher[k] / student[k] if student[k] else float("inf") for k in ("params", "flops", "bytes")}
+    ratio = {k: teacher[k] / student[k] if student[k] else float("inf") for k in ("params", "bytes")}
+    # a black-box teacher's FLOPs are not counted (None)
+    ratio["flops"] = teacher["flops"] / student["flops"] if teacher.get("flops") and student["flops"] else float("nan")
+    return ratio
 
 
 def make_config(
@@ -213,6 +221,45 @@ def import_checkpoint(
     run_id = store.create_run(cfg, label=f"{meta['spec'].label()} (uploaded {name})")
     experiment.record(store, run_id, cfg, data, experiment.Trained("finished", model=model, numbers={"uploaded": name}))
     return run_id
+
+
+def _upload_json(payload: bytes | None, what: str) -> object:
+    if not payload:
+        return {}
+    try:
+        return json.loads(payload)
+    except ValueError as err:
+        raise ConfigError(f"the {what} is not valid JSON: {err}") from err
+
+
+def import_teacher_upload(
+    store: Store,
+    payload: bytes,
+    name: str,
+    data: Dataset,
+    contract_json: bytes | None = None,
+    fields: dict | None = None,
+    mapping_json: bytes | None = None,
+    cross: bool = False,
+    expect: ModelSpec | None = None,
+    threads: int = 0,
+) -> tuple[str, list[str]]:
+    """An uploaded teacher kept as a teacher run: a KD Studio checkpoint as `import_checkpoint`;
+    a TorchScript, .pt2 or ONNX file as a black box, checked against its input contract (JSON,
+    each field overridden by a non-empty `fields` entry) and the class mapping. Returns
+    (run id, notes on what was adapted). Raises KDError, before storing anything, on a misfit."""
+    with tempfile.TemporaryDirectory(prefix="kd-upload-") as tmp:
+        path = Path(tmp) / (Path(name).name or "teacher")
+        path.write_bytes(payload)
+        if kind_of(path) == "checkpoint":
+            return import_checkpoint(store, payload, data, name, expect, threads), []
+        base = _upload_json(contract_json, "input contract")
+        if not isinstance(base, dict):
+            raise ConfigError("the input contract must be a JSON object.")
+        given = {k: v for k, v in (fields or {}).items() if v not in (None, "", [])}
+        contract = InputContract.from_dict({**base, **given}, f"the input contract of '{name}'")
+        mapping = parse_mapping(_upload_json(mapping_json, "class mapping"), "the class mapping")
+        return import_teacher_file(store, TeacherFile(path, contract, mapping, cross, name), data, threads)
 
 
 def run_card(store: Store, run_id: str) -> dict | None:
