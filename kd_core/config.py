@@ -11,9 +11,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-RUN_KINDS = ("teacher", "student", "baseline")
-OPTIMIZERS = ("adam", "sgd")
-
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -190,17 +190,6 @@ def sweep_grids(
     return out
 
 
-def sweep_progress(store: Store, sweep_id: str) -> dict:
-    """How far a sweep is: {"id", "total", "done", "config"}, from the store alone."""
-    sweep = load_sweep(store, sweep_id)
-    return {
-        "id": sweep_id,
-        "total": len(plan(sweep)),
-        "done": len(finished_runs(store, sweep_id)),
-        "config": sweep.to_dict(),
-    }
-
-
 # ---------------------------------------------------------------- time estimate
 
 # A training step of a tiny model costs about this much whatever its FLOPs (Python, autograd, the

@@ -20,24 +20,20 @@ import torch
 from torch import nn
 
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig, experiment_key
-from kd_core.errors import ConfigError, KDError
+from kd_core.errors import ConfigError
 from kd_core.jobs import Job, JobManager
 from kd_core.records import LatencyRow
 from kd_core.store import Store
 from kd_core.train import recorder as experiment
 from kd_core.train.blackbox import InputContract, kind_of
 from kd_core.train.checkpoint import load_checkpoint
-from kd_core.train.data import Dataset, dataset_names, load_dataset
-from kd_core.train.engine import resolve_device
+from kd_core.train.data import Dataset, load_dataset
 from kd_core.train.imported import TeacherFile, import_teacher_file, parse_mapping
 from kd_core.train.losses import soft_targets as _soft_targets
 from kd_core.train.metrics import entropy, predict_logits
 from kd_core.train.models import FAMILIES as MODEL_FAMILIES
 from kd_core.train.models import describe, student_preset, teacher_preset
 from kd_core.train.zoo import ZOO
-
-DATASETS = dataset_names()
-
 
 # ---------------------------------------------------------------- machine
 
@@ -62,13 +58,6 @@ def threads_label(n: int) -> str:
 
 def devices() -> list[str]:
     return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def device_label(name: str) -> str:
-    try:
-        return str(resolve_device(name))
-    except KDError as err:
-        return str(err)
 
 
 # ---------------------------------------------------------------- data and models
