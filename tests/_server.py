@@ -105,7 +105,7 @@ class StreamlitServer:
             "--server.fileWatcherType",
             "none",
         ]
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  (open for the server's lifetime; stop() closes it)
         self.started_at = time.perf_counter()
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         self.wait_healthy(timeout)

@@ -19,6 +19,7 @@ import sys
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+
 from _server import REPO, StreamlitServer, kd_env, launch_browser, require_browser, settle, slider_value, wait_until
 
 sync_api = require_browser()
@@ -74,7 +75,7 @@ def nudge_slider(page, label: str, key: str, presses: int) -> float:
     for _ in range(5):
         value = float(slider_value(page, label))
         try:
-            wait_until(lambda: query_float(page, key) == value, 10, what=f"{key}={value:g} in the URL")
+            wait_until(lambda v=value: query_float(page, key) == v, 10, what=f"{key}={value:g} in the URL")
             return value
         except AssertionError:
             # One more step to a new value, which the slider must send (a right-then-left
@@ -83,7 +84,7 @@ def nudge_slider(page, label: str, key: str, presses: int) -> float:
             thumb.focus()
             page.keyboard.press("ArrowRight")
             wait_until(
-                lambda: slider_value(page, label) not in ("", str(value), f"{value:.2f}"),
+                lambda v=value: slider_value(page, label) not in ("", str(v), f"{v:.2f}"),
                 10,
                 what=f"{label} to move on",
             )

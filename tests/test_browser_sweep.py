@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from _server import CHROMIUM, REPO, StreamlitServer, kd_env, launch_browser, settle, wait_until
 
 if not os.path.exists(CHROMIUM):

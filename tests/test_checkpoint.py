@@ -8,8 +8,8 @@ import pickle
 
 import pytest
 import torch
-from conftest import TEACHER_SPEC, CodeRunningPickle
 
+from helpers import TEACHER_SPEC, CodeRunningPickle
 from kd_core.config import ModelSpec
 from kd_core.errors import CheckpointError
 from kd_core.train.checkpoint import FORMAT, load_checkpoint, save_checkpoint

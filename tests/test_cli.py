@@ -13,7 +13,8 @@ import subprocess
 
 import pytest
 import torch
-from conftest import (
+
+from helpers import (
     TEACHER_SPEC,
     CodeRunningPickle,
     assert_clean_failure,
@@ -22,7 +23,6 @@ from conftest import (
     run_cli,
     write_image_folder,
 )
-
 from kd_core.config import ModelSpec
 from kd_core.store import Store
 from kd_core.train.checkpoint import FORMAT, save_checkpoint

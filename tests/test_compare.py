@@ -1,6 +1,6 @@
 """kd_core.views.compare against numbers computed here, independently, from the stored models.
 
-Runs are real (see compare_fixtures): the test loads each run's weights, predicts
+Runs are real (see stores.compare_store): the test loads each run's weights, predicts
 the test split itself and counts parameters itself; Pareto fronts are checked
 against a brute-force dominance test.
 """
@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from compare_fixtures import runs  # noqa: F401  (fixture)
 
 from kd_core.train import recorder as experiment
 from kd_core.views import compare

@@ -19,11 +19,11 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from compress_fixtures import SIZE_BUDGET_MB, cdata, cteacher, tiny_config  # noqa: F401  (fixtures)
-from conftest import assert_clean_failure, run_cli
 from optuna.trial import TrialState
 from torch import nn
 
+from compress_fixtures import SIZE_BUDGET_MB, cdata, cteacher, tiny_config  # noqa: F401  (fixtures)
+from conftest import assert_clean_failure, run_cli
 from kd_core.compress.config import CompressConfig, Goal
 from kd_core.compress.runner import start_compress
 from kd_core.compress.search import run_study

@@ -7,8 +7,8 @@ Slow: starting a local Ray instance takes seconds. Skipped only where Ray is not
 import os
 
 import pytest
-from compress_fixtures import cdata, cteacher, tiny_config  # noqa: F401  (fixtures)
 
+from compress_fixtures import cdata, cteacher, tiny_config  # noqa: F401  (fixtures)
 from kd_core.compress.config import Goal
 from kd_core.compress.search import run_study
 from kd_core.compress.study import create_study, read_study

@@ -10,9 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import STUDENT_SPEC, TEACHER_SPEC, StepRecorder, make_config
 from torch import nn
 
+from helpers import STUDENT_SPEC, TEACHER_SPEC, StepRecorder, make_config
 from kd_core.config import ModelSpec
 from kd_core.errors import ConfigError
 from kd_core.train.engine import FitResult, fit

@@ -39,7 +39,7 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data):
+def trained(tmp_path_factory, data):
     """A teacher (MLP 64), its distilled student (MLP 16) and a small CNN, in one store."""
     store = Store(tmp_path_factory.mktemp("store"))
     train = TrainConfig(epochs=3, batch_size=32, lr=3e-3, threads=1)
@@ -74,8 +74,8 @@ def ort_logits(path: Path, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("which", ["teacher", "student", "cnn"])
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_float_export_round_trip_within_tolerance(runs, data, which, fmt):
-    store, run_id = runs["store"], runs[which]
+def test_float_export_round_trip_within_tolerance(trained, data, which, fmt):
+    store, run_id = trained["store"], trained[which]
     report = ex.export_run(store, run_id, fmt, data=data)
     path = Path(report["path"])
     assert path.is_file() and report["bytes"] == path.stat().st_size
@@ -91,8 +91,8 @@ def test_float_export_round_trip_within_tolerance(runs, data, which, fmt):
     assert report["reference_test_acc"] == pytest.approx((reference.argmax(1) == data.test_y).float().mean().item())
 
 
-def test_onnx_has_a_dynamic_batch_axis_and_agrees_with_pytorch(runs, data):
-    store, run_id = runs["store"], runs["cnn"]
+def test_onnx_has_a_dynamic_batch_axis_and_agrees_with_pytorch(trained, data):
+    store, run_id = trained["store"], trained["cnn"]
     path = Path(ex.export_run(store, run_id, "onnx", data=data)["path"])
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
@@ -109,8 +109,8 @@ def test_onnx_has_a_dynamic_batch_axis_and_agrees_with_pytorch(runs, data):
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_int8_student_accuracy_is_close_to_the_float_student(runs, data, fmt):
-    store, run_id = runs["store"], runs["student"]
+def test_int8_student_accuracy_is_close_to_the_float_student(trained, data, fmt):
+    store, run_id = trained["store"], trained["student"]
     report = ex.export_run(store, run_id, fmt, "int8", data=data)
     fn, marker = ex.load_artifact(report["path"])
     assert marker["quantize"] == "int8"
@@ -121,8 +121,8 @@ def test_int8_student_accuracy_is_close_to_the_float_student(runs, data, fmt):
     assert report["test_acc"] == pytest.approx(int8_acc)
 
 
-def test_int8_files_are_really_quantized(runs, data):
-    store, run_id = runs["store"], runs["teacher"]
+def test_int8_files_are_really_quantized(trained, data):
+    store, run_id = trained["store"], trained["teacher"]
     onnx_int8 = Path(ex.export_run(store, run_id, "onnx", "int8", data=data)["path"])
     onnx_float = Path(ex.export_run(store, run_id, "onnx", data=data)["path"])
     ops = {n.op_type for n in onnx.load(str(onnx_int8)).graph.node}
@@ -132,8 +132,8 @@ def test_int8_files_are_really_quantized(runs, data):
     assert "linear_dynamic" in getattr(module.net, "1").code  # quantized::linear_dynamic
 
 
-def test_an_export_outside_tolerance_is_refused_with_its_numbers(runs, data):
-    store, run_id = runs["store"], runs["teacher"]
+def test_an_export_outside_tolerance_is_refused_with_its_numbers(trained, data):
+    store, run_id = trained["store"], trained["teacher"]
     out = Path(store.root) / "refused.onnx"
     with pytest.raises(ex.ExportError) as err:  # int8 judged by the float tolerance
         ex.export_run(store, run_id, "onnx", "int8", out=out, data=data, tol=ex.TOLERANCES[None])
@@ -171,8 +171,8 @@ def truncate(path: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_damaged_exports_are_refused_clearly(runs, data, tmp_path, fmt, damage):
-    store, run_id = runs["store"], runs["student"]
+def test_damaged_exports_are_refused_clearly(trained, data, tmp_path, fmt, damage):
+    store, run_id = trained["store"], trained["student"]
     path = Path(ex.export_run(store, run_id, fmt, out=tmp_path / f"m.{fmt}", data=data)["path"])
     if damage == "truncate":
         truncate(path)
@@ -180,7 +180,7 @@ def test_damaged_exports_are_refused_clearly(runs, data, tmp_path, fmt, damage):
         flip_in_zip_entry(path, "/data/0")
     else:
         flip_in_onnx_weights(path)
-    with pytest.raises(ex.ArtifactError, match="corrupt|modified|truncated"):
+    with pytest.raises(ex.ArtifactError, match=r"corrupt|modified|truncated"):
         ex.load_artifact(path)
     assert main(["export", run_id, "--verify", str(path), "--store", str(store.root)]) != 0
 
@@ -194,15 +194,15 @@ def test_foreign_torchscript_is_not_loaded(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_damaged_weights_give_a_checkpoint_error_and_a_clean_cli_exit(runs, tmp_path, damage):
+def test_damaged_weights_give_a_checkpoint_error_and_a_clean_cli_exit(trained, tmp_path, damage):
     root = tmp_path / "store"
-    shutil.copytree(runs["store"].root, root)
+    shutil.copytree(trained["store"].root, root)
     store = Store(root)
-    run_id = runs["student"]
+    run_id = trained["student"]
     weights = root / "weights" / f"{run_id}.pt"
     store.finish_run(run_id, "finished", store.get_run(run_id)["metrics"], weights=weights)
     truncate(weights) if damage == "truncate" else flip_in_zip_entry(weights, "/data/0")
-    with pytest.raises(CheckpointError, match="corrupt|truncated"):
+    with pytest.raises(CheckpointError, match=r"corrupt|truncated"):
         ex.load_run(store, run_id)
     proc = subprocess.run(
         [sys.executable, "-m", "kd_core", "export", run_id, "--format", "onnx", "--store", str(root)],
@@ -218,8 +218,8 @@ def test_damaged_weights_give_a_checkpoint_error_and_a_clean_cli_exit(runs, tmp_
 # ---------------------------------------------------------------- downloads, runtimes, CLI
 
 
-def test_downloads_are_bytes_that_load_back(runs, data, tmp_path):
-    store, run_id = runs["store"], runs["student"]
+def test_downloads_are_bytes_that_load_back(trained, data, tmp_path):
+    store, run_id = trained["store"], trained["student"]
     weights = ex.weights_bytes(store, run_id)
     (tmp_path / weights["filename"]).write_bytes(weights["data"])
     model, _ = load_checkpoint(tmp_path / weights["filename"])
@@ -244,16 +244,16 @@ def test_unknown_runtime_is_a_clear_error():
         rt.parse_runtimes("eager,tensorrt")
 
 
-def test_bench_measures_teacher_student_and_int8_under_every_runtime(runs, capsys):
+def test_bench_measures_teacher_student_and_int8_under_every_runtime(trained, capsys):
     code = main(
         [
             "bench",
-            runs["student"],
+            trained["student"],
             "--runtimes",
             "eager,torchscript,onnxruntime",
             "--json",
             "--store",
-            str(runs["store"].root),
+            str(trained["store"].root),
             "--batch-sizes",
             "1,16",
             "--warmup",
@@ -284,12 +284,14 @@ def test_bench_measures_teacher_student_and_int8_under_every_runtime(runs, capsy
         assert r["speedup_vs_teacher_eager"] == pytest.approx(base["median_ms"] / r["median_ms"])
 
 
-def test_quantization_report_sits_beside_the_float_student(runs, data):
-    report = rt.quantization_report(runs["store"], runs["student"], data=data, batch_sizes=(1, 8), warmup=1, repeats=3)
+def test_quantization_report_sits_beside_the_float_student(trained, data):
+    report = rt.quantization_report(
+        trained["store"], trained["student"], data=data, batch_sizes=(1, 8), warmup=1, repeats=3
+    )
     rows = {(r["runtime"], r["precision"]): r for r in report["rows"]}
     assert set(rows) == {("eager", "float32"), ("eager", "int8"), ("onnxruntime", "float32"), ("onnxruntime", "int8")}
     float_acc = rows[("eager", "float32")]["test_acc"]
-    for (runtime, precision), r in rows.items():
+    for (runtime, _), r in rows.items():
         assert r["within_tolerance"]
         assert r["test_acc"] >= float_acc - INT8_ACCURACY_DROP
         base = rows[(runtime, "float32")]
@@ -298,8 +300,8 @@ def test_quantization_report_sits_beside_the_float_student(runs, data):
     assert rows[("onnxruntime", "int8")]["bytes"] < rows[("onnxruntime", "float32")]["bytes"]
 
 
-def test_cli_export_json_and_default_path(runs, capsys):
-    store, run_id = runs["store"], runs["teacher"]
+def test_cli_export_json_and_default_path(trained, capsys):
+    store, run_id = trained["store"], trained["teacher"]
     assert (
         main(["export", run_id, "--format", "torchscript", "--quantize", "int8", "--json", "--store", str(store.root)])
         == 0
@@ -311,14 +313,14 @@ def test_cli_export_json_and_default_path(runs, capsys):
     assert "needs --format" in capsys.readouterr().err
 
 
-def test_bench_without_the_teacher_warns_and_gives_no_speedup(runs, tmp_path):
+def test_bench_without_the_teacher_warns_and_gives_no_speedup(trained, tmp_path):
     root = tmp_path / "store"
-    shutil.copytree(runs["store"].root, root)
+    shutil.copytree(trained["store"].root, root)
     store = Store(root)
-    store.delete_run(runs["teacher"])
-    result = rt.bench_run(store, runs["cnn"], ["eager"], (1,), threads=1, warmup=1, repeats=2)
+    store.delete_run(trained["teacher"])
+    result = rt.bench_run(store, trained["cnn"], ["eager"], (1,), threads=1, warmup=1, repeats=2)
     assert [r["model"] for r in result["rows"]] == ["teacher", "teacher-int8"] and not result["warnings"]
-    student = runs["student"]
+    student = trained["student"]
     store.finish_run(student, "finished", store.get_run(student)["metrics"], weights=root / "weights" / f"{student}.pt")
     result = rt.bench_run(store, student, ["eager"], (1,), threads=1, warmup=1, repeats=2)
     assert [r["model"] for r in result["rows"]] == ["student", "student-int8"]

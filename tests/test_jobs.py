@@ -8,8 +8,8 @@ import time
 
 import pytest
 import torch
-from conftest import TEACHER_SPEC, make_config
 
+from helpers import TEACHER_SPEC, make_config
 from kd_core.events import Progress
 from kd_core.jobs import MAX_POINTS, Job, JobBusy, JobManager, downsample
 from kd_core.store import Store

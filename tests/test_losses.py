@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def test_t_squared_keeps_the_kd_gradient_scale_roughly_constant():
     assert max(scaled) / min(scaled) < 2.0, scaled
     # Without T²: the gradient falls about as 1/T², so each doubling of T cuts it by well over 2x,
     # and from T=2 to T=16 by far more than the factor 2 allowed above.
-    for lo, hi in zip(bare, bare[1:]):
+    for lo, hi in pairwise(bare):
         assert hi < lo / 2.5, bare
     assert bare[0] / bare[-1] > 64 / 2, bare
     # And the two differ by exactly T².

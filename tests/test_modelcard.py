@@ -7,8 +7,6 @@ import io
 import json
 import shlex
 import statistics
-import subprocess
-import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -209,7 +207,7 @@ def test_card_files_and_zip(store):
 
 
 def test_unknown_run_and_missing_curves_are_clear_errors(store):
-    s, teacher, _ = store
+    s, _, _ = store
     with pytest.raises(mc.CardError, match="no stored run"):
         mc.model_card(s, "nope")
     bare = s.create_run(TEACHER)

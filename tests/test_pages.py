@@ -6,59 +6,17 @@ real `digits` data; training happens in kd_core's real worker thread.
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
+from itertools import pairwise
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
+from app_helpers import open_app, stored_teacher, wait_for_job
 from kd_core.store import Store
-from kd_core.train import recorder as experiment
-from kd_core.views import studio
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-@pytest.fixture
-def runs_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("KD_DATA", str(tmp_path / "data"))
-    return tmp_path / "runs"
-
-
-def open_app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    if page:
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def wait_for_job(timeout: float = 120.0) -> dict:
-    """Wait for the process's job to end (the same JobManager the pages use)."""
-    from ui import state
-
-    manager = state.job_manager()
-    deadline = time.monotonic() + timeout
-    while manager.current() is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    job = manager.latest()
-    assert job is not None and not job.live, "the job did not finish in time"
-    return job.snapshot()
-
-
-def stored_teacher(runs_dir: Path, width: int = 64) -> dict:
-    store = Store(runs_dir)
-    data = studio.load_data("digits")
-    cfg = studio.make_config("teacher", "digits", "data", 32, "mlp", width, 1, epochs=2, lr=1e-3, batch_size=64)
-    outcome = experiment.train_teacher(store, cfg, data)
-    return store.get_run(outcome.run_id)
+from kd_core.train.models import teacher_preset
 
 
 def mlp_params(sizes: list[int]) -> int:
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return sum(a * b + b for a, b in pairwise(sizes))
 
 
 def test_overview_renders(runs_dir):
@@ -71,8 +29,8 @@ def test_overview_renders(runs_dir):
 
 def test_teacher_page_renders(runs_dir):
     at = open_app("app_pages/teacher.py")
-    for key in ("t_size", "t_depth", "t_epochs"):
-        assert at.slider(key=key) is not None
+    preset = teacher_preset("digits")
+    assert [at.slider(key=k).value for k in ("t_size", "t_depth", "t_epochs")] == [preset.size, preset.depth, 15]
     assert at.button(key="train_teacher").label == "Train teacher"
     assert at.select_slider(key="t_lr").value == pytest.approx(1e-3)
 

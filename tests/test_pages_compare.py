@@ -1,43 +1,22 @@
 """AppTest: the Compare and Soft targets pages, on an empty run store and on a real one.
 
 KD_RUNS points the sidebar at a store in a temporary folder; the filled store is
-trained for real (see compare_fixtures). The sidebar picks the newest teacher,
+trained for real (see stores.compare_store and stores.add_scale_runs). The sidebar picks the newest teacher,
 teacher A, whose student and baseline the Compare page selects by default.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
-from compare_fixtures import scaled_runs  # noqa: F401  (fixture)
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from app_helpers import chart_specs, open_app, trace_numbers
+from kd_core.store import Store
+from kd_core.train import recorder
+from stores import compare_config
+
 COMPARE, SOFT = "app_pages/compare.py", "app_pages/soft_targets.py"
-
-
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def charts(at: AppTest) -> dict:
-    """Plotly charts on the page by key: the figure's JSON."""
-    return {el.key: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
-
-
-def values(data) -> list:
-    """A trace's x or y as a list: Plotly writes numeric arrays as base64 ({"dtype", "bdata"})."""
-    if isinstance(data, dict):
-        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
-    return list(data)
 
 
 def page_links(at: AppTest) -> list[str]:
@@ -45,68 +24,48 @@ def page_links(at: AppTest) -> list[str]:
     return [el.proto.page for el in at.get("page_link")]
 
 
-@pytest.fixture
-def empty_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("KD_DATA", str(tmp_path / "data"))
-
-
-@pytest.fixture
-def filled_store(scaled_runs, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("KD_RUNS", str(scaled_runs["store"].root))
-    monkeypatch.setenv("KD_DATA", str(tmp_path / "data"))
-    return scaled_runs
-
-
 # ---------------------------------------------------------------- empty store
 
 
 @pytest.mark.parametrize("page", [COMPARE, SOFT])
-def test_without_a_teacher_the_page_points_to_the_teacher_page(empty_store, page):
-    at = open_page(page)
+def test_without_a_teacher_the_page_points_to_the_teacher_page(runs_dir, page):
+    at = open_app(page)
     assert any("No teacher" in el.value for el in at.info)
     assert "teacher" in page_links(at)
     assert not at.get("plotly_chart") and not at.dataframe
 
 
-def test_with_a_teacher_but_no_students_compare_points_to_distill(tmp_path, monkeypatch, digits):
-    from compare_fixtures import run_config
-
-    from kd_core.store import Store
-    from kd_core.train import recorder as experiment
-
-    store = Store(tmp_path / "teacher_only")
-    experiment.train_teacher(store, run_config("teacher", 16, 1), digits)
-    monkeypatch.setenv("KD_RUNS", str(store.root))
-    at = open_page(COMPARE)
+def test_with_a_teacher_but_no_students_compare_points_to_distill(runs_dir, digits):
+    recorder.train_teacher(Store(runs_dir), compare_config("teacher", 16, 1), digits)
+    at = open_app(COMPARE)
     assert any("No students" in el.value for el in at.info)
     assert "distill" in page_links(at)
     assert len(at.dataframe[0].value) == 1  # the teacher alone
-    soft = open_page(SOFT)
+    soft = open_app(SOFT)
     assert "distill" in page_links(soft)
-    assert [t["name"] for t in charts(soft)["st_bars"]["data"]][0].startswith("teacher")
+    assert chart_specs(soft)["st_bars"]["data"][0]["name"].startswith("teacher")
 
 
 # ---------------------------------------------------------------- Compare
 
 
-def test_compare_defaults_to_the_latest_student_and_its_baseline(filled_store):
-    at = open_page(COMPARE)
-    assert at.sidebar.selectbox(key="teacher_pick").value == filled_store["teacher"]
+def test_compare_defaults_to_the_latest_student_and_its_baseline(scaled_store):
+    at = open_app(COMPARE)
+    assert at.sidebar.selectbox(key="teacher_pick").value == scaled_store["teacher"]
     picked = at.multiselect(key="cmp_runs")
     # the newest finished student of this teacher outside a sweep, and the baseline trained beside it
-    assert picked.value == [filled_store["student_seed1"], filled_store["baseline_seed1"]]
+    assert picked.value == [scaled_store["student_seed1"], scaled_store["baseline_seed1"]]
     table = at.dataframe[0].value
     assert table["id"].tolist() == [
-        filled_store["teacher"],
-        filled_store["student_seed1"],
-        filled_store["baseline_seed1"],
+        scaled_store["teacher"],
+        scaled_store["student_seed1"],
+        scaled_store["baseline_seed1"],
     ]
     assert table["title"].tolist()[1:] == [
         "student · mlp 8 · KD T=4 λ=0.9 · seed 1",
         "baseline · mlp 8 · no KD · seed 1",
     ]
-    figs = charts(at)
+    figs = chart_specs(at)
     assert set(figs) == {
         "cmp_bar_acc",
         "cmp_bar_size",
@@ -122,25 +81,25 @@ def test_compare_defaults_to_the_latest_student_and_its_baseline(filled_store):
     front = [t for t in figs["cmp_pareto_size"]["data"] if t.get("name") == "Pareto front"]
     assert len(front) == 1
     plotted = sum(
-        len(values(t["x"]))
+        len(trace_numbers(t["x"]))
         for t in figs["cmp_pareto_size"]["data"]
         if t.get("name") in ("teacher", "student", "baseline")
     )
     assert plotted == 9  # the finished runs of digits: 2 teachers, B's student, A's 6 (no stopped, no failed)
-    assert at.selectbox(key="cmp_cm_student").value == filled_store["student_seed1"]  # the student, not the baseline
+    assert at.selectbox(key="cmp_cm_student").value == scaled_store["student_seed1"]  # the student, not the baseline
     assert figs["cmp_cm_student_fig"]["layout"]["title"]["text"].startswith("Student: ")
 
 
-def test_compare_key_columns_come_first(filled_store):
-    at = open_page(COMPARE)
+def test_compare_key_columns_come_first(scaled_store):
+    at = open_app(COMPARE)
     order = list(at.dataframe[0].proto.column_order)
     assert order[:4] == ["title", "test_acc", "acc_vs_teacher", "images_vs_teacher"]
     assert order.index("id") == len(order) - 1
 
 
-def test_compare_picker_filters_by_kind_sweep_teacher_and_status(filled_store):
-    at = open_page(COMPARE)
-    f = filled_store
+def test_compare_picker_filters_by_kind_sweep_teacher_and_status(scaled_store):
+    at = open_app(COMPARE)
+    f = scaled_store
     offered = lambda: at.multiselect(key="cmp_runs").options  # noqa: E731  (their titles)
     assert len(offered()) == 6  # A's finished students and baselines: seed 0 pair, seed 1 pair, T=2, the sweep's
     assert not any("stopped" in o or "failed" in o for o in offered())
@@ -161,12 +120,12 @@ def test_compare_picker_filters_by_kind_sweep_teacher_and_status(filled_store):
     assert not at.exception, [e.value for e in at.exception]
 
 
-def test_compare_headline_states_images_seeds_and_noise(filled_store):
-    at = open_page(COMPARE)
+def test_compare_headline_states_images_seeds_and_noise(scaled_store):
+    at = open_app(COMPARE)
     text = " ".join(m.value for m in at.markdown)
-    store = filled_store["store"]
-    s1, s0 = store.get_run(filled_store["student_seed1"]), store.get_run(filled_store["student"])
-    b1, b0 = store.get_run(filled_store["baseline_seed1"]), store.get_run(filled_store["baseline"])
+    store = scaled_store["store"]
+    s1, s0 = store.get_run(scaled_store["student_seed1"]), store.get_run(scaled_store["student"])
+    b1, b0 = store.get_run(scaled_store["baseline_seed1"]), store.get_run(scaled_store["baseline"])
     gain = np.mean(
         [s1["metrics"]["test_acc"] - b1["metrics"]["test_acc"], s0["metrics"]["test_acc"] - b0["metrics"]["test_acc"]]
     )
@@ -176,40 +135,40 @@ def test_compare_headline_states_images_seeds_and_noise(filled_store):
     assert ("within noise" in text) or ("beyond noise" in text)
 
 
-def test_compare_follows_the_selection(filled_store):
-    at = open_page(COMPARE)
+def test_compare_follows_the_selection(scaled_store):
+    at = open_app(COMPARE)
     at.toggle(key="cmp_mine").set_value(False).run()
-    at.multiselect(key="cmp_runs").set_value([filled_store["other_student"]]).run()
+    at.multiselect(key="cmp_runs").set_value([scaled_store["other_student"]]).run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert table["id"].tolist() == [filled_store["teacher"], filled_store["other_student"]]
+    assert table["id"].tolist() == [scaled_store["teacher"], scaled_store["other_student"]]
     assert table["agreement"].isna().tolist() == [False, True]  # a student of another teacher
-    assert at.selectbox(key="cmp_cm_student").value == filled_store["other_student"]
+    assert at.selectbox(key="cmp_cm_student").value == scaled_store["other_student"]
 
     at.multiselect(key="cmp_runs").set_value([]).run()
     assert not at.exception
     assert any("Pick one or more" in el.value for el in at.info)
     assert len(at.dataframe[0].value) == 1
-    assert "cmp_cm_teacher" not in charts(at)  # nothing to set beside the teacher
+    assert "cmp_cm_teacher" not in chart_specs(at)  # nothing to set beside the teacher
 
 
-def test_a_failed_run_picked_is_named_not_silently_dropped(filled_store):
-    at = open_page(COMPARE)
+def test_a_failed_run_picked_is_named_not_silently_dropped(scaled_store):
+    at = open_app(COMPARE)
     at.toggle(key="cmp_all").set_value(True).run()
-    at.multiselect(key="cmp_runs").set_value([filled_store["failed"], filled_store["stopped"]]).run()
+    at.multiselect(key="cmp_runs").set_value([scaled_store["failed"], scaled_store["stopped"]]).run()
     assert not at.exception
     assert any(
         "Not compared: student · mlp 8 · KD T=4 λ=0.9 · seed 0 (failed) — diverged" in c.value for c in at.caption
     )
-    assert at.dataframe[0].value["id"].tolist() == [filled_store["teacher"], filled_store["stopped"]]
+    assert at.dataframe[0].value["id"].tolist() == [scaled_store["teacher"], scaled_store["stopped"]]
 
 
-def test_another_teacher_brings_its_own_students(filled_store):
-    at = open_page(COMPARE)
-    at.sidebar.selectbox(key="teacher_pick").set_value(filled_store["other_teacher"]).run()
+def test_another_teacher_brings_its_own_students(scaled_store):
+    at = open_app(COMPARE)
+    at.sidebar.selectbox(key="teacher_pick").set_value(scaled_store["other_teacher"]).run()
     assert not at.exception
-    assert at.multiselect(key="cmp_runs").value == [filled_store["other_student"]]  # it has no baseline
-    assert at.dataframe[0].value["id"].tolist() == [filled_store["other_teacher"], filled_store["other_student"]]
+    assert at.multiselect(key="cmp_runs").value == [scaled_store["other_student"]]  # it has no baseline
+    assert at.dataframe[0].value["id"].tolist() == [scaled_store["other_teacher"], scaled_store["other_student"]]
 
 
 # ---------------------------------------------------------------- Soft targets
@@ -219,15 +178,15 @@ def entropies(at: AppTest) -> list[float]:
     return [float(m.value.split()[0]) for m in at.metric]
 
 
-def test_soft_targets_show_teacher_and_student(filled_store, digits):
-    at = open_page(SOFT)
-    assert at.selectbox(key="st_student").value == filled_store["student_seed1"]  # as Compare's default
+def test_soft_targets_show_teacher_and_student(scaled_store, digits):
+    at = open_app(SOFT)
+    assert at.selectbox(key="st_student").value == scaled_store["student_seed1"]  # as Compare's default
     assert at.slider(key="st_T").value == 4.0 and at.number_input(key="st_index").value == 0
     assert len(at.get("image")) == 1
-    bars = charts(at)["st_bars"]["data"]
+    bars = chart_specs(at)["st_bars"]["data"]
     assert [t["name"].split(":")[0] for t in bars] == ["teacher", "student"]
     for trace in bars:
-        assert len(values(trace["y"])) == 10 and sum(values(trace["y"])) == pytest.approx(1.0, abs=1e-5)
+        assert len(trace_numbers(trace["y"])) == 10 and sum(trace_numbers(trace["y"])) == pytest.approx(1.0, abs=1e-5)
     assert len(entropies(at)) == 2
 
     at.slider(key="st_T").set_value(1.0).run()
@@ -239,11 +198,11 @@ def test_soft_targets_show_teacher_and_student(filled_store, digits):
     assert all(h <= 2.302586 for h in hot)  # never above ln 10
 
 
-def test_soft_targets_image_picker(filled_store, digits):
-    at = open_page(SOFT)
+def test_soft_targets_image_picker(scaled_store, digits):
+    at = open_app(SOFT)
     at.number_input(key="st_index").set_value(7).run()
     label = str(digits.classes[int(digits.test_y[7])])
-    assert all(f"{label} ★" in t["x"] for t in charts(at)["st_bars"]["data"])  # the true class is starred
+    assert all(f"{label} ★" in t["x"] for t in chart_specs(at)["st_bars"]["data"])  # the true class is starred
     seen = set()
     for _ in range(5):  # 5 random draws of 360 all being 7: ~0
         at.button(key="st_random").click().run()

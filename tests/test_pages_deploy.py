@@ -1,4 +1,4 @@
-"""AppTest: the Deployment tab of the Compare page, on a real run store (compare_fixtures).
+"""AppTest: the Deployment tab of the Compare page, on a real run store (stores.compare_store).
 
 The measurement runs for real as a job in the process's JobManager (the one the pages
 use); exports are built for real and the downloaded bytes are checked here, against the
@@ -9,51 +9,23 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import threading
 import time
 import warnings
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-import streamlit.testing.v1.app_test as app_test
 import torch
-from compare_fixtures import runs  # noqa: F401  (fixture)
 from streamlit.testing.v1 import AppTest
-from test_pages import wait_for_job
 
+from app_helpers import APP, assert_clean, chart_specs, downloaded, wait_for_job
 from kd_core.deploy import export as ex
 from kd_core.train.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "app.py")
 COMPARE = "app_pages/compare.py"
 FAST = {"dep_warmup": 1, "dep_repeats": 3}  # few timed calls: the test checks plumbing, not speed
-
-
-@pytest.fixture
-def media(monkeypatch) -> list:
-    """AppTest's in-memory media storages, to read what a download button serves."""
-    stores = []
-
-    class Capture(app_test.MemoryMediaFileStorage):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            stores.append(self)
-
-    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Capture)
-    return stores
-
-
-@pytest.fixture
-def filled_store(runs, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("KD_RUNS", str(runs["store"].root))
-    monkeypatch.setenv("KD_DATA", str(tmp_path / "data"))
-    return runs
 
 
 def open_deployment() -> AppTest:
@@ -62,18 +34,8 @@ def open_deployment() -> AppTest:
     at.switch_page(COMPARE)
     at.session_state["dep_tab"] = "Deployment"  # the tab bar is bound to ?dep_tab=
     at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert_clean(at)
     return at
-
-
-def downloaded(at: AppTest, stores: list, key: str) -> bytes:
-    [button] = [b for b in at.get("download_button") if b.proto.id.endswith(key)]
-    file_id = button.proto.url.rsplit("/", 1)[-1]
-    return stores[-1].get_file(file_id).content
-
-
-def charts(at: AppTest) -> dict:
-    return {el.key: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
 
 
 def reference_predictions(store, run_id: str, x: torch.Tensor) -> np.ndarray:
@@ -91,7 +53,7 @@ def test_the_compare_page_opens_on_its_first_tab_without_deployment_work(filled_
     at.run()
     at.switch_page(COMPARE).run()
     assert [t.label for t in at.tabs] == ["Teacher vs students", "Deployment"]
-    assert "cmp_bar_acc" in charts(at)
+    assert "cmp_bar_acc" in chart_specs(at)
     assert not [b for b in at.button if b.key == "dep_measure"]  # the hidden tab does not run
 
 
@@ -124,7 +86,7 @@ def test_measure_runs_as_a_job_then_shows_latency_and_int8(filled_store, media):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
 
-    figs = charts(at)
+    figs = chart_specs(at)
     bars = figs["dep_latency_chart"]["data"]
     assert sorted({t["name"] for t in bars}) == ["ONNX Runtime", "TorchScript", "eager PyTorch"]
     assert len(bars) == 6  # 3 runtimes × batch 1 and 256

@@ -6,7 +6,6 @@ from the Sweep page run in kd_core's real worker thread, on digits, for one epoc
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import math
@@ -17,48 +16,22 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
-from experiments_fixtures import N_RUNS, populated, template_store  # noqa: F401  (fixtures)
 from streamlit.runtime.state.common import user_key_from_element_id
 from streamlit.testing.v1 import AppTest
-from test_pages import APP, wait_for_job
 
+from app_helpers import APP, assert_clean, downloaded, open_app, trace_numbers, wait_for_job
 from kd_core.config import DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.store import Store
 from kd_core.sweep.grid import SweepConfig, create_sweep, pending, plan
 from kd_core.sweep.results import RAY_START_S, estimate, measured_speeds, sweep_results
 from kd_core.views import studio, sweep_view
+from stores import N_RUNS
 from ui import experiment_charts
-
-
-@pytest.fixture
-def empty(tmp_path, monkeypatch):
-    monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("KD_DATA", str(tmp_path / "data"))
-    return tmp_path / "runs"
-
-
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page(page).run()
-    assert_clean(at)
-    return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
 
 
 def charts(at: AppTest) -> dict[str, go.Figure]:
     """The page's Plotly figures by key."""
     return {user_key_from_element_id(c.proto.id): pio.from_json(c.proto.spec) for c in at.get("plotly_chart")}
-
-
-def numbers(values) -> list[float]:
-    """A trace's numbers; plotly's JSON packs arrays as {"dtype", "bdata": base64}."""
-    if isinstance(values, dict) and "bdata" in values:
-        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
-    return list(values)
 
 
 def heat_text(fig: go.Figure) -> list[str]:
@@ -72,27 +45,27 @@ def metric_values(at: AppTest) -> dict[str, str]:
 # ---------------------------------------------------------------- empty store
 
 
-def test_runs_page_on_an_empty_store(empty):
-    at = open_page("app_pages/runs.py")
+def test_runs_page_on_an_empty_store(runs_dir):
+    at = open_app("app_pages/runs.py")
     assert at.title[0].value == "Runs"
     assert any("No runs" in i.value for i in at.info)
     assert not at.dataframe
 
 
-def test_sweep_page_on_an_empty_store_asks_for_a_teacher(empty):
-    at = open_page("app_pages/sweep.py")
+def test_sweep_page_on_an_empty_store_asks_for_a_teacher(runs_dir):
+    at = open_app("app_pages/sweep.py")
     assert at.title[0].value == "Sweep"
     assert any("needs a teacher" in i.value or "distils from a teacher" in i.value for i in at.info)
     assert any("No sweep" in c.value for c in at.caption)
 
 
-def test_sweep_page_without_measurements_says_so(empty, template_store):
+def test_sweep_page_without_measurements_says_so(runs_dir, template_store):
     """An uploaded teacher has no training speed to go by: the estimate says there is none yet."""
-    store = Store(empty)
+    store = Store(runs_dir)
     data = studio.load_data("digits")
     weights = Store(template_store["root"]).weights_path(template_store["teacher_id"]).read_bytes()
     studio.import_checkpoint(store, weights, data, "teacher.pt")
-    at = open_page("app_pages/sweep.py")
+    at = open_app("app_pages/sweep.py")
     assert metric_values(at)["Estimated time"] == "no measurement yet"
     assert metric_values(at)["Runs"] == "42"  # 3 T × 2 λ × 2 sizes × 3 seeds + 2 × 3 baselines
 
@@ -102,11 +75,11 @@ def test_sweep_page_without_measurements_says_so(empty, template_store):
 
 def test_runs_page_lists_filters_and_groups(populated):
     store = Store(populated["root"])
-    at = open_page("app_pages/runs.py")
+    at = open_app("app_pages/runs.py")
     table = at.dataframe[0].value
     assert len(table) == N_RUNS and set(table["id"]) == {r["id"] for r in store.list_runs()}
-    for key in ("runs_f_dataset", "runs_f_teacher", "runs_f_kind", "runs_f_status", "runs_f_sweep"):
-        assert at.multiselect(key=key) is not None
+    filters = ("runs_f_dataset", "runs_f_teacher", "runs_f_kind", "runs_f_status", "runs_f_sweep")
+    assert [at.multiselect(key=k).value for k in filters] == [[]] * 5  # no filter: every run
     at.multiselect(key="runs_f_kind").set_value(["student"]).run()
     assert_clean(at)
     assert set(at.dataframe[0].value["kind"]) == {"student"} and len(at.dataframe[0].value) == 8
@@ -119,7 +92,7 @@ def test_runs_page_lists_filters_and_groups(populated):
 
 def test_runs_page_picked_runs_get_curves_and_commands(populated):
     store = Store(populated["root"])
-    at = open_page("app_pages/runs.py")
+    at = open_app("app_pages/runs.py")
     ids = at.dataframe[0].value["id"].tolist()
     at.session_state["runs_table_0"] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
     at.run()
@@ -127,7 +100,7 @@ def test_runs_page_picked_runs_get_curves_and_commands(populated):
     fig = charts(at)["runs_curves"]
     assert len(fig.data) == 4  # val acc and loss of each of the two runs
     assert {t.name.split(" · ")[0] for t in fig.data} == set(ids[:2])
-    assert [numbers(t.y) for t in fig.data[::2]] == [[e["val_acc"] for e in store.epochs(i)] for i in ids[:2]]
+    assert [trace_numbers(t.y) for t in fig.data[::2]] == [[e["val_acc"] for e in store.epochs(i)] for i in ids[:2]]
     codes = [c.value for c in at.code]
     assert len(codes) == 2 and all(c.startswith("python -m kd_core distill") for c in codes)
     from kd_core.views.runs_table import command_for
@@ -137,7 +110,7 @@ def test_runs_page_picked_runs_get_curves_and_commands(populated):
 
 def test_runs_page_deletes_picked_runs_and_their_files(populated):
     store = Store(populated["root"])
-    at = open_page("app_pages/runs.py")
+    at = open_app("app_pages/runs.py")
     victim = at.dataframe[0].value["id"].iloc[2]
     weights = store.weights_path(victim)
     assert weights.is_file()
@@ -153,24 +126,12 @@ def test_runs_page_deletes_picked_runs_and_their_files(populated):
     assert len(at.dataframe[0].value) == N_RUNS - 1 and not at.code  # the selection is cleared
 
 
-def test_runs_page_csv_is_the_filtered_store(populated, monkeypatch):
+def test_runs_page_csv_is_the_filtered_store(populated, media):
     """The bytes the Download CSV button serves (captured from AppTest's media storage)."""
-    import streamlit.testing.v1.app_test as app_test
-
-    stores = []
-
-    class Capture(app_test.MemoryMediaFileStorage):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            stores.append(self)
-
-    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Capture)
     store = Store(populated["root"])
-    at = open_page("app_pages/runs.py")
+    at = open_app("app_pages/runs.py")
     at.multiselect(key="runs_f_kind").set_value(["baseline", "teacher"]).run()
-    [button] = [b for b in at.get("download_button") if "runs_csv" in b.proto.id]
-    file_id = button.proto.url.rsplit("/", 1)[-1]
-    csv = pd.read_csv(io.BytesIO(stores[-1].get_file(file_id).content))
+    csv = pd.read_csv(io.BytesIO(downloaded(at, media, "runs_csv")))
     expected = [r for r in store.list_runs() if r["kind"] in ("baseline", "teacher")]
     assert csv["id"].tolist() == [r["id"] for r in expected]
     for row, r in zip(csv.to_dict("records"), expected):
@@ -187,9 +148,9 @@ def captions(at: AppTest) -> str:
 
 
 def test_sweep_page_shows_the_past_sweep_as_heatmaps(populated):
-    at = open_page("app_pages/sweep.py")
-    for key in ("sw_T", "sw_lam", "sw_sizes"):
-        assert at.text_input(key=key) is not None
+    at = open_app("app_pages/sweep.py")
+    grid = [at.text_input(key=k).value for k in ("sw_T", "sw_lam", "sw_sizes")]
+    assert grid == ["1, 2, 4", "0.5, 0.9", "16, 32"]  # the sizes: half and all of digits' student preset
     assert at.number_input(key="sw_seeds").value == 3
     assert at.button(key="sw_start").label == "Start sweep"
     values = metric_values(at)
@@ -244,10 +205,10 @@ def test_sweep_page_takes_the_metric_from_the_url_by_its_cli_name_or_label(popul
     assert charts(at)["sw_acc_16"].layout.title.text.endswith(shown)
 
 
-def test_sweep_page_says_when_no_cell_beats_its_baseline(empty):
+def test_sweep_page_says_when_no_cell_beats_its_baseline(runs_dir):
     """Students that equal or lose to their baseline on every seed (the digits validation grid):
     no star, and the words say so."""
-    store = Store(empty)
+    store = Store(runs_dir)
     sweep_id = create_sweep(
         store, SweepConfig(temperatures=(1.0, 4.0), alphas=(0.5,), sizes=(16,), seeds=(0, 1), teacher_id="t")
     )
@@ -261,7 +222,7 @@ def test_sweep_page_says_when_no_cell_beats_its_baseline(empty):
                 distill=DistillConfig(t, 0.5) if t else None,
             )
             store.finish_run(store.create_run(cfg), "finished", {"test_acc": v + d, "best_val_acc": v + d})
-    at = open_page("app_pages/sweep.py")
+    at = open_app("app_pages/sweep.py")
     figs = charts(at)
     assert not figs["sw_acc_16"].layout.shapes and not figs["sw_gain_16"].layout.shapes
     assert len(figs["sw_acc_16"].data) == 1  # no star trace
@@ -281,7 +242,7 @@ def test_sweep_estimate_from_a_teacher_alone_is_scaled_and_divided_by_ray_worker
             "UPDATE runs SET metrics = ? WHERE id = ?",
             (json.dumps({**teacher["metrics"], "train_samples_per_s": 28000.0}), teacher["id"]),
         )
-    at = open_page("app_pages/sweep.py")
+    at = open_app("app_pages/sweep.py")
     data = studio.load_data("digits")
     # the New sweep defaults: T 1, 2, 4 × λ 0.5, 0.9 × mlp 16, 32 (×1) × 3 seeds, 5 epochs, batch 64
     assert (at.text_input(key="sw_sizes").value, at.slider(key="sw_epochs").value) == ("16, 32", 5)
@@ -315,7 +276,7 @@ def test_sweep_estimate_from_a_teacher_alone_is_scaled_and_divided_by_ray_worker
 
 
 def test_sweep_page_counts_runs_as_the_axes_change(populated):
-    at = open_page("app_pages/sweep.py")
+    at = open_app("app_pages/sweep.py")
     at.text_input(key="sw_T").set_value("1, 4").run()
     at.text_input(key="sw_sizes").set_value("16").run()
     at.number_input(key="sw_seeds").set_value(2).run()
@@ -327,7 +288,7 @@ def test_sweep_page_counts_runs_as_the_axes_change(populated):
 
 def test_sweep_page_ray_missing_is_explained(populated, monkeypatch):
     monkeypatch.setattr(sweep_view, "ray_available", lambda: False)
-    at = open_page("app_pages/sweep.py")
+    at = open_app("app_pages/sweep.py")
     at.radio(key="sw_backend").set_value("ray").run()
     assert_clean(at)
     assert any("requirements-ray.txt" in w.value for w in at.warning)
@@ -336,7 +297,7 @@ def test_sweep_page_ray_missing_is_explained(populated, monkeypatch):
 
 def test_sweep_page_runs_a_sweep_and_fills_the_grid(populated):
     store = Store(populated["root"])
-    at = open_page("app_pages/sweep.py")
+    at = open_app("app_pages/sweep.py")
     at.text_input(key="sw_T").set_value("2, 8")
     at.text_input(key="sw_lam").set_value("0.3")
     at.text_input(key="sw_sizes").set_value("8")
@@ -375,7 +336,7 @@ def test_sweep_page_resumes_without_repeating_finished_cells(populated):
     for run_id in gone:
         store.delete_run(run_id)
     kept = {r["id"] for r in store.list_runs(sweep_id=sweep_id)}
-    at = open_page("app_pages/sweep.py")
+    at = open_app("app_pages/sweep.py")
     assert at.selectbox(key="sw_resume_pick").value == sweep_id
     assert any("2 runs left" in c.value for c in at.caption)
     at.button(key="sw_resume").click().run()

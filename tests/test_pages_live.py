@@ -11,20 +11,25 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
-from test_pages import APP, open_app, runs_dir, stored_teacher, wait_for_job  # noqa: F401  (fixture)
 
+from app_helpers import APP, open_app, stored_teacher, wait_for_job
+from helpers import make_config
+from kd_core.events import Progress
+from kd_core.store import Store
+from kd_core.train.recorder import run_one
 from kd_core.views import deploy as dep
+from kd_core.views import studio
+from ui import state
 
 TITLE = "measure mlp 16 · student across runtimes"
 PHASE = "timing student under ONNX Runtime"
 
 
 @pytest.fixture
-def measuring(runs_dir):  # noqa: F811
+def measuring(runs_dir):
     """A live deploy job: its title, and its phase in the note, until the test is done."""
-    from ui import state
-
     release = threading.Event()
 
     def work(emit, stop, job):
@@ -51,7 +56,7 @@ def page_text(at) -> str:
     "page, button, chart",
     [("app_pages/distill.py", "distill", "distill_loss"), ("app_pages/teacher.py", "train_teacher", "teacher_loss")],
 )
-def test_a_measure_job_is_named_on_the_training_pages(runs_dir, measuring, page, button, chart):  # noqa: F811
+def test_a_measure_job_is_named_on_the_training_pages(runs_dir, measuring, page, button, chart):
     if page == "app_pages/distill.py":
         stored_teacher(runs_dir, width=32)  # the Distill page draws jobs only once it has a teacher
     assert measuring.live
@@ -65,11 +70,8 @@ def test_a_measure_job_is_named_on_the_training_pages(runs_dir, measuring, page,
 
 
 @pytest.fixture
-def quick_training_teacher(runs_dir):  # noqa: F811
+def quick_training_teacher(runs_dir):
     """A live quick-start job that is still in its teacher phase (one step emitted)."""
-    from kd_core.events import Progress
-    from ui import state
-
     release = threading.Event()
 
     def work(emit, stop, job):
@@ -96,7 +98,7 @@ def quick_training_teacher(runs_dir):  # noqa: F811
     wait_for_job(30)
 
 
-def test_distill_without_a_teacher_shows_the_quick_start_training_one(runs_dir, quick_training_teacher):  # noqa: F811
+def test_distill_without_a_teacher_shows_the_quick_start_training_one(runs_dir, quick_training_teacher):
     at = open_app("app_pages/distill.py")
     text = page_text(at)
     assert "needs a teacher" in text  # no teacher yet: the page says so …
@@ -104,21 +106,14 @@ def test_distill_without_a_teacher_shows_the_quick_start_training_one(runs_dir, 
     assert at.get("progress") and "step 1/100" in at.get("progress")[0].proto.text
 
 
-def test_a_job_that_crashes_shows_its_error_on_the_page_and_fails_its_run(runs_dir):  # noqa: F811
+class CrashingTeacher(torch.nn.Module):
+    def forward(self, x):
+        raise RuntimeError("teacher crashed")
+
+
+def test_a_job_that_crashes_shows_its_error_on_the_page_and_fails_its_run(runs_dir):
     """An exception the worker thread hits (not bad input: a crashing model) reaches the store and
     the page that started the job."""
-    import torch
-    from conftest import make_config
-
-    from kd_core.store import Store
-    from kd_core.train.recorder import run_one
-    from kd_core.views import studio
-    from ui import state
-
-    class CrashingTeacher(torch.nn.Module):
-        def forward(self, x):
-            raise RuntimeError("teacher crashed")
-
     store, data = Store(runs_dir), studio.load_data("digits")
 
     def work(emit, stop, job):

@@ -14,8 +14,8 @@ import sys
 from dataclasses import replace
 
 import pytest
-from conftest import cli_env
 
+from helpers import cli_env
 from kd_core import cli
 from kd_core.cli import common
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig

@@ -8,14 +8,14 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO, cli_env
-from experiments_fixtures import N_RUNS, populated, template_store  # noqa: F401  (fixtures)
 
+from helpers import REPO, cli_env
 from kd_core.config import DataConfig, TrainConfig
 from kd_core.errors import ConfigError
 from kd_core.stats import summarize
 from kd_core.store import Store
 from kd_core.views import runs_table, sweep_view
+from stores import N_RUNS
 
 
 def test_runs_frame_has_a_row_per_run_with_its_numbers(template_store):
@@ -134,11 +134,11 @@ def test_the_reproduce_command_makes_the_same_run_again(populated):
     new = [r for r in store.list_runs() if r["id"] not in before]
     assert sorted(r["kind"] for r in new) == ["baseline", "student", "student"]
     for original in (student, baseline):
-        again = [
+        again = next(
             r
             for r in new
             if r["kind"] == original["kind"] and r["config"].get("distill") == original["config"].get("distill")
-        ][0]
+        )
         assert again["config"]["sweep_id"] is None
         assert _without(again["config"], "sweep_id", "teacher_id") == _without(
             original["config"], "sweep_id", "teacher_id"

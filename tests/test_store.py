@@ -10,8 +10,8 @@ import threading
 from dataclasses import replace
 
 import pytest
-from conftest import STUDENT_SPEC, TEACHER_SPEC, make_config
 
+from helpers import STUDENT_SPEC, TEACHER_SPEC, make_config, run_cli
 from kd_core.config import RunConfig
 from kd_core.errors import CheckpointError
 from kd_core.events import Progress
@@ -222,8 +222,6 @@ def test_failed_and_stopped_runs_are_stored_with_their_reason(tmp_path, digits):
 def test_a_store_opened_by_a_relative_path_finds_its_weights_from_any_directory(tmp_path, monkeypatch, digits):
     """A teacher trained into `--store kd_runs` from one directory is loaded again, by run id,
     from another (as the library and as a CLI command), and after the store folder moved."""
-    from conftest import run_cli
-
     first, other = tmp_path / "first", tmp_path / "other"
     first.mkdir()
     other.mkdir()

@@ -7,6 +7,7 @@ check the running, the resume and the command line end to end.
 
 import json
 import math
+import re
 import sqlite3
 import sys
 import threading
@@ -14,7 +15,6 @@ import time
 
 import pytest
 from scipy import stats as sps
-from sweep_fixtures import sweep_data, teacher_path, tiny_sweep  # noqa: F401  (fixtures)
 
 from kd_core.cli import main
 from kd_core.config import DistillConfig, ModelSpec, RunConfig, TrainConfig
@@ -35,6 +35,7 @@ from kd_core.sweep.results import (
     sweep_results,
 )
 from kd_core.sweep.runner import run_sweep, start_sweep
+from stores import tiny_sweep
 
 
 def grid(**kw) -> SweepConfig:
@@ -92,7 +93,7 @@ def test_without_ray_the_ray_backend_says_how_to_install_it(monkeypatch):
     from kd_core.sweep.ray_executor import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(KDError, match="requirements-ray.txt"):
+    with pytest.raises(KDError, match=re.escape("requirements-ray.txt")):
         import_ray()
 
 
@@ -154,6 +155,7 @@ def test_results_are_mean_std_and_paired_gain_over_seeds(filled):
         assert row["seeds"] == sorted(values)
     b_mean, b_std = hand_mean_std(list(base.values()))
     assert df.loc[(1.0, 0.5), "baseline_mean"] == pytest.approx(b_mean)
+    assert df.loc[(1.0, 0.5), "baseline_std"] == pytest.approx(b_std)
     assert df.loc[(1.0, 0.5), "text"] == "{:.4f} ± {:.4f} (n=3)".format(*hand_mean_std(list(t1.values())))
     assert df.loc[(1.0, 0.5), "significant"] is bool(df.loc[(1.0, 0.5), "p"] < 0.05)
     assert df["best"].tolist() == [True, False, False, False]  # T=1 λ=0.5 has the highest mean
@@ -164,7 +166,7 @@ def test_results_are_mean_std_and_paired_gain_over_seeds(filled):
 
 
 def test_grids_are_temperature_by_lambda_per_size(filled):
-    store, sweep_id, base, t1, t4 = filled
+    store, sweep_id, *_ = filled
     grids = sweep_grids(store, sweep_id)
     assert list(grids) == [16]
     g = grids[16]
@@ -235,7 +237,7 @@ def test_benjamini_hochberg_matches_the_step_up_written_here():
 def test_multiple_tests_counts_chance_and_corrected_significance(filled):
     from kd_core.sweep.results import multiple_tests
 
-    store, sweep_id, base, t1, t4 = filled
+    store, sweep_id, *_ = filled
     df = sweep_results(store, sweep_id)
     tested = df[df["p"].notna()]
     assert tested.index.tolist() == [0, 2]  # T=1 and T=4 at λ=0.5; the other two cells have no run
@@ -352,7 +354,7 @@ def test_the_page_words_for_an_estimate():
 # ---------------------------------------------------------------- real tiny sweeps
 
 
-def test_resume_runs_only_the_cells_not_finished(tmp_path, sweep_data, teacher_path):
+def test_resume_runs_only_the_cells_not_finished(tmp_path, digits, teacher_path):
     store = Store(tmp_path)
     sweep_id = create_sweep(store, tiny_sweep(teacher_path, seeds=(0, 1)))
     stop, finished = threading.Event(), []
@@ -363,21 +365,21 @@ def test_resume_runs_only_the_cells_not_finished(tmp_path, sweep_data, teacher_p
             if len(finished) == 3:
                 stop.set()
 
-    first = run_sweep(store, sweep_id, sweep_data, stop_after_three, stop)
+    first = run_sweep(store, sweep_id, digits, stop_after_three, stop)
     assert [o.status for o in first] == ["finished"] * 3
     assert len(pending(store, sweep_id)) == 10 - 3
-    second = run_sweep(store, sweep_id, sweep_data)
+    second = run_sweep(store, sweep_id, digits)
     assert len(second) == 7 and all(o.status == "finished" for o in second)
     runs = store.list_runs(sweep_id=sweep_id)
     assert len(runs) == 10 and {r["status"] for r in runs} == {"finished"}
     assert sorted(cell_key(r["config"]) for r in runs) == sorted(c.key for c in plan(tiny_sweep(teacher_path, (0, 1))))
     assert {o.run_id for o in first} <= {r["id"] for r in runs}
-    assert run_sweep(store, sweep_id, sweep_data) == []  # nothing left: nothing runs again
+    assert run_sweep(store, sweep_id, digits) == []  # nothing left: nothing runs again
 
 
-def test_a_sweep_job_fills_the_grid_and_publishes_progress(tmp_path, sweep_data, teacher_path):
+def test_a_sweep_job_fills_the_grid_and_publishes_progress(tmp_path, digits, teacher_path):
     store, manager = Store(tmp_path), JobManager()
-    job = start_sweep(manager, store, sweep_data, tiny_sweep(teacher_path))
+    job = start_sweep(manager, store, digits, tiny_sweep(teacher_path))
     deadline = time.monotonic() + 300
     while job.live and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -7,14 +7,16 @@ where Ray is not installed (CI installs it through requirements-dev.txt).
 import time
 
 import pytest
-from sweep_fixtures import sweep_data, teacher_path, tiny_sweep  # noqa: F401  (fixtures)
 
+from kd_core.config import DataConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.jobs import JobManager
 from kd_core.store import Store
 from kd_core.sweep.grid import cell_key, create_sweep
+from kd_core.sweep.ray_executor import train_cell
 from kd_core.sweep.runner import run_sweep, start_sweep
-
-ray = pytest.importorskip("ray")
+from kd_core.train.engine import AUTO_THREADS_MIN_STEP_FLOPS
+from kd_core.train.models import describe
+from stores import tiny_sweep
 
 COMPARED = (
     "best_val_acc",
@@ -33,16 +35,17 @@ def by_cell(store: Store, sweep_id: str) -> dict:
     return {cell_key(r["config"]): r for r in store.list_runs(sweep_id=sweep_id)}
 
 
-def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, sweep_data, teacher_path, monkeypatch):
+def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, digits, teacher_path, monkeypatch):
+    ray = pytest.importorskip("ray")
     local, remote = Store(tmp_path / "local"), Store(tmp_path / "ray")
     local_id = create_sweep(local, tiny_sweep(teacher_path))
-    assert len(run_sweep(local, local_id, sweep_data)) == 5
+    assert len(run_sweep(local, local_id, digits)) == 5
 
     puts = []
     real_put = ray.put
     monkeypatch.setattr(ray, "put", lambda value, **kw: puts.append(type(value)) or real_put(value, **kw))
     manager = JobManager()
-    job = start_sweep(manager, remote, sweep_data, tiny_sweep(teacher_path), backend="ray")
+    job = start_sweep(manager, remote, digits, tiny_sweep(teacher_path), backend="ray")
     deadline = time.monotonic() + 300
     while job.live and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -66,11 +69,6 @@ def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, sweep_data, te
 
 def test_a_ray_task_trains_at_one_thread_under_auto_even_for_a_large_model(digits):
     """Each task holds one Ray CPU; "auto" must not give a large model every core in each task."""
-    from kd_core.config import DataConfig, ModelSpec, RunConfig, TrainConfig
-    from kd_core.sweep.ray_executor import train_cell
-    from kd_core.train.engine import AUTO_THREADS_MIN_STEP_FLOPS
-    from kd_core.train.models import describe
-
     spec = ModelSpec("mlp", 1024, 2)
     assert 3 * describe(spec, digits.input_shape, digits.num_classes)["flops"] * 64 > AUTO_THREADS_MIN_STEP_FLOPS
     cfg = RunConfig(
