@@ -12,6 +12,6 @@ if ! command -v chromium >/dev/null || [ ! -d /usr/share/datasets/fashion-mnist 
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver dataset-fashion-mnist >/dev/null
 fi
 python -m pip install -q -r requirements.txt -e ".[dev]"
-python -m ruff check kd_core pages ui app.py
-python -m ruff format --check kd_core pages ui app.py tests benchmarks scripts
+python -m ruff check .
+python -m ruff format --check .
 python -m pytest -q "$@"

@@ -22,6 +22,8 @@ import pytest
 
 from _server import REPO, StreamlitServer, kd_env, launch_browser, require_browser, settle, slider_value, wait_until
 
+pytestmark = pytest.mark.browser
+
 sync_api = require_browser()
 
 SHOTS = REPO / "artifacts" / "screenshots"

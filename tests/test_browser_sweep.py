@@ -23,6 +23,8 @@ import pytest
 
 from _server import CHROMIUM, REPO, StreamlitServer, kd_env, launch_browser, settle, wait_until
 
+pytestmark = pytest.mark.browser
+
 if not os.path.exists(CHROMIUM):
     pytest.skip(
         f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True

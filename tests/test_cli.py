@@ -150,6 +150,7 @@ def check_refusal(proc: subprocess.CompletedProcess, case: str, root) -> None:
         assert not (root / "was-run").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SUBPROCESS_CASES)
 def test_bad_input_exits_non_zero_without_traceback(error_root, error_runs, case):
     check_refusal(error_runs.result(case), case, error_root[0])
@@ -221,6 +222,7 @@ def cli_distills(cli_teacher):
     launched.close()
 
 
+@pytest.mark.slow
 def test_teacher_json_and_checkpoint(cli_teacher):
     work, out = cli_teacher
     assert out["command"] == "teacher" and out["config"]["model"] == {
@@ -238,6 +240,7 @@ def test_teacher_json_and_checkpoint(cli_teacher):
     assert stored["status"] == "finished" and stored["metrics"]["test_acc"] == run["test_acc"]
 
 
+@pytest.mark.slow
 def test_distill_from_run_id_with_baseline_json(cli_teacher, cli_distills):
     work, teacher_out = cli_teacher
     teacher_id = teacher_out["runs"][0]["run_id"]
@@ -264,6 +267,7 @@ def test_distill_from_run_id_with_baseline_json(cli_teacher, cli_distills):
     assert store.get_run(baseline["run_id"])["kind"] == "baseline"
 
 
+@pytest.mark.slow
 def test_distill_from_out_checkpoint_warns_for_larger_student(cli_distills):
     proc = cli_distills.result("from file")
     assert proc.returncode == 0, proc.stderr

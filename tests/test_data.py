@@ -179,6 +179,7 @@ def debian_fashion(tmp_path_factory):
     return root, load_dataset(DataConfig("fashion-mnist", root=str(root), download=False))
 
 
+@pytest.mark.slow
 def test_debian_fashion_mnist_is_found_offline(debian_fashion):
     root, data = debian_fashion
     assert all((root / "FashionMNIST" / "raw" / f).is_file() for f in IDX_FILES)

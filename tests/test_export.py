@@ -31,6 +31,8 @@ from kd_core.train.recorder import distill, train_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 INT8_ACCURACY_DROP = 0.02  # the int8 student may lose at most 2 points of test accuracy on digits
+# An ONNX export (torch.onnx and onnxscript, then onnxruntime to check it) takes seconds: slow.
+ONNX = pytest.param("onnx", marks=pytest.mark.slow)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def ort_logits(path: Path, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("which", ["teacher", "student", "cnn"])
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", ONNX])
 def test_float_export_round_trip_within_tolerance(trained, data, which, fmt):
     store, run_id = trained["store"], trained[which]
     report = ex.export_run(store, run_id, fmt, data=data)
@@ -91,6 +93,7 @@ def test_float_export_round_trip_within_tolerance(trained, data, which, fmt):
     assert report["reference_test_acc"] == pytest.approx((reference.argmax(1) == data.test_y).float().mean().item())
 
 
+@pytest.mark.slow
 def test_onnx_has_a_dynamic_batch_axis_and_agrees_with_pytorch(trained, data):
     store, run_id = trained["store"], trained["cnn"]
     path = Path(ex.export_run(store, run_id, "onnx", data=data)["path"])
@@ -108,7 +111,7 @@ def test_onnx_has_a_dynamic_batch_axis_and_agrees_with_pytorch(trained, data):
 # ---------------------------------------------------------------- int8
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", ONNX])
 def test_int8_student_accuracy_is_close_to_the_float_student(trained, data, fmt):
     store, run_id = trained["store"], trained["student"]
     report = ex.export_run(store, run_id, fmt, "int8", data=data)
@@ -121,6 +124,7 @@ def test_int8_student_accuracy_is_close_to_the_float_student(trained, data, fmt)
     assert report["test_acc"] == pytest.approx(int8_acc)
 
 
+@pytest.mark.slow
 def test_int8_files_are_really_quantized(trained, data):
     store, run_id = trained["store"], trained["teacher"]
     onnx_int8 = Path(ex.export_run(store, run_id, "onnx", "int8", data=data)["path"])
@@ -132,6 +136,7 @@ def test_int8_files_are_really_quantized(trained, data):
     assert "linear_dynamic" in getattr(module.net, "1").code  # quantized::linear_dynamic
 
 
+@pytest.mark.slow
 def test_an_export_outside_tolerance_is_refused_with_its_numbers(trained, data):
     store, run_id = trained["store"], trained["teacher"]
     out = Path(store.root) / "refused.onnx"
@@ -170,7 +175,7 @@ def truncate(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", ONNX])
 def test_damaged_exports_are_refused_clearly(trained, data, tmp_path, fmt, damage):
     store, run_id = trained["store"], trained["student"]
     path = Path(ex.export_run(store, run_id, fmt, out=tmp_path / f"m.{fmt}", data=data)["path"])
@@ -193,6 +198,7 @@ def test_foreign_torchscript_is_not_loaded(tmp_path):
         ex.load_artifact(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_weights_give_a_checkpoint_error_and_a_clean_cli_exit(trained, tmp_path, damage):
     root = tmp_path / "store"
@@ -218,6 +224,7 @@ def test_damaged_weights_give_a_checkpoint_error_and_a_clean_cli_exit(trained, t
 # ---------------------------------------------------------------- downloads, runtimes, CLI
 
 
+@pytest.mark.slow
 def test_downloads_are_bytes_that_load_back(trained, data, tmp_path):
     store, run_id = trained["store"], trained["student"]
     weights = ex.weights_bytes(store, run_id)
@@ -244,6 +251,7 @@ def test_unknown_runtime_is_a_clear_error():
         rt.parse_runtimes("eager,tensorrt")
 
 
+@pytest.mark.slow
 def test_bench_measures_teacher_student_and_int8_under_every_runtime(trained, capsys):
     code = main(
         [
@@ -284,6 +292,7 @@ def test_bench_measures_teacher_student_and_int8_under_every_runtime(trained, ca
         assert r["speedup_vs_teacher_eager"] == pytest.approx(base["median_ms"] / r["median_ms"])
 
 
+@pytest.mark.slow
 def test_quantization_report_sits_beside_the_float_student(trained, data):
     report = rt.quantization_report(
         trained["store"], trained["student"], data=data, batch_sizes=(1, 8), warmup=1, repeats=3

@@ -54,6 +54,7 @@ def test_distill_preview_shows_compression_before_training(runs_dir):
     assert at.slider(key="T").value == 4.0 and at.slider(key="lam").value == 0.9
 
 
+@pytest.mark.slow
 def test_whole_flow_teacher_distill_cards_compare(runs_dir):
     at = open_app("app_pages/teacher.py")
     at.slider(key="t_size").set_value(128)

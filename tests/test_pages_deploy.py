@@ -75,6 +75,7 @@ def test_deployment_defaults_to_the_picked_student_and_serves_its_weights(filled
     assert meta["classes"] == digits.classes
 
 
+@pytest.mark.slow
 def test_measure_runs_as_a_job_then_shows_latency_and_int8(filled_store, media):
     at = open_deployment()
     for key, value in FAST.items():
@@ -121,6 +122,7 @@ def test_measure_runs_as_a_job_then_shows_latency_and_int8(filled_store, media):
     assert "## int8 quantization" in archive.read(f"{student}/MODEL_CARD.md").decode()
 
 
+@pytest.mark.slow
 def test_onnx_download_gives_the_pytorch_models_predictions(filled_store, digits, media):
     at = open_deployment()
     at.button(key="dep_build_onnx").click().run()
@@ -163,6 +165,7 @@ def test_teacher_files_and_torchscript(filled_store, digits, media):
     np.testing.assert_array_equal(got, reference_predictions(filled_store["store"], teacher, digits.test_x))
 
 
+@pytest.mark.slow
 def test_an_export_outside_tolerance_is_refused_with_its_numbers(filled_store, monkeypatch):
     monkeypatch.setitem(ex.TOLERANCES, None, ex.Tolerance(-1.0, 0.99))  # nothing can pass
     at = open_deployment()

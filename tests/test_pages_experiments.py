@@ -295,6 +295,7 @@ def test_sweep_page_ray_missing_is_explained(populated, monkeypatch):
     assert at.button(key="sw_start").disabled
 
 
+@pytest.mark.slow
 def test_sweep_page_runs_a_sweep_and_fills_the_grid(populated):
     store = Store(populated["root"])
     at = open_app("app_pages/sweep.py")

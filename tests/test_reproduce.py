@@ -96,6 +96,7 @@ def _without(config: dict, *keys: str) -> dict:
     return {k: v for k, v in config.items() if k not in keys}
 
 
+@pytest.mark.slow
 def test_the_sweep_baselines_command_runs_and_makes_the_same_baseline(store, tmp_path):
     """The run kind whose card printed `--teacher TEACHER`: its command, run as printed (from
     another directory), trains a student and then the same baseline, into the same store."""

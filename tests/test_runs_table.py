@@ -115,6 +115,7 @@ def _without(config: dict, *keys: str) -> dict:
     return {k: v for k, v in config.items() if k not in keys}
 
 
+@pytest.mark.slow
 def test_the_reproduce_command_makes_the_same_run_again(populated):
     """Run the command of a sweep's student and of its baseline: the store gets runs with the same
     config (but for the sweep id; the baseline now names the teacher it was made beside), and,

@@ -219,6 +219,7 @@ def test_failed_and_stopped_runs_are_stored_with_their_reason(tmp_path, digits):
 # ---------------------------------------------------------------- paths: relative roots, moved stores
 
 
+@pytest.mark.slow
 def test_a_store_opened_by_a_relative_path_finds_its_weights_from_any_directory(tmp_path, monkeypatch, digits):
     """A teacher trained into `--store kd_runs` from one directory is loaded again, by run id,
     from another (as the library and as a CLI command), and after the store folder moved."""

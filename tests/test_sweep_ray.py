@@ -1,6 +1,6 @@
 """The Ray backend gives the in-process backend's numbers, through the dashboard's job path.
 
-One test, because starting a local Ray instance takes seconds; skipped only
+One test, because starting a local Ray instance takes seconds (marked slow); skipped only
 where Ray is not installed (CI installs it through requirements-dev.txt).
 """
 
@@ -35,6 +35,7 @@ def by_cell(store: Store, sweep_id: str) -> dict:
     return {cell_key(r["config"]): r for r in store.list_runs(sweep_id=sweep_id)}
 
 
+@pytest.mark.slow
 def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, digits, teacher_path, monkeypatch):
     ray = pytest.importorskip("ray")
     local, remote = Store(tmp_path / "local"), Store(tmp_path / "ray")
