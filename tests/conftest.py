@@ -18,7 +18,7 @@ from helpers import TEACHER_SPEC, make_config
 from kd_core.config import DataConfig
 from kd_core.train.data import load_dataset
 from kd_core.train.engine import fit
-from stores import add_scale_runs, checkpoint_teacher, compare_store, sweep_store
+from stores import STUDY_TEACHER, add_scale_runs, checkpoint_teacher, compare_store, sweep_store
 
 # Tiny models gain nothing from intra-op threads, and a busy 2-core box loses a lot to them.
 torch.set_num_threads(1)
@@ -42,6 +42,15 @@ def teacher(digits):
 def teacher_path(tmp_path_factory, digits) -> str:
     """A teacher's checkpoint path, so that sweeps in any store can use the same teacher (read only)."""
     return checkpoint_teacher(tmp_path_factory.mktemp("teacher"), digits)
+
+
+@pytest.fixture(scope="session")
+def cteacher(tmp_path_factory, digits) -> str:
+    """The compress tests' teacher checkpoint (an MLP 128 trained 4 epochs; read only)."""
+    threads = torch.get_num_threads()
+    path = checkpoint_teacher(tmp_path_factory.mktemp("cteacher"), digits, STUDY_TEACHER)
+    torch.set_num_threads(threads)
+    return path
 
 
 # ---------------------------------------------------------------- the dashboard: its run stores (KD_RUNS), its downloads

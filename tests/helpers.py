@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
 
@@ -112,6 +113,13 @@ def write_image_folder(root: Path, classes=("cat", "dog", "owl"), per_class: int
         for i in range(per_class):
             Image.new("RGB", size, (80 * k, 10 * i, 7)).save(folder / f"{i}.png")
     return root
+
+
+class CrashingTeacher(torch.nn.Module):
+    """A teacher whose forward raises what no input check catches, like a broken black-box model."""
+
+    def forward(self, x):
+        raise RuntimeError("teacher crashed")
 
 
 class CodeRunningPickle:

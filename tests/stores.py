@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kd_core.compress.config import CompressConfig, Goal
+from kd_core.compress.space import SearchSpace
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.store import Store
 from kd_core.sweep.grid import SweepConfig, create_sweep
@@ -126,10 +128,38 @@ def tiny_sweep(teacher: str, seeds=(0,), sizes=(16,)) -> SweepConfig:
     )
 
 
-def checkpoint_teacher(root: Path, data) -> str:
-    """A teacher's checkpoint path, so that sweeps in any store can use the same teacher."""
+SWEEP_TEACHER = RunConfig(model=ModelSpec("mlp", 64, 1), train=TrainConfig(epochs=2, threads=1))
+
+
+def checkpoint_teacher(root: Path, data, cfg: RunConfig = SWEEP_TEACHER) -> str:
+    """A teacher's checkpoint path, so that sweeps (or studies) in any store can use the same teacher."""
     store = Store(root)
-    cfg = RunConfig(model=ModelSpec("mlp", 64, 1), train=TrainConfig(epochs=2, threads=1))
     outcome = recorder.train_teacher(store, cfg, data)
     assert outcome.status == "finished", outcome.message
     return str(store.weights_path(outcome.run_id))
+
+
+# ---------------------------------------------------------------- compress studies: a size budget
+
+# Latency is timed under eager PyTorch in most compress tests (no export: seconds, not minutes);
+# sizes are deterministic (the bytes of a state dict), so a size budget splits candidates the
+# same way on any machine, where a latency budget would depend on the load of a shared box.
+# State dict bytes of an MLP w on digits (64 inputs, 10 classes) ≈ 4·(75w + 10) + pickling: a
+# 0.02 MB budget keeps widths up to ~60 and prunes the wider ones before they train.
+SIZE_BUDGET_MB = 0.02
+STUDY_TEACHER = RunConfig(model=ModelSpec("mlp", 128, 1), train=TrainConfig(epochs=4, lr=3e-3, threads=1, device="cpu"))
+
+
+def tiny_config(teacher: str, **kw) -> CompressConfig:
+    base = dict(
+        teacher_id=teacher,
+        data=DataConfig("digits"),
+        train=TrainConfig(epochs=2, lr=1e-2, threads=1, device="cpu"),
+        runtime="eager",
+        goal=Goal(max_drop=15.0, max_size_mb=SIZE_BUDGET_MB),
+        space=SearchSpace(mlp_widths=(16, 256), mlp_depths=(1, 1)),
+        sampler="random",
+        trials=5,
+        seed=4,
+    )
+    return CompressConfig(**{**base, **kw})

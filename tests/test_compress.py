@@ -22,8 +22,7 @@ import torch
 from optuna.trial import TrialState
 from torch import nn
 
-from compress_fixtures import SIZE_BUDGET_MB, cdata, cteacher, tiny_config  # noqa: F401  (fixtures)
-from conftest import assert_clean_failure, run_cli
+from helpers import assert_clean_failure, run_cli
 from kd_core.compress.config import CompressConfig, Goal
 from kd_core.compress.runner import start_compress
 from kd_core.compress.search import run_study
@@ -34,6 +33,7 @@ from kd_core.errors import ConfigError
 from kd_core.jobs import JobManager
 from kd_core.store import Store
 from kd_core.train.checkpoint import load_checkpoint
+from stores import SIZE_BUDGET_MB, tiny_config
 
 
 def acc64(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -52,11 +52,11 @@ def cpu_model_name() -> str:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, cdata, cteacher):
+def finished(tmp_path_factory, digits, cteacher):
     """A 5-trial random study with a size budget: some candidates pruned before training."""
     store = Store(tmp_path_factory.mktemp("study"))
     study_id = create_study(store, tiny_config(cteacher))
-    report = run_study(store, study_id, cdata)
+    report = run_study(store, study_id, digits)
     return store, study_id, report
 
 
@@ -106,7 +106,7 @@ def test_the_latency_budget_is_the_tighter_of_ms_and_speed_up():
 # ---------------------------------------------------------------- a tiny study
 
 
-def test_a_tiny_study_finds_a_feasible_student_and_stores_its_trials_as_runs(finished, cdata, cteacher):
+def test_a_tiny_study_finds_a_feasible_student_and_stores_its_trials_as_runs(finished, digits, cteacher):
     store, study_id, report = finished
     rows = {r["number"]: r for r in report.rows}
     assert len(rows) == 5 and all(r["state"] in ("complete", "pruned") for r in rows.values())
@@ -114,8 +114,8 @@ def test_a_tiny_study_finds_a_feasible_student_and_stores_its_trials_as_runs(fin
     runs = {r["id"]: r for r in store.list_runs()}
     assert sorted(runs) == sorted(r["run_id"] for r in trained)  # every trained trial, nothing else
     teacher, _ = load_checkpoint(cteacher)
-    teacher_val = acc64(teacher, cdata.val_x, cdata.val_y)
-    assert report.reference["val_acc"] == pytest.approx(teacher_val, abs=1 / len(cdata.val_y))
+    teacher_val = acc64(teacher, digits.val_x, digits.val_y)
+    assert report.reference["val_acc"] == pytest.approx(teacher_val, abs=1 / len(digits.val_y))
     for r in trained:
         run = runs[r["run_id"]]
         assert run["status"] == "finished" and run["kind"] == "student" and run["weights"]
@@ -126,10 +126,10 @@ def test_a_tiny_study_finds_a_feasible_student_and_stores_its_trials_as_runs(fin
         if r["precision"] == "int8":
             q = torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
             with torch.no_grad():
-                expected = float(np.mean(np.argmax(q(cdata.val_x).numpy(), 1) == cdata.val_y.numpy()))
+                expected = float(np.mean(np.argmax(q(digits.val_x).numpy(), 1) == digits.val_y.numpy()))
             assert r["val_acc"] == pytest.approx(expected, abs=1e-6)  # kd_core counts in float32
         else:
-            assert r["val_acc"] == pytest.approx(acc64(model, cdata.val_x, cdata.val_y), abs=1 / len(cdata.val_y))
+            assert r["val_acc"] == pytest.approx(acc64(model, digits.val_x, digits.val_y), abs=1 / len(digits.val_y))
         assert r["drop_points"] == pytest.approx((report.reference["val_acc"] - r["val_acc"]) * 100)
         assert r["speedup"] == pytest.approx(report.reference["latency_ms"] / r["latency_ms"])
     pick = report.chosen
@@ -162,7 +162,8 @@ def test_candidates_over_the_size_budget_are_pruned_before_training(finished):
             assert r["size_mb"] <= SIZE_BUDGET_MB
 
 
-def test_the_pruner_stops_a_hopeless_trial_and_it_is_marked(tmp_path, cdata, cteacher):
+@pytest.mark.slow
+def test_the_pruner_stops_a_hopeless_trial_and_it_is_marked(tmp_path, digits, cteacher):
     """Five good candidates, then a 1-unit-wide MLP: the median pruner stops it after epoch 1."""
     store = Store(tmp_path)
     cfg = tiny_config(
@@ -180,7 +181,7 @@ def test_the_pruner_stops_a_hopeless_trial_and_it_is_marked(tmp_path, cdata, cte
     for t in (1.0, 2.0, 3.0, 4.0, 6.0):
         study.enqueue_trial({**good, "temperature": t})
     study.enqueue_trial({**good, "mlp_width": 1, "temperature": 2.0})
-    report = run_study(store, study_id, cdata)
+    report = run_study(store, study_id, digits)
     last = report.rows[-1]
     assert last["state"] == "pruned" and last["pruned_by"] == "pruner" and last["width"] == 1
     assert last["epochs"] == 1 and "after epoch 1" in last["why"]
@@ -191,21 +192,21 @@ def test_the_pruner_stops_a_hopeless_trial_and_it_is_marked(tmp_path, cdata, cte
     assert all(r["state"] == "complete" for r in report.rows[:-1])
 
 
-def test_an_impossible_goal_ends_with_a_clear_message_and_trains_nothing(tmp_path, cdata, cteacher):
+def test_an_impossible_goal_ends_with_a_clear_message_and_trains_nothing(tmp_path, digits, cteacher):
     store = Store(tmp_path)
     study_id = create_study(store, tiny_config(cteacher, goal=Goal(max_drop=1.0, max_latency_ms=1e-6)))
-    report = run_study(store, study_id, cdata)
+    report = run_study(store, study_id, digits)
     assert report.chosen is None and report.rows == [] and store.list_runs() == []
     assert report.verdict.startswith("No candidate can meet the latency budget of 1e-06 ms")
     assert "the fastest in the search space, mlp 16" in report.verdict
-    again = run_study(store, study_id, cdata)  # the verdict is kept with the study
+    again = run_study(store, study_id, digits)  # the verdict is kept with the study
     assert again.verdict == report.verdict
 
 
-def test_a_goal_no_trained_trial_meets_says_how_close_it_came(tmp_path, cdata, cteacher):
+def test_a_goal_no_trained_trial_meets_says_how_close_it_came(tmp_path, digits, cteacher):
     store = Store(tmp_path)
     study_id = create_study(store, tiny_config(cteacher, goal=Goal(max_drop=0.0), trials=2, teacher_id=cteacher))
-    report = run_study(store, study_id, cdata)
+    report = run_study(store, study_id, digits)
     assert report.chosen is None
     assert report.verdict.startswith("No student met the goal (accuracy drop ≤ 0 points) in 2 trials")
     assert "points below the teacher" in report.verdict
@@ -214,7 +215,8 @@ def test_a_goal_no_trained_trial_meets_says_how_close_it_came(tmp_path, cdata, c
 # ---------------------------------------------------------------- stop and resume
 
 
-def test_resume_continues_a_stopped_study_without_repeating_trials(tmp_path, cdata, cteacher):
+@pytest.mark.slow
+def test_resume_continues_a_stopped_study_without_repeating_trials(tmp_path, digits, cteacher):
     store = Store(tmp_path)
     study_id = create_study(store, tiny_config(cteacher, goal=Goal(max_drop=50.0), trials=4))
     stop, epochs = threading.Event(), []
@@ -225,7 +227,7 @@ def test_resume_continues_a_stopped_study_without_repeating_trials(tmp_path, cda
             if len(set(epochs)) == 2:
                 stop.set()
 
-    first = run_study(store, study_id, cdata, emit=emit, stop=stop)
+    first = run_study(store, study_id, digits, emit=emit, stop=stop)
     assert first.stopped
     states = [r["state"] for r in first.rows]
     assert states.count("interrupted") == 1 and states.count("waiting") == 1
@@ -233,7 +235,7 @@ def test_resume_continues_a_stopped_study_without_repeating_trials(tmp_path, cda
     assert store.get_run(interrupted["run_id"])["status"] == "stopped"
     done_before = {r["number"]: r for r in first.rows if r["state"] in ("complete", "pruned")}
 
-    second = run_study(store, study_id, cdata)
+    second = run_study(store, study_id, digits)
     rows = {r["number"]: r for r in second.rows}
     for n, r in done_before.items():  # finished trials are kept as they were, not run again
         assert (rows[n]["state"], rows[n]["run_id"]) == (r["state"], r["run_id"])
@@ -249,7 +251,7 @@ def test_resume_continues_a_stopped_study_without_repeating_trials(tmp_path, cda
     assert sorted(trained) == sorted(r["id"] for r in store.list_runs())
 
 
-def test_a_trial_left_running_by_a_dead_process_is_run_again(tmp_path, cdata, cteacher):
+def test_a_trial_left_running_by_a_dead_process_is_run_again(tmp_path, digits, cteacher):
     store = Store(tmp_path)
     study_id = create_study(store, tiny_config(cteacher, goal=Goal(max_drop=50.0), trials=1))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -257,13 +259,13 @@ def test_a_trial_left_running_by_a_dead_process_is_run_again(tmp_path, cdata, ct
     study = read_study(store, study_id)
     orphan = study.ask({"family": optuna.distributions.CategoricalDistribution(["mlp"])})
     orphan.set_user_attr("pid", dead.pid)
-    report = run_study(store, study_id, cdata)
+    report = run_study(store, study_id, digits)
     rows = {r["number"]: r for r in report.rows}
     assert rows[orphan.number]["state"] == "interrupted"
     assert read_study(store, study_id).get_trials(states=(TrialState.RUNNING,)) == []
 
 
-def test_a_study_running_in_another_live_process_is_refused(tmp_path, cdata, cteacher):
+def test_a_study_running_in_another_live_process_is_refused(tmp_path, digits, cteacher):
     store = Store(tmp_path)
     study_id = create_study(store, tiny_config(cteacher, trials=1))
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -271,7 +273,7 @@ def test_a_study_running_in_another_live_process_is_refused(tmp_path, cdata, cte
         trial = read_study(store, study_id).ask()
         trial.set_user_attr("pid", alive.pid)
         with pytest.raises(StudyBusy, match=f"running in process {alive.pid}"):
-            run_study(store, study_id, cdata)
+            run_study(store, study_id, digits)
     finally:
         alive.kill()
         alive.wait()
@@ -280,9 +282,9 @@ def test_a_study_running_in_another_live_process_is_refused(tmp_path, cdata, cte
 # ---------------------------------------------------------------- the job and the CLI
 
 
-def test_a_compress_job_publishes_its_phase_and_verdict(tmp_path, cdata, cteacher):
+def test_a_compress_job_publishes_its_phase_and_verdict(tmp_path, digits, cteacher):
     store, manager = Store(tmp_path), JobManager()
-    job = start_compress(manager, store, cdata, tiny_config(cteacher, trials=2, goal=Goal(max_drop=50.0)))
+    job = start_compress(manager, store, digits, tiny_config(cteacher, trials=2, goal=Goal(max_drop=50.0)))
     deadline = time.monotonic() + 120
     while job.live and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -331,6 +333,7 @@ def test_cli_compress_under_onnx_runtime_json_and_resume(tmp_path, cteacher):
     assert f"{study_id}  3 trials done" in listed.stdout
 
 
+@pytest.mark.slow
 def test_cli_an_impossible_goal_is_one_error_line_and_exit_1(tmp_path, cteacher):
     proc = run_cli(
         tmp_path, "compress", "--teacher", cteacher, "--store", tmp_path / "runs", "--runtime", "eager",
@@ -340,6 +343,7 @@ def test_cli_an_impossible_goal_is_one_error_line_and_exit_1(tmp_path, cteacher)
     assert_clean_failure(proc, "error: No candidate can meet the latency budget", "Loosen the goal")
 
 
+@pytest.mark.slow
 def test_cli_bad_flags_are_refused_before_a_study_is_stored(tmp_path, cteacher):
     proc = run_cli(tmp_path, "compress", "--teacher", cteacher, "--store", tmp_path / "runs", "--widths", "64,8")
     assert_clean_failure(proc, "error:", "mlp_widths")

@@ -8,14 +8,13 @@ import os
 
 import pytest
 
-from compress_fixtures import cdata, cteacher, tiny_config  # noqa: F401  (fixtures)
 from kd_core.compress.config import Goal
 from kd_core.compress.search import run_study
 from kd_core.compress.study import create_study, read_study
 from kd_core.jobs import Job
 from kd_core.store import Store
+from stores import tiny_config
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 CANDIDATES = [
@@ -32,11 +31,12 @@ def study_with(store: Store, teacher: str) -> str:
     return study_id
 
 
-def test_ray_trials_match_in_process_and_the_driver_writes_every_run(tmp_path, cdata, cteacher):
+def test_ray_trials_match_in_process_and_the_driver_writes_every_run(tmp_path, digits, cteacher):
+    ray = pytest.importorskip("ray")
     local, remote = Store(tmp_path / "local"), Store(tmp_path / "ray")
-    a = run_study(local, study_with(local, cteacher), cdata)
+    a = run_study(local, study_with(local, cteacher), digits)
     job = Job("compress on ray", "compress")
-    b = run_study(remote, study_with(remote, cteacher), cdata, job=job, backend="ray", ray_cpus=2)
+    b = run_study(remote, study_with(remote, cteacher), digits, job=job, backend="ray", ray_cpus=2)
     assert not ray.is_initialized()  # the local instance the study started is shut down
     assert job.snapshot()["notes"]["compress"]["backend"] == "ray"
     rows_a, rows_b = sorted(a.rows, key=lambda r: r["width"]), sorted(b.rows, key=lambda r: r["width"])

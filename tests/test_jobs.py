@@ -7,9 +7,8 @@ import threading
 import time
 
 import pytest
-import torch
 
-from helpers import TEACHER_SPEC, make_config
+from helpers import TEACHER_SPEC, CrashingTeacher, make_config
 from kd_core.events import Progress
 from kd_core.jobs import MAX_POINTS, Job, JobBusy, JobManager, downsample
 from kd_core.store import Store
@@ -159,13 +158,6 @@ def test_an_exception_in_the_job_is_reported_not_lost(manager, caplog):
     [logged] = [r for r in caplog.records if r.name == "kd_core.jobs"]
     assert logged.levelname == "ERROR" and "broken" in logged.getMessage()
     assert logged.exc_info[0] is RuntimeError and str(logged.exc_info[1]) == "disk on fire"
-
-
-class CrashingTeacher(torch.nn.Module):
-    """A teacher whose forward raises what no input check catches, like a broken black-box model."""
-
-    def forward(self, x):
-        raise RuntimeError("teacher crashed")
 
 
 def test_an_exception_inside_a_run_fails_the_stored_run_and_the_job_with_its_message(tmp_path, digits, manager, caplog):

@@ -100,7 +100,10 @@ def test_compare_key_columns_come_first(scaled_store):
 def test_compare_picker_filters_by_kind_sweep_teacher_and_status(scaled_store):
     at = open_app(COMPARE)
     f = scaled_store
-    offered = lambda: at.multiselect(key="cmp_runs").options  # noqa: E731  (their titles)
+
+    def offered() -> list[str]:  # the picker's options: their titles
+        return at.multiselect(key="cmp_runs").options
+
     assert len(offered()) == 6  # A's finished students and baselines: seed 0 pair, seed 1 pair, T=2, the sweep's
     assert not any("stopped" in o or "failed" in o for o in offered())
     at.toggle(key="cmp_all").set_value(True).run()

@@ -11,11 +11,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from app_helpers import APP, open_app, stored_teacher, wait_for_job
-from helpers import make_config
+from helpers import CrashingTeacher, make_config
 from kd_core.events import Progress
 from kd_core.store import Store
 from kd_core.train.recorder import run_one
@@ -104,11 +103,6 @@ def test_distill_without_a_teacher_shows_the_quick_start_training_one(runs_dir, 
     assert "needs a teacher" in text  # no teacher yet: the page says so …
     assert "distill_loss" in {el.key for el in at.get("plotly_chart")}  # … and shows the one being trained
     assert at.get("progress") and "step 1/100" in at.get("progress")[0].proto.text
-
-
-class CrashingTeacher(torch.nn.Module):
-    def forward(self, x):
-        raise RuntimeError("teacher crashed")
 
 
 def test_a_job_that_crashes_shows_its_error_on_the_page_and_fails_its_run(runs_dir):

@@ -8,17 +8,17 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from app_helpers import open_app, stored_teacher
+from blackbox_files import BehindContract, contract, write
+from helpers import TEACHER_SPEC, make_config
 from kd_core.config import ModelSpec
 from kd_core.store import Store
 from kd_core.train.engine import fit
 from kd_core.train.models import build_model, param_count
 from kd_core.views import studio
-from tests.conftest import TEACHER_SPEC, make_config
-from tests.test_blackbox import BehindContract, contract, write
-from tests.test_pages import open_app, runs_dir, stored_teacher  # noqa: F401  (runs_dir is a fixture)
 
 
-def test_student_slider_becomes_a_width_multiplier_for_a_torchvision_family(runs_dir):  # noqa: F811
+def test_student_slider_becomes_a_width_multiplier_for_a_torchvision_family(runs_dir):
     stored_teacher(runs_dir, width=64)
     at: AppTest = open_app("app_pages/distill.py")
     assert at.slider(key="s_size").label == "Hidden width"
@@ -35,7 +35,7 @@ def test_student_slider_becomes_a_width_multiplier_for_a_torchvision_family(runs
     assert smaller < expected
 
 
-def test_teacher_page_takes_a_torchscript_upload_with_its_contract_and_distill_shows_it(runs_dir, tmp_path):  # noqa: F811
+def test_teacher_page_takes_a_torchscript_upload_with_its_contract_and_distill_shows_it(runs_dir, tmp_path):
     data = studio.load_data("digits")
     inner = fit(make_config("teacher", TEACHER_SPEC, epochs=2), data).model
     path = write("torchscript", BehindContract(inner, data.mean, data.std), tmp_path)

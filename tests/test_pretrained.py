@@ -8,12 +8,12 @@ import pytest
 import torch
 import torchvision
 
+from helpers import CodeRunningPickle, assert_clean_failure, run_cli
 from kd_core.config import ModelSpec
 from kd_core.errors import CheckpointError, ConfigError
 from kd_core.store import Store
 from kd_core.train.models import build_model
 from kd_core.train.pretrained import load_init_weights, torchvision_file
-from tests.conftest import CodeRunningPickle, assert_clean_failure, run_cli
 
 GREY28 = (1, 28, 28)
 
@@ -102,6 +102,7 @@ def test_torchvision_weights_only_at_published_widths():
     assert "X0_5" in torchvision_file(ModelSpec("shufflenet_v2", width=0.5))[0]
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_wrong_architecture_file_before_storing_anything(tmp_path, imagenet_mobilenet):
     path, _ = imagenet_mobilenet
     store = tmp_path / "runs"
@@ -113,6 +114,7 @@ def test_cli_refuses_a_wrong_architecture_file_before_storing_anything(tmp_path,
     assert Store(store).list_runs() == []
 
 
+@pytest.mark.slow
 def test_cli_trains_from_a_fitting_weights_file_and_keeps_it_in_the_config(tmp_path):
     spec = ModelSpec("mobilenet_v3_small", width=0.1)
     torch.manual_seed(3)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from kd_core.config import experiment_key
 from kd_core.jobs import JobManager
 from kd_core.store import Store
@@ -21,6 +23,7 @@ def run_quick(manager: JobManager, store: Store, data) -> dict:
     return snap
 
 
+@pytest.mark.slow
 def test_a_second_quick_start_reuses_the_teacher_and_adds_a_seed(tmp_path, digits):
     store, manager = Store(tmp_path / "runs"), JobManager()
     try:

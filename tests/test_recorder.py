@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_config
+from helpers import make_config
 from kd_core.config import timing_threads
 from kd_core.store import Store
 from kd_core.train.recorder import Trained, record, train_teacher
