@@ -29,7 +29,6 @@ from kd_core.train.data import load_dataset
 
 EXIT_NO_STUDENT = 1
 DEFAULT_TRIALS = 20
-TRIAL_FIELDS = ("number", "state", "label", "latency_ms", "size_mb", "val_acc", "drop_points", "why")
 
 
 def _names(text: str) -> tuple[str, ...]:
