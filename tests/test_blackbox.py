@@ -173,6 +173,7 @@ def test_a_checkpoint_or_garbage_is_not_taken_for_a_black_box(tmp_path, digits, 
 # ---------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 def test_cli_distils_from_an_onnx_file_with_its_contract(tmp_path, files):
     (tmp_path / "contract.json").write_text(json.dumps(contract().to_dict()))
     store = tmp_path / "runs"
@@ -188,6 +189,7 @@ def test_cli_distils_from_an_onnx_file_with_its_contract(tmp_path, files):
     assert "note: teacher teacher.onnx: grey images repeated to 3 channels" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_refuses_other_classes_before_storing_anything(tmp_path, files):
     store = tmp_path / "runs"
     proc = run_cli(

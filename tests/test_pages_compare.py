@@ -97,6 +97,7 @@ def test_compare_key_columns_come_first(scaled_store):
     assert order.index("id") == len(order) - 1
 
 
+@pytest.mark.slow
 def test_compare_picker_filters_by_kind_sweep_teacher_and_status(scaled_store):
     at = open_app(COMPARE)
     f = scaled_store
