@@ -105,6 +105,13 @@ def chosen(rows: list[dict]) -> dict | None:
     return min(ok, key=lambda r: (-r["val_acc"], r["latency_ms"], r["size_mb"], r["number"]))
 
 
+def _points(drop: float) -> str:
+    """An accuracy drop in words: "1.39 points below", "0.50 points above", "level with"."""
+    if drop == 0:
+        return "level with"
+    return f"{abs(drop):.2f} points {'below' if drop > 0 else 'above'}"
+
+
 def _count(rows: list[dict], state: str, pruned_by: str | None = None) -> int:
     return sum(1 for r in rows if r["state"] == state and (pruned_by is None or r["pruned_by"] == pruned_by))
 
@@ -117,7 +124,7 @@ def verdict(rows: list[dict], cfg: CompressConfig, ref: dict | None, infeasible:
     if pick is not None:
         return (
             f"Chosen: trial {pick['number']}, {pick['label']}: validation accuracy {pick['val_acc']:.4f} "
-            f"({pick['drop_points']:+.2f} points below the teacher's {ref['val_acc']:.4f}), "
+            f"({_points(pick['drop_points'])} the teacher's {ref['val_acc']:.4f}), "
             f"{pick['latency_ms']:.4f} ms under {cfg.runtime} at batch {cfg.batch_size} "
             f"({pick['speedup']:.1f}× faster than the teacher), {pick['size_mb']:.3f} MB."
         )
