@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import urllib.parse
 import sys
+import urllib.parse
 import zipfile
 from pathlib import Path
 
 import pytest
+
 from _server import REPO, StreamlitServer, kd_env, launch_browser, require_browser, settle, wait_until
 
 sync_api = require_browser()

@@ -11,25 +11,17 @@ from __future__ import annotations
 import urllib.parse
 
 import pytest
-from compress_fixtures import SIZE_BUDGET_MB, tiny_config
 from streamlit.testing.v1 import AppTest
-from test_pages import APP, stored_teacher, wait_for_job
-from test_pages_experiments import charts, numbers
 
+from app_helpers import APP, chart_specs, stored_teacher, trace_numbers, wait_for_job
 from kd_core.compress.config import Goal
 from kd_core.compress.search import run_study
-from kd_core.compress.study import create_study
+from kd_core.compress.study import create_study, read_study
 from kd_core.store import Store
 from kd_core.views import studio
+from stores import SIZE_BUDGET_MB, tiny_config
 
 PAGE = "app_pages/compress.py"
-
-
-@pytest.fixture
-def runs_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("KD_DATA", str(tmp_path / "data"))
-    return tmp_path / "runs"
 
 
 def open_page() -> AppTest:
@@ -74,6 +66,7 @@ def test_a_goal_no_candidate_can_meet_ends_with_a_clear_message(runs_dir):
     assert Store(runs_dir).list_runs(kind="student") == []
 
 
+@pytest.mark.slow  # a study of two trials trained in the page's worker
 def test_a_search_from_the_page_fills_the_fronts_and_opens_deployment(runs_dir):
     teacher = stored_teacher(runs_dir)
     at = open_page()
@@ -88,11 +81,11 @@ def test_a_search_from_the_page_fills_the_fronts_and_opens_deployment(runs_dir):
     assert any(s.value.startswith("Chosen: trial") for s in at.success)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Latency"].endswith(" ms") and metrics["Size"].endswith(" MB")
-    figs = charts(at)
-    names = {t.name for t in figs["cs_front_latency"].data}
+    figs = chart_specs(at)
+    names = {t["name"] for t in figs["cs_front_latency"]["data"]}
     assert {"teacher", "chosen student"} <= names and names & {"meets the goal", "trained, misses the goal"}
-    star = next(t for t in figs["cs_front_latency"].data if t.name == "teacher")
-    assert star.y[0] == pytest.approx(snap_reference(runs_dir, study_id)["val_acc"])
+    star = next(t for t in figs["cs_front_latency"]["data"] if t["name"] == "teacher")
+    assert trace_numbers(star["y"])[0] == pytest.approx(snap_reference(runs_dir, study_id)["val_acc"])
     table = at.dataframe[0].value
     assert list(table["number"]) == [0, 1] and set(table["state"]) <= {"complete", "pruned"}
     student = next(r for r in table.to_dict("records") if r["run_id"])
@@ -114,8 +107,6 @@ def chosen_number(at: AppTest) -> int:
 
 
 def snap_reference(runs_dir, study_id: str) -> dict:
-    from kd_core.compress.study import read_study
-
     return read_study(Store(runs_dir), study_id).user_attrs["reference"]
 
 
@@ -128,15 +119,18 @@ def test_a_stored_study_shows_its_pruned_trials_as_such(runs_dir):
     assert over
     at = open_page()
     assert at.selectbox(key="cs_view").value == study_id
-    figs = charts(at)
+    figs = chart_specs(at)
     for key in ("cs_front_latency", "cs_front_size"):
-        traces = {t.name: t for t in figs[key].data}
+        traces = {t["name"]: t for t in figs[key]["data"]}
         marked = traces["over budget (not trained)"]
-        assert len(numbers(marked.x)) == len(over) and marked.marker.symbol == "triangle-down"
-        trained_y = [y for name, t in traces.items() if name.startswith(("meets", "trained")) for y in numbers(t.y)]
-        assert max(numbers(marked.y)) < min(trained_y)  # drawn below every trained trial, not as an accuracy
+        xs, ys = trace_numbers(marked["x"]), trace_numbers(marked["y"])
+        assert len(xs) == len(over) and marked["marker"]["symbol"] == "triangle-down"
+        trained_y = [
+            y for name, t in traces.items() if name.startswith(("meets", "trained")) for y in trace_numbers(t["y"])
+        ]
+        assert max(ys) < min(trained_y)  # drawn below every trained trial, not as an accuracy
         if key == "cs_front_size":
-            assert sorted(numbers(marked.x)) == pytest.approx(sorted(r["size_mb"] for r in over))
+            assert sorted(xs) == pytest.approx(sorted(r["size_mb"] for r in over))
     table = at.dataframe[0].value
     why = table.set_index("number")["why"]
     for r in over:
