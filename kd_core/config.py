@@ -66,10 +66,38 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class MethodSpec:
+    """One distillation method of a run: its registry name (kd_core.methods.METHODS), its
+    weight w in the mix, and overrides of its paper defaults as sorted (key, value) pairs."""
+    name: str = "kd"
+    weight: float = 1.0
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "MethodSpec":
+        return MethodSpec(name=d.get("name", "kd"), weight=d.get("weight", 1.0),
+                          params=tuple((str(k), v) for k, v in d.get("params", ())))
+
+
+@dataclass(frozen=True)
 class DistillConfig:
-    temperature: float = 4.0
-    alpha: float = 0.9  # λ: weight of the soft-target term
-    cache_teacher_logits: bool = True
+    """loss = (1 − λ)·CE(labels) + λ·Σ_m w_m·Σ terms_m, λ = `alpha`, w_m = methods[m].weight.
+
+    Each method's terms carry its paper's coefficients, and papers write CE + Σ terms. At
+    λ = 0.5 with w = 1 the loss is half of that: the paper's objective up to a constant
+    factor, which Adam does not see (it is scale-invariant up to its ε; SGD sees half the lr)."""
+    temperature: float = 4.0     # T of every logit-based method
+    alpha: float = 0.9           # λ: weight of the distillation terms
+    cache_teacher_logits: bool = True   # cache the teacher's targets by sample index where allowed
+    methods: tuple[MethodSpec, ...] = (MethodSpec("kd"),)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "DistillConfig":
+        """Stored configs from before methods existed have no `methods`: they were KD."""
+        rest = {k: v for k, v in d.items() if k != "methods"}
+        if "methods" not in d:
+            return DistillConfig(**rest)
+        return DistillConfig(**rest, methods=tuple(MethodSpec.from_dict(m) for m in d["methods"]))
 
 
 @dataclass(frozen=True)
@@ -126,7 +154,7 @@ class RunConfig:
             data=DataConfig(**d.get("data", {})),
             model=ModelSpec(**d.get("model", {})),
             train=TrainConfig(**d.get("train", {})),
-            distill=DistillConfig(**distill) if distill else None,
+            distill=DistillConfig.from_dict(distill) if distill else None,
             labels=LabelConfig(**d.get("labels") or {}),
             teacher_id=d.get("teacher_id"),
             sweep_id=d.get("sweep_id"),
