@@ -69,14 +69,30 @@ class TrainConfig:
 class MethodSpec:
     """One distillation method of a run: its registry name (kd_core.methods.METHODS), its
     weight w in the mix, and overrides of its paper defaults as sorted (key, value) pairs."""
+
     name: str = "kd"
     weight: float = 1.0
     params: tuple[tuple[str, Any], ...] = ()
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "MethodSpec":
-        return MethodSpec(name=d.get("name", "kd"), weight=d.get("weight", 1.0),
-                          params=tuple((str(k), v) for k, v in d.get("params", ())))
+    def from_dict(d: dict[str, Any]) -> MethodSpec:
+        return MethodSpec(
+            name=d.get("name", "kd"),
+            weight=d.get("weight", 1.0),
+            params=tuple((str(k), v) for k, v in d.get("params", ())),
+        )
+
+
+def format_methods(specs: tuple[MethodSpec, ...]) -> str:
+    """A mix as `--method` reads it (kd_core.methods.parse_methods): 'kd', 'kd+at', '0.5*kd+1*at'."""
+    if all(s.weight == 1 for s in specs):
+        return "+".join(s.name for s in specs)
+    return "+".join(f"{s.weight:g}*{s.name}" for s in specs)
+
+
+def format_params(specs: tuple[MethodSpec, ...]) -> list[str]:
+    """The mix's parameter overrides as `--method-param` values: 'name.key=value'."""
+    return [f"{s.name}.{k}={v}" for s in specs for k, v in s.params]
 
 
 @dataclass(frozen=True)
@@ -86,13 +102,14 @@ class DistillConfig:
     Each method's terms carry its paper's coefficients, and papers write CE + Σ terms. At
     λ = 0.5 with w = 1 the loss is half of that: the paper's objective up to a constant
     factor, which Adam does not see (it is scale-invariant up to its ε; SGD sees half the lr)."""
-    temperature: float = 4.0     # T of every logit-based method
-    alpha: float = 0.9           # λ: weight of the distillation terms
-    cache_teacher_logits: bool = True   # cache the teacher's targets by sample index where allowed
+
+    temperature: float = 4.0  # T of every logit-based method
+    alpha: float = 0.9  # λ: weight of the distillation terms
+    cache_teacher_logits: bool = True  # cache the teacher's targets by sample index where allowed
     methods: tuple[MethodSpec, ...] = (MethodSpec("kd"),)
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "DistillConfig":
+    def from_dict(d: dict[str, Any]) -> DistillConfig:
         """Stored configs from before methods existed have no `methods`: they were KD."""
         rest = {k: v for k, v in d.items() if k != "methods"}
         if "methods" not in d:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Progress:
     """One step, epoch or end-of-run report from the engine.
 
-    `event` is "step" (loss components and throughput), "epoch" (adds train and
+    `event` is "step" (the loss, its named terms and throughput), "epoch" (adds train and
     validation accuracy, seconds and ETA) or "end" (adds the final status).
     """
 
@@ -19,9 +19,8 @@ class Progress:
     epoch: int  # 1-based epoch the record belongs to
     step: int  # global step, 1-based
     total_steps: int
-    loss: float = float("nan")
-    ce: float = float("nan")
-    kd: float = float("nan")
+    loss: float = float("nan")  # the total that was back-propagated
+    terms: dict[str, float] = field(default_factory=dict)  # "ce" and each method's named terms
     samples_per_s: float = 0.0
     elapsed_s: float = 0.0
     eta_s: float = 0.0

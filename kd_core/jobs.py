@@ -61,15 +61,14 @@ class Job:
                 run = {"label": label, "steps": [], "epochs": [], "last": None}
                 self._runs[rec.run_id] = run
                 self._order.append(rec.run_id)
-            if rec.event == "step":
-                run["steps"].append((rec.step, rec.loss, rec.ce, rec.kd))
+            if rec.event == "step":  # (step, total, {term: value}): the terms are the run's own
+                run["steps"].append((rec.step, rec.loss, dict(rec.terms)))
             elif rec.event == "epoch":
                 run["epochs"].append(
                     {
                         "epoch": rec.epoch,
                         "loss": rec.loss,
-                        "ce": rec.ce,
-                        "kd": rec.kd,
+                        "terms": dict(rec.terms),
                         "train_acc": rec.train_acc,
                         "val_acc": rec.val_acc,
                     }

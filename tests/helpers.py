@@ -67,8 +67,8 @@ class StepRecorder:
         return [r for r in self.records if r.event == event]
 
     def losses(self) -> np.ndarray:
-        """(steps, 3) array of (loss, ce, kd) per training step."""
-        return np.array([(r.loss, r.ce, r.kd) for r in self.of("step")], dtype=np.float64)
+        """(steps, 3) array of (loss, ce, kd) per training step (kd 0 without a teacher)."""
+        return np.array([(r.loss, r.terms["ce"], r.terms.get("kd", 0.0)) for r in self.of("step")], dtype=np.float64)
 
 
 # ---------------------------------------------------------------- dataset files

@@ -1,5 +1,6 @@
 """Float64 reference implementations of every method's loss, written independently of
 kd_core.methods (numpy, explicit loops where the definition is a sum over pairs or triples)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,7 +65,9 @@ def dist(zs, zt, T, beta, gamma):
 
 
 def logit_std(zs, zt, T, eps=1e-7):
-    z = lambda v: (v - v.mean(1, keepdims=True)) / (v.std(1, ddof=1, keepdims=True) + eps)
+    def z(v):
+        return (v - v.mean(1, keepdims=True)) / (v.std(1, ddof=1, keepdims=True) + eps)
+
     return kd(z(np.asarray(zs, np.float64)), z(np.asarray(zt, np.float64)), T)
 
 
@@ -81,9 +84,11 @@ def fitnets_linear(v, u, weight, bias, coef):
 
 def at(student_maps, teacher_maps, beta, p=2.0):
     """β/2 Σ_j mean((q_s − q_t)²), q = vec(Σ_c |A_c|^p) / ‖·‖₂."""
+
     def q(a):
         m = (np.abs(a) ** p).sum(axis=1).reshape(len(a), -1)
         return m / np.linalg.norm(m, axis=1, keepdims=True)
+
     return beta / 2 * sum(((q(s) - q(t)) ** 2).mean() for s, t in zip(student_maps, teacher_maps))
 
 
@@ -95,7 +100,7 @@ def sp(student_maps, teacher_maps, gamma):
         gs = gs / np.linalg.norm(gs, axis=1, keepdims=True)
         gt = gt / np.linalg.norm(gt, axis=1, keepdims=True)
         total += ((gt - gs) ** 2).sum()
-    return gamma / b ** 2 * total
+    return gamma / b**2 * total
 
 
 def _huber(x):
@@ -121,5 +126,4 @@ def rkd(es, et, w_dist, w_angle):
                     out[j, i, k] = 0.0 if nu == 0 or nv == 0 else (u @ v) / (nu * nv)
         return out
 
-    return (w_dist * _huber(psi_d(es) - psi_d(et)).mean(),
-            w_angle * _huber(psi_a(es) - psi_a(et)).mean())
+    return (w_dist * _huber(psi_d(es) - psi_d(et)).mean(), w_angle * _huber(psi_a(es) - psi_a(et)).mean())

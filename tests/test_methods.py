@@ -1,6 +1,7 @@
 """Every method's loss against the float64 references in method_refs.py, the DKD ↔ KD
 identity, per-sample teacher targets (what makes caching by index valid), stage selection,
 parameter parsing and the registry. Pure tensors: no engine here (see test_methods_engine.py)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,7 +66,7 @@ def np64(x: torch.Tensor) -> np.ndarray:
 
 # ------------------------------------------------------------------ response methods
 
-SETTINGS = [(1.0, 3.0), (4.0, 3.0), (100.0, 3.0), (2.0, 0.1)]   # (T, logit scale): large T, near-flat logits
+SETTINGS = [(1.0, 3.0), (4.0, 3.0), (100.0, 3.0), (2.0, 0.1)]  # (T, logit scale): large T, near-flat logits
 
 
 @pytest.mark.parametrize("T,scale", SETTINGS)
@@ -96,7 +97,7 @@ def test_dkd_one_dominant_class_stays_exact():
     got = run("dkd", Outputs(zs), Outputs(zt), 1.0, y)
     tckd, nckd = ref.dkd(np64(zs), np64(zt), y.numpy(), 1.0, 1.0, 8.0)
     assert got["tckd"] == pytest.approx(tckd, **TOL) and got["nckd"] == pytest.approx(nckd, **TOL)
-    assert tckd > 1.0   # the student is far from certain: the binary term is large
+    assert tckd > 1.0  # the student is far from certain: the binary term is large
 
 
 @pytest.mark.parametrize("T", [1.0, 4.0, 50.0])
@@ -244,8 +245,12 @@ def test_relation_losses_are_finite_for_a_batch_of_one():
 
 def outputs_for(name: str, seed: int, b: int = B) -> Outputs:
     """Logits plus features in the layout each method reads."""
-    feats = {"at": lambda: spatial_pair(seed)[0], "sp": lambda: {"stage3": rand(seed, b, 4, 2, 2)},
-             "rkd": lambda: {"embedding": rand(seed, b, 6)}, "fitnets": lambda: {"stage1": rand(seed, b, 4, 3, 3)}}
+    feats = {
+        "at": lambda: spatial_pair(seed)[0],
+        "sp": lambda: {"stage3": rand(seed, b, 4, 2, 2)},
+        "rkd": lambda: {"embedding": rand(seed, b, 6)},
+        "fitnets": lambda: {"stage1": rand(seed, b, 4, 3, 3)},
+    }
     return Outputs(rand(seed + 100, b, K), feats.get(name, dict)())
 
 
@@ -273,8 +278,10 @@ def test_teacher_targets_are_per_sample_so_they_can_be_cached_by_index(name):
     p = m.Params()
     t = outputs_for(name, 33)
     whole = m.teacher_targets(t, p)
-    rows = [m.teacher_targets(Outputs(t.logits[i:i + 1], {k: v[i:i + 1] for k, v in t.features.items()}), p)
-            for i in range(B)]
+    rows = [
+        m.teacher_targets(Outputs(t.logits[i : i + 1], {k: v[i : i + 1] for k, v in t.features.items()}), p)
+        for i in range(B)
+    ]
     torch.testing.assert_close(whole.logits, torch.cat([r.logits for r in rows]))
     for k in whole.features:
         torch.testing.assert_close(whole.features[k], torch.cat([r.features[k] for r in rows]))
@@ -296,6 +303,7 @@ def test_gradients_match_finite_differences(name):
     def f(logits, *feats):
         out = m(Outputs(logits, dict(zip(names, feats))), t, p, extra, 4.0, y)
         return sum(out.values())
+
     inputs = [s.logits.requires_grad_()] + [v.requires_grad_() for v in s.features.values()]
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-4)
 
@@ -307,8 +315,8 @@ def test_registry_describes_every_method():
     assert list(METHODS) == ["kd", "dkd", "dist", "logit_std", "fitnets", "at", "sp", "rkd"]
     for name, m in METHODS.items():
         assert m.name == name and m.title and m.family in FAMILIES
-        assert any(ch.isdigit() for ch in m.paper)          # the citation has a year
-        assert "(" in m.loss.__doc__ and "Eq." in m.loss.__doc__ or name == "kd"
+        assert any(ch.isdigit() for ch in m.paper)  # the citation has a year
+        assert ("(" in m.loss.__doc__ and "Eq." in m.loss.__doc__) or name == "kd"
         assert dataclasses.is_dataclass(m.Params) and m.Params.__dataclass_params__.frozen
         for info in param_info(m):
             assert info.help and info.type in ("float", "int", "bool", "str"), (name, info)
@@ -324,43 +332,55 @@ def test_paper_defaults():
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown distillation method 'dkdd'.*kd, dkd, dist"):
+    with pytest.raises(ConfigError, match=r"unknown distillation method 'dkdd'.*kd, dkd, dist"):
         get_method("dkdd")
 
 
-@pytest.mark.parametrize("text,params,want", [
-    ("kd", [], (MethodSpec("kd"),)),
-    ("dkd", ["beta=8"], (MethodSpec("dkd", 1.0, (("beta", 8.0),)),)),
-    ("kd+at", [], (MethodSpec("kd"), MethodSpec("at"))),
-    ("0.5*kd + 2*at", ["at.beta=500", "p=1"],
-     (MethodSpec("kd", 0.5), MethodSpec("at", 2.0, (("beta", 500.0), ("p", 1.0))))),
-    ("DKD+dist", ["dkd.beta=2", "dist.beta=3"],
-     (MethodSpec("dkd", 1.0, (("beta", 2.0),)), MethodSpec("dist", 1.0, (("beta", 3.0),)))),
-])
+@pytest.mark.parametrize(
+    "text,params,want",
+    [
+        ("kd", [], (MethodSpec("kd"),)),
+        ("dkd", ["beta=8"], (MethodSpec("dkd", 1.0, (("beta", 8.0),)),)),
+        ("kd+at", [], (MethodSpec("kd"), MethodSpec("at"))),
+        (
+            "0.5*kd + 2*at",
+            ["at.beta=500", "p=1"],
+            (MethodSpec("kd", 0.5), MethodSpec("at", 2.0, (("beta", 500.0), ("p", 1.0)))),
+        ),
+        (
+            "DKD+dist",
+            ["dkd.beta=2", "dist.beta=3"],
+            (MethodSpec("dkd", 1.0, (("beta", 2.0),)), MethodSpec("dist", 1.0, (("beta", 3.0),))),
+        ),
+    ],
+)
 def test_parse_methods(text, params, want):
     got = parse_methods(text, params)
     assert got == want
-    assert parse_methods(format_methods(got), format_params(got)) == got   # round trip for reproduce commands
+    assert parse_methods(format_methods(got), format_params(got)) == got  # round trip for reproduce commands
 
 
-@pytest.mark.parametrize("text,params,message", [
-    ("", [], "not a method mix"),
-    ("kd++at", [], "not a method mix"),
-    ("x*kd", [], "weight 'x'"),
-    ("-1*kd", [], "finite number >= 0"),
-    ("0*kd", [], "weight 0"),
-    ("kd+kd", [], "appears twice"),
-    ("dkd+dist", ["beta=2"], r"several methods have 'beta' \(dkd, dist\); write e.g. dkd.beta=2"),
-    ("kd", ["beta=2"], "no method in kd has a parameter 'beta'"),
-    ("dkd", ["gamma=2"], "no method in dkd has"),
-    ("dkd", ["at.beta=2"], "'at', which is not in the mix"),
-    ("dkd", ["beta"], "not key=value"),
-    ("dkd", ["beta=eight"], "dkd.beta must be a number"),
-    ("dkd", ["beta=nan"], "finite"),
-    ("dkd", ["beta=-1"], "beta must be >= 0"),
-    ("at", ["p=0"], "p must be > 0"),
-    ("fitnets", ["student_stage=stage1,stage2"], "must name one stage"),
-])
+@pytest.mark.parametrize(
+    "text,params,message",
+    [
+        ("", [], "not a method mix"),
+        ("kd++at", [], "not a method mix"),
+        ("x*kd", [], "weight 'x'"),
+        ("-1*kd", [], "finite number >= 0"),
+        ("0*kd", [], "weight 0"),
+        ("kd+kd", [], "appears twice"),
+        ("dkd+dist", ["beta=2"], r"several methods have 'beta' \(dkd, dist\); write e.g. dkd.beta=2"),
+        ("kd", ["beta=2"], "no method in kd has a parameter 'beta'"),
+        ("dkd", ["gamma=2"], "no method in dkd has"),
+        ("dkd", ["at.beta=2"], "'at', which is not in the mix"),
+        ("dkd", ["beta"], "not key=value"),
+        ("dkd", ["beta=eight"], "dkd.beta must be a number"),
+        ("dkd", ["beta=nan"], "finite"),
+        ("dkd", ["beta=-1"], "beta must be >= 0"),
+        ("at", ["p=0"], "p must be > 0"),
+        ("fitnets", ["student_stage=stage1,stage2"], "must name one stage"),
+    ],
+)
 def test_parse_methods_refuses_bad_input(text, params, message):
     with pytest.raises(ConfigError, match=message):
         parse_methods(text, params)
@@ -368,9 +388,13 @@ def test_parse_methods_refuses_bad_input(text, params, message):
 
 def test_validate_methods_checks_stored_specs():
     assert validate_methods((MethodSpec("dkd", 1.0, (("beta", 4),)),))[0].beta == 4.0
-    for bad, message in [((), "at least one method"), ((MethodSpec("nope"),), "unknown distillation method"),
-                         ((MethodSpec("kd", float("inf")),), "finite"), ((MethodSpec("kd", True),), "finite"),
-                         ((MethodSpec("dkd", 1.0, (("gamma", 1),)),), "has no parameter 'gamma'")]:
+    for bad, message in [
+        ((), "at least one method"),
+        ((MethodSpec("nope"),), "unknown distillation method"),
+        ((MethodSpec("kd", float("inf")),), "finite"),
+        ((MethodSpec("kd", True),), "finite"),
+        ((MethodSpec("dkd", 1.0, (("gamma", 1),)),), "has no parameter 'gamma'"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             validate_methods(bad)
 
@@ -379,18 +403,26 @@ MLP = {"hidden1": (32,), "hidden2": (32,), "embedding": (32,)}
 CNN = {"stage1": (8, 14, 14), "stage2": (16, 7, 7), "stage3": (32, 3, 3), "embedding": (32,)}
 
 
-@pytest.mark.parametrize("shapes,selector,want", [
-    (CNN, "middle", ("stage2",)), (CNN, "last", ("stage3",)), (CNN, "spatial", ("stage1", "stage2", "stage3")),
-    (CNN, "embedding", ("embedding",)), (CNN, "stage1,stage3", ("stage1", "stage3")),
-    (CNN, "stage1,spatial", ("stage1", "stage2", "stage3")),
-    (MLP, "middle", ("hidden1",)), (MLP, "last", ("hidden2",)), ({"embedding": (64,)}, "middle", ("embedding",)),
-])
+@pytest.mark.parametrize(
+    "shapes,selector,want",
+    [
+        (CNN, "middle", ("stage2",)),
+        (CNN, "last", ("stage3",)),
+        (CNN, "spatial", ("stage1", "stage2", "stage3")),
+        (CNN, "embedding", ("embedding",)),
+        (CNN, "stage1,stage3", ("stage1", "stage3")),
+        (CNN, "stage1,spatial", ("stage1", "stage2", "stage3")),
+        (MLP, "middle", ("hidden1",)),
+        (MLP, "last", ("hidden2",)),
+        ({"embedding": (64,)}, "middle", ("embedding",)),
+    ],
+)
 def test_resolve_stages(shapes, selector, want):
     assert resolve_stages((selector,), shapes, "x", "student") == want
 
 
 def test_attention_transfer_on_an_mlp_is_refused_with_a_reason():
-    with pytest.raises(ConfigError, match="method 'at' needs spatial feature maps.*student.*use a CNN student"):
+    with pytest.raises(ConfigError, match=r"method 'at' needs spatial feature maps.*student.*use a CNN student"):
         resolve_stages(get_method("at").needs(get_method("at").Params()).student_features, MLP, "at", "student")
     with pytest.raises(ConfigError, match="the teacher has no stage 'stage9'; its stages: stage1"):
         resolve_stages(("stage9",), CNN, "sp", "teacher")
@@ -398,7 +430,7 @@ def test_attention_transfer_on_an_mlp_is_refused_with_a_reason():
 
 def test_at_refuses_maps_of_different_sizes_or_counts():
     at = get_method("at")
-    with pytest.raises(ConfigError, match="equal size.*7×7.*3×3"):
+    with pytest.raises(ConfigError, match=r"equal size.*7×7.*3×3"):
         at.check_shapes(at.Params(), {"stage2": (16, 7, 7)}, {"stage3": (32, 3, 3)})
     with pytest.raises(ConfigError, match="pairs stages"):
         at.check_shapes(at.Params(), {"stage1": (8, 14, 14)}, {"stage1": (8, 14, 14), "stage2": (16, 7, 7)})
@@ -408,8 +440,10 @@ def test_at_refuses_maps_of_different_sizes_or_counts():
 
 
 def test_old_configs_without_methods_load_as_kd():
-    old = ('{"kind": "student", "distill": {"temperature": 3.0, "alpha": 0.7, "cache_teacher_logits": true},'
-           ' "model": {"family": "mlp", "size": 16, "depth": 1}}')
+    old = (
+        '{"kind": "student", "distill": {"temperature": 3.0, "alpha": 0.7, "cache_teacher_logits": true},'
+        ' "model": {"family": "mlp", "size": 16, "depth": 1}}'
+    )
     cfg = RunConfig.from_json(old)
     assert cfg.distill == DistillConfig(3.0, 0.7, True, (MethodSpec("kd", 1.0, ()),))
 

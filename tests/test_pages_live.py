@@ -83,8 +83,7 @@ def quick_training_teacher(runs_dir):
                 run_id="t-quick",
                 kind="teacher",
                 loss=2.3,
-                ce=2.3,
-                kd=0.0,
+                terms={"ce": 2.3},
             )
         )
         while not (stop.is_set() or release.is_set()):

@@ -34,8 +34,7 @@ def epoch_record(run_id: str, epoch: int, **kw) -> Progress:
         epoch * 10,
         30,
         loss=1.0 / epoch,
-        ce=0.5 / epoch,
-        kd=0.25 / epoch,
+        terms={"ce": 0.5 / epoch, "kd": 0.25 / epoch},
         train_acc=0.5 + epoch / 10,
         val_acc=0.4 + epoch / 10,
         elapsed_s=float(epoch),
@@ -73,14 +72,54 @@ def test_epochs_keep_only_epoch_records_of_known_runs(tmp_path):
         "run_id": run_id,
         "epoch": 2,
         "loss": rec.loss,
-        "ce": rec.ce,
-        "kd": rec.kd,
+        "ce": 0.25,
+        "kd": 0.125,
+        "terms": {"ce": 0.25, "kd": 0.125},
         "train_acc": rec.train_acc,
         "val_acc": rec.val_acc,
         "seconds": rec.elapsed_s,
     }
     store.add_epoch(epoch_record(run_id, 2, lr=0.1))  # the same epoch again replaces it
     assert len(store.epochs(run_id)) == 2
+
+
+OLD_EPOCHS_SCHEMA = """
+CREATE TABLE runs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, dataset TEXT NOT NULL, status TEXT NOT NULL,
+    error TEXT DEFAULT '', label TEXT DEFAULT '', config TEXT NOT NULL, metrics TEXT DEFAULT '{}',
+    teacher_id TEXT, sweep_id TEXT, created REAL NOT NULL, finished REAL, pid INTEGER, weights TEXT);
+CREATE TABLE epochs (run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
+    loss REAL, ce REAL, kd REAL, train_acc REAL, val_acc REAL, seconds REAL, PRIMARY KEY (run_id, epoch));
+"""
+
+
+def test_a_store_from_before_loss_terms_is_migrated_and_its_rows_still_read(tmp_path):
+    """A runs.db written before the `terms` column: opening adds it; the old rows read with
+    terms from ce and kd (kd only for the student: it is 0 without a teacher)."""
+    tmp_path.mkdir(exist_ok=True)
+    old_config = (
+        '{"kind": "student", "distill": {"temperature": 4.0, "alpha": 0.9, '
+        '"cache_teacher_logits": true}, "model": {"family": "mlp", "size": 16, "depth": 1}}'
+    )
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        db.executescript(OLD_EPOCHS_SCHEMA)
+        for rid, kind in (("s-old", "student"), ("b-old", "baseline")):
+            db.execute(
+                "INSERT INTO runs (id, kind, dataset, status, config, created) VALUES (?, ?, 'digits', "
+                "'finished', ?, 0)",
+                (rid, kind, old_config),
+            )
+        db.execute("INSERT INTO epochs VALUES ('s-old', 1, 1.5, 1.0, 2.0, 0.5, 0.6, 3.0)")
+        db.execute("INSERT INTO epochs VALUES ('b-old', 1, 1.0, 1.0, 0.0, 0.5, 0.6, 3.0)")
+    store = Store(tmp_path)
+    assert "terms" in [r[1] for r in raw(store, "PRAGMA table_info(epochs)")]
+    (row,) = store.epochs("s-old")
+    assert row["terms"] == {"ce": 1.0, "kd": 2.0} and row["loss"] == 1.5 and row["val_acc"] == 0.6
+    assert store.epochs_of(["b-old"])["b-old"][0]["terms"] == {"ce": 1.0}
+    cfg = RunConfig.from_dict(store.get_run("s-old")["config"])
+    assert [m.name for m in cfg.distill.methods] == ["kd"]  # an old student was KD
+    store.add_epoch(epoch_record("s-old", 2))  # new rows go in beside them
+    assert [r["terms"] for r in store.epochs("s-old")][1] == {"ce": 0.25, "kd": 0.125}
+    Store(tmp_path)  # a second open migrates nothing
 
 
 def test_finish_run(tmp_path):
@@ -208,8 +247,10 @@ def test_failed_and_stopped_runs_are_stored_with_their_reason(tmp_path, digits):
     stop.set()
     stopped = train_teacher(store, make_config("teacher"), digits, stop=stop)
     assert store.get_run(stopped.run_id)["status"] == "stopped"
-    bad = train_teacher(store, make_config("teacher", epochs=0), digits)
-    assert bad.status == "failed" and store.get_run(bad.run_id)["error"].startswith("epochs must be")
+    stored = len(store.list_runs())
+    bad = train_teacher(store, make_config("teacher", epochs=0), digits)  # refused before it is stored
+    assert bad.status == "failed" and bad.message.startswith("epochs must be") and bad.run_id == ""
+    assert len(store.list_runs()) == stored
     with pytest.raises(CheckpointError, match="no saved weights"):
         load_teacher(store, failed.run_id, digits)
     with pytest.raises(CheckpointError, match="neither a checkpoint file nor a stored run id"):

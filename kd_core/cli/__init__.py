@@ -1,6 +1,7 @@
 """Command line: `kd-studio` (or `python -m kd_core`) with one module per command group.
 
     train   teacher, distill, bench, datasets, runs
+    methods methods (the distillation methods, their papers and parameters)
     sweep   sweep
     compress  compress (an Optuna search for a small fast student)
     deploy  export (and bench --runtimes)
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kd_core.cli import compress, deploy, sweep, train, ui
+from kd_core.cli import compress, deploy, methods, sweep, train, ui
 from kd_core.cli.common import EXIT_USER_ERROR
 from kd_core.errors import KDError
 
@@ -23,7 +24,7 @@ from kd_core.errors import KDError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kd-studio", description="KD Studio: knowledge distillation.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, deploy, sweep, compress, ui):
+    for group in (train, methods, deploy, sweep, compress, ui):
         group.register(sub)
     return parser
 

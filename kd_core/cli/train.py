@@ -23,12 +23,14 @@ from kd_core.cli.common import (
     train_config,
 )
 from kd_core.cli.deploy import cmd_bench_runtimes
-from kd_core.config import DistillConfig, ModelSpec, RunConfig
+from kd_core.cli.methods import add_method_args, distill_config
+from kd_core.config import ModelSpec, RunConfig
 from kd_core.store import Store
 from kd_core.train.bench import measure_latency, size_report
 from kd_core.train.blackbox import kind_of, resolve_contract
 from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import dataset_names
+from kd_core.train.engine import check_run
 from kd_core.train.imported import TeacherFile, import_teacher_file, read_mapping
 from kd_core.train.models import build_model, describe, student_preset, teacher_preset
 from kd_core.train.pretrained import check_model
@@ -78,6 +80,7 @@ def _teacher_file(a, store: Store, data) -> str | None:
 
 def cmd_distill(a) -> int:
     started = time.perf_counter()
+    distill_cfg = distill_config(a)
     data, store = load(a)
     cfg = RunConfig(
         kind="student",
@@ -85,13 +88,14 @@ def cmd_distill(a) -> int:
         model=model_spec(a, student_preset(a.dataset)),
         train=train_config(a),
         teacher_id=_teacher_ref(a.teacher),
-        distill=DistillConfig(temperature=a.temperature, alpha=a.alpha, cache_teacher_logits=not a.no_cache),
+        distill=distill_cfg,
     )
     check_model(cfg, data)  # before a teacher file is stored as a run
     imported = _teacher_file(a, store, data)
     if imported:
         cfg = replace(cfg, teacher_id=imported)
     teacher = load_teacher(store, imported or a.teacher, data)
+    check_run(cfg, data, teacher)  # AT on an MLP and the like: refused before the student is stored
     bar = ProgressBar(not a.quiet)
     outcomes = distill(store, cfg, data, teacher, with_baseline=a.baseline, emit=bar)
     bar.close()
@@ -180,9 +184,7 @@ def register(sub) -> None:
     g.add_argument("--teacher-classes", help="class names in the order of the teacher's outputs, comma-separated")
     g.add_argument("--class-map", metavar="JSON", help='align names: {"teacher class": "dataset class"}')
     g.add_argument("--cross-dataset", action="store_true", help="distil across datasets: output i is class i")
-    p.add_argument("--temperature", "-T", type=float, default=DistillConfig().temperature)
-    p.add_argument("--alpha", "--lambda", type=float, default=DistillConfig().alpha, help="λ, in [0, 1]")
-    p.add_argument("--no-cache", action="store_true", help="run the teacher on every batch")
+    add_method_args(p)
     p.add_argument("--baseline", action="store_true", help="also train the same student without KD")
     p.set_defaults(fn=cmd_distill)
 

@@ -20,6 +20,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from kd_core.config import DistillConfig, RunConfig, format_methods, format_params
 from kd_core.deploy.runtimes import latency_markdown, machine_info, machine_line, quantization_markdown
 from kd_core.errors import KDError
 from kd_core.store import Store, as_store
@@ -107,6 +108,11 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
         if distill:
             args += _flag("--temperature", distill["temperature"]) + _flag("--alpha", distill["alpha"])
             args += _switch("--no-cache", not distill["cache_teacher_logits"])
+            methods = DistillConfig.from_dict(distill).methods
+            if methods != DistillConfig().methods:
+                args += _flag("--method", format_methods(methods))
+                for pair in format_params(methods):
+                    args += _flag("--method-param", pair)
         args += _switch("--baseline", kind == "baseline")
     return " ".join(shlex.quote(a) for a in args)
 
@@ -133,7 +139,7 @@ def run_command(store: Store | None, record: dict) -> str | None:
 
 
 def _without_seed(config: dict) -> str:
-    c = json.loads(json.dumps(config))
+    c = RunConfig.from_dict(config).to_dict()  # normalised: a config from before `methods` is KD
     c["train"].pop("seed", None)
     c.pop("sweep_id", None)
     return json.dumps(c, sort_keys=True)
@@ -376,9 +382,10 @@ def curves_html(store: Store | str | Path, run_id: str, include_plotlyjs: bool |
         raise CardError(f"run '{run_id}' has no per-epoch metrics to plot.")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per epoch", "accuracy per epoch"))
     x = [e["epoch"] for e in epochs]
-    for col, keys in ((1, ("loss", "ce", "kd")), (2, ("train_acc", "val_acc"))):
+    terms = list(dict.fromkeys(k for e in epochs for k in e["terms"]))
+    for col, keys in ((1, ("loss", *terms)), (2, ("train_acc", "val_acc"))):
         for key in keys:
-            ys = [e[key] for e in epochs]
+            ys = [e[key] if key in e else e["terms"].get(key) for e in epochs]
             if any(v is not None for v in ys):
                 fig.add_trace(go.Scatter(x=x, y=ys, mode="lines+markers", name=key), row=1, col=col)
     fig.update_xaxes(title_text="epoch")

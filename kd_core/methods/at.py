@@ -1,5 +1,6 @@
 """AT: Zagoruyko & Komodakis (ICLR 2017), "Paying More Attention to Attention: Improving the
 Performance of Convolutional Neural Networks via Attention Transfer"."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .base import Method, Needs, Outputs, Shapes, check_paired, negative, param
+from kd_core.errors import ConfigError
+from kd_core.methods.base import Method, Needs, Outputs, Shapes, check_paired, negative, param
 
 
 def attention(a: torch.Tensor, p: float) -> torch.Tensor:
@@ -29,8 +30,10 @@ class ATParams:
 class AT(Method):
     name = "at"
     title = "AT (attention transfer)"
-    paper = ("Zagoruyko & Komodakis, Paying More Attention to Attention: Improving the Performance "
-             "of Convolutional Neural Networks via Attention Transfer, ICLR 2017")
+    paper = (
+        "Zagoruyko & Komodakis, Paying More Attention to Attention: Improving the Performance "
+        "of Convolutional Neural Networks via Attention Transfer, ICLR 2017"
+    )
     family = "feature"
     Params = ATParams
 
@@ -44,15 +47,24 @@ class AT(Method):
         check_paired(self.name, student, teacher)
         for (sn, ss), (tn, ts) in zip(student.items(), teacher.items()):
             if len(ss) != 3 or len(ts) != 3 or ss[1:] != ts[1:]:
-                raise ConfigError(f"method 'at' compares attention maps of equal size, but the student's "
-                                  f"{sn} is {'×'.join(map(str, ss))} and the teacher's {tn} is "
-                                  f"{'×'.join(map(str, ts))}.")
+                raise ConfigError(
+                    f"method 'at' compares attention maps of equal size, but the student's "
+                    f"{sn} is {'×'.join(map(str, ss))} and the teacher's {tn} is "
+                    f"{'×'.join(map(str, ts))}."
+                )
 
     def teacher_targets(self, t: Outputs, params) -> Outputs:
         return Outputs(t.logits, {k: attention(v, params.p) for k, v in t.features.items()})
 
-    def loss(self, s: Outputs, t: Outputs, params, extra: nn.ModuleDict, temperature: float,
-             labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        s: Outputs,
+        t: Outputs,
+        params,
+        extra: nn.ModuleDict,
+        temperature: float,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """at = β/2 · Σ_j mean_{i,k} (Q_s^j[i,k] − Q_t^j[i,k])²   (Zagoruyko & Komodakis 2017, Eq. 2)
 
         Q^j: the L2-normalised attention map of stage pair j (see `attention`); the mean over
@@ -61,8 +73,9 @@ class AT(Method):
         the p-norm of the difference; its code, followed here, squares it.
         `t` holds the teacher's maps already (`teacher_targets`), so they can be cached.
         """
-        total = sum((attention(a, params.p) - q).pow(2).mean()
-                    for a, q in zip(s.features.values(), t.features.values()))
+        total = sum(
+            (attention(a, params.p) - q).pow(2).mean() for a, q in zip(s.features.values(), t.features.values())
+        )
         return {"at": params.beta / 2 * total}
 
 

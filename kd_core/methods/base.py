@@ -15,6 +15,7 @@ A method is a stateless object. The engine asks it
 
 The engine's total is  (1 − λ)·CE + λ·Σ_m w_m·Σ_terms  (λ = DistillConfig.alpha).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,10 +27,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from kd_core.errors import ConfigError
 
-Shapes = Mapping[str, tuple[int, ...]]   # stage name -> per-sample shape, in stage order
-EMBEDDING = "embedding"                  # the pooled, pre-classifier features of every family
+Shapes = Mapping[str, tuple[int, ...]]  # stage name -> per-sample shape, in stage order
+EMBEDDING = "embedding"  # the pooled, pre-classifier features of every family
 SELECTORS = ("middle", "last", "spatial", EMBEDDING)
 
 
@@ -37,6 +38,7 @@ SELECTORS = ("middle", "last", "spatial", EMBEDDING)
 class Needs:
     """What a method reads. Feature entries are stage names or selectors
     ("middle", "last", "spatial", "embedding"); see `resolve_stages`."""
+
     teacher_logits: bool = True
     student_features: tuple[str, ...] = ()
     teacher_features: tuple[str, ...] = ()
@@ -47,6 +49,7 @@ class Needs:
 class Outputs:
     """One model's outputs for a batch: logits (B, K) and features by stage name,
     in stage order, (B, C, H, W) for spatial stages or (B, D) for flat ones."""
+
     logits: torch.Tensor
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -63,12 +66,13 @@ def param(default: Any, help: str) -> Any:
 
 class Method:
     """Base class of every distillation method; subclasses set the class attributes."""
+
     name: ClassVar[str]
     title: ClassVar[str]
-    paper: ClassVar[str]                       # citation
-    family: ClassVar[str]                      # response | feature | relation
-    Params: ClassVar[type] = NoParams          # frozen dataclass, defaults from the paper
-    cacheable: ClassVar[bool] = True           # teacher targets may be cached by sample index
+    paper: ClassVar[str]  # citation
+    family: ClassVar[str]  # response | feature | relation
+    Params: ClassVar[type] = NoParams  # frozen dataclass, defaults from the paper
+    cacheable: ClassVar[bool] = True  # teacher targets may be cached by sample index
 
     def needs(self, params: Any) -> Needs:
         return Needs(teacher_logits=True)
@@ -86,12 +90,26 @@ class Method:
         """Problems with parameter values, as messages; empty when fine."""
         return []
 
-    def loss(self, s: Outputs, t: Outputs, params: Any, extra: nn.ModuleDict,
-             temperature: float, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        s: Outputs,
+        t: Outputs,
+        params: Any,
+        extra: nn.ModuleDict,
+        temperature: float,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def __call__(self, s: Outputs, t_raw: Outputs, params: Any = None, extra: nn.ModuleDict | None = None,
-                 temperature: float = 4.0, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self,
+        s: Outputs,
+        t_raw: Outputs,
+        params: Any = None,
+        extra: nn.ModuleDict | None = None,
+        temperature: float = 4.0,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """loss(s, teacher_targets(t_raw)): for callers that hold raw teacher outputs."""
         params = self.Params() if params is None else params
         extra = nn.ModuleDict() if extra is None else extra
@@ -107,14 +125,16 @@ class Method:
 @dataclass(frozen=True)
 class ParamInfo:
     name: str
-    type: str          # float | int | bool | str
+    type: str  # float | int | bool | str
     default: Any
     help: str
 
 
 def param_info(method: Method) -> list[ParamInfo]:
-    return [ParamInfo(f.name, _type_name(f), f.default, f.metadata.get("help", ""))
-            for f in dataclasses.fields(method.Params)]
+    return [
+        ParamInfo(f.name, _type_name(f), f.default, f.metadata.get("help", ""))
+        for f in dataclasses.fields(method.Params)
+    ]
 
 
 def _type_name(f: dataclasses.Field) -> str:
@@ -139,8 +159,9 @@ def _coerce(method: Method, key: str, kind: str, value: Any) -> Any:
     try:
         number = float(value) if kind == "float" else int(str(value).strip())
     except (TypeError, ValueError):
-        raise ConfigError(f"{where} must be {'a number' if kind == 'float' else 'an integer'}, "
-                          f"got '{value}'.") from None
+        raise ConfigError(
+            f"{where} must be {'a number' if kind == 'float' else 'an integer'}, got '{value}'."
+        ) from None
     if isinstance(value, bool) or (kind == "float" and not math.isfinite(number)):
         raise ConfigError(f"{where} must be a finite number, got '{value}'.")
     return number
@@ -153,8 +174,11 @@ def negative(params: Any, *names: str) -> list[str]:
 
 def single_stage(params: Any, *names: str) -> list[str]:
     """Messages for stage parameters that must pick exactly one stage."""
-    return [f"{k} must name one stage, got '{getattr(params, k)}'" for k in names
-            if "," in getattr(params, k) or getattr(params, k).strip() in ("", "spatial")]
+    return [
+        f"{k} must name one stage, got '{getattr(params, k)}'"
+        for k in names
+        if "," in getattr(params, k) or getattr(params, k).strip() in ("", "spatial")
+    ]
 
 
 def make_params(method: Method, values: Mapping[str, Any]) -> Any:
@@ -163,8 +187,9 @@ def make_params(method: Method, values: Mapping[str, Any]) -> Any:
     unknown = sorted(set(values) - set(infos))
     if unknown:
         known = ", ".join(infos) or "none"
-        raise ConfigError(f"method '{method.name}' has no parameter {', '.join(map(repr, unknown))}; "
-                          f"its parameters: {known}.")
+        raise ConfigError(
+            f"method '{method.name}' has no parameter {', '.join(map(repr, unknown))}; its parameters: {known}."
+        )
     kwargs = {k: _coerce(method, k, infos[k].type, v) for k, v in values.items()}
     params = method.Params(**kwargs)
     problems = method.check_params(params)
@@ -192,7 +217,8 @@ def resolve_stages(selectors: tuple[str, ...], shapes: Shapes, method: str, who:
             if not picked:
                 raise ConfigError(
                     f"method '{method}' needs spatial feature maps (C×H×W), but the {who} has only flat "
-                    f"stages ({', '.join(shapes)}); use a CNN {who}.")
+                    f"stages ({', '.join(shapes)}); use a CNN {who}."
+                )
         elif sel == "middle":
             picked = [body[(len(body) - 1) // 2]] if body else [EMBEDDING]
         elif sel == "last":
@@ -200,8 +226,10 @@ def resolve_stages(selectors: tuple[str, ...], shapes: Shapes, method: str, who:
         elif sel in shapes:
             picked = [sel]
         else:
-            raise ConfigError(f"method '{method}': the {who} has no stage '{sel}'; its stages: "
-                              f"{', '.join(shapes)} (or {', '.join(SELECTORS)}).")
+            raise ConfigError(
+                f"method '{method}': the {who} has no stage '{sel}'; its stages: "
+                f"{', '.join(shapes)} (or {', '.join(SELECTORS)})."
+            )
         out += [n for n in picked if n not in out]
     return tuple(out)
 
@@ -209,5 +237,7 @@ def resolve_stages(selectors: tuple[str, ...], shapes: Shapes, method: str, who:
 def check_paired(method: str, student: Shapes, teacher: Shapes) -> None:
     """Methods that compare stage j of the student with stage j of the teacher need as many of each."""
     if len(student) != len(teacher):
-        raise ConfigError(f"method '{method}' pairs stages, but the student has {len(student)} "
-                          f"({', '.join(student)}) and the teacher {len(teacher)} ({', '.join(teacher)}).")
+        raise ConfigError(
+            f"method '{method}' pairs stages, but the student has {len(student)} "
+            f"({', '.join(student)}) and the teacher {len(teacher)} ({', '.join(teacher)})."
+        )

@@ -1,4 +1,5 @@
 """DIST: Huang, You, Wang, Qian & Xu (NeurIPS 2022), "Knowledge Distillation from A Stronger Teacher"."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import Method, Outputs, negative, param
+from kd_core.methods.base import Method, Outputs, negative, param
 
-EPS = 1e-8   # as in the authors' cosine similarity
+EPS = 1e-8  # as in the authors' cosine similarity
 
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -34,8 +35,15 @@ class DIST(Method):
     def check_params(self, params) -> list[str]:
         return negative(params, "beta", "gamma")
 
-    def loss(self, s: Outputs, t: Outputs, params, extra: nn.ModuleDict, temperature: float,
-             labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        s: Outputs,
+        t: Outputs,
+        params,
+        extra: nn.ModuleDict,
+        temperature: float,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """inter = β·T²·(1 − mean_i ρ(Y_s[i,:], Y_t[i,:])),
         intra = γ·T²·(1 − mean_j ρ(Y_s[:,j], Y_t[:,j]))
         (Huang et al. 2022, Eq. 5–8), Y = softmax(z/T), ρ the Pearson correlation.
@@ -45,7 +53,7 @@ class DIST(Method):
         the intra-class correlation is undefined and the term is 0.
         """
         ys, yt = (s.logits / temperature).softmax(1), (t.logits / temperature).softmax(1)
-        scale = temperature ** 2
+        scale = temperature**2
         inter = scale * (1 - pearson_rows(ys, yt).mean())
         intra = scale * (1 - pearson_rows(ys.T, yt.T).mean()) if len(ys) > 1 else ys.sum() * 0
         return {"inter": params.beta * inter, "intra": params.gamma * intra}

@@ -1,4 +1,5 @@
 """DKD: Zhao, Cui, Song, Qiu & Liang (CVPR 2022), "Decoupled Knowledge Distillation"."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Method, Needs, Outputs, negative, param
+from kd_core.methods.base import Method, Needs, Outputs, negative, param
 
 
 def _binary_log_probs(z: torch.Tensor, gt: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -20,8 +21,9 @@ def _binary_log_probs(z: torch.Tensor, gt: torch.Tensor, temperature: float) -> 
     return torch.cat([log_target, log_rest], dim=1)
 
 
-def dkd_parts(zs: torch.Tensor, zt: torch.Tensor, labels: torch.Tensor,
-              temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def dkd_parts(
+    zs: torch.Tensor, zt: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample (TCKD, NCKD), each (B,), without T² or coefficients.
 
     TCKD_i = KL(b^T ‖ b^S), b = [p_t, 1 − p_t] (target vs non-target mass);
@@ -32,7 +34,10 @@ def dkd_parts(zs: torch.Tensor, zt: torch.Tensor, labels: torch.Tensor,
     gt = F.one_hot(labels, zs.shape[1]).bool()
     b_s, b_t = _binary_log_probs(zs, gt, temperature), _binary_log_probs(zt, gt, temperature)
     tckd = (b_t.exp() * (b_t - b_s)).sum(1)
-    rest = lambda z: F.log_softmax(z.masked_select(~gt).view(len(z), -1) / temperature, dim=1)
+
+    def rest(z: torch.Tensor) -> torch.Tensor:  # log-softmax over the K − 1 non-target logits: (B, K − 1)
+        return F.log_softmax(z.masked_select(~gt).view(len(z), -1) / temperature, dim=1)
+
     n_s, n_t = rest(zs), rest(zt)
     nckd = (n_t.exp() * (n_t - n_s)).sum(1)
     return tckd, nckd
@@ -57,8 +62,15 @@ class DKD(Method):
     def check_params(self, params) -> list[str]:
         return negative(params, "alpha", "beta")
 
-    def loss(self, s: Outputs, t: Outputs, params, extra: nn.ModuleDict, temperature: float,
-             labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        s: Outputs,
+        t: Outputs,
+        params,
+        extra: nn.ModuleDict,
+        temperature: float,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """tckd = α·T²·mean_i KL(b^T_i ‖ b^S_i),  nckd = β·T²·mean_i KL(p̂^T_i ‖ p̂^S_i)
         (Zhao et al. 2022, Eq. 7; T² as in their code).
 
@@ -70,7 +82,7 @@ class DKD(Method):
         if labels is None:
             raise ValueError("DKD needs the labels: the target class defines its decoupling")
         tckd, nckd = dkd_parts(s.logits, t.logits, labels, temperature)
-        scale = temperature ** 2
+        scale = temperature**2
         return {"tckd": params.alpha * scale * tckd.mean(), "nckd": params.beta * scale * nckd.mean()}
 
 

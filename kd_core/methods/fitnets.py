@@ -1,4 +1,5 @@
 """FitNets: Romero, Ballas, Kahou, Chassang, Gatta & Bengio (ICLR 2015), "FitNets: Hints for Thin Deep Nets"."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import Method, Needs, Outputs, Shapes, negative, param, single_stage
+from kd_core.methods.base import Method, Needs, Outputs, Shapes, negative, param, single_stage
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,7 @@ def _regressor(s_shape: tuple[int, ...], t_shape: tuple[int, ...]) -> nn.Module:
     regressor, smallest kernel); otherwise a linear map between the flattened features."""
     if len(s_shape) == 3 and len(t_shape) == 3 and s_shape[1:] == t_shape[1:]:
         return nn.Conv2d(s_shape[0], t_shape[0], kernel_size=1)
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(s_shape), math.prod(t_shape)),
-                         nn.Unflatten(1, t_shape))
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(s_shape), math.prod(t_shape)), nn.Unflatten(1, t_shape))
 
 
 class FitNets(Method):
@@ -34,8 +34,9 @@ class FitNets(Method):
     Params = FitNetsParams
 
     def needs(self, params) -> Needs:
-        return Needs(teacher_logits=False, student_features=(params.student_stage,),
-                     teacher_features=(params.teacher_stage,))
+        return Needs(
+            teacher_logits=False, student_features=(params.student_stage,), teacher_features=(params.teacher_stage,)
+        )
 
     def check_params(self, params) -> list[str]:
         return single_stage(params, "student_stage", "teacher_stage") + negative(params, "coef")
@@ -44,8 +45,15 @@ class FitNets(Method):
         (s_shape,), (t_shape,) = student.values(), teacher.values()
         return nn.ModuleDict({"regressor": _regressor(tuple(s_shape), tuple(t_shape))})
 
-    def loss(self, s: Outputs, t: Outputs, params, extra: nn.ModuleDict, temperature: float,
-             labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        s: Outputs,
+        t: Outputs,
+        params,
+        extra: nn.ModuleDict,
+        temperature: float,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """hint = coef · mean_i ½‖u_t(x_i) − r(v_s(x_i))‖²   (Romero et al. 2015, Eq. 3)
 
         u_t: the teacher's hint layer; v_s: the student's guided layer; r: the trainable

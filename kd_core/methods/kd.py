@@ -1,11 +1,12 @@
 """KD: Hinton, Vinyals & Dean (2015), "Distilling the Knowledge in a Neural Network"."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Method, Outputs
+from kd_core.methods.base import Method, Outputs
 
 
 def kl_soft(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -22,14 +23,21 @@ class KD(Method):
     paper = "Hinton, Vinyals & Dean, Distilling the Knowledge in a Neural Network, arXiv:1503.02531 (2015)"
     family = "response"
 
-    def loss(self, s: Outputs, t: Outputs, params, extra: nn.ModuleDict, temperature: float,
-             labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        s: Outputs,
+        t: Outputs,
+        params,
+        extra: nn.ModuleDict,
+        temperature: float,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """kd = T²·KL( softmax(z_t/T) ‖ softmax(z_s/T) )   (Hinton et al. 2015, §2)
 
         KL summed over the K classes, averaged over the batch. The T² keeps the gradient's
         size about constant as T changes (it scales as 1/T² otherwise), so λ keeps its meaning.
         """
-        return {"kd": temperature ** 2 * kl_soft(s.logits, t.logits, temperature)}
+        return {"kd": temperature**2 * kl_soft(s.logits, t.logits, temperature)}
 
 
 METHOD = KD()

@@ -1,4 +1,5 @@
 """Logit standardisation: Sun, Ren, Li, Wang & Cao (CVPR 2024), "Logit Standardization in Knowledge Distillation"."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import Method, Outputs, param
-from .kd import kl_soft
+from kd_core.methods.base import Method, Outputs, param
+from kd_core.methods.kd import kl_soft
 
 
 def zscore(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -31,8 +32,15 @@ class LogitStd(Method):
     def check_params(self, params) -> list[str]:
         return [] if params.eps > 0 else [f"eps must be > 0, got {params.eps}"]
 
-    def loss(self, s: Outputs, t: Outputs, params, extra: nn.ModuleDict, temperature: float,
-             labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        s: Outputs,
+        t: Outputs,
+        params,
+        extra: nn.ModuleDict,
+        temperature: float,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """kd_std = T²·KL( softmax(Z(z_t)/T) ‖ softmax(Z(z_s)/T) ),  Z(z) = (z − z̄)/σ(z)
         (Sun et al. 2024, Eq. 10 and Algorithm 1).
 
@@ -41,7 +49,7 @@ class LogitStd(Method):
         the authors weight the KD term well above CE (a λ near 1 here).
         """
         zs, zt = zscore(s.logits, params.eps), zscore(t.logits, params.eps)
-        return {"kd_std": temperature ** 2 * kl_soft(zs, zt, temperature)}
+        return {"kd_std": temperature**2 * kl_soft(zs, zt, temperature)}
 
 
 METHOD = LogitStd()

@@ -1,9 +1,10 @@
 """The registry: every single-teacher method by name, in the order the UI lists them."""
+
 from __future__ import annotations
 
-from ..errors import ConfigError
-from . import at, dist, dkd, fitnets, kd, logit_std, rkd, sp
-from .base import Method
+from kd_core.errors import ConfigError
+from kd_core.methods import at, dist, dkd, fitnets, kd, logit_std, rkd, sp
+from kd_core.methods.base import Method, param_info
 
 METHODS: dict[str, Method] = {m.METHOD.name: m.METHOD for m in (kd, dkd, dist, logit_std, fitnets, at, sp, rkd)}
 FAMILIES = ("response", "feature", "relation")
@@ -15,3 +16,20 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ConfigError(f"unknown distillation method '{name}'; choose from: {', '.join(METHODS)}.") from None
+
+
+def catalogue() -> list[dict]:
+    """Every method as plain data: name, title, family, paper, the loss docstring (formula and
+    paper, whitespace collapsed) and its parameters with defaults and help, in registry order."""
+    return [
+        {
+            "name": m.name,
+            "title": m.title,
+            "family": m.family,
+            "paper": m.paper,
+            "cacheable": m.cacheable,
+            "loss": " ".join((m.loss.__doc__ or "").split()),
+            "params": [{"name": p.name, "type": p.type, "default": p.default, "help": p.help} for p in param_info(m)],
+        }
+        for m in METHODS.values()
+    ]

@@ -1,4 +1,5 @@
 """RKD: Park, Kim, Lu & Cho (CVPR 2019), "Relational Knowledge Distillation"."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import EMBEDDING, Method, Needs, Outputs, negative, param, single_stage
+from kd_core.methods.base import EMBEDDING, Method, Needs, Outputs, negative, param, single_stage
 
-EPS = 1e-12   # squared-distance floor before the square root, as in the authors' code
+EPS = 1e-12  # squared-distance floor before the square root, as in the authors' code
 
 
 def pairwise_distances(e: torch.Tensor) -> torch.Tensor:
@@ -29,7 +30,7 @@ def distance_potential(e: torch.Tensor) -> torch.Tensor:
 
 def angle_potential(e: torch.Tensor) -> torch.Tensor:
     """ψ_A(i, j, k) = cos∠(e_i − e_j, e_k − e_j): (B, D) -> (B, B, B). Memory B²·D."""
-    diff = F.normalize(e[None, :, :] - e[:, None, :], dim=2)     # [j, i] = e_i − e_j, unit
+    diff = F.normalize(e[None, :, :] - e[:, None, :], dim=2)  # [j, i] = e_i − e_j, unit
     return diff @ diff.transpose(1, 2)
 
 
@@ -56,8 +57,15 @@ class RKD(Method):
     def teacher_targets(self, t: Outputs, params) -> Outputs:
         return Outputs(t.logits, {k: v.flatten(1) for k, v in t.features.items()})
 
-    def loss(self, s: Outputs, t: Outputs, params, extra: nn.ModuleDict, temperature: float,
-             labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        s: Outputs,
+        t: Outputs,
+        params,
+        extra: nn.ModuleDict,
+        temperature: float,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """distance = λ_D · mean_(i,j) ℓ_δ(ψ_D(s_i, s_j), ψ_D(t_i, t_j)),
         angle = λ_A · mean_(i,j,k) ℓ_δ(ψ_A(s_i, s_j, s_k), ψ_A(t_i, t_j, t_k))
         (Park et al. 2019, Eq. 4–7), ℓ_δ the Huber loss with δ = 1.

@@ -1,4 +1,5 @@
 """SP: Tung & Mori (ICCV 2019), "Similarity-Preserving Knowledge Distillation"."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Method, Needs, Outputs, check_paired, negative, param
+from kd_core.methods.base import Method, Needs, Outputs, check_paired, negative, param
 
 
 def similarity(a: torch.Tensor) -> torch.Tensor:
@@ -38,8 +39,15 @@ class SP(Method):
     def check_shapes(self, params, student, teacher) -> None:
         check_paired(self.name, student, teacher)
 
-    def loss(self, s: Outputs, t: Outputs, params, extra: nn.ModuleDict, temperature: float,
-             labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(
+        self,
+        s: Outputs,
+        t: Outputs,
+        params,
+        extra: nn.ModuleDict,
+        temperature: float,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """sp = γ/b² · Σ_(l,l') ‖G̃_T^(l) − G̃_S^(l')‖²_F   (Tung & Mori 2019, Eq. 2–4)
 
         G = Q·Qᵀ (b × b) over the batch of b samples, Q the flattened activations of a
@@ -47,8 +55,10 @@ class SP(Method):
         student and teacher: only the b × b similarities are compared.
         """
         b = len(s.logits)
-        total = sum((similarity(t_a) - similarity(s_a)).pow(2).sum()
-                    for s_a, t_a in zip(s.features.values(), t.features.values()))
+        total = sum(
+            (similarity(t_a) - similarity(s_a)).pow(2).sum()
+            for s_a, t_a in zip(s.features.values(), t.features.values())
+        )
         return {"sp": params.gamma / (b * b) * total}
 
 

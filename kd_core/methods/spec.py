@@ -4,16 +4,17 @@ Syntax: methods joined by "+", each optionally weighted as "w*name":
     kd            kd+at          0.5*kd+1*at
 Parameters: "key=value" (the one method in the mix that has `key`) or "name.key=value".
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..config import MethodSpec
-from ..errors import ConfigError
-from .base import Method, make_params, param_info
-from .registry import METHODS, get_method
+from kd_core.config import MethodSpec, format_methods, format_params  # noqa: F401  (re-exported)
+from kd_core.errors import ConfigError
+from kd_core.methods.base import Method, make_params, param_info
+from kd_core.methods.registry import METHODS, get_method
 
 
 def _lookup(registry: Mapping[str, Method], name: str) -> Method:
@@ -31,8 +32,9 @@ def _parse_term(term: str, registry: Mapping[str, Method]) -> tuple[str, float]:
     try:
         weight = float(weight_text)
     except ValueError:
-        raise ConfigError(f"the weight '{weight_text.strip()}' of method '{name}' is not a number; "
-                          f"write e.g. 0.5*{name}.") from None
+        raise ConfigError(
+            f"the weight '{weight_text.strip()}' of method '{name}' is not a number; write e.g. 0.5*{name}."
+        ) from None
     return name, weight
 
 
@@ -47,22 +49,27 @@ def _assign(names: Sequence[str], registry: Mapping[str, Method], pairs: Iterabl
         name, dot, bare = key.rpartition(".")
         if dot:
             if name not in out:
-                raise ConfigError(f"method parameter '{pair}' is for '{name}', which is not in the mix "
-                                  f"({'+'.join(names)}).")
+                raise ConfigError(
+                    f"method parameter '{pair}' is for '{name}', which is not in the mix ({'+'.join(names)})."
+                )
         else:
             owners = [n for n in names if bare in {p.name for p in param_info(registry[n])}]
             if len(owners) != 1:
-                where = (f"several methods have '{bare}' ({', '.join(owners)}); "
-                         f"write e.g. {owners[0]}.{bare}={value.strip()}"
-                         if owners else f"no method in {'+'.join(names)} has a parameter '{bare}'")
+                where = (
+                    f"several methods have '{bare}' ({', '.join(owners)}); "
+                    f"write e.g. {owners[0]}.{bare}={value.strip()}"
+                    if owners
+                    else f"no method in {'+'.join(names)} has a parameter '{bare}'"
+                )
                 raise ConfigError(f"method parameter '{pair}': {where}.")
             name = owners[0]
         out[name][bare] = value.strip()
     return out
 
 
-def parse_methods(text: str, params: Sequence[str] = (),
-                  registry: Mapping[str, Method] = METHODS) -> tuple[MethodSpec, ...]:
+def parse_methods(
+    text: str, params: Sequence[str] = (), registry: Mapping[str, Method] = METHODS
+) -> tuple[MethodSpec, ...]:
     """'0.5*kd+1*at' and ['at.beta=500'] -> validated MethodSpecs with typed parameter values."""
     terms = [t for t in text.replace(" ", "").split("+")]
     if not text.strip() or any(not t for t in terms):
@@ -88,22 +95,14 @@ def validate_methods(specs: Sequence[MethodSpec], registry: Mapping[str, Method]
     out = []
     for s in specs:
         method = _lookup(registry, s.name)
-        if isinstance(s.weight, bool) or not isinstance(s.weight, (int, float)) \
-                or not math.isfinite(s.weight) or s.weight < 0:
+        if (
+            isinstance(s.weight, bool)
+            or not isinstance(s.weight, (int, float))
+            or not math.isfinite(s.weight)
+            or s.weight < 0
+        ):
             raise ConfigError(f"the weight of method '{s.name}' must be a finite number >= 0, got {s.weight!r}.")
         out.append(make_params(method, dict(s.params)))
     if not any(s.weight > 0 for s in specs):
         raise ConfigError("every method in the mix has weight 0; give at least one a positive weight.")
     return out
-
-
-def format_methods(specs: Sequence[MethodSpec]) -> str:
-    """The mix as `parse_methods` reads it: 'kd', 'kd+at', '0.5*kd+1*at'."""
-    if all(s.weight == 1 for s in specs):
-        return "+".join(s.name for s in specs)
-    return "+".join(f"{s.weight:g}*{s.name}" for s in specs)
-
-
-def format_params(specs: Sequence[MethodSpec]) -> list[str]:
-    """The overrides as 'name.key=value' strings, for reproduce commands and URLs."""
-    return [f"{s.name}.{k}={v}" for s in specs for k, v in s.params]

@@ -3,7 +3,10 @@
 Tables:
   runs(id, kind, dataset, status, error, label, config, metrics, teacher_id,
        sweep_id, created, finished, pid, weights)
-  epochs(run_id, epoch, loss, ce, kd, train_acc, val_acc, seconds)
+  epochs(run_id, epoch, loss, ce, kd, train_acc, val_acc, seconds, terms)
+          terms: JSON {name: value} of every loss term ("ce" and each method's); ce and kd
+          are kept as columns too, so older readers and older rows still read
+
   sweeps(id, config, created): a sweep's grid, so it can be listed and resumed
   studies(id, config, created): a compress study's search (kd_core.compress); its trials
        live in Optuna's database beside this one (compress.db), its trained trials here as runs
@@ -44,7 +47,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
-    loss REAL, ce REAL, kd REAL, train_acc REAL, val_acc REAL, seconds REAL,
+    loss REAL, ce REAL, kd REAL, train_acc REAL, val_acc REAL, seconds REAL, terms TEXT,
     PRIMARY KEY (run_id, epoch)
 );
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs(sweep_id);
@@ -68,6 +71,24 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store written by an older version up to SCHEMA; old rows keep their values."""
+    columns = {r["name"] for r in db.execute("PRAGMA table_info(epochs)")}
+    if "terms" not in columns:  # before distillation methods: only ce and kd
+        db.execute("ALTER TABLE epochs ADD COLUMN terms TEXT")
+
+
+def _epoch_row(row: sqlite3.Row) -> dict:
+    """A per-epoch row with its `terms` as a dict; rows from before the terms column get
+    them from ce and kd (kd only where a teacher was used: it is 0 without one)."""
+    d = dict(row)
+    if d.get("terms"):
+        d["terms"] = json.loads(d["terms"])
+    else:
+        d["terms"] = {k: d[k] for k in ("ce", "kd") if d[k] is not None and (k == "ce" or d[k] != 0)}
+    return d
+
+
 class StoreError(KDError):
     """The run store cannot be opened or is not a KD Studio store."""
 
@@ -81,6 +102,7 @@ class Store:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
                 db.executescript(SCHEMA)
+                _migrate(db)
         except (OSError, sqlite3.DatabaseError) as err:
             raise StoreError(f"cannot open the run store at {self.db_path}: {err}") from err
         self._mark_orphans_failed()
@@ -132,8 +154,19 @@ class Store:
             return
         with self._connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (rec.run_id, rec.epoch, rec.loss, rec.ce, rec.kd, rec.train_acc, rec.val_acc, rec.elapsed_s),
+                "INSERT OR REPLACE INTO epochs (run_id, epoch, loss, ce, kd, train_acc, val_acc, "
+                "seconds, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.run_id,
+                    rec.epoch,
+                    rec.loss,
+                    rec.terms.get("ce"),
+                    rec.terms.get("kd", 0.0),
+                    rec.train_acc,
+                    rec.val_acc,
+                    rec.elapsed_s,
+                    json.dumps(rec.terms),
+                ),
             )
 
     def finish_run(self, run_id: str, status: str, metrics: dict, error: str = "", weights: Path | None = None) -> None:
@@ -230,7 +263,7 @@ class Store:
     def epochs(self, run_id: str) -> list[dict]:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
-        return [dict(r) for r in rows]
+        return [_epoch_row(r) for r in rows]
 
     def epochs_of(self, run_ids: list[str]) -> dict[str, list[dict]]:
         """Per-epoch rows of many runs in one query: {run_id: [rows by epoch]} (runs without
@@ -244,7 +277,7 @@ class Store:
                     f"SELECT * FROM epochs WHERE run_id IN ({','.join('?' * len(chunk))}) ORDER BY run_id, epoch", chunk
                 ).fetchall()
                 for r in rows:
-                    out.setdefault(r["run_id"], []).append(dict(r))
+                    out.setdefault(r["run_id"], []).append(_epoch_row(r))
         return out
 
     def _saved(self, table: str, key: str | None = None) -> list[dict]:

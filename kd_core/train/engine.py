@@ -21,10 +21,20 @@ from torch import nn
 from kd_core.config import DistillConfig, RunConfig
 from kd_core.errors import ConfigError
 from kd_core.events import Progress, ProgressSink, ignore
+from kd_core.methods import validate_methods
 from kd_core.train.data import Dataset
-from kd_core.train.losses import LOSSES
+from kd_core.train.features import FeatureForward
 from kd_core.train.metrics import accuracy, predict_logits
 from kd_core.train.models import build_model, describe, param_count
+from kd_core.train.plan import (
+    Plan,
+    TeacherTargets,
+    cache_preview,
+    extra_param_count,
+    plan_methods,
+    student_stages,
+    weighted_terms,
+)
 from kd_core.train.pretrained import load_init_weights
 
 AUGMENT_SHIFT = 2  # pixels of random translation when augmentation is on
@@ -50,6 +60,8 @@ class FitResult:
     samples_per_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
     threads: int = 0  # torch intra-op threads the run used
+    extra: nn.Module | None = None  # the methods' extra trainables (FitNets' regressor), not saved
+    cache: str = ""  # how the teacher's targets were served
 
 
 def auto_threads(step_flops: float, cores: int, spare: int = 0) -> int:
@@ -97,6 +109,34 @@ def validate_config(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if cfg.distill is not None:
+        validate_methods(cfg.distill.methods)
+
+
+def check_run(cfg: RunConfig, data: Dataset, teacher: nn.Module | None) -> list[Plan]:
+    """Everything that can refuse a run, before it is stored: the config, and whether the
+    two models can serve every method of the mix (AT needs spatial maps on both sides…)."""
+    validate_config(cfg)
+    if cfg.distill is None or teacher is None:
+        return []
+    student = build_model(cfg.model, data.input_shape, data.num_classes)
+    return plan_methods(cfg.distill, student, teacher.cpu(), data.input_shape, cfg.train.seed)
+
+
+def method_preview(cfg: RunConfig, data: Dataset, teacher: nn.Module) -> dict:
+    """Before training: the extra trainable parameters the methods add and how the teacher's
+    targets will be served. ConfigError where the models cannot serve a method."""
+    plans = check_run(cfg, data, teacher)
+    choice = cache_preview(teacher.cpu(), plans, data.train_x, cfg.distill.cache_teacher_logits, cfg.train.augment)
+    return {
+        "extra_params": extra_param_count(plans),
+        "cache": choice.describe(),
+        "cached": list(choice.cached),
+        "per_batch": list(choice.per_batch),
+        "stages": {
+            p.method.name: {"student": list(p.student_stages), "teacher": list(p.teacher_stages)} for p in plans
+        },
+    }
 
 
 def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator, fill: float = 0.0) -> torch.Tensor:
@@ -115,6 +155,8 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator, fill: fl
 
 
 def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """For `model`'s parameters: the student's, plus the methods' extra modules when the
+    engine passes both in one container."""
     t = cfg.train
     # The fused kernels update each tensor in one pass instead of a handful of
     # elementwise ops per parameter: Adam's step was ~a quarter of a small MLP's
@@ -141,27 +183,6 @@ def baseline_config(student_cfg: RunConfig) -> RunConfig:
     return replace(student_cfg, kind="baseline", distill=None)
 
 
-class _TeacherLogits:
-    """Teacher logits for a batch: from a cache keyed by training-sample index, or
-    computed on the fly (always, when augmentation changes the view of each image)."""
-
-    def __init__(self, teacher: nn.Module | None, train_x: torch.Tensor, use_cache: bool):
-        self.teacher = teacher
-        self.cache: torch.Tensor | None = None
-        if teacher is not None:
-            teacher.eval()
-            if use_cache:
-                self.cache = predict_logits(teacher, train_x)  # (N_train, K), once
-
-    @torch.inference_mode()
-    def __call__(self, idx: torch.Tensor, xb: torch.Tensor) -> torch.Tensor | None:
-        if self.teacher is None:
-            return None
-        if self.cache is not None:
-            return self.cache.index_select(0, idx)
-        return self.teacher(xb)
-
-
 def fit(
     cfg: RunConfig,
     data: Dataset,
@@ -181,9 +202,12 @@ def fit(
         model = build_model(cfg.model, data.input_shape, data.num_classes)
     notes = load_init_weights(model, cfg.model, cfg.train.init_weights)
     model = model.to(device)
+    plans: list[Plan] = []
     if teacher is not None:
-        teacher = teacher.to(device)
-    loop = _Loop(cfg, data, model, teacher, distill, device, emit, stop or threading.Event())
+        teacher = teacher.to(device).eval()
+        if distill is not None:
+            plans = plan_methods(distill, model, teacher, data.input_shape, cfg.train.seed)
+    loop = _Loop(cfg, data, model, teacher, distill, plans, device, emit, stop or threading.Event())
     loop.result.threads = threads
     loop.result.warnings += notes
     return loop.run()
@@ -192,7 +216,7 @@ def fit(
 class _Loop:
     """The state of one training run; `run` is the loop itself."""
 
-    def __init__(self, cfg, data, model, teacher, distill: DistillConfig | None, device, emit, stop):
+    def __init__(self, cfg, data, model, teacher, distill: DistillConfig | None, plans: list[Plan], device, emit, stop):
         self.cfg, self.data, self.model, self.emit, self.stop = cfg, data, model, emit, stop
         t = cfg.train
         self.x, self.y = data.train_x.to(device), data.train_y.to(device)
@@ -200,13 +224,18 @@ class _Loop:
         self.gen = torch.Generator().manual_seed(t.seed)
         self.steps_per_epoch = math.ceil(len(self.y) / t.batch_size)
         self.total_steps = self.steps_per_epoch * t.epochs
-        self.opt = make_optimizer(model, cfg)
+        self.plans = plans
+        self.extra = nn.ModuleList([p.extra for p in plans]).to(device)
+        self.opt = make_optimizer(nn.ModuleList([model, self.extra]), cfg)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.total_steps) if t.cosine else None
         self.temperature = distill.temperature if distill else 1.0
         self.alpha = distill.alpha if distill else 0.0
-        use_cache = bool(distill and distill.cache_teacher_logits and not t.augment)
-        self.teacher_logits = _TeacherLogits(teacher if distill else None, self.x, use_cache)
-        self.result = FitResult(model=model, status="running", warnings=size_warnings(model, teacher))
+        self.student = FeatureForward(model, student_stages(plans))
+        self.targets: TeacherTargets | None = None
+        self.result = FitResult(model=model, status="running", warnings=size_warnings(model, teacher), extra=self.extra)
+        if plans:
+            self.targets = TeacherTargets(teacher, plans, self.x, distill.cache_teacher_logits, t.augment)
+            self.result.cache = self.targets.choice.describe()
         self.best_state: dict | None = None
         self.step = 0
         self.first_loss: float | None = None
@@ -231,48 +260,56 @@ class _Loop:
         self.emit(rec)
         return rec
 
-    def train_step(self, idx: torch.Tensor) -> tuple[float, float, float, torch.Tensor]:
+    def train_step(self, idx: torch.Tensor) -> tuple[float, dict[str, float], torch.Tensor]:
+        """One update: (1 − λ)·CE + λ·Σ_m w_m·Σ terms_m. Returns the total, every named
+        term ("ce" and each method's) and the count of correct predictions."""
         # index_select is a plain row gather, ~4x cheaper than advanced indexing x[idx]
         xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
         if self.cfg.train.augment:
             xb = random_shift(xb, AUGMENT_SHIFT, self.gen, fill=-self.data.mean / self.data.std)
-        t_logits = self.teacher_logits(idx, xb)
-        out = self.model(xb)
-        parts = LOSSES["hinton"](out, t_logits, yb, self.temperature, self.alpha)
+        out = self.student(xb)
+        ce = F.cross_entropy(out.logits, yb)
+        terms = {"ce": ce}
+        total = ce
+        if self.targets is not None:
+            distilled, method_terms = weighted_terms(self.plans, out, self.targets(idx, xb), self.temperature, yb)
+            total = (1.0 - self.alpha) * ce + self.alpha * distilled
+            terms.update(method_terms)
         self.opt.zero_grad(set_to_none=True)
-        parts.total.backward()
+        total.backward()
         self.opt.step()
         if self.sched is not None:
             self.sched.step()
-        correct = (out.detach().argmax(-1) == yb).sum()
-        return parts.total.item(), parts.ce.item(), parts.kd.item(), correct
+        correct = (out.logits.detach().argmax(-1) == yb).sum()
+        values = torch.stack([total.detach(), *(v.detach() for v in terms.values())]).tolist()  # one sync
+        return values[0], dict(zip(terms, values[1:])), correct
 
     def run_epoch(self, epoch: int) -> dict | None:
         """One pass over the training set; None when stopped or failed mid-epoch."""
         self.model.train()
         bs = self.cfg.train.batch_size
         perm = torch.randperm(len(self.y), generator=self.gen).to(self.x.device)
-        sums = [0.0, 0.0, 0.0]  # Python floats are float64: no tensor allocated per step
+        total = 0.0  # Python floats are float64: no tensor allocated per step
+        sums: dict[str, float] = {}
         correct = torch.zeros((), dtype=torch.int64, device=self.x.device)
         for i in range(self.steps_per_epoch):
             if self.stop.is_set():
                 return self.finish("stopped", epoch, "stopped by request")
             idx = perm[i * bs : (i + 1) * bs]
-            loss, ce, kd, ok = self.train_step(idx)
+            loss, terms, ok = self.train_step(idx)
             self.step += 1
             if self.diverged(loss):
                 return self.finish("failed", epoch, self.divergence_message(loss, epoch))
             correct += ok
-            sums[0] += loss * len(idx)
-            sums[1] += ce * len(idx)
-            sums[2] += kd * len(idx)
-            self.record("step", epoch, loss=loss, ce=ce, kd=kd)
+            total += loss * len(idx)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value * len(idx)
+            self.record("step", epoch, loss=loss, terms=terms)
         n = len(self.y)
         return {
             "epoch": epoch,
-            "loss": sums[0] / n,
-            "ce": sums[1] / n,
-            "kd": sums[2] / n,
+            "loss": total / n,
+            "terms": {k: v / n for k, v in sums.items()},
             "train_acc": correct.item() / n,
         }
 
@@ -321,6 +358,9 @@ class _Loop:
         if self.best_state is not None:  # model selection on the validation split
             self.model.load_state_dict(self.best_state)
         self.model.eval()
+        self.student.close()
+        if self.targets is not None:
+            self.targets.close()
         self.record("end", epoch, status=status, message=message, val_acc=r.best_val_acc)
         return None
 

@@ -1,8 +1,7 @@
-"""Distillation losses: pure functions of logits and labels.
+"""Hinton's KD loss as one function of logits and labels, with its CE and KD parts.
 
-Each returns a `LossParts` so the curves can show every component.
-Registry: `LOSSES` maps a name to a function with the signature
-`(student_logits, teacher_logits, labels, temperature, alpha) -> LossParts`.
+The engine composes losses from kd_core.methods (any mix of methods); this function is the
+textbook formula in one place, for the dashboard's explanations and as KD's reference.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from kd_core.methods.kd import kl_soft
 
 
 class LossParts(NamedTuple):
@@ -56,10 +57,7 @@ def hinton_kd_loss(
     ce = F.cross_entropy(student_logits, labels)
     if teacher_logits is None:
         return LossParts(ce, ce, torch.zeros((), device=ce.device))
-    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    kd = kl * temperature**2
+    kd = kl_soft(student_logits, teacher_logits, temperature) * temperature**2
     return LossParts((1.0 - alpha) * ce + alpha * kd, ce, kd)
 
 

@@ -39,6 +39,10 @@ class MLP(nn.Module):
             prev = width
         layers.append(nn.Linear(prev, num_classes))
         self.net = nn.Sequential(*layers)
+        # Stage name -> the FX node (= module path) whose output it is: each hidden layer after
+        # its ReLU; "embedding" is the classifier's input (the flattened image when depth is 0).
+        self.stage_nodes = {f"hidden{i + 1}": f"net.{2 * i + 2}" for i in range(depth)}
+        self.stage_nodes["embedding"] = f"net.{2 * depth}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
         return self.net(x)
@@ -64,6 +68,10 @@ class SmallCNN(nn.Module):
             prev = ch
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(prev, num_classes))
+        # Stage name -> FX node: each block's pooled (C, H, W) output; "embedding" the globally
+        # pooled, flattened features the classifier reads.
+        self.stage_nodes = {f"stage{i + 1}": f"features.{4 * i + 3}" for i in range(blocks)}
+        self.stage_nodes["embedding"] = "head.1"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

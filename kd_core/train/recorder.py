@@ -24,7 +24,7 @@ from kd_core.train.bench import measure_latency, size_report, torch_threads
 from kd_core.train.blackbox import is_teacher_file, load_stored
 from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import Dataset
-from kd_core.train.engine import FitResult, baseline_config, fit
+from kd_core.train.engine import FitResult, baseline_config, check_run, fit
 from kd_core.train.metrics import evaluate, predict_logits
 from kd_core.train.models import describe
 
@@ -85,7 +85,19 @@ def fit_numbers(result: FitResult) -> dict:
         "seconds": result.seconds,
         "train_samples_per_s": result.samples_per_s,
         "train_threads": result.threads,
+        **_loss_report(result),
     }
+
+
+def _loss_report(result: FitResult) -> dict:
+    """The last epoch's mean loss and named terms; for distillation, the methods' extra
+    trainable parameters and how the teacher's targets were served."""
+    last = result.history[-1]
+    out = {"final_loss": last["loss"], "loss_terms": dict(last["terms"])}
+    if result.cache:
+        out["extra_params"] = sum(p.numel() for p in result.extra.parameters()) if result.extra is not None else 0
+        out["teacher_cache"] = result.cache
+    return out
 
 
 def measure(
@@ -149,7 +161,13 @@ def run_one(
     stop: threading.Event | None = None,
     teacher_test_logits: torch.Tensor | None = None,
 ) -> RunOutcome:
-    """Create the run in the store, train it, and `record` it."""
+    """Check the run, create it in the store, train it, and `record` it. A bad config, or one
+    the models cannot serve (AT on an MLP), is refused before anything is stored: a failed
+    outcome with no run id."""
+    try:
+        check_run(cfg, data, teacher)
+    except KDError as err:
+        return RunOutcome("", cfg.kind, "failed", str(err))
     run_id = store.create_run(cfg)
 
     def sink(rec: Progress) -> None:

@@ -377,16 +377,28 @@ def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = 
 # ---------------------------------------------------------------- curves
 
 
+def term_label(name: str) -> str:
+    """A loss term as the curves name it: "ce" -> "CE", "rkd_angle" -> "RKD angle"."""
+    head, _, rest = name.partition("_")
+    return " ".join([head.upper(), *rest.split("_")]) if rest else head.upper()
+
+
 def step_frame(snapshot: dict, smooth: float = 0.9) -> pd.DataFrame:
-    """Long table of per-step losses for every run of a job: run, label, step, component, value.
+    """Long table of per-step losses for every run of a job: step, component, loss, run; one
+    component for the total and one per named term (CE and each method's).
     Smoothed by an exponential moving average (TensorBoard-style, weight `smooth`)."""
     frames = []
     for run in snapshot["runs"]:
         if not run["steps"]:
             continue
-        df = pd.DataFrame(run["steps"], columns=["step", "total", "CE", "KD"])
-        if (df["KD"] == 0).all():
-            # No teacher (a teacher's own run, a baseline): total is CE and KD is 0; one curve says it.
+        df = pd.DataFrame(
+            [
+                {"step": step, "total": total, **{term_label(k): v for k, v in terms.items()}}
+                for step, total, terms in run["steps"]
+            ]
+        )
+        if list(df.columns) == ["step", "total", "CE"]:
+            # No teacher (a teacher's own run, a baseline): the total is the CE; one curve says it.
             df = df[["step", "total"]]
         for col in df.columns.drop("step"):
             df[col] = df[col].ewm(alpha=1 - smooth, adjust=True).mean() if smooth > 0 else df[col]
@@ -399,8 +411,20 @@ def step_frame(snapshot: dict, smooth: float = 0.9) -> pd.DataFrame:
 
 
 def epoch_frame(snapshot: dict) -> pd.DataFrame:
-    rows = [{"run": run["label"], **e} for run in snapshot["runs"] for e in run["epochs"]]
-    return pd.DataFrame(rows, columns=["run", "epoch", "loss", "ce", "kd", "train_acc", "val_acc"])
+    """One row per run and epoch: run, epoch, loss, train_acc, val_acc, then one column per
+    loss term any run has (empty where a run has no such term)."""
+    rows = [
+        {
+            "run": run["label"],
+            **{k: v for k, v in e.items() if k != "terms"},
+            **{term_label(k): v for k, v in e.get("terms", {}).items()},
+        }
+        for run in snapshot["runs"]
+        for e in run["epochs"]
+    ]
+    base = ["run", "epoch", "loss", "train_acc", "val_acc"]
+    extra = list(dict.fromkeys(k for r in rows for k in r if k not in base))
+    return pd.DataFrame(rows, columns=base + extra)
 
 
 def progress_of(snapshot: dict) -> dict:
