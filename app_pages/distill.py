@@ -1,12 +1,13 @@
-"""Distill: size the student, set T and λ, run in the background, watch it live, read the result."""
+"""Distill: size the student, pick the method(s), set T and λ, run in the background, watch it live,
+read the result."""
 
 import streamlit as st
 
 from kd_core import fmt
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy
-from kd_core.views import compare, studio
-from ui import forms, live, state
+from kd_core.views import compare, method_mix, studio
+from ui import forms, live, method_picker, state
 
 
 def student_widgets(data) -> dict:
@@ -32,15 +33,23 @@ def student_widgets(data) -> dict:
         bind="query-params",
         help="0 trains on labels only; 1 learns from the teacher only.",
     )
+    selected, weights, params = method_picker.method_widgets(method_mix.methods())
     budget = forms.budget_widgets("s", epochs=20, lr=3e-3)
     baseline = st.checkbox(
         "Also train the same student without distillation (baseline)", value=True, key="baseline", bind="query-params"
     )
+    try:
+        method, method_params, mix_error = *method_mix.mix_args(selected, weights, params), ""
+    except KDError as err:
+        method, method_params, mix_error = "kd", [], str(err)
     return {
         **model,
         "temperature": temperature,
         "alpha": alpha,
         "baseline": baseline,
+        "method": method,
+        "method_params": tuple(method_params),
+        "mix_error": mix_error,
         **budget,
     }
 
@@ -78,9 +87,9 @@ def size_preview(data, teacher_id: str, w: dict) -> None:
         st.warning("This student is larger than its teacher: born-again distillation, not compression.")
 
 
-def launch(data, teacher_id: str, teacher, w: dict) -> None:
+def student_config(data, teacher_id: str, w: dict):
     budget = {k: w[k] for k in ("epochs", "lr", "batch_size", "seed", "optimizer", "cosine")}
-    cfg = forms.run_config(
+    return forms.run_config(
         "student",
         data,
         w["family"],
@@ -90,8 +99,24 @@ def launch(data, teacher_id: str, teacher, w: dict) -> None:
         alpha=w["alpha"],
         teacher_id=teacher_id,
         width=w["width"],
+        method=w["method"],
+        method_params=w["method_params"],
         **budget,
     )
+
+
+def method_preview(data, teacher_id: str, teacher, w: dict) -> bool:
+    """The mix's cost before it trains; False (and the reason shown) when it cannot run."""
+    if w["mix_error"]:
+        st.error(w["mix_error"])
+        return False
+    preview = method_mix.preview(student_config(data, teacher_id, w), data, teacher)
+    method_picker.preview_line(preview, method_mix.cli_flags(w["method"], w["method_params"]))
+    return "error" not in preview
+
+
+def launch(data, teacher_id: str, teacher, w: dict) -> None:
+    cfg = student_config(data, teacher_id, w)
     try:
         job = studio.start_distill(state.job_manager(), state.current_store(), data, teacher, cfg, w["baseline"])
     except (JobBusy, KDError) as err:
@@ -179,8 +204,9 @@ if data is not None and teacher is None:
 elif data is not None:
     widgets = student_widgets(data)
     size_preview(data, teacher_id, widgets)
+    runnable = method_preview(data, teacher_id, teacher, widgets)
     busy = state.job_manager().current() is not None
-    if st.button("Distill", type="primary", key="distill", disabled=busy):
+    if st.button("Distill", type="primary", key="distill", disabled=busy or not runnable):
         launch(data, teacher_id, teacher, widgets)
     job = live.find_job(("distill", "quick"))
     if busy and job is not None:

@@ -16,6 +16,7 @@ RUN_COLUMNS = {
     "model": st.column_config.TextColumn("Model", help="family and width (MLP: one number per hidden layer)"),
     "T": st.column_config.NumberColumn("T", format="%g"),
     "λ": st.column_config.NumberColumn("λ", format="%g"),
+    "method": st.column_config.TextColumn("Method", help="distillation method(s) as --method writes them"),
     "seed": st.column_config.NumberColumn("Seed", format="%d"),
     "status": st.column_config.TextColumn("Status"),
     "val_acc_curve": st.column_config.LineChartColumn(
@@ -41,6 +42,7 @@ GROUP_COLUMNS = {
     "model": RUN_COLUMNS["model"],
     "T": RUN_COLUMNS["T"],
     "λ": RUN_COLUMNS["λ"],
+    "method": RUN_COLUMNS["method"],
     "epochs": RUN_COLUMNS["epochs"],
     "n": st.column_config.NumberColumn("n", format="%d", help="finished runs (seeds) of this configuration"),
     "seeds": st.column_config.TextColumn("Seeds"),

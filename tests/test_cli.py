@@ -75,6 +75,27 @@ def prepare_error_inputs(root) -> dict[str, list]:
         "unknown teacher": ["distill", "--teacher", "t0000-000000-dead", *quick],
         "diverging lr": ["teacher", "--lr", "1e6", *quick],
         "negative threads": ["teacher", "--threads", "-2", *quick],
+        "unknown method": ["distill", "--teacher", root / "real.pt", "--method", "dkdd", *quick],
+        "ambiguous method param": [
+            "distill",
+            "--teacher",
+            root / "real.pt",
+            "--method",
+            "dkd+dist",
+            "--method-param",
+            "beta=2",
+            *quick,
+        ],
+        "AT on an MLP": [
+            "distill",
+            "--teacher",
+            root / "real.pt",
+            "--method",
+            "kd+at",
+            "--store",
+            root / "at-store",
+            *quick,
+        ],
     }
 
 
@@ -92,6 +113,9 @@ EXPECTED = {  # case -> (phrases, stream)
     "other dataset": (["error:", "shape [3, 8, 8]", "[1, 8, 8]"], "stderr"),
     "unknown teacher": (["error:", "neither a checkpoint file nor a stored run id"], "stderr"),
     "diverging lr": (["failed", "learning rate"], "stdout"),  # a run that failed, reported as such
+    "unknown method": (["error:", "unknown distillation method 'dkdd'", "kd, dkd, dist"], "stderr"),
+    "ambiguous method param": (["error:", "several methods have 'beta' (dkd, dist)", "dkd.beta=2"], "stderr"),
+    "AT on an MLP": (["error:", "method 'at' needs spatial feature maps", "use a CNN student"], "stderr"),
 }
 
 
@@ -148,6 +172,8 @@ def check_refusal(proc: subprocess.CompletedProcess, case: str, root) -> None:
     assert proc.returncode == 2
     if case == "pickle with code":
         assert not (root / "was-run").exists()
+    if case == "AT on an MLP":  # refused before anything was stored
+        assert not (root / "at-store" / "runs.db").exists() or not Store(root / "at-store").list_runs()
 
 
 @pytest.mark.slow
@@ -250,7 +276,13 @@ def test_distill_from_run_id_with_baseline_json(cli_teacher, cli_distills):
     out = json.loads(proc.stdout)
     assert out["command"] == "distill" and isinstance(out["seconds"], float)
     assert out["config"]["teacher_id"] == teacher_id
-    assert out["config"]["distill"] == {"temperature": 3.0, "alpha": 0.5, "cache_teacher_logits": True}
+    assert out["config"]["distill"] == {
+        "temperature": 3.0,
+        "alpha": 0.5,
+        "cache_teacher_logits": True,
+        "methods": [{"name": "kd", "weight": 1.0, "params": []}],  # the default: Hinton's KD
+    }
+    assert set(out["runs"][0]["loss_terms"]) == {"ce", "kd"} and set(out["runs"][1]["loss_terms"]) == {"ce"}
     assert out["dataset"]["train"] + out["dataset"]["val"] + out["dataset"]["test"] == 1797
     student, baseline = out["runs"]
     assert (student["kind"], baseline["kind"]) == ("student", "baseline")

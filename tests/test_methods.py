@@ -316,7 +316,10 @@ def test_registry_describes_every_method():
     for name, m in METHODS.items():
         assert m.name == name and m.title and m.family in FAMILIES
         assert any(ch.isdigit() for ch in m.paper)  # the citation has a year
-        assert ("(" in m.loss.__doc__ and "Eq." in m.loss.__doc__) or name == "kd"
+        # The loss's docstring gives the formula, naming every term it returns, and the paper.
+        first_author, year = m.paper.split()[0].rstrip(","), m.paper.rstrip(")")[-4:]
+        assert f"({first_author}" in m.loss.__doc__ and year in m.loss.__doc__, name
+        assert " = " in m.loss.__doc__.split("\n\n")[0]
         assert dataclasses.is_dataclass(m.Params) and m.Params.__dataclass_params__.frozen
         for info in param_info(m):
             assert info.help and info.type in ("float", "int", "bool", "str"), (name, info)

@@ -17,9 +17,11 @@ import scipy.stats
 
 from kd_core import cli
 from kd_core.cli import common
+from kd_core.cli import methods as cli_methods
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.deploy import modelcard as mc
 from kd_core.events import Progress
+from kd_core.methods import parse_methods
 from kd_core.store import Store
 from kd_core.train.models import student_preset, teacher_preset
 
@@ -121,8 +123,19 @@ def rebuilt_config(command: str) -> RunConfig:
         kind=kind, data=common.data_config(a), model=common.model_spec(a, preset), train=common.train_config(a)
     )
     if kind == "student":
-        cfg = replace(cfg, teacher_id=a.teacher, distill=DistillConfig(a.temperature, a.alpha, not a.no_cache))
+        cfg = replace(cfg, teacher_id=a.teacher, distill=cli_methods.distill_config(a))
     return cfg
+
+
+def test_reproduce_command_carries_a_method_mix_and_its_parameters(store):
+    s, teacher, _ = store
+    mix = parse_methods("0.5*dkd+2*at", ["dkd.beta=4", "at.p=1"])
+    cfg = replace(student_config(3, teacher), distill=DistillConfig(3.0, 0.5, True, mix))
+    command = mc.reproduce_command(RunConfig.from_json(cfg.to_json()).to_dict())
+    assert (
+        "--method '0.5*dkd+2*at'" in command
+    )  # quoted: * is a shell wildcard and "--method-param dkd.beta=4.0" in command
+    assert rebuilt_config(command) == cfg
 
 
 def test_reproduce_command_rebuilds_the_stored_config(store):

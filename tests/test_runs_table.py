@@ -197,3 +197,36 @@ def test_duration_text():
     assert sweep_view.duration_text(42.4) == "about 42 s"
     assert sweep_view.duration_text(600) == "about 10 min"
     assert sweep_view.duration_text(3 * 3600) == "about 3.0 h"
+
+
+def test_a_students_methods_are_a_column_and_old_kd_students_group_with_new_ones(tmp_path):
+    """A student stored before methods existed (no `methods` in its JSON) was KD: it shows
+    as "kd" and folds with a KD student stored now; a DKD student is its own configuration."""
+    import json
+    import sqlite3
+
+    from kd_core.config import DistillConfig, MethodSpec, ModelSpec, RunConfig
+
+    store = Store(tmp_path)
+    base = RunConfig(kind="student", model=ModelSpec("mlp", 16, 1), teacher_id="t", distill=DistillConfig())
+    new_kd = store.create_run(base)
+    old_kd = store.create_run(base)
+    old_json = json.loads(base.to_json())
+    old_json["distill"].pop("methods")
+    old_json["train"]["seed"] = 1  # another seed of the same configuration
+    with sqlite3.connect(store.db_path) as db:  # as an older version wrote it
+        db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(old_json), old_kd))
+    dkd = store.create_run(
+        RunConfig(kind="student", model=base.model, teacher_id="t",
+                  distill=DistillConfig(methods=(MethodSpec("dkd", 1.0, (("beta", 4.0),)),)))
+    )  # fmt: skip
+    for run_id in (new_kd, old_kd, dkd):
+        store.finish_run(run_id, "finished", {"test_acc": 0.9})
+    frame = runs_table.runs_frame(store).set_index("id")
+    assert frame.loc[new_kd, "method"] == frame.loc[old_kd, "method"] == "kd"
+    assert frame.loc[dkd, "method"] == "dkd (dkd.beta=4.0)"
+    assert frame.loc[new_kd, "config_key"] == frame.loc[old_kd, "config_key"] != frame.loc[dkd, "config_key"]
+    groups = runs_table.group_by_config(frame.reset_index())
+    assert sorted(groups["n"]) == [1, 2] and set(groups["method"]) == {"kd", "dkd (dkd.beta=4.0)"}
+    label = runs_table.run_label(frame.reset_index().set_index("id", drop=False).loc[dkd])
+    assert "dkd (dkd.beta=4.0) T=4 λ=0.9" in label

@@ -65,7 +65,7 @@ class AT(Method):
         temperature: float,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """at = β/2 · Σ_j mean_{i,k} (Q_s^j[i,k] − Q_t^j[i,k])²   (Zagoruyko & Komodakis 2017, Eq. 2)
+        """at = β/2 · Σ_j mean_{i,k} (Q_s^j[i,k] − Q_t^j[i,k])²   (Zagoruyko & Komodakis 2017)
 
         Q^j: the L2-normalised attention map of stage pair j (see `attention`); the mean over
         batch i and positions k is the paper's "β divided by the number of elements in the

@@ -46,7 +46,7 @@ class DIST(Method):
     ) -> dict[str, torch.Tensor]:
         """inter = β·T²·(1 − mean_i ρ(Y_s[i,:], Y_t[i,:])),
         intra = γ·T²·(1 − mean_j ρ(Y_s[:,j], Y_t[:,j]))
-        (Huang et al. 2022, Eq. 5–8), Y = softmax(z/T), ρ the Pearson correlation.
+        (Huang et al. 2022), Y = softmax(z/T), ρ the Pearson correlation.
 
         Matching relations instead of exact probabilities tolerates a large teacher–student gap.
         The paper's default τ = 1 is the global temperature here. With fewer than two samples

@@ -28,7 +28,7 @@ def dkd_parts(
 
     TCKD_i = KL(b^T ‖ b^S), b = [p_t, 1 − p_t] (target vs non-target mass);
     NCKD_i = KL(p̂^T ‖ p̂^S), p̂ = softmax over the K − 1 non-target logits / T.
-    They decompose KD exactly (Zhao et al. 2022, Eq. 1–4):
+    They decompose KD exactly (Zhao et al. 2022):
         KL(p^T ‖ p^S) = TCKD + (1 − p_t^T)·NCKD.
     """
     gt = F.one_hot(labels, zs.shape[1]).bool()
@@ -72,7 +72,7 @@ class DKD(Method):
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """tckd = α·T²·mean_i KL(b^T_i ‖ b^S_i),  nckd = β·T²·mean_i KL(p̂^T_i ‖ p̂^S_i)
-        (Zhao et al. 2022, Eq. 7; T² as in their code).
+        (Zhao et al. 2022; T² as in their code).
 
         b = [p_t, 1 − p_t]: the binary target/non-target split of softmax(z/T) at the true
         class t; p̂: softmax over the non-target classes only. KD itself is

@@ -54,7 +54,7 @@ class FitNets(Method):
         temperature: float,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """hint = coef · mean_i ½‖u_t(x_i) − r(v_s(x_i))‖²   (Romero et al. 2015, Eq. 3)
+        """hint = coef · mean_i ½‖u_t(x_i) − r(v_s(x_i))‖²   (Romero et al. 2015)
 
         u_t: the teacher's hint layer; v_s: the student's guided layer; r: the trainable
         regressor (in `extra`, trained with the student). The squared norm sums over all

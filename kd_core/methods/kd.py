@@ -32,7 +32,7 @@ class KD(Method):
         temperature: float,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """kd = T²·KL( softmax(z_t/T) ‖ softmax(z_s/T) )   (Hinton et al. 2015, §2)
+        """kd = T²·KL( softmax(z_t/T) ‖ softmax(z_s/T) )   (Hinton et al. 2015)
 
         KL summed over the K classes, averaged over the batch. The T² keeps the gradient's
         size about constant as T changes (it scales as 1/T² otherwise), so λ keeps its meaning.

@@ -42,7 +42,7 @@ class LogitStd(Method):
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """kd_std = T²·KL( softmax(Z(z_t)/T) ‖ softmax(Z(z_s)/T) ),  Z(z) = (z − z̄)/σ(z)
-        (Sun et al. 2024, Eq. 10 and Algorithm 1).
+        (Sun et al. 2024).
 
         The student need only match the teacher's logit *relations*, not their scale and
         shift, which KD with one shared T forces. T here is the paper's "base temperature";

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from kd_core.errors import ConfigError
 from kd_core.methods import at, dist, dkd, fitnets, kd, logit_std, rkd, sp
 from kd_core.methods.base import Method, param_info
@@ -19,8 +21,9 @@ def get_method(name: str) -> Method:
 
 
 def catalogue() -> list[dict]:
-    """Every method as plain data: name, title, family, paper, the loss docstring (formula and
-    paper, whitespace collapsed) and its parameters with defaults and help, in registry order."""
+    """Every method as plain data, in registry order: name, title, family, paper, whether its
+    targets are cacheable, `formula` (the loss docstring's first paragraph), `loss` (all of
+    it, whitespace collapsed) and its parameters with type, default and help."""
     return [
         {
             "name": m.name,
@@ -28,6 +31,7 @@ def catalogue() -> list[dict]:
             "family": m.family,
             "paper": m.paper,
             "cacheable": m.cacheable,
+            "formula": " ".join(inspect.cleandoc(m.loss.__doc__ or "").split("\n\n")[0].split()),
             "loss": " ".join((m.loss.__doc__ or "").split()),
             "params": [{"name": p.name, "type": p.type, "default": p.default, "help": p.help} for p in param_info(m)],
         }

@@ -66,9 +66,9 @@ class RKD(Method):
         temperature: float,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """distance = λ_D · mean_(i,j) ℓ_δ(ψ_D(s_i, s_j), ψ_D(t_i, t_j)),
-        angle = λ_A · mean_(i,j,k) ℓ_δ(ψ_A(s_i, s_j, s_k), ψ_A(t_i, t_j, t_k))
-        (Park et al. 2019, Eq. 4–7), ℓ_δ the Huber loss with δ = 1.
+        """rkd_dist = λ_D · mean_(i,j) ℓ_δ(ψ_D(s_i, s_j), ψ_D(t_i, t_j)),
+        rkd_angle = λ_A · mean_(i,j,k) ℓ_δ(ψ_A(s_i, s_j, s_k), ψ_A(t_i, t_j, t_k))
+        (Park et al. 2019), ℓ_δ the Huber loss with δ = 1.
 
         ψ_D: pairwise distance over its batch mean; ψ_A: cosine of the angle at e_j. The means
         run over all B² pairs and B³ triples (diagonals included, zero on both sides), as in

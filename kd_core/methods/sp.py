@@ -48,7 +48,7 @@ class SP(Method):
         temperature: float,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """sp = γ/b² · Σ_(l,l') ‖G̃_T^(l) − G̃_S^(l')‖²_F   (Tung & Mori 2019, Eq. 2–4)
+        """sp = γ/b² · Σ_(l,l') ‖G̃_T^(l) − G̃_S^(l')‖²_F   (Tung & Mori 2019)
 
         G = Q·Qᵀ (b × b) over the batch of b samples, Q the flattened activations of a
         stage; G̃ normalises each row to unit L2 norm. Channels and sizes may differ between

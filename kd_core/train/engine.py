@@ -340,8 +340,7 @@ class _Loop:
             "epoch",
             stats["epoch"],
             loss=stats["loss"],
-            ce=stats["ce"],
-            kd=stats["kd"],
+            terms=dict(stats["terms"]),
             train_acc=stats["train_acc"],
             val_acc=val_acc,
         )

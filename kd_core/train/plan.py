@@ -34,6 +34,7 @@ class Plan:
     student_stages: tuple[str, ...]
     teacher_stages: tuple[str, ...]
     extra: nn.ModuleDict
+    needs_teacher_logits: bool = True
 
     def student_view(self, s: Outputs) -> Outputs:
         return Outputs(s.logits, {k: s.features[k] for k in self.student_stages})
@@ -58,7 +59,8 @@ def plan_methods(
             t_st = resolve_stages(need.teacher_features, t_shapes, method.name, "teacher")
             s_sub, t_sub = {k: s_shapes[k] for k in s_st}, {k: t_shapes[k] for k in t_st}
             method.check_shapes(params, s_sub, t_sub)
-            plans.append(Plan(spec, method, params, s_st, t_st, method.modules(params, s_sub, t_sub)))
+            extra = method.modules(params, s_sub, t_sub)
+            plans.append(Plan(spec, method, params, s_st, t_st, extra, need.teacher_logits))
     return plans
 
 
@@ -140,10 +142,10 @@ def choose_cache(
 
 
 def targets_of(out: Outputs, plan: Plan) -> Outputs:
-    """One plan's teacher targets from a teacher forward pass over all stages."""
-    return plan.method.teacher_targets(
-        Outputs(out.logits, {k: out.features[k] for k in plan.teacher_stages}), plan.params
-    )
+    """One plan's teacher targets from a teacher forward pass over all stages. A method that
+    reads no teacher logits gets (B, 0) ones, so none are cached for it."""
+    logits = out.logits if plan.needs_teacher_logits else out.logits[:, :0]
+    return plan.method.teacher_targets(Outputs(logits, {k: out.features[k] for k in plan.teacher_stages}), plan.params)
 
 
 def teacher_stages(plans: list[Plan]) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
+from kd_core.config import DistillConfig, RunConfig, format_methods, format_params
 from kd_core.deploy.modelcard import run_command
 from kd_core.records import LatencyRow
 from kd_core.stats import summarize
@@ -35,6 +36,7 @@ COLUMNS = [
     "depth",
     "T",
     "λ",
+    "method",
     "seed",
     "epochs",
     "status",
@@ -55,11 +57,22 @@ NOT_IN_CSV = ("val_acc_curve", "config_key")
 
 
 def config_key(config: dict) -> str:
-    """What makes two runs the same configuration: the config without the seed and the sweep."""
-    c = json.loads(json.dumps(config))
+    """What makes two runs the same configuration: the config without the seed and the sweep
+    (normalised first: a student stored before methods existed was KD, as one stored now)."""
+    c = json.loads(json.dumps(RunConfig.from_dict(config).to_dict()))
     c.get("train", {}).pop("seed", None)
     c.pop("sweep_id", None)
     return json.dumps(c, sort_keys=True)
+
+
+def method_label(distill: dict | None) -> str | None:
+    """A student's methods as --method writes them, with any parameter overrides:
+    "kd", "0.5*kd+1*at (at.beta=500.0)"; None without distillation."""
+    if not distill:
+        return None
+    specs = DistillConfig.from_dict(distill).methods
+    params = format_params(specs)
+    return format_methods(specs) + (f" ({', '.join(params)})" if params else "")
 
 
 def _latency_b1(metrics: dict) -> float | None:
@@ -83,6 +96,7 @@ def _row(r: dict, curve: list[float], sweep_teachers: Mapping[str, str], now: fl
         "depth": c["model"]["depth"],
         "T": distill.get("temperature"),
         "λ": distill.get("alpha"),
+        "method": method_label(distill),
         "seed": c["train"]["seed"],
         "epochs": c["train"]["epochs"],
         "status": r["status"],
@@ -157,6 +171,7 @@ GROUP_COLUMNS = [
     "model",
     "T",
     "λ",
+    "method",
     "epochs",
     "n",
     "seeds",
@@ -184,7 +199,7 @@ def group_by_config(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, part in done.groupby("config_key", sort=False):
         first = part.iloc[0]
-        row = {c: first[c] for c in ("kind", "dataset", "teacher", "model", "T", "λ", "epochs", "params")}
+        row = {c: first[c] for c in ("kind", "dataset", "teacher", "model", "T", "λ", "method", "epochs", "params")}
         for metric in ACCURACIES:
             s = summarize(part[metric].tolist())
             row[metric], row[f"{metric}_mean"], row[f"{metric}_std"] = s.text(), s.mean, s.std
@@ -201,8 +216,12 @@ def group_by_config(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_label(row: Mapping) -> str:
-    """Short legend text: "s0612-1200-ab12 · mlp 16 · T=4 λ=0.9 · seed 0"."""
+    """Short legend text: "s0612-1200-ab12 · mlp 16 · T=4 λ=0.9 · seed 0", the method in front of
+    T where it is not plain KD ("dkd T=4 λ=0.9")."""
     what = f"T={row['T']:g} λ={row['λ']:g}" if pd.notna(row.get("T")) else row["kind"]
+    method = row.get("method")
+    if pd.notna(row.get("T")) and isinstance(method, str) and method != "kd":
+        what = f"{method} {what}"
     return f"{row['id']} · {row['model']} · {what} · seed {row['seed']}"
 
 
@@ -223,6 +242,7 @@ def curves_frame(store: Store, ids: Iterable[str]) -> pd.DataFrame:
                 "kind": run["kind"],
                 "T": d.get("temperature"),
                 "λ": d.get("alpha"),
+                "method": method_label(d),
                 "seed": run["config"]["train"]["seed"],
             }
         )

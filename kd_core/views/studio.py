@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig, experiment_key
+from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig, experiment_key, format_methods
 from kd_core.errors import ConfigError
 from kd_core.jobs import Job, JobManager
+from kd_core.methods import parse_methods
 from kd_core.records import LatencyRow
 from kd_core.store import Store
 from kd_core.train import recorder as experiment
@@ -140,7 +141,11 @@ def make_config(
     teacher_id: str | None = None,
     threads: int = 0,
     width: float = 1.0,
+    method: str = "kd",
+    method_params: tuple[str, ...] = (),
 ) -> RunConfig:
+    """A run's config from the pages' widgets; `method` and `method_params` as the CLI's
+    --method and --method-param read them (a ConfigError names what is wrong)."""
     data = DataConfig(dataset=dataset, root=root, image_size=image_size)
     train = TrainConfig(
         epochs=int(epochs),
@@ -153,7 +158,9 @@ def make_config(
         threads=int(threads),
         spare_cores=DASHBOARD_SPARE_CORES,
     )
-    distill = DistillConfig(float(temperature), float(alpha)) if kind == "student" else None
+    distill = None
+    if kind == "student":
+        distill = DistillConfig(float(temperature), float(alpha), methods=parse_methods(method, list(method_params)))
     return RunConfig(
         kind=kind,
         data=data,
@@ -300,7 +307,10 @@ def start_distill(
             job.add_outcome(o)
         return outcomes
 
-    title = f"distil {cfg.model.label()} (T={cfg.distill.temperature:g}, λ={cfg.distill.alpha:g})"
+    title = (
+        f"distil {cfg.model.label()} ({format_methods(cfg.distill.methods)}, T={cfg.distill.temperature:g}, "
+        f"λ={cfg.distill.alpha:g})"
+    )
     return manager.start(title, "distill", work)
 
 
