@@ -199,7 +199,9 @@ _MACHINE_FIELDS = {"data": ("root", "download"), "train": ("device", "threads", 
 def experiment_key(config: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
     """A stored config (RunConfig.to_dict) as a comparable string, without the machine settings
     and without the fields named in `drop`: top-level ones ("kind", "distill", "sweep_id") or
-    training ones ("seed")."""
+    training ones ("seed"). Normalised first, so a config stored before a field existed (a
+    student without `methods` was KD) matches one stored with the field's default."""
+    config = RunConfig.from_dict(config).to_dict()
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items() if k not in (*drop, *_NOT_LEARNED)}
     for part, fields in _MACHINE_FIELDS.items():
         for f in fields:

@@ -26,7 +26,7 @@ def captions(at) -> str:
 
 def test_kd_is_the_default_with_its_formula_and_a_cached_teacher(runs_dir):  # noqa: F811
     stored_teacher(runs_dir, width=64)
-    at = open_app("pages/distill.py")
+    at = open_app("app_pages/distill.py")
     assert at.multiselect(key="methods").value == ["kd"]
     assert any("T²·KL" in m.value for m in at.markdown)  # the formula of the chosen method
     assert metrics(at)["Extra trainable parameters"] == "0"
@@ -36,7 +36,7 @@ def test_kd_is_the_default_with_its_formula_and_a_cached_teacher(runs_dir):  # n
 
 def test_fitnets_shows_its_regressor_and_parameter_help(runs_dir):  # noqa: F811
     stored_teacher(runs_dir, width=64)
-    at = open_app("pages/distill.py")
+    at = open_app("app_pages/distill.py")
     at.slider(key="s_size").set_value(16).run()
     at.multiselect(key="methods").set_value(["fitnets"]).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -49,7 +49,7 @@ def test_fitnets_shows_its_regressor_and_parameter_help(runs_dir):  # noqa: F811
 
 def test_attention_transfer_on_mlps_is_refused_before_training(runs_dir):  # noqa: F811
     stored_teacher(runs_dir, width=64)
-    at = open_app("pages/distill.py")
+    at = open_app("app_pages/distill.py")
     at.multiselect(key="methods").set_value(["kd", "at"]).run()
     assert any("method 'at' needs spatial feature maps" in e.value for e in at.error)
     assert at.button(key="distill").disabled
@@ -63,7 +63,7 @@ def test_the_url_carries_the_mix_and_its_parameters(runs_dir):  # noqa: F811
     at.query_params["w_dist"] = "0.5"
     at.query_params["mp_dkd_beta"] = "2"
     at.run()
-    at.switch_page("pages/distill.py").run()
+    at.switch_page("app_pages/distill.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.multiselect(key="methods").value == ["dkd", "dist"]
     assert at.number_input(key="mp_dkd_beta").value == 2.0 and at.number_input(key="w_dist").value == 0.5
@@ -74,7 +74,7 @@ def test_the_url_carries_the_mix_and_its_parameters(runs_dir):  # noqa: F811
 @pytest.mark.slow
 def test_a_dkd_and_kd_mix_trains_and_draws_every_named_term(runs_dir):  # noqa: F811
     teacher = stored_teacher(runs_dir, width=64)
-    at = open_app("pages/distill.py")
+    at = open_app("app_pages/distill.py")
     at.slider(key="s_epochs").set_value(2)
     at.multiselect(key="methods").set_value(["kd", "dkd"]).run()
     at.number_input(key="w_dkd").set_value(0.5).run()
