@@ -247,3 +247,11 @@ def test_cli_distills_with_dkd_and_reports_its_named_terms(tmp_path, digits, cnn
     assert set(run_["loss_terms"]) == {"ce", "tckd", "nckd"} and run_["teacher_cache"].startswith("cached")
     terms = Store(tmp_path / "kd_runs").epochs(run_["run_id"])[0]["terms"]
     assert terms == pytest.approx(run_["loss_terms"])
+
+
+def test_a_torchvision_student_serves_feature_and_relation_methods(digits, cnn_teacher):
+    """The zoo's families name their stages like ours: FX reads a ResNet-18's stages."""
+    cfg = student_cfg("kd+fitnets+rkd", model=ModelSpec("resnet18", 16, 1, 0.25), epochs=1, threads=1)
+    result, rec = run(cfg, digits, cnn_teacher)
+    assert set(rec.of("epoch")[0].terms) == {"ce", "kd", "hint", "rkd_dist", "rkd_angle"}
+    assert result.extra[1]["regressor"] is not None and result.cache.startswith("cached by sample index")

@@ -49,8 +49,15 @@ class FeatureForward:
             except Exception:  # FX cannot trace it (data-dependent control flow and the like)
                 self.extractor = None
         if self.uses == "hooks":
+            modules = dict(model.named_modules())
+            missing = sorted({p for p in self.wanted.values() if p not in modules})
+            if missing:  # a functional op's node (torch.flatten): only FX can read it
+                raise ConfigError(
+                    f"{type(model).__name__}: stage node(s) {', '.join(missing)} are not modules, and FX "
+                    "could not trace the model to read them."
+                )
             for path in set(self.wanted.values()):
-                self.handles.append(model.get_submodule(path).register_forward_hook(self._keep(path)))
+                self.handles.append(modules[path].register_forward_hook(self._keep(path)))
 
     def _keep(self, path: str):
         def hook(_module, _inputs, output):
