@@ -12,8 +12,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import StepRecorder, make_config
 
+from helpers import StepRecorder, make_config
 from kd_core.cli import main
 from kd_core.config import ModelSpec
 from kd_core.methods import METHODS, parse_methods

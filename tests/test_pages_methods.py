@@ -4,16 +4,12 @@ the URL round trip, and a DKD + KD mix trained with every named term on the live
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_pages import open_app, runs_dir, stored_teacher, wait_for_job  # noqa: F401  (fixture)
 
+from app_helpers import APP, open_app, stored_teacher, wait_for_job
 from kd_core.store import Store
 from kd_core.views import studio
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 def metrics(at) -> dict:
@@ -24,7 +20,7 @@ def captions(at) -> str:
     return " ".join(c.value for c in at.caption)
 
 
-def test_kd_is_the_default_with_its_formula_and_a_cached_teacher(runs_dir):  # noqa: F811
+def test_kd_is_the_default_with_its_formula_and_a_cached_teacher(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")
     assert at.multiselect(key="methods").value == ["kd"]
@@ -34,7 +30,7 @@ def test_kd_is_the_default_with_its_formula_and_a_cached_teacher(runs_dir):  # n
     assert not at.button(key="distill").disabled
 
 
-def test_fitnets_shows_its_regressor_and_parameter_help(runs_dir):  # noqa: F811
+def test_fitnets_shows_its_regressor_and_parameter_help(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")
     at.slider(key="s_size").set_value(16).run()
@@ -47,7 +43,7 @@ def test_fitnets_shows_its_regressor_and_parameter_help(runs_dir):  # noqa: F811
     assert coef.value == 1.0 and "½‖u_t − r(v_s)‖²" in coef.help
 
 
-def test_attention_transfer_on_mlps_is_refused_before_training(runs_dir):  # noqa: F811
+def test_attention_transfer_on_mlps_is_refused_before_training(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")
     at.multiselect(key="methods").set_value(["kd", "at"]).run()
@@ -56,7 +52,7 @@ def test_attention_transfer_on_mlps_is_refused_before_training(runs_dir):  # noq
     assert at.number_input(key="w_at").value == 1.0  # a mix shows each method's weight
 
 
-def test_the_url_carries_the_mix_and_its_parameters(runs_dir):  # noqa: F811
+def test_the_url_carries_the_mix_and_its_parameters(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["methods"] = ["dkd", "dist"]
@@ -72,7 +68,7 @@ def test_the_url_carries_the_mix_and_its_parameters(runs_dir):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_a_dkd_and_kd_mix_trains_and_draws_every_named_term(runs_dir):  # noqa: F811
+def test_a_dkd_and_kd_mix_trains_and_draws_every_named_term(runs_dir):
     teacher = stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")
     at.slider(key="s_epochs").set_value(2)
