@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import sqlite3
 import statistics
 import zipfile
 from dataclasses import replace
@@ -136,6 +137,30 @@ def test_reproduce_command_carries_a_method_mix_and_its_parameters(store):
         "--method '0.5*dkd+2*at'" in command
     )  # quoted: * is a shell wildcard and "--method-param dkd.beta=4.0" in command
     assert rebuilt_config(command) == cfg
+
+
+def test_a_students_card_says_how_it_was_distilled_and_the_terms_it_ended_on(store):
+    s, teacher, _ = store
+    mix = parse_methods("kd+0.5*at", ["at.beta=500"])
+    run_id = add_run(s, replace(student_config(4, teacher), distill=DistillConfig(2.0, 0.6, True, mix)), 0.8)
+    with sqlite3.connect(s.db_path) as db:  # the recorder stores the last epoch's terms with the metrics
+        metrics = json.loads(db.execute("SELECT metrics FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
+        metrics["loss_terms"] = {"ce": 0.3, "kd": 0.2, "at": 0.05}
+        db.execute("UPDATE runs SET metrics = ? WHERE id = ?", (json.dumps(metrics), run_id))
+    card = mc.model_card(s, run_id)
+    assert card["distillation"] == {
+        "methods": "1*kd+0.5*at",
+        "method_params": ["at.beta=500.0"],
+        "temperature": 2.0,
+        "lambda": 0.6,
+        "loss": "(1 − λ)·CE + λ·Σ_m w_m·Σ terms_m",
+        "final_terms": {"ce": 0.3, "kd": 0.2, "at": 0.05},
+    }
+    text = mc.card_markdown(card)
+    assert "- distillation: `1*kd+0.5*at` (at.beta=500.0), T = 2, λ = 0.6" in text
+    assert "last epoch's terms: ce 0.3, kd 0.2, at 0.05" in text
+    assert "| distill.methods | 1*kd+0.5*at at.beta=500.0 |" in text
+    assert mc.model_card(s, teacher)["distillation"] is None
 
 
 def test_reproduce_command_rebuilds_the_stored_config(store):

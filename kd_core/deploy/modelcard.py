@@ -269,6 +269,7 @@ def model_card(
         "teacher": teacher or ({"reference": teacher_ref} if teacher_ref else None),
         "model": _model_summary(record),
         "hyperparameters": config,
+        "distillation": _distillation(config, metrics),
         "metrics": {
             **{k: metrics.get(k) for k in METRIC_KEYS if k in metrics},
             "per_class_accuracy": metrics.get("per_class_accuracy"),
@@ -282,6 +283,22 @@ def model_card(
         "quantization": quantization,
         "reproduce": run_command(store, record),
         "curves": store.epochs(run_id),
+    }
+
+
+def _distillation(config: dict, metrics: dict) -> dict | None:
+    """How a student was distilled: its methods as --method writes them, T, λ, the loss they
+    make, and the final epoch's named terms; None for a run without a teacher's loss."""
+    if not config.get("distill"):
+        return None
+    d = DistillConfig.from_dict(config["distill"])
+    return {
+        "methods": format_methods(d.methods),
+        "method_params": format_params(d.methods),
+        "temperature": d.temperature,
+        "lambda": d.alpha,
+        "loss": "(1 − λ)·CE + λ·Σ_m w_m·Σ terms_m",
+        "final_terms": metrics.get("loss_terms"),
     }
 
 
@@ -303,6 +320,9 @@ def _kv_table(pairs) -> list[str]:
 def _flat(prefix: str, d: dict) -> list[tuple[str, object]]:
     out = []
     for k, v in d.items():
+        if prefix == "distill." and k == "methods":  # the mix as --method writes it, not a list of dicts
+            specs = DistillConfig.from_dict({"methods": v}).methods
+            v = " ".join([format_methods(specs), *format_params(specs)])
         out += _flat(f"{prefix}{k}.", v) if isinstance(v, dict) else [(f"{prefix}{k}", v)]
     return out
 
@@ -342,6 +362,13 @@ def card_markdown(card: dict) -> str:
         )
     elif card["kind"] == "student":
         lines.append("- no-KD baseline: none trained, so what distillation bought is not known")
+    if dist := card.get("distillation"):
+        params = f" ({', '.join(dist['method_params'])})" if dist["method_params"] else ""
+        terms = ", ".join(f"{k} {_num(v)}" for k, v in (dist["final_terms"] or {}).items())
+        lines.append(
+            f"- distillation: `{dist['methods']}`{params}, T = {_num(dist['temperature'])}, "
+            f"λ = {_num(dist['lambda'])}; loss {dist['loss']}" + (f"; last epoch's terms: {terms}" if terms else "")
+        )
     lines += [
         "",
         "## Hyperparameters",
