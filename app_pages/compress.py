@@ -90,6 +90,13 @@ def space_widgets() -> dict:
         w["precisions"] = c[0].multiselect(
             "Precisions", list(cv.PRECISIONS), default=list(cv.PRECISIONS), key="cs_precisions"
         )
+        w["methods"] = st.multiselect(
+            "Distillation methods (each with its main weight searched; none: KD)",
+            list(cv.METHOD_NAMES),
+            default=[],
+            key="cs_methods",
+            help="Feature methods need a matching student and teacher (attention transfer: CNNs).",
+        )
         w["sampler"] = c[1].selectbox("Sampler", cv.SAMPLERS, key="cs_sampler", help="tpe: Optuna's default.")
         w["pruner"] = c[2].selectbox(
             "Pruner", cv.PRUNERS, key="cs_pruner", help="Stops a hopeless trial after an epoch (within a goal only)."
@@ -143,6 +150,7 @@ def study_config(data, teacher_id: str, goal: dict, space: dict, budget: dict):
             temperatures=tuple(space["temperatures"]),
             alphas=tuple(space["alphas"]),
             precisions=tuple(space["precisions"]),
+            methods=cv.method_axes(space["methods"]),
         ),
         sampler=space["sampler"],
         pruner=space["pruner"],

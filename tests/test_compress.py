@@ -26,7 +26,7 @@ from helpers import assert_clean_failure, run_cli
 from kd_core.compress.config import CompressConfig, Goal
 from kd_core.compress.runner import start_compress
 from kd_core.compress.search import run_study
-from kd_core.compress.space import SearchSpace
+from kd_core.compress.space import MethodAxis, SearchSpace, method_axes
 from kd_core.compress.study import STORAGE_FILE, StudyBusy, create_study, read_study, storage_path
 from kd_core.config import TrainConfig
 from kd_core.errors import ConfigError
@@ -74,6 +74,9 @@ def finished(tmp_path_factory, digits, cteacher):
         dict(goal=Goal(max_latency_ms=-1.0)),
         dict(trials=0),
         dict(teacher_id=""),
+        dict(space=SearchSpace(methods=(MethodAxis("nope"),))),
+        dict(space=SearchSpace(methods=(MethodAxis("dkd", "no_such_param", 1.0, 2.0),))),
+        dict(space=SearchSpace(methods=(MethodAxis("dkd", "beta", 0.0, 8.0, log=True),))),
     ],
 )
 def test_a_bad_study_is_refused_before_anything_is_stored(tmp_path, bad):
@@ -101,6 +104,37 @@ def test_the_latency_budget_is_the_tighter_of_ms_and_speed_up():
     assert Goal(max_latency_ms=0.5, min_speedup=10).latency_budget(2.0) == pytest.approx(0.2)
     assert Goal(max_latency_ms=0.1, min_speedup=10).latency_budget(2.0) == pytest.approx(0.1)
     assert Goal(max_drop=1.0).latency_budget(2.0) is None
+
+
+def test_the_method_axis_searches_each_methods_main_weight_around_its_paper_default():
+    axes = {a.name: a for a in method_axes(["kd", "dkd", "dist", "rkd"])}
+    assert axes["kd"] == MethodAxis("kd")  # no weight of its own: T and λ are axes already
+    assert (axes["dkd"].param, axes["dkd"].low, axes["dkd"].high, axes["dkd"].log) == ("beta", 2.0, 32.0, True)
+    assert (axes["dist"].param, axes["dist"].low, axes["dist"].high) == ("beta", 0.25, 4.0)
+    assert (axes["rkd"].param, axes["rkd"].low, axes["rkd"].high) == ("distance", 6.25, 100.0)
+    with pytest.raises(ConfigError, match="unknown distillation method"):
+        method_axes(["kd", "hinton2"])
+
+
+def test_a_method_trial_trains_with_that_method_and_its_searched_weight(tmp_path, digits, cteacher):
+    store = Store(tmp_path)
+    space = SearchSpace(
+        mlp_widths=(16, 32), mlp_depths=(1, 1), precisions=("float32",), methods=method_axes(["kd", "dkd"])
+    )
+    study_id = create_study(store, tiny_config(cteacher, space=space, goal=Goal(max_drop=50.0), trials=2))
+    study = read_study(store, study_id)
+    base = dict(family="mlp", mlp_width=24, mlp_depth=1, temperature=4.0, alpha=0.5, precision="float32")
+    study.enqueue_trial({**base, "method": "dkd", "dkd.beta": 5.5})
+    study.enqueue_trial({**base, "method": "kd"})
+    report = run_study(store, study_id, digits)
+    dkd, kd = report.rows
+    assert dkd["state"] == kd["state"] == "complete"
+    assert dkd["method"] == "dkd" and "dkd" in dkd["label"]
+    methods = store.get_run(dkd["run_id"])["config"]["distill"]["methods"]
+    assert methods == [{"name": "dkd", "weight": 1.0, "params": [["beta", 5.5]]}]
+    assert store.get_run(kd["run_id"])["config"]["distill"]["methods"] == [{"name": "kd", "weight": 1.0, "params": []}]
+    terms = store.epochs(dkd["run_id"])[-1]["terms"]
+    assert {"tckd", "nckd"} <= set(terms)  # the engine trained with DKD's two terms
 
 
 # ---------------------------------------------------------------- a tiny study

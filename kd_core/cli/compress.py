@@ -20,7 +20,7 @@ import time
 from kd_core.cli.common import ProgressBar, add_data_args, add_train_args, data_config, numbers, plain, train_config
 from kd_core.compress.config import MODES, PRUNERS, SAMPLERS, CompressConfig, Goal
 from kd_core.compress.search import run_study
-from kd_core.compress.space import PRECISIONS, SearchSpace
+from kd_core.compress.space import PRECISIONS, SearchSpace, method_axes
 from kd_core.compress.study import counted, create_study, load_config, read_study
 from kd_core.deploy.runtimes import RUNTIMES, machine_line
 from kd_core.errors import ConfigError
@@ -63,6 +63,12 @@ def register(sub) -> None:
     s.add_argument("--temperatures", type=numbers(float), default=(1.0, 8.0), help="T range low,high")
     s.add_argument("--alphas", "--lambdas", type=numbers(float), default=(0.1, 0.95), help="λ range low,high")
     s.add_argument("--precisions", type=_names, default=PRECISIONS, help="float32,int8")
+    s.add_argument(
+        "--methods",
+        type=_names,
+        default=(),
+        help="distillation methods to search over, e.g. kd,dkd,dist (each with its main weight); default: KD only",
+    )
     s.add_argument("--resume", metavar="STUDY_ID", help="continue this study")
     s.add_argument("--list", action="store_true", help="list the stored studies")
     s.add_argument("--backend", choices=["inprocess", "ray"], default="inprocess")
@@ -91,6 +97,7 @@ def compress_config(a) -> CompressConfig:
             temperatures=a.temperatures,
             alphas=a.alphas,
             precisions=a.precisions,
+            methods=method_axes(a.methods),
         ),
         sampler=a.sampler,
         pruner=a.pruner,

@@ -1,8 +1,9 @@
 """What a compress study searches over, and how one Optuna trial becomes a candidate student.
 
-The axes: student family, width and depth; temperature T and λ; float32 or int8; and, where
-the engine has several distillation methods, the method and its main hyperparameter (the
-`methods` axis, a hook that stays empty until kd_core.methods is part of the engine).
+The axes: student family, width and depth; temperature T and λ; float32 or int8; and, when the
+space names methods, the distillation method (kd_core.methods) and its main hyperparameter
+(`method_axes` builds that axis from the registry: each method's main weight, searched on a log
+scale from a quarter to four times its paper's default).
 
 Sampling is Optuna's: `suggest` only names the axes and their ranges. Widths are searched on a
 log scale (8 → 16 matters as much as 256 → 512), T on a log scale, λ linearly.
@@ -13,11 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kd_core.config import DistillConfig, ModelSpec
+from kd_core.config import DistillConfig, MethodSpec, ModelSpec
 from kd_core.errors import ConfigError
+from kd_core.methods import METHODS, param_info
 from kd_core.train.models import FAMILIES, validate_spec
 
 PRECISIONS = ("float32", "int8")
+# Each method's main hyperparameter: the weight its paper tunes (logit_std and kd have none of their
+# own beyond the global T and λ, which are axes already).
+MAIN_PARAMS = {"dkd": "beta", "dist": "beta", "fitnets": "coef", "at": "beta", "sp": "gamma", "rkd": "distance"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class SearchSpace:
     temperatures: tuple[float, float] = (1.0, 8.0)
     alphas: tuple[float, float] = (0.1, 0.95)
     precisions: tuple[str, ...] = PRECISIONS
-    methods: tuple[MethodAxis, ...] = ()  # empty: the engine's one loss (Hinton et al. 2015 KD)
+    methods: tuple[MethodAxis, ...] = ()  # empty: no method axis (the engine's default, KD)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> SearchSpace:
@@ -85,13 +90,23 @@ class Candidate:
         base = DistillConfig(self.temperature, self.alpha, cache_teacher_logits)
         if not self.method:
             return base
-        raise ConfigError(METHODS_MISSING)
+        return DistillConfig(
+            self.temperature, self.alpha, cache_teacher_logits, (MethodSpec(self.method, 1.0, self.method_params),)
+        )
 
 
-METHODS_MISSING = (
-    "the engine of this build has one distillation loss (Hinton et al. 2015 KD): "
-    "a method axis needs kd_core.methods; leave the methods empty."
-)
+def method_axes(names: tuple[str, ...] | list[str]) -> tuple[MethodAxis, ...]:
+    """The method axis for these registry names: each with its main hyperparameter (MAIN_PARAMS),
+    from a quarter to four times its default, on a log scale; ConfigError for an unknown name."""
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown distillation method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}.")
+    out = []
+    for name in names:
+        param = MAIN_PARAMS.get(name, "")
+        default = next((p.default for p in param_info(METHODS[name]) if p.name == param), 0.0)
+        out.append(MethodAxis(name, param, default / 4, default * 4, True) if param else MethodAxis(name))
+    return tuple(out)
 
 
 def _check_pair(name: str, pair: tuple, low_bound: float) -> None:
@@ -116,8 +131,19 @@ def validate_space(space: SearchSpace) -> None:
         raise ConfigError(f"λ must stay within [0, 1], got the range {space.alphas}.")
     for spec in smallest_specs(space) + smallest_specs(space, end=1):
         validate_spec(spec)
-    if space.methods:
-        raise ConfigError(METHODS_MISSING)
+    for axis in space.methods:
+        _check_method(axis)
+
+
+def _check_method(axis: MethodAxis) -> None:
+    if axis.name not in METHODS:
+        raise ConfigError(f"unknown distillation method '{axis.name}'; choose from {', '.join(METHODS)}.")
+    if not axis.param:
+        return
+    kinds = {p.name: p.type for p in param_info(METHODS[axis.name])}
+    if kinds.get(axis.param) != "float":
+        raise ConfigError(f"method '{axis.name}' has no numeric parameter '{axis.param}' to search.")
+    _check_pair(f"{axis.name}.{axis.param}", (axis.low, axis.high), 1e-12 if axis.log else 0)
 
 
 def smallest_specs(space: SearchSpace, end: int = 0) -> list[ModelSpec]:

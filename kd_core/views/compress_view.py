@@ -2,7 +2,8 @@
 one study's state as plain tables (trials, Pareto fronts, the chosen student against the
 teacher), read from the databases alone so it can be drawn while the study runs.
 
-No torch: importing this module imports neither torch nor ray (Optuna and pandas only).
+The page imports this module, not torch: it passes plain values in and gets dicts and DataFrames
+back (kd_core.compress below it imports torch; Ray is imported only when a study runs on Ray).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from kd_core.compress.runner import JOB_KIND as JOB_KIND
 from kd_core.compress.runner import start_compress as start_compress
 from kd_core.compress.space import PRECISIONS as PRECISIONS
 from kd_core.compress.space import SearchSpace as SearchSpace
+from kd_core.compress.space import method_axes as method_axes
 from kd_core.compress.study import counted, load_config, read_study
 from kd_core.config import DataConfig as DataConfig
 from kd_core.config import TrainConfig as TrainConfig
 from kd_core.deploy.runtimes import available_runtimes as available_runtimes
 from kd_core.deploy.runtimes import machine_line
 from kd_core.errors import KDError
+from kd_core.methods import METHODS
 from kd_core.store import Store
 from kd_core.views.compare import pareto_front
 from kd_core.views.deploy import option_label
@@ -51,6 +54,7 @@ TABLE_COLUMNS = [
     "run_id",
 ]
 DEPLOY_PAGE = "app_pages/compare.py"
+METHOD_NAMES = tuple(METHODS)  # the registry's order
 
 
 def checked(cfg: CompressConfig) -> str:
