@@ -7,12 +7,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import method_refs as ref
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import method_refs as ref
 from kd_core.config import DistillConfig, MethodSpec, RunConfig
 from kd_core.errors import ConfigError
 from kd_core.methods import (

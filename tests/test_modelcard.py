@@ -129,7 +129,7 @@ def rebuilt_config(command: str) -> RunConfig:
 
 
 def test_reproduce_command_carries_a_method_mix_and_its_parameters(store):
-    s, teacher, _ = store
+    _s, teacher, _ = store
     mix = parse_methods("0.5*dkd+2*at", ["dkd.beta=4", "at.p=1"])
     cfg = replace(student_config(3, teacher), distill=DistillConfig(3.0, 0.5, True, mix))
     command = mc.reproduce_command(RunConfig.from_json(cfg.to_json()).to_dict())

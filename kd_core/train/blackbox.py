@@ -193,17 +193,29 @@ def kind_of(path: str | Path) -> str:
     with open(path, "rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04":
-        return "onnx"
+        # ONNX is a protobuf with no magic number: anything else that is no zip is a damaged or
+        # foreign file, which the checkpoint loader reports as "not a readable checkpoint".
+        return "onnx" if path.suffix.lower() == ".onnx" or _parses_as_onnx(path) else "checkpoint"
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except zipfile.BadZipFile as err:
-        raise BlackBoxError(f"'{path.name}' is a damaged zip archive: {err}") from err
+    except zipfile.BadZipFile:
+        return "checkpoint"  # a truncated torch.save file: the checkpoint loader says so
     if any(n.endswith("/archive_format") for n in names):
         return "pt2"
     if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
         return "torchscript"
     return "checkpoint"
+
+
+def _parses_as_onnx(path: Path) -> bool:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # any parse failure means: not ONNX
+        return False
+    return len(model.graph.node) > 0
 
 
 def _fixed_batch(shape) -> int | None:
