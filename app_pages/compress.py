@@ -5,12 +5,11 @@ import streamlit as st
 
 from kd_core import fmt
 from kd_core.errors import KDError
-from kd_core.jobs import JobBusy
+from kd_core.jobs import Job, JobBusy, JobSnapshot
 from kd_core.views import compress_view as cv
 from kd_core.views import studio
 from ui import compress_charts, forms, live, state
 
-POLL_SECONDS = 1.0
 WIDTHS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 BACKENDS = {"inprocess": "In-process (this server)", "ray": "Ray"}
 MODE_NAMES = {"constrained": "Within a goal", "pareto": "Pareto front (no single goal)"}
@@ -197,21 +196,18 @@ def new_search(data, teacher_id: str, busy: bool) -> None:
 # ---------------------------------------------------------------- results, live while a study runs
 
 
-def job_status(snap: dict) -> None:
-    note = snap["notes"].get("compress") or {}
-    if snap["status"] == "running":
-        c = st.columns([5, 1], vertical_alignment="center")
+def job_status(job: Job, snap: JobSnapshot) -> None:
+    note = snap.notes.get("compress") or {}
+    if snap.status == "running":
         done, total = note.get("done", 0), note.get("total") or 0
-        c[0].progress(min(1.0, done / total) if total else 0.0, text=f"{note.get('phase', 'starting…')}")
-        if c[1].button("Stop", key="cs_stop", disabled=snap["stopping"], type="primary", icon=":material/stop:"):
-            state.job_manager().stop()
-            st.toast("Stopping after the current step…")
-        if snap["stopping"]:
-            st.caption("Stopping… finished trials are kept; the trial in progress runs again on resume.")
-    elif snap["status"] == "stopped":
-        st.warning(f"Stopped: {snap['title']}. Finished trials are kept: resume it to go on.")
-    elif snap["status"] == "failed":
-        st.error(f"Failed: {snap['title']} — {snap['message']}")
+        stopping = "Stopping… finished trials are kept; the trial in progress runs again on resume."
+        live.progress_row(
+            job, snap, done / total if total else 0.0, note.get("phase", "starting…"), "cs_stop", stopping
+        )
+    elif snap.status == "stopped":
+        st.warning(f"Stopped: {snap.title}. Finished trials are kept: resume it to go on.")
+    elif snap.status == "failed":
+        st.error(f"Failed: {snap.title} — {snap.message}")
 
 
 def chosen_section(s: dict) -> None:
@@ -269,18 +265,14 @@ def results_section(studies: list[dict], job) -> None:
         running = cv.job_study_id(job.snapshot()) if job is not None else None
         st.session_state["cs_view"] = running if running in labels else next(iter(labels))
     study_id = st.selectbox("Study", list(labels), format_func=labels.get, key="cs_view", bind="query-params")
-    was_live = job is not None and job.live
 
-    @st.fragment(run_every=POLL_SECONDS if was_live else None)
-    def panel() -> None:
-        running = job is not None and cv.job_study_id(job.snapshot()) == study_id
+    def panel(snap: JobSnapshot | None) -> None:
+        running = snap is not None and cv.job_study_id(snap) == study_id
         if running:
-            job_status(job.snapshot())
-        study_view(study_id, running and job.live)
-        if was_live and not job.live:
-            st.rerun()
+            job_status(job, snap)
+        study_view(study_id, running and snap.status == "running")
 
-    panel()
+    live.poll(job, panel)  # rerun as a whole when the job ends: Resume comes back
     resume_part(studies, study_id, job)
 
 

@@ -5,7 +5,7 @@ import streamlit as st
 
 from kd_core import fmt
 from kd_core.errors import KDError
-from kd_core.jobs import JobBusy
+from kd_core.jobs import JobBusy, JobSnapshot
 from kd_core.views import compare, method_mix, studio
 from ui import forms, live, method_picker, state
 
@@ -132,13 +132,13 @@ def _cards(items: list[tuple]) -> None:
         col.metric(label, value, delta, **kw)
 
 
-def result_cards(snap: dict, teacher_id: str) -> None:
+def result_cards(snap: JobSnapshot, teacher_id: str) -> None:
     """Student against teacher and baseline (each difference with its noise), compression and
     speed-up; what a stopped or failed job left says so."""
-    runs = {o["kind"]: studio.run_card(state.current_store(), o["run_id"]) for o in snap["outcomes"]}
+    runs = {o["kind"]: studio.run_card(state.current_store(), o["run_id"]) for o in snap.outcomes}
     student, baseline = runs.get("student"), runs.get("baseline")
     if not student or student["test_acc"] is None:
-        if snap["status"] in ("stopped", "failed"):
+        if snap.status in ("stopped", "failed"):
             st.info("No result: the student did not finish an epoch before the job ended.")
         return
     teacher = studio.run_card(state.current_store(), student["teacher_id"] or teacher_id)
@@ -182,7 +182,7 @@ def result_cards(snap: dict, teacher_id: str) -> None:
     lines = []
     if "baseline" in diffs:
         lines.append(f"Against its no-KD baseline: {diffs['baseline'].text()}.")
-    elif snap["status"] == "stopped":
+    elif snap.status == "stopped":
         lines.append("No baseline: the job was stopped before it was trained, so what distillation bought is unknown.")
     if "teacher" in diffs:
         lines.append(f"Against the teacher: {diffs['teacher'].text()}.")
@@ -213,5 +213,5 @@ elif data is not None:
         st.caption("A run is in progress; it keeps going while you move the sliders.")
     if job is not None:
         snap = live.show_job(job, "distill")
-        if snap["status"] != "running":
+        if snap.status != "running":
             result_cards(snap, teacher_id)

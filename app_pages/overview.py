@@ -47,7 +47,7 @@ if data is not None:
 students = state.current_store().list_runs(kind="student", dataset=s.get("dataset", "digits"))
 for col, title, run_id in (
     (cols[1], "Teacher", teacher_id),
-    (cols[2], "Last student", students[0]["id"] if students else None),
+    (cols[2], "Last student", students[0].id if students else None),
 ):
     card = studio.run_card(state.current_store(), run_id) if run_id else None
     col.metric(
@@ -82,13 +82,13 @@ if st.button(
 job = live.find_job(("quick",))
 if job is not None:
     snap = live.show_job(job, "quick")
-    if snap["status"] != "running":
-        state.adopt_teacher(snap["notes"].get("teacher_id"))
-        if snap["notes"].get("teacher_reused"):
+    if snap.status != "running":
+        state.adopt_teacher(snap.notes.get("teacher_id"))
+        if snap.notes.get("teacher_reused"):
             st.caption(
                 f"Reused the teacher Quick start trained before; the student got seed "
-                f"{snap['notes'].get('student_seed', 0)}, so each Quick start adds a seed."
+                f"{snap.notes.get('student_seed', 0)}, so each Quick start adds a seed."
             )
-        ids = {o["kind"]: o["run_id"] for o in snap["outcomes"]}
+        ids = {o["kind"]: o["run_id"] for o in snap.outcomes}
         if "student" in ids:
             st.page_link("app_pages/compare.py", label="Compare the student with its teacher", icon="➡️")

@@ -114,7 +114,7 @@ def reproduce(ids: list[str]) -> None:
             if run is None:
                 continue
             command = runs_table.command_for(run, store)
-            st.markdown(f"**{run_id}** · {run['kind']} · {run['label']}")
+            st.markdown(f"**{run_id}** · {run.kind} · {run.label}")
             if command is None:
                 st.caption("An uploaded checkpoint: trained elsewhere, so no command here makes it again.")
             else:

@@ -3,11 +3,12 @@
 import streamlit as st
 
 from kd_core.errors import KDError
-from kd_core.jobs import Job, JobBusy
+from kd_core.jobs import Job, JobBusy, JobSnapshot
 from kd_core.views import studio, sweep_view
 from kd_core.views.sweep_view import (
     RAY_MISSING,
     RAY_START_S,
+    SIGNIFICANCE,
     TEST_NAME,
     DataConfig,
     TrainConfig,
@@ -22,7 +23,6 @@ from kd_core.views.sweep_view import (
 )
 from ui import experiment_charts, forms, live, state
 
-ALPHA = 0.05
 BACKENDS = {"inprocess": "In-process (this server)", "ray": "Ray"}
 # The Results select box (kd_core.sweep.SWEEP_METRICS), test accuracy first: the default. The 144-image
 # validation split of digits saturates (the best epoch reaches 142/144 in every cell): no gain can show.
@@ -245,14 +245,14 @@ def backend_widgets_value() -> tuple[str, str | None] | None:
 def job_sweep_id(job: Job | None) -> str | None:
     if job is None:
         return None
-    note = job.snapshot()["notes"].get("sweep")
+    note = job.snapshot().notes.get("sweep")
     return note["id"] if note else job.title.removeprefix("sweep ").strip()
 
 
-def job_status(job: Job, snap: dict) -> None:
+def job_status(job: Job, snap: JobSnapshot) -> None:
     """The sweep job's progress and Stop while it runs; how it ended, after."""
-    note = snap["notes"].get("sweep")
-    status = snap["status"]
+    note = snap.notes.get("sweep")
+    status = snap.status
     if status == "running":
         if note is None:
             fraction, text = 0.0, "loading the teacher…"
@@ -271,15 +271,15 @@ def job_status(job: Job, snap: dict) -> None:
                 + (f" · {note['skipped']} were done before this start" if note["skipped"] else "")
             )
     elif status == "finished":
-        st.success(f"Finished: {snap['title']}" + (f" — {note['done']}/{note['total']} runs" if note else ""))
+        st.success(f"Finished: {snap.title}" + (f" — {note['done']}/{note['total']} runs" if note else ""))
     elif status == "stopped":
         st.warning(
-            f"Stopped: {snap['title']}"
+            f"Stopped: {snap.title}"
             + (f" after {note['done']}/{note['total']} runs" if note else "")
             + ". The finished runs are kept: resume it to run the rest."
         )
     else:
-        st.error(f"Failed: {snap['title']} — {snap['message']}")
+        st.error(f"Failed: {snap.title} — {snap.message}")
 
 
 def results_section(sweeps: list[dict], job: Job | None) -> None:
@@ -301,7 +301,7 @@ def results_section(sweeps: list[dict], job: Job | None) -> None:
             f"Each cell: mean ± sample std over seeds, then n = finished seeds (3 decimals; hover a cell "
             f"for 4 and the test's verdict). Gain: distilled minus the no-KD baseline of the same size "
             f"and seed, averaged over seeds, then the p-value of a {TEST_NAME}, two-sided: * marks "
-            f'p < {ALPHA:g}; "no test": one seed, or the same gain on every seed, gives no verdict. '
+            f'p < {SIGNIFICANCE:g}; "no test": one seed, or the same gain on every seed, gives no verdict. '
             f"A star and an outline mark the best mean of its size — every cell of a tie, and only when "
             f"its mean gain is above 0."
         )
@@ -315,11 +315,11 @@ def results_section(sweeps: list[dict], job: Job | None) -> None:
         st.caption("No sweep in this store yet.")
         return
 
-    def panel(snap: dict | None) -> None:
+    def panel(snap: JobSnapshot | None) -> None:
         if snap is not None:
             job_status(job, snap)
         if sweep_id is not None:
-            running = snap is not None and snap["status"] == "running" and sweep_id == job_sweep_id(job)
+            running = snap is not None and snap.status == "running" and sweep_id == job_sweep_id(job)
             grids(sweep_id, metric, running=running)
 
     live.poll(job, panel)  # rerun as a whole when the job ends: Resume is offered, the final grid shown
@@ -347,17 +347,19 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
         f"{sweep_id}: {finished} of {sweep_view.run_counts(sweep)['total']} runs finished"
         + (" · running: the cells fill in as runs finish." if running else ".")
     )
-    results = sweep_results(store, sweep_id, metric, ALPHA)
-    for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results).items():
+    results = sweep_results(store, sweep_id, metric, SIGNIFICANCE)
+    for size, g in sweep_grids(store, sweep_id, metric, SIGNIFICANCE, results).items():
         label = f"{sweep.family} {size}"
         st.plotly_chart(
             experiment_charts.sweep_accuracy_heatmap(g, label, metric), key=f"sw_acc_{size}", width="stretch"
         )
-        st.plotly_chart(experiment_charts.sweep_gain_heatmap(g, label, ALPHA), key=f"sw_gain_{size}", width="stretch")
+        st.plotly_chart(
+            experiment_charts.sweep_gain_heatmap(g, label, SIGNIFICANCE), key=f"sw_gain_{size}", width="stretch"
+        )
         words = sweep_view.best_text(g, label)
         if words:
             st.caption(words)
-    st.caption(sweep_view.significance_text(multiple_tests(results, ALPHA), TEST_NAME))
+    st.caption(sweep_view.significance_text(multiple_tests(results, SIGNIFICANCE), TEST_NAME))
     with st.expander("Paired t-tests: every cell's p-value"):
         st.dataframe(
             results,
@@ -394,7 +396,7 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
         )
         st.caption(
             f"Test: {TEST_NAME}, on the per-seed pairs (distilled, baseline of the same seed); "
-            f"α = {ALPHA:g}. BH: Benjamini–Hochberg adjusted p over every tested cell of the sweep "
+            f"α = {SIGNIFICANCE:g}. BH: Benjamini–Hochberg adjusted p over every tested cell of the sweep "
             f"(scipy.stats.false_discovery_control)."
         )
 

@@ -28,7 +28,7 @@ def train_section(data) -> None:
     job = live.find_job(("teacher",))
     if job is not None:
         snap = live.show_job(job, "teacher")
-        new = [o for o in snap["outcomes"] if o["kind"] == "teacher" and o["status"] != "failed"]
+        new = [o for o in snap.outcomes if o["kind"] == "teacher" and o["status"] != "failed"]
         if new:
             state.adopt_teacher(new[-1]["run_id"])
 

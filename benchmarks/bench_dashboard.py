@@ -302,24 +302,24 @@ def dashboard_distill(page, base: str, case: Case, teacher: str, runs: Path, thr
     settle(page, "Distill")
     set_threads(page, threads)
     check_widgets(page, case)
-    before = {r["id"] for r in store.list_runs(kind="student")}
+    before = {r.id for r in store.list_runs(kind="student")}
     page.get_by_role("button", name="Distill", exact=True).click()
     new = wait_until(
-        lambda: [r for r in store.list_runs(kind="student") if r["id"] not in before],
+        lambda: [r for r in store.list_runs(kind="student") if r.id not in before],
         120,
         interval=0.1,
         what="the run to start",
     )
-    run_id = new[0]["id"]
+    run_id = new[0].id
     if viewer:
         page.get_by_text(re.compile(r"^Finished: ")).first.wait_for(timeout=1_800_000)
     else:
         page.goto("about:blank")
     run = wait_until(
-        lambda: (r := store.get_run(run_id)) and r["status"] != "running" and r, 1800, what="the run to finish"
+        lambda: (r := store.get_run(run_id)) and r.status != "running" and r, 1800, what="the run to finish"
     )
-    assert run["status"] == "finished", run
-    return {"run_id": run_id, **run["metrics"]}
+    assert run.status == "finished", run
+    return {"run_id": run_id, **run.metrics}
 
 
 def same_config(a: dict, b: dict) -> None:
@@ -484,7 +484,7 @@ def compare(
 def _stored_config(runs: Path, run: dict) -> dict:
     from kd_core.store import Store
 
-    return Store(runs).get_run(run["run_id"])["config"]
+    return Store(runs).get_run(run["run_id"]).config.to_dict()
 
 
 def render(info: dict, args, repeats: int, results: dict, startup: list) -> str:

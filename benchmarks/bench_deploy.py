@@ -96,7 +96,7 @@ def flop_floor(store: Store, rows: list[dict], threads: int) -> list[str]:
     with rt.torch_threads(threads):
         rates = {n: matmul_flops_per_s(n) for n in (256, 512)}
     rate = max(rates.values())
-    flops = {r["kind"]: r["metrics"]["flops"] for r in store.list_runs()}
+    flops = {r.kind: r.metrics["flops"] for r in store.list_runs()}
     lines = [
         f"Measured float32 matmul rate, {threads} thread(s): "
         + ", ".join(f"{n}×{n}: {v / 1e9:.1f} GFLOP/s" for n, v in rates.items())

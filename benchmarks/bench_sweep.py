@@ -83,7 +83,7 @@ def cli(args: list[str], store: Path) -> tuple[dict, float]:
 def teacher(root: Path) -> tuple[str, dict]:
     """The checkpoint path of a finished digits teacher in ROOT/teacher (trained when there is none)."""
     store = root / "teacher"
-    found = [r for r in Store(store).list_runs(kind="teacher", dataset="digits", status="finished") if r["weights"]]
+    found = [r for r in Store(store).list_runs(kind="teacher", dataset="digits", status="finished") if r.weights]
     if not found:
         cli(["teacher", "--dataset", "digits", "--epochs", str(TEACHER_EPOCHS)], store)
         found = Store(store).list_runs(kind="teacher", dataset="digits", status="finished")
@@ -131,9 +131,9 @@ def sweep(root: Path, backend: str, teacher_path: str, a: argparse.Namespace) ->
         "wall": wall,
         "cli_s": payload["seconds"],
         "runs": len(runs),
-        "finished": sum(r["status"] == "finished" for r in runs),
-        "train_s": sum(r["metrics"].get("seconds", 0.0) for r in runs),
-        "threads": sorted({r["metrics"].get("train_threads") for r in runs}),
+        "finished": sum(r.status == "finished" for r in runs),
+        "train_s": sum(r.metrics.get("seconds", 0.0) for r in runs),
+        "threads": sorted({r.metrics.get("train_threads") for r in runs}),
         "command": args,
     }
 

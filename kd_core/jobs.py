@@ -2,7 +2,7 @@
 
 One job runs per process at a time, in a worker thread that never touches the
 UI. The worker feeds progress records into a lock-protected `Job`; the UI
-polls `job.snapshot()`, a plain dict, about once a second. `stop()` sets a
+polls `job.snapshot()`, a frozen `JobSnapshot` copy, about once a second. `stop()` sets a
 `threading.Event` that the engine checks between steps; at interpreter exit
 the manager stops and joins its worker.
 """
@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from kd_core.events import Progress
+from kd_core.records import JobSnapshot, RunCurves
 from kd_core.train.recorder import RunOutcome
 
 log = logging.getLogger(__name__)
@@ -98,31 +99,31 @@ class Job:
         with self._lock:
             return self._status == "running"
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> JobSnapshot:
         with self._lock:
-            runs = [
-                {
-                    "run_id": rid,
-                    "label": r["label"],
-                    "steps": downsample(r["steps"]),
-                    "epochs": list(r["epochs"]),
-                    "last": dict(r["last"]) if r["last"] else None,
-                }
+            runs = tuple(
+                RunCurves(
+                    run_id=rid,
+                    label=r["label"],
+                    steps=downsample(r["steps"]),
+                    epochs=list(r["epochs"]),
+                    last=dict(r["last"]) if r["last"] else None,
+                )
                 for rid, r in ((rid, self._runs[rid]) for rid in self._order)
-            ]
-            return {
-                "id": self.id,
-                "title": self.title,
-                "kind": self.kind,
-                "status": self._status,
-                "message": self._message,
-                "runs": runs,
-                "outcomes": copy.deepcopy(self._outcomes),
-                "notes": copy.deepcopy(self._notes),
-                "started": self.started,
-                "ended": self.ended,
-                "stopping": self.stop_event.is_set(),
-            }
+            )
+            return JobSnapshot(
+                id=self.id,
+                title=self.title,
+                kind=self.kind,
+                status=self._status,
+                message=self._message,
+                runs=runs,
+                outcomes=tuple(copy.deepcopy(self._outcomes)),
+                notes=copy.deepcopy(self._notes),
+                started=self.started,
+                ended=self.ended,
+                stopping=self.stop_event.is_set(),
+            )
 
 
 class JobBusy(RuntimeError):

@@ -18,6 +18,7 @@ import numpy as np
 
 from kd_core.fmt import num, signed
 
+SIGNIFICANCE = 0.05  # the level a p-value is judged at (α in the UI; never λ, the distillation weight)
 TEST_NAME = "paired t-test over seeds (scipy.stats.ttest_rel)"
 # Accuracies pass through float32, whose rounding near 1 is about 6e-8, so a gain
 # that is really the same on every seed differs in the 8th decimal. Differences
@@ -69,7 +70,7 @@ class PairedTest:
     p: float
     significant: bool | None
     reason: str
-    alpha: float = 0.05
+    level: float = SIGNIFICANCE  # the significance level the verdict is at
     test: str = TEST_NAME
 
     def to_dict(self) -> dict:
@@ -90,7 +91,7 @@ def _finite(v) -> bool:
     return v is not None and math.isfinite(v)
 
 
-def paired_test(treated: Sequence[float], control: Sequence[float], alpha: float = 0.05) -> PairedTest:
+def paired_test(treated: Sequence[float], control: Sequence[float], level: float = SIGNIFICANCE) -> PairedTest:
     """Paired t-test of treated − control (two-sided), with the cases it cannot judge.
 
     n < 2 has no spread to compare the mean difference against; differences that
@@ -112,7 +113,7 @@ def paired_test(treated: Sequence[float], control: Sequence[float], alpha: float
             float("nan"),
             None,
             "no seed has both a distilled and a baseline result",
-            alpha,
+            level,
         )
     mean, std = float(d.mean()), float(d.std(ddof=1)) if n > 1 else float("nan")
     if n < 2:
@@ -124,15 +125,15 @@ def paired_test(treated: Sequence[float], control: Sequence[float], alpha: float
             float("nan"),
             None,
             "one seed only: a paired test needs at least 2 seeds to estimate the spread",
-            alpha,
+            level,
         )
     if std <= ZERO_SPREAD:
-        return _constant_difference(n, mean, std, alpha)
+        return _constant_difference(n, mean, std, level)
     from scipy import stats
 
     res = stats.ttest_rel(a, b)
     t, p = float(res.statistic), float(res.pvalue)
-    significant = p < alpha
+    significant = p < level
     word = "significant" if significant else "not significant"
     return PairedTest(
         n,
@@ -141,14 +142,14 @@ def paired_test(treated: Sequence[float], control: Sequence[float], alpha: float
         t,
         p,
         significant,
-        f"{word} at {alpha:g}: mean gain {signed(mean)}, t={t:.3g}, p={p:.3g}, n={n}",
-        alpha,
+        f"{word} at {level:g}: mean gain {signed(mean)}, t={t:.3g}, p={p:.3g}, n={n}",
+        level,
     )
 
 
-def _constant_difference(n: int, mean: float, std: float, alpha: float) -> PairedTest:
+def _constant_difference(n: int, mean: float, std: float, level: float) -> PairedTest:
     if abs(mean) <= ZERO_SPREAD:
-        return PairedTest(n, mean, std, float("nan"), 1.0, False, f"identical on all {n} seeds: no difference", alpha)
+        return PairedTest(n, mean, std, float("nan"), 1.0, False, f"identical on all {n} seeds: no difference", level)
     return PairedTest(
         n,
         mean,
@@ -158,7 +159,7 @@ def _constant_difference(n: int, mean: float, std: float, alpha: float) -> Paire
         None,
         f"the gain is {signed(mean)} on every one of the {n} seeds (zero variance), so the "
         "t-test is undefined; more seeds or a larger evaluation split would tell",
-        alpha,
+        level,
     )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from helpers import REPO
+from kd_core.records import JobSnapshot, StoredRun
 from kd_core.store import Store
 from kd_core.train import recorder
 from kd_core.views import studio
@@ -36,7 +37,7 @@ def open_app(page: str | None = None, timeout: float = 90) -> AppTest:
     return at
 
 
-def wait_for_job(timeout: float = 120.0) -> dict:
+def wait_for_job(timeout: float = 120.0) -> JobSnapshot:
     """Wait for the process's job to end (the same JobManager the pages use)."""
     manager = state.job_manager()
     deadline = time.monotonic() + timeout
@@ -47,7 +48,7 @@ def wait_for_job(timeout: float = 120.0) -> dict:
     return job.snapshot()
 
 
-def stored_teacher(runs_dir: Path, width: int = 64) -> dict:
+def stored_teacher(runs_dir: Path, width: int = 64) -> StoredRun:
     """A 2-epoch MLP teacher on digits, trained into the store at `runs_dir`."""
     store = Store(runs_dir)
     data = studio.load_data("digits")

@@ -79,7 +79,7 @@ def add_scale_runs(store: Store, data, ids: dict) -> dict:
     seed1, base1 = recorder.distill(store, compare_config("student", 8, 2, a, seed=1), data, teacher, True)
     [swept] = recorder.distill(store, compare_config("student", 8, 1, a, sweep_id="sw-test"), data, teacher, False)
     stopped = store.create_run(compare_config("student", 8, 2, a, temperature=8.0))
-    store.finish_run(stopped, "stopped", store.get_run(ids["student"])["metrics"])
+    store.finish_run(stopped, "stopped", store.get_run(ids["student"]).metrics)
     assert all(o.status == "finished" for o in (older, seed1, base1, swept))
     return {
         **ids,

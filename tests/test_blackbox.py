@@ -81,8 +81,8 @@ def test_a_teacher_file_distils_a_student_and_is_measured_like_any_teacher(tmp_p
     store = Store(tmp_path)
     run_id, _ = import_teacher_file(store, TeacherFile(Path(files[0][kind]), contract()), digits)
     record = store.get_run(run_id)
-    m = record["metrics"]
-    assert record["status"] == "finished" and m["blackbox"] == kind and m["flops"] is None
+    m = record.metrics
+    assert record.status == "finished" and m["blackbox"] == kind and m["flops"] is None
     assert m["bytes"] == os.path.getsize(files[0][kind]) and m["params"] > 0
     assert m["test_acc"] > 0.8 and set(m["latency"]["batches"]) == {"1", "256"}
     teacher = load_teacher(store, run_id, digits)  # read back from the store with its contract
@@ -184,8 +184,8 @@ def test_cli_distils_from_an_onnx_file_with_its_contract(tmp_path, files):
     out = json.loads(proc.stdout)
     (student,) = out["runs"]
     teachers = Store(store).list_runs(kind="teacher")
-    assert len(teachers) == 1 and teachers[0]["label"] == "onnx teacher.onnx (black box)"
-    assert out["config"]["teacher_id"] == teachers[0]["id"] and student["status"] == "finished"
+    assert len(teachers) == 1 and teachers[0].label == "onnx teacher.onnx (black box)"
+    assert out["config"]["teacher_id"] == teachers[0].id and student["status"] == "finished"
     assert "note: teacher teacher.onnx: grey images repeated to 3 channels" in proc.stderr
 
 

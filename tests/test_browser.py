@@ -198,7 +198,7 @@ def test_dashboard_flow(folders, teacher_id):
     from kd_core.store import Store
 
     students = Store(runs).list_runs(kind="student")
-    assert [r["status"] for r in students] == ["stopped"], students
+    assert [r.status for r in students] == ["stopped"], students
 
 
 def _walk(page, base: str, teacher_id: str) -> None:

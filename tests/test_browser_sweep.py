@@ -155,7 +155,7 @@ def _sweep(page, base: str, runs: Path, teacher_id: str) -> str:
     settle(page, "Sweep")
     [sweep] = store.list_sweeps()
     sweep_id = sweep["id"]
-    first = {r["id"]: cell_key(r["config"]) for r in store.list_runs(sweep_id=sweep_id, status="finished")}
+    first = {r.id: cell_key(r.config) for r in store.list_runs(sweep_id=sweep_id, status="finished")}
     assert 1 <= len(first) < N_RUNS, f"the stop came after {len(first)} of {N_RUNS} runs"
     cells = heat_cells(page)
     assert len(cells) == 4 and any(t != "—" for t in cells)
@@ -171,11 +171,11 @@ def _sweep(page, base: str, runs: Path, teacher_id: str) -> str:
     shot(page, "sweep_done")
 
     finished = store.list_runs(sweep_id=sweep_id, status="finished")
-    keys = [cell_key(r["config"]) for r in finished]
+    keys = [cell_key(r.config) for r in finished]
     assert len(finished) == N_RUNS and len(set(keys)) == N_RUNS  # each cell once
-    assert set(first) <= {r["id"] for r in finished}  # what was done is kept as it was
-    others = [r for r in store.list_runs(sweep_id=sweep_id) if r["status"] != "finished"]
-    assert all(r["status"] == "stopped" for r in others) and len(others) <= 1  # the run cut by Stop
+    assert set(first) <= {r.id for r in finished}  # what was done is kept as it was
+    others = [r for r in store.list_runs(sweep_id=sweep_id) if r.status != "finished"]
+    assert all(r.status == "stopped" for r in others) and len(others) <= 1  # the run cut by Stop
     return sweep_id
 
 
@@ -192,8 +192,8 @@ def _runs_page(page, base: str, runs: Path, sweep_id: str) -> None:
         button(page, "Download CSV").click()
     csv = pd.read_csv(io.StringIO(Path(info.value.path()).read_text()))
     stored = store.list_runs()
-    assert csv["id"].tolist() == [r["id"] for r in stored]
-    assert csv["status"].tolist() == [r["status"] for r in stored]
+    assert csv["id"].tolist() == [r.id for r in stored]
+    assert csv["status"].tolist() == [r.status for r in stored]
     assert (csv["sweep"] == sweep_id).sum() == len(store.list_runs(sweep_id=sweep_id))
 
     # pick the first two rows by their checkboxes (the grid is a canvas: click by position)

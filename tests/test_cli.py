@@ -263,7 +263,23 @@ def test_teacher_json_and_checkpoint(cli_teacher):
     assert run["test_acc"] > 0.5  # well above chance (0.1) after three epochs
     assert (work / "teacher.pt").is_file()
     stored = Store(work / "kd_runs").get_run(run["run_id"])
-    assert stored["status"] == "finished" and stored["metrics"]["test_acc"] == run["test_acc"]
+    assert stored.status == "finished" and stored.metrics["test_acc"] == run["test_acc"]
+
+
+def test_runs_json_prints_every_stored_field(cli_teacher):
+    """`runs --json`: one object per stored run with the runs table's columns, the config and the
+    metrics as stored (typed records inside the store; plain JSON out)."""
+    work, out = cli_teacher
+    proc = run_cli(work, "runs", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (printed,) = [r for r in json.loads(proc.stdout) if r["id"] == out["runs"][0]["run_id"]]
+    assert list(printed) == [
+        *("id", "kind", "dataset", "status", "error", "label", "config", "metrics"),
+        *("teacher_id", "sweep_id", "created", "finished", "pid", "weights"),
+    ]
+    stored = Store(work / "kd_runs").get_run(printed["id"])
+    assert printed["config"] == stored.config.to_dict() and printed["config"]["model"]["size"] == 64
+    assert printed["metrics"]["test_acc"] == out["runs"][0]["test_acc"] and printed["weights"] == stored.weights
 
 
 @pytest.mark.slow
@@ -295,8 +311,8 @@ def test_distill_from_run_id_with_baseline_json(cli_teacher, cli_distills):
         assert "agreement" in run
     assert student["params"] == baseline["params"] and student["bytes"] == baseline["bytes"]
     store = Store(work / "kd_runs")
-    assert store.get_run(student["run_id"])["teacher_id"] == teacher_id
-    assert store.get_run(baseline["run_id"])["kind"] == "baseline"
+    assert store.get_run(student["run_id"]).teacher_id == teacher_id
+    assert store.get_run(baseline["run_id"]).kind == "baseline"
 
 
 @pytest.mark.slow
@@ -309,6 +325,6 @@ def test_distill_from_out_checkpoint_warns_for_larger_student(cli_distills):
     assert "finished" in line and "test acc" in line
     # A checkpoint given by a relative path is stored absolute: the reproduce command works anywhere.
     students = [
-        r for r in Store(cli_distills.cwd / "kd_runs").list_runs(kind="student") if r["teacher_id"].endswith(".pt")
+        r for r in Store(cli_distills.cwd / "kd_runs").list_runs(kind="student") if r.teacher_id.endswith(".pt")
     ]
-    assert [r["teacher_id"] for r in students] == [str((cli_distills.cwd / "teacher.pt").resolve())]
+    assert [r.teacher_id for r in students] == [str((cli_distills.cwd / "teacher.pt").resolve())]

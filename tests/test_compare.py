@@ -84,7 +84,7 @@ def test_compare_table_matches_an_independent_measurement(runs, digits):
             assert math.isnan(row.agreement)
         else:
             assert row.agreement == pytest.approx(float((pred == teacher_pred).mean()), abs=1e-6)
-        m = store.get_run(row.id)["metrics"]
+        m = store.get_run(row.id).metrics
         b1, b256 = m["latency"]["batches"]["1"], m["latency"]["batches"]["256"]
         assert row.size_mb == pytest.approx(m["bytes"] / 1_000_000)
         assert (row.b1_median_ms, row.b1_p90_ms) == (b1["median_ms"], b1["p90_ms"])

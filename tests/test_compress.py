@@ -28,7 +28,7 @@ from kd_core.compress.runner import start_compress
 from kd_core.compress.search import run_study
 from kd_core.compress.space import MethodAxis, SearchSpace, method_axes
 from kd_core.compress.study import STORAGE_FILE, StudyBusy, create_study, read_study, storage_path
-from kd_core.config import TrainConfig
+from kd_core.config import MethodSpec, TrainConfig
 from kd_core.errors import ConfigError
 from kd_core.jobs import JobManager
 from kd_core.store import Store
@@ -130,9 +130,9 @@ def test_a_method_trial_trains_with_that_method_and_its_searched_weight(tmp_path
     dkd, kd = report.rows
     assert dkd["state"] == kd["state"] == "complete"
     assert dkd["method"] == "dkd" and "dkd" in dkd["label"]
-    methods = store.get_run(dkd["run_id"])["config"]["distill"]["methods"]
-    assert methods == [{"name": "dkd", "weight": 1.0, "params": [["beta", 5.5]]}]
-    assert store.get_run(kd["run_id"])["config"]["distill"]["methods"] == [{"name": "kd", "weight": 1.0, "params": []}]
+    methods = store.get_run(dkd["run_id"]).config.distill.methods
+    assert methods == (MethodSpec("dkd", 1.0, (("beta", 5.5),)),)
+    assert store.get_run(kd["run_id"]).config.distill.methods == (MethodSpec("kd", 1.0, ()),)
     terms = store.epochs(dkd["run_id"])[-1]["terms"]
     assert {"tckd", "nckd"} <= set(terms)  # the engine trained with DKD's two terms
 
@@ -145,18 +145,18 @@ def test_a_tiny_study_finds_a_feasible_student_and_stores_its_trials_as_runs(fin
     rows = {r["number"]: r for r in report.rows}
     assert len(rows) == 5 and all(r["state"] in ("complete", "pruned") for r in rows.values())
     trained = [r for r in rows.values() if r["run_id"]]
-    runs = {r["id"]: r for r in store.list_runs()}
+    runs = {r.id: r for r in store.list_runs()}
     assert sorted(runs) == sorted(r["run_id"] for r in trained)  # every trained trial, nothing else
     teacher, _ = load_checkpoint(cteacher)
     teacher_val = acc64(teacher, digits.val_x, digits.val_y)
     assert report.reference["val_acc"] == pytest.approx(teacher_val, abs=1 / len(digits.val_y))
     for r in trained:
         run = runs[r["run_id"]]
-        assert run["status"] == "finished" and run["kind"] == "student" and run["weights"]
-        assert run["config"]["study_id"] == study_id and run["config"]["teacher_id"] == cteacher
-        assert run["config"]["model"]["size"] == r["width"]
-        assert run["config"]["distill"]["temperature"] == pytest.approx(r["temperature"])
-        model, _ = load_checkpoint(run["weights"])
+        assert run.status == "finished" and run.kind == "student" and run.weights
+        assert run.config.study_id == study_id and run.config.teacher_id == cteacher
+        assert run.config.model.size == r["width"]
+        assert run.config.distill.temperature == pytest.approx(r["temperature"])
+        model, _ = load_checkpoint(run.weights)
         if r["precision"] == "int8":
             q = torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
             with torch.no_grad():
@@ -220,7 +220,7 @@ def test_the_pruner_stops_a_hopeless_trial_and_it_is_marked(tmp_path, digits, ct
     assert last["state"] == "pruned" and last["pruned_by"] == "pruner" and last["width"] == 1
     assert last["epochs"] == 1 and "after epoch 1" in last["why"]
     run = store.get_run(last["run_id"])
-    assert run["status"] == "stopped" and len(store.epochs(last["run_id"])) == 1
+    assert run.status == "stopped" and len(store.epochs(last["run_id"])) == 1
     others = [r["last_reported_acc"] for r in report.rows[:-1]]
     assert last["last_reported_acc"] < np.median(others)
     assert all(r["state"] == "complete" for r in report.rows[:-1])
@@ -266,7 +266,7 @@ def test_resume_continues_a_stopped_study_without_repeating_trials(tmp_path, dig
     states = [r["state"] for r in first.rows]
     assert states.count("interrupted") == 1 and states.count("waiting") == 1
     interrupted = next(r for r in first.rows if r["state"] == "interrupted")
-    assert store.get_run(interrupted["run_id"])["status"] == "stopped"
+    assert store.get_run(interrupted["run_id"]).status == "stopped"
     done_before = {r["number"]: r for r in first.rows if r["state"] in ("complete", "pruned")}
 
     second = run_study(store, study_id, digits)
@@ -282,7 +282,7 @@ def test_resume_continues_a_stopped_study_without_repeating_trials(tmp_path, dig
     params = [(r["width"], r["temperature"], r["alpha"]) for r in counted]
     assert len(set(params)) == len(params)  # the resumed sampler does not replay the first start's draws
     trained = [r["run_id"] for r in second.rows if r["run_id"]]
-    assert sorted(trained) == sorted(r["id"] for r in store.list_runs())
+    assert sorted(trained) == sorted(r.id for r in store.list_runs())
 
 
 def test_a_trial_left_running_by_a_dead_process_is_run_again(tmp_path, digits, cteacher):
@@ -323,10 +323,10 @@ def test_a_compress_job_publishes_its_phase_and_verdict(tmp_path, digits, cteach
     while job.live and time.monotonic() < deadline:
         time.sleep(0.1)
     snap = job.snapshot()
-    assert snap["status"] == "finished", snap["message"]
-    note = snap["notes"]["compress"]
+    assert snap.status == "finished", snap.message
+    note = snap.notes["compress"]
     assert note["phase"] == "done" and note["verdict"].startswith("Chosen: trial") and note["done"] == 2
-    labels = [r["label"] for r in snap["runs"]]
+    labels = [r.label for r in snap.runs]
     assert labels and all(label.startswith("trial ") for label in labels)
 
 

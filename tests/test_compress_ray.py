@@ -38,16 +38,16 @@ def test_ray_trials_match_in_process_and_the_driver_writes_every_run(tmp_path, d
     job = Job("compress on ray", "compress")
     b = run_study(remote, study_with(remote, cteacher), digits, job=job, backend="ray", ray_cpus=2)
     assert not ray.is_initialized()  # the local instance the study started is shut down
-    assert job.snapshot()["notes"]["compress"]["backend"] == "ray"
+    assert job.snapshot().notes["compress"]["backend"] == "ray"
     rows_a, rows_b = sorted(a.rows, key=lambda r: r["width"]), sorted(b.rows, key=lambda r: r["width"])
     assert [r["state"] for r in rows_b] == ["complete", "complete"]
     for ra, rb in zip(rows_a, rows_b):
         assert (ra["width"], ra["precision"]) == (rb["width"], rb["precision"])
         assert ra["val_acc"] == rb["val_acc"] and ra["test_acc"] == rb["test_acc"]
         run_a, run_b = local.get_run(ra["run_id"]), remote.get_run(rb["run_id"])
-        assert run_b["pid"] == os.getpid()  # recorded by the driver, not by a Ray worker
-        assert run_b["config"]["study_id"] == b.study_id
-        assert run_a["metrics"]["best_val_acc"] == run_b["metrics"]["best_val_acc"]
+        assert run_b.pid == os.getpid()  # recorded by the driver, not by a Ray worker
+        assert run_b.config.study_id == b.study_id
+        assert run_a.metrics["best_val_acc"] == run_b.metrics["best_val_acc"]
         ea, eb = local.epochs(ra["run_id"]), remote.epochs(rb["run_id"])
         assert [(e["loss"], e["val_acc"]) for e in ea] == [(e["loss"], e["val_acc"]) for e in eb]
     # the pruner still learns each remote trial's epochs (reported by the driver after the task)

@@ -61,7 +61,7 @@ def trained(tmp_path_factory, data):
 
 def torch_logits(store: Store, run_id: str, x: torch.Tensor) -> torch.Tensor:
     """The reference, computed without kd_core.deploy.export: the checkpoint's model called directly."""
-    model, _ = load_checkpoint(store.get_run(run_id)["weights"])
+    model, _ = load_checkpoint(store.get_run(run_id).weights)
     with torch.no_grad():
         return model.eval()(x)
 
@@ -206,7 +206,7 @@ def test_damaged_weights_give_a_checkpoint_error_and_a_clean_cli_exit(trained, t
     store = Store(root)
     run_id = trained["student"]
     weights = root / "weights" / f"{run_id}.pt"
-    store.finish_run(run_id, "finished", store.get_run(run_id)["metrics"], weights=weights)
+    store.finish_run(run_id, "finished", store.get_run(run_id).metrics, weights=weights)
     truncate(weights) if damage == "truncate" else flip_in_zip_entry(weights, "/data/0")
     with pytest.raises(CheckpointError, match=r"corrupt|truncated"):
         ex.load_run(store, run_id)
@@ -330,7 +330,7 @@ def test_bench_without_the_teacher_warns_and_gives_no_speedup(trained, tmp_path)
     result = rt.bench_run(store, trained["cnn"], ["eager"], (1,), threads=1, warmup=1, repeats=2)
     assert [r["model"] for r in result["rows"]] == ["teacher", "teacher-int8"] and not result["warnings"]
     student = trained["student"]
-    store.finish_run(student, "finished", store.get_run(student)["metrics"], weights=root / "weights" / f"{student}.pt")
+    store.finish_run(student, "finished", store.get_run(student).metrics, weights=root / "weights" / f"{student}.pt")
     result = rt.bench_run(store, student, ["eager"], (1,), threads=1, warmup=1, repeats=2)
     assert [r["model"] for r in result["rows"]] == ["student", "student-int8"]
     assert "not in the store" in result["warnings"][0]

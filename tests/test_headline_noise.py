@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from kd_core import stats
+from kd_core.config import DistillConfig
 from kd_core.views import compare
 
 N = 360
@@ -74,7 +75,7 @@ def test_no_common_seed_says_so():
     ],
 )
 def test_method_names(distill, name):
-    assert compare.method_name(distill) == name
+    assert compare.method_name(None if distill is None else DistillConfig.from_dict(distill)) == name
 
 
 def test_short_names_add_only_what_tells_runs_apart():

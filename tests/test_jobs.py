@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -71,7 +72,7 @@ def test_one_job_at_a_time_and_stop_ends_a_running_distillation(tmp_path, digits
     store = Store(tmp_path)
     long_cfg = make_config("student", epochs=10_000)  # would take hours: it must be stopped
     job = manager.start("distil digits", "distill", distill_job(store, digits, teacher, long_cfg))
-    wait_for(lambda: job.snapshot()["runs"] and len(job.snapshot()["runs"][0]["steps"]) >= 3)
+    wait_for(lambda: job.snapshot().runs and len(job.snapshot().runs[0].steps) >= 3)
 
     with pytest.raises(JobBusy, match="distil digits"):
         manager.start("another", "teacher", teacher_job(store, digits, make_config()))
@@ -83,15 +84,15 @@ def test_one_job_at_a_time_and_stop_ends_a_running_distillation(tmp_path, digits
     assert not worker_alive(job)
 
     snap = job.snapshot()
-    assert snap["status"] == "stopped" and snap["stopping"] and not job.live
-    assert_plain(snap)
-    json.dumps(snap)
-    (run,) = snap["runs"]  # the baseline never started
-    steps = [s[0] for s in run["steps"]]
+    assert snap.status == "stopped" and snap.stopping and not job.live
+    assert_plain(snap.to_dict())
+    json.dumps(snap.to_dict())
+    (run,) = snap.runs  # the baseline never started
+    steps = [s[0] for s in run.steps]
     assert steps == sorted(steps) and len(steps) >= 3
-    assert run["last"]["event"] == "end" and run["last"]["status"] == "stopped"
-    assert [o["status"] for o in snap["outcomes"]] == ["stopped"]
-    assert store.get_run(run["run_id"])["status"] == "stopped"
+    assert run.last["event"] == "end" and run.last["status"] == "stopped"
+    assert [o["status"] for o in snap.outcomes] == ["stopped"]
+    assert store.get_run(run.run_id).status == "stopped"
     assert len(store.list_runs()) == 1
     assert manager.current() is None and manager.latest() is job and manager.get(job.id) is job
 
@@ -99,10 +100,10 @@ def test_one_job_at_a_time_and_stop_ends_a_running_distillation(tmp_path, digits
 def test_shutdown_stops_the_live_job_and_joins_its_worker(tmp_path, digits):
     manager = JobManager()
     job = manager.start("endless", "teacher", teacher_job(Store(tmp_path), digits, make_config(epochs=10_000)))
-    wait_for(lambda: job.snapshot()["runs"] and job.snapshot()["runs"][0]["steps"])
+    wait_for(lambda: job.snapshot().runs and job.snapshot().runs[0].steps)
     manager.shutdown(timeout=60)
     assert not worker_alive(job)
-    assert job.snapshot()["status"] == "stopped"
+    assert job.snapshot().status == "stopped"
     manager.shutdown()  # a second call has nothing left to do
 
 
@@ -112,21 +113,24 @@ def test_finished_job_snapshot_has_curves(tmp_path, digits, manager):
     job = manager.start("teacher", "teacher", teacher_job(store, digits, cfg))
     wait_for(lambda: not job.live, timeout=120)
     snap = job.snapshot()
-    assert snap["status"] == "finished", snap["message"]
-    assert_plain(snap)
-    (run,) = snap["runs"]
+    assert snap.status == "finished", snap.message
+    assert_plain(snap.to_dict())
+    (run,) = snap.runs
     steps_per_epoch = -(-len(digits.train_y) // 128)
-    assert [s[0] for s in run["steps"]] == list(range(1, 2 * steps_per_epoch + 1))
-    assert [e["epoch"] for e in run["epochs"]] == [1, 2]
-    stored = store.epochs(run["run_id"])
-    assert [e["val_acc"] for e in run["epochs"]] == [e["val_acc"] for e in stored]
-    assert snap["outcomes"][0]["status"] == "finished" and "test_acc" in snap["outcomes"][0]
-    assert run["label"] == "teacher"
-    # A snapshot is a copy: changing it leaves the job alone.
-    run["steps"].clear()
-    snap["outcomes"].clear()
+    assert [s[0] for s in run.steps] == list(range(1, 2 * steps_per_epoch + 1))
+    assert [e["epoch"] for e in run.epochs] == [1, 2]
+    stored = store.epochs(run.run_id)
+    assert [e["val_acc"] for e in run.epochs] == [e["val_acc"] for e in stored]
+    assert snap.outcomes[0]["status"] == "finished" and "test_acc" in snap.outcomes[0]
+    assert run.label == "teacher"
+    # A snapshot is a frozen copy: it cannot be rebound, and changing what it holds leaves the job alone.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snap.status = "running"
+    run.steps.clear()
+    snap.outcomes[0].clear()
+    snap.notes["x"] = 1
     again = job.snapshot()
-    assert again["runs"][0]["steps"] and again["outcomes"]
+    assert again.runs[0].steps and again.outcomes[0]["status"] == "finished" and "x" not in again.notes
 
 
 def test_a_new_job_can_start_once_the_last_one_ended(tmp_path, digits, manager):
@@ -136,7 +140,7 @@ def test_a_new_job_can_start_once_the_last_one_ended(tmp_path, digits, manager):
     second = manager.start("two", "teacher", teacher_job(store, digits, make_config(epochs=1)))
     wait_for(lambda: not second.live)
     assert first.id != second.id and manager.latest() is second
-    assert first.snapshot()["status"] == second.snapshot()["status"] == "finished"
+    assert first.snapshot().status == second.snapshot().status == "finished"
 
 
 def test_diverging_job_fails_with_the_runs_message(tmp_path, digits, manager):
@@ -144,7 +148,7 @@ def test_diverging_job_fails_with_the_runs_message(tmp_path, digits, manager):
     job = manager.start("bad lr", "teacher", teacher_job(store, digits, make_config(lr=1e6)))
     wait_for(lambda: not job.live)
     snap = job.snapshot()
-    assert snap["status"] == "failed" and "learning rate" in snap["message"]
+    assert snap.status == "failed" and "learning rate" in snap.message
 
 
 def test_an_exception_in_the_job_is_reported_not_lost(manager, caplog):
@@ -153,8 +157,8 @@ def test_an_exception_in_the_job_is_reported_not_lost(manager, caplog):
 
     job = manager.start("broken", "teacher", broken)
     manager.shutdown(timeout=60)  # joins the worker, which logs the traceback last
-    assert job.snapshot()["status"] == "failed"
-    assert job.snapshot()["message"] == "RuntimeError: disk on fire"
+    assert job.snapshot().status == "failed"
+    assert job.snapshot().message == "RuntimeError: disk on fire"
     [logged] = [r for r in caplog.records if r.name == "kd_core.jobs"]
     assert logged.levelname == "ERROR" and "broken" in logged.getMessage()
     assert logged.exc_info[0] is RuntimeError and str(logged.exc_info[1]) == "disk on fire"
@@ -171,10 +175,10 @@ def test_an_exception_inside_a_run_fails_the_stored_run_and_the_job_with_its_mes
     job = manager.start("distil from a broken teacher", "distill", work)
     wait_for(lambda: not job.live)
     snap = job.snapshot()
-    assert snap["status"] == "failed" and snap["message"] == "RuntimeError: teacher crashed"
+    assert snap.status == "failed" and snap.message == "RuntimeError: teacher crashed"
     [run] = store.list_runs()
-    assert (run["kind"], run["status"], run["error"]) == ("student", "failed", "RuntimeError: teacher crashed")
-    assert run["weights"] is None and run["finished"] is not None
+    assert (run.kind, run.status, run.error) == ("student", "failed", "RuntimeError: teacher crashed")
+    assert run.weights is None and run.finished is not None
     assert any(r.name == "kd_core.jobs" and r.exc_info and "broken teacher" in r.getMessage() for r in caplog.records)
 
 
@@ -183,7 +187,7 @@ def test_snapshot_downsamples_long_curves():
     n = 3 * MAX_POINTS + 7
     for step in range(1, n + 1):
         job.on_progress(Progress("step", 1, step, n, loss=1.0 / step, run_id="r1", kind="teacher"))
-    steps = job.snapshot()["runs"][0]["steps"]
+    steps = job.snapshot().runs[0].steps
     assert len(steps) == MAX_POINTS
     assert steps[0][0] == 1 and steps[-1][0] == n
     assert [s[0] for s in steps] == sorted({s[0] for s in steps})
@@ -203,5 +207,5 @@ def test_runs_with_the_same_label_are_told_apart():
     job = Job("sweep", "sweep")
     for rid in ("r1", "r2"):
         job.on_progress(Progress("step", 1, 1, 10, loss=1.0, run_id=rid, kind="student"))
-    labels = [r["label"] for r in job.snapshot()["runs"]]
+    labels = [r.label for r in job.snapshot().runs]
     assert len(set(labels)) == 2 and labels[0] == "student"

@@ -7,12 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kd_core.records import JobSnapshot, RunCurves
 from kd_core.views import studio
 from ui import charts
 
 
-def snapshot(runs: dict[str, list[tuple]]) -> dict:
-    return {"runs": [{"label": label, "steps": steps, "epochs": [], "last": None} for label, steps in runs.items()]}
+def snapshot(runs: dict[str, list[tuple]]) -> JobSnapshot:
+    """A running job's snapshot with these runs' step points, as `Job.snapshot` returns it."""
+    curves = tuple(RunCurves(label, label, steps, [], None) for label, steps in runs.items())
+    return JobSnapshot("j1", "a job", "distill", "running", "", curves, (), {}, 0.0, None, False)
 
 
 def ema(values: list[float], smooth: float) -> list[float]:

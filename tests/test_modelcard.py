@@ -167,7 +167,7 @@ def test_reproduce_command_rebuilds_the_stored_config(store):
     s, teacher, students = store
     for run_id in (teacher, students[1]):
         record = s.get_run(run_id)
-        assert rebuilt_config(mc.reproduce_command(record["config"])) == RunConfig.from_dict(record["config"])
+        assert rebuilt_config(mc.reproduce_command(record.config.to_dict())) == record.config
 
 
 def test_reproduce_command_for_a_baseline_asks_distill_for_it():
@@ -182,7 +182,7 @@ def test_card_holds_config_metrics_seeds_and_teacher(store):
     s, teacher, students = store
     card = mc.model_card(s, students[0])
     json.dumps(card)  # JSON-able as is
-    assert card["hyperparameters"] == s.get_run(students[0])["config"]
+    assert card["hyperparameters"] == s.get_run(students[0]).config.to_dict()
     assert card["teacher"]["run_id"] == teacher and card["teacher"]["test_acc"] == 0.88
     accs = [0.81, 0.83, 0.86]
     assert [r["seed"] for r in card["seeds"]["runs"]] == [0, 1, 2]

@@ -47,7 +47,7 @@ def test_distill_preview_shows_compression_before_training(runs_dir):
     at.slider(key="s_size").set_value(16).run()
     student_params = mlp_params([64, 16, 10])
     teacher_params = mlp_params([64, 64, 10])
-    assert teacher["metrics"]["params"] == teacher_params
+    assert teacher.metrics["params"] == teacher_params
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Student parameters"] == f"{student_params:,}"
     assert metrics["Compression"] == f"{teacher_params / student_params:.1f}×"
@@ -62,10 +62,10 @@ def test_whole_flow_teacher_distill_cards_compare(runs_dir):
     at.button(key="train_teacher").click().run()
     assert not at.exception
     snap = wait_for_job()
-    assert snap["status"] == "finished" and snap["outcomes"][0]["kind"] == "teacher"
+    assert snap.status == "finished" and snap.outcomes[0]["kind"] == "teacher"
     at.run()
     at.run()  # the page adopts the new teacher in the sidebar on this rerun
-    teacher_id = snap["outcomes"][0]["run_id"]
+    teacher_id = snap.outcomes[0]["run_id"]
     assert at.session_state["teacher_pick"] == teacher_id
 
     at.switch_page("app_pages/distill.py").run()
@@ -73,12 +73,12 @@ def test_whole_flow_teacher_distill_cards_compare(runs_dir):
     at.slider(key="T").set_value(3.0)
     at.button(key="distill").click().run()
     snap = wait_for_job()
-    assert snap["status"] == "finished"
-    assert [o["kind"] for o in snap["outcomes"]] == ["student", "baseline"]
+    assert snap.status == "finished"
+    assert [o["kind"] for o in snap.outcomes] == ["student", "baseline"]
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     cards = {m.label: m.value for m in at.metric}
-    student, baseline = snap["outcomes"]
+    student, baseline = snap.outcomes
     assert cards["Student test accuracy"] == f"{student['test_acc']:.4f}"
     gain = student["test_acc"] - baseline["test_acc"]
     assert cards["Gain over no-KD baseline"] == f"{gain:+.4f}"
@@ -86,7 +86,7 @@ def test_whole_flow_teacher_distill_cards_compare(runs_dir):
     assert f"Against its no-KD baseline: {gain:+.4f} ({round(gain * 360):+d} of 360 test images) · 1 seed ·" in noise
     assert "Against the teacher:" in noise and ("within noise" in noise or "beyond noise" in noise)
     stored = Store(runs_dir).get_run(student["run_id"])
-    assert stored["config"]["distill"]["temperature"] == 3.0 and stored["teacher_id"] == teacher_id
+    assert stored.config.distill.temperature == 3.0 and stored.teacher_id == teacher_id
 
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]

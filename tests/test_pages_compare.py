@@ -130,9 +130,7 @@ def test_compare_headline_states_images_seeds_and_noise(scaled_store):
     store = scaled_store["store"]
     s1, s0 = store.get_run(scaled_store["student_seed1"]), store.get_run(scaled_store["student"])
     b1, b0 = store.get_run(scaled_store["baseline_seed1"]), store.get_run(scaled_store["baseline"])
-    gain = np.mean(
-        [s1["metrics"]["test_acc"] - b1["metrics"]["test_acc"], s0["metrics"]["test_acc"] - b0["metrics"]["test_acc"]]
-    )
+    gain = np.mean([s1.metrics["test_acc"] - b1.metrics["test_acc"], s0.metrics["test_acc"] - b0.metrics["test_acc"]])
     images = round(gain * 360)
     assert f"against its no-KD baseline: {gain:+.4f} ({images:+d} of 360 test images) · 2 seeds ·" in text
     assert "against the teacher:" in text and "· 1 seed ·" in text

@@ -58,7 +58,7 @@ def test_a_goal_no_candidate_can_meet_ends_with_a_clear_message(runs_dir):
     small_search(at, latency=0.0001)
     at.button(key="cs_start").click().run()
     snap = wait_for_job(300)
-    assert snap["status"] == "finished", snap["message"]
+    assert snap.status == "finished", snap.message
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     warnings = [w.value for w in at.warning]
@@ -73,10 +73,10 @@ def test_a_search_from_the_page_fills_the_fronts_and_opens_deployment(runs_dir):
     small_search(at)
     at.button(key="cs_start").click().run()
     snap = wait_for_job(300)
-    assert snap["status"] == "finished", snap["message"]
+    assert snap.status == "finished", snap.message
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    study_id = snap["notes"]["compress"]["id"]
+    study_id = snap.notes["compress"]["id"]
     assert at.selectbox(key="cs_view").value == study_id
     assert any(s.value.startswith("Chosen: trial") for s in at.success)
     metrics = {m.label: m.value for m in at.metric}

@@ -40,7 +40,7 @@ def open_deployment() -> AppTest:
 
 def reference_predictions(store, run_id: str, x: torch.Tensor) -> np.ndarray:
     """Top-1 of the stored checkpoint, called directly (not through kd_core.deploy.export)."""
-    model, _ = load_checkpoint(store.get_run(run_id)["weights"])
+    model, _ = load_checkpoint(store.get_run(run_id).weights)
     with torch.no_grad():
         return model.eval()(x).argmax(1).numpy()
 
@@ -69,7 +69,7 @@ def test_deployment_defaults_to_the_picked_student_and_serves_its_weights(filled
     assert at.radio(key="dep_files_of").value == "run"  # its teacher is in the store
     payload = downloaded(at, media, "dep_dl_weights")
     model, meta = load_checkpoint(payload)
-    stored, _ = load_checkpoint(filled_store["store"].get_run(filled_store["student"])["weights"])
+    stored, _ = load_checkpoint(filled_store["store"].get_run(filled_store["student"]).weights)
     for (name, a), (_, b) in zip(model.state_dict().items(), stored.state_dict().items()):
         assert torch.equal(a, b), name
     assert meta["classes"] == digits.classes
@@ -83,7 +83,7 @@ def test_measure_runs_as_a_job_then_shows_latency_and_int8(filled_store, media):
     at.button(key="dep_measure").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     snap = wait_for_job()
-    assert snap["kind"] == "deploy" and snap["status"] == "finished", snap["message"]
+    assert snap.kind == "deploy" and snap.status == "finished", snap.message
     at.run()
     assert not at.exception, [e.value for e in at.exception]
 
@@ -101,7 +101,7 @@ def test_measure_runs_as_a_job_then_shows_latency_and_int8(filled_store, media):
     assert teacher_eager["b256_speedup"].item() == pytest.approx(1.0)
     assert (latency["b256_median_ms"] > 0).all() and (latency["b256_p90_ms"] >= latency["b256_median_ms"]).all()
     assert len(quant) == 4 and sorted(quant["precision"]) == ["float32", "float32", "int8", "int8"]
-    stored_acc = filled_store["store"].get_run(filled_store["student"])["metrics"]["test_acc"]
+    stored_acc = filled_store["store"].get_run(filled_store["student"]).metrics["test_acc"]
     floats = quant[quant["precision"] == "float32"]
     assert floats["test_acc"].tolist() == pytest.approx([stored_acc, stored_acc], abs=1e-6)
     assert (quant["agreement"] >= 0.9).all()
@@ -152,7 +152,7 @@ def test_teacher_files_and_torchscript(filled_store, digits, media):
     model, _ = load_checkpoint(downloaded(at, media, "dep_dl_weights"))
     assert (
         model.state_dict().keys()
-        == load_checkpoint(filled_store["store"].get_run(teacher)["weights"])[0].state_dict().keys()
+        == load_checkpoint(filled_store["store"].get_run(teacher).weights)[0].state_dict().keys()
     )
     at.button(key="dep_build_torchscript").click().run()
     assert not at.error, [e.value for e in at.error]
@@ -228,7 +228,7 @@ def test_a_stopped_measurement_keeps_what_it_timed(filled_store, digits):
     while job.live and time.monotonic() < deadline:
         time.sleep(0.05)
     snap = job.snapshot()
-    assert snap["status"] == "stopped"
+    assert snap.status == "stopped"
     result = dep.measurement(snap)
     assert result["stopped"] and not result["complete"] and result["quantization"] is None
     assert [(r["model"], r["runtime"]) for r in result["rows"]] == [("teacher", "eager")] * 2

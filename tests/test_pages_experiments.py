@@ -77,7 +77,7 @@ def test_runs_page_lists_filters_and_groups(populated):
     store = Store(populated["root"])
     at = open_app("app_pages/runs.py")
     table = at.dataframe[0].value
-    assert len(table) == N_RUNS and set(table["id"]) == {r["id"] for r in store.list_runs()}
+    assert len(table) == N_RUNS and set(table["id"]) == {r.id for r in store.list_runs()}
     filters = ("runs_f_dataset", "runs_f_teacher", "runs_f_kind", "runs_f_status", "runs_f_sweep")
     assert [at.multiselect(key=k).value for k in filters] == [[]] * 5  # no filter: every run
     at.multiselect(key="runs_f_kind").set_value(["student"]).run()
@@ -132,12 +132,12 @@ def test_runs_page_csv_is_the_filtered_store(populated, media):
     at = open_app("app_pages/runs.py")
     at.multiselect(key="runs_f_kind").set_value(["baseline", "teacher"]).run()
     csv = pd.read_csv(io.BytesIO(downloaded(at, media, "runs_csv")))
-    expected = [r for r in store.list_runs() if r["kind"] in ("baseline", "teacher")]
-    assert csv["id"].tolist() == [r["id"] for r in expected]
+    expected = [r for r in store.list_runs() if r.kind in ("baseline", "teacher")]
+    assert csv["id"].tolist() == [r.id for r in expected]
     for row, r in zip(csv.to_dict("records"), expected):
-        assert row["kind"] == r["kind"] and row["status"] == r["status"]
-        assert row["test_acc"] == pytest.approx(r["metrics"]["test_acc"])
-        assert row["params"] == r["metrics"]["params"]
+        assert row["kind"] == r.kind and row["status"] == r.status
+        assert row["test_acc"] == pytest.approx(r.metrics["test_acc"])
+        assert row["params"] == r.metrics["params"]
 
 
 # ---------------------------------------------------------------- Sweep
@@ -234,13 +234,13 @@ def test_sweep_estimate_from_a_teacher_alone_is_scaled_and_divided_by_ray_worker
     """Only the teacher measured: its speed scaled by FLOPs to the students, not taken as it is."""
     store = Store(populated["root"])
     for r in store.list_runs(sweep_id=populated["sweep_id"]):
-        store.delete_run(r["id"])
+        store.delete_run(r.id)
     [teacher] = store.list_runs()
-    assert teacher["kind"] == "teacher"
+    assert teacher.kind == "teacher"
     with sqlite3.connect(store.db_path) as db:  # a teacher as slow as the issue's 512×2 (2.3 ms a step)
         db.execute(
             "UPDATE runs SET metrics = ? WHERE id = ?",
-            (json.dumps({**teacher["metrics"], "train_samples_per_s": 28000.0}), teacher["id"]),
+            (json.dumps({**teacher.metrics, "train_samples_per_s": 28000.0}), teacher.id),
         )
     at = open_app("app_pages/sweep.py")
     data = studio.load_data("digits")
@@ -308,10 +308,10 @@ def test_sweep_page_runs_a_sweep_and_fills_the_grid(populated):
     at.button(key="sw_start").click().run()
     assert_clean(at)
     snap = wait_for_job()
-    assert snap["status"] == "finished" and snap["notes"]["sweep"]["done"] == 6
+    assert snap.status == "finished" and snap.notes["sweep"]["done"] == 6
     at.run()
     assert_clean(at)
-    new_id = snap["notes"]["sweep"]["id"]
+    new_id = snap.notes["sweep"]["id"]
     assert at.selectbox(key="sw_view").value == new_id
     assert any(f"Finished: sweep {new_id}" in s.value for s in at.success)
     texts = heat_text(charts(at)["sw_acc_8"])
@@ -322,7 +322,7 @@ def test_sweep_page_runs_a_sweep_and_fills_the_grid(populated):
     at.number_input(key="sw_seeds").set_value(1).run()
     at.button(key="sw_start").click().run()
     assert_clean(at)
-    second = wait_for_job()["notes"]["sweep"]["id"]
+    second = wait_for_job().notes["sweep"]["id"]
     at.run()
     assert_clean(at)
     assert second != new_id and at.selectbox(key="sw_view").value == second
@@ -333,21 +333,21 @@ def test_sweep_page_resumes_without_repeating_finished_cells(populated):
     store = Store(populated["root"])
     sweep_id = populated["sweep_id"]
     runs = store.list_runs(sweep_id=sweep_id)
-    gone = [runs[0]["id"], runs[3]["id"]]
+    gone = [runs[0].id, runs[3].id]
     for run_id in gone:
         store.delete_run(run_id)
-    kept = {r["id"] for r in store.list_runs(sweep_id=sweep_id)}
+    kept = {r.id for r in store.list_runs(sweep_id=sweep_id)}
     at = open_app("app_pages/sweep.py")
     assert at.selectbox(key="sw_resume_pick").value == sweep_id
     assert any("2 runs left" in c.value for c in at.caption)
     at.button(key="sw_resume").click().run()
     assert_clean(at)
     snap = wait_for_job()
-    assert snap["status"] == "finished"
-    note = snap["notes"]["sweep"]
+    assert snap.status == "finished"
+    note = snap.notes["sweep"]
     assert (note["skipped"], note["done"], note["total"]) == (8, 10, 10)
     after = store.list_runs(sweep_id=sweep_id)
-    assert len(after) == N_RUNS - 1 and kept <= {r["id"] for r in after}
+    assert len(after) == N_RUNS - 1 and kept <= {r.id for r in after}
     assert pending(store, sweep_id) == []
     at.run()
     assert_clean(at)

@@ -41,7 +41,7 @@ def measuring(runs_dir):
     yield job
     release.set()
     snap = wait_for_job(30)
-    assert snap["id"] == job.id and snap["status"] == "finished"
+    assert snap.id == job.id and snap.status == "finished"
 
 
 def page_text(at) -> str:
@@ -114,9 +114,9 @@ def test_a_job_that_crashes_shows_its_error_on_the_page_and_fails_its_run(runs_d
 
     job = state.job_manager().start("teacher that crashes", "teacher", work)
     snap = wait_for_job(60)
-    assert snap["id"] == job.id and snap["status"] == "failed"
+    assert snap.id == job.id and snap.status == "failed"
     [run] = store.list_runs()
-    assert run["status"] == "failed" and run["error"] == "RuntimeError: teacher crashed"
+    assert run.status == "failed" and run.error == "RuntimeError: teacher crashed"
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["job"] = job.id  # as the tab that started it has in its URL
     at.switch_page("app_pages/teacher.py").run()

@@ -76,8 +76,8 @@ def test_a_dkd_and_kd_mix_trains_and_draws_every_named_term(runs_dir):
     at.number_input(key="w_dkd").set_value(0.5).run()
     at.button(key="distill").click().run()
     snap = wait_for_job()
-    assert snap["status"] == "finished", snap["message"]
-    student = snap["outcomes"][0]
+    assert snap.status == "finished", snap.message
+    student = snap.outcomes[0]
     stored = Store(runs_dir).get_run(student["run_id"])
     assert stored["teacher_id"] == teacher["id"]
     assert stored["config"]["distill"]["methods"] == [

@@ -55,8 +55,8 @@ def test_teacher_page_takes_a_torchscript_upload_with_its_contract_and_distill_s
     at.button(key="ckpt_load").click().run()
     assert not at.exception, [e.value for e in at.exception]
     (run,) = Store(runs_dir).list_runs(kind="teacher")
-    assert run["label"] == "torchscript exported.pt (black box)"
-    assert at.session_state["teacher_pick"] == run["id"]
+    assert run.label == "torchscript exported.pt (black box)"
+    assert at.session_state["teacher_pick"] == run.id
     assert any("grey images repeated to 3 channels" in c.value for c in at.caption)
     at.switch_page("app_pages/distill.py").run()
     assert not at.exception, [e.value for e in at.exception]

@@ -126,5 +126,5 @@ def test_cli_trains_from_a_fitting_weights_file_and_keeps_it_in_the_config(tmp_p
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     (run,) = Store(store).list_runs()
-    assert run["config"]["train"]["init_weights"] == str(tmp_path / "w.pt")
+    assert run.config.train.init_weights == str(tmp_path / "w.pt")
     assert "classifier replaced" in proc.stdout and "summed over its 3 input channels" in proc.stdout

@@ -19,7 +19,7 @@ def run_quick(manager: JobManager, store: Store, data) -> dict:
     while job.live and time.monotonic() < deadline:
         time.sleep(0.2)
     snap = job.snapshot()
-    assert snap["status"] == "finished", snap["message"]
+    assert snap.status == "finished", snap.message
     return snap
 
 
@@ -31,14 +31,12 @@ def test_a_second_quick_start_reuses_the_teacher_and_adds_a_seed(tmp_path, digit
         second = run_quick(manager, store, digits)
     finally:
         manager.shutdown()
-    assert [o["kind"] for o in first["outcomes"]] == ["teacher", "student", "baseline"]
-    assert [o["kind"] for o in second["outcomes"]] == ["student", "baseline"]
+    assert [o["kind"] for o in first.outcomes] == ["teacher", "student", "baseline"]
+    assert [o["kind"] for o in second.outcomes] == ["student", "baseline"]
     teachers = studio.teachers(store, digits)
-    assert [t["id"] for t in teachers] == [first["notes"]["teacher_id"]] == [second["notes"]["teacher_id"]]
-    assert (first["notes"]["teacher_reused"], second["notes"]["teacher_reused"]) == (False, True)
-    seeds = {
-        (r["kind"], r["config"]["train"]["seed"]) for r in store.list_runs() if r["kind"] in ("student", "baseline")
-    }
+    assert [t["id"] for t in teachers] == [first.notes["teacher_id"]] == [second.notes["teacher_id"]]
+    assert (first.notes["teacher_reused"], second.notes["teacher_reused"]) == (False, True)
+    seeds = {(r.kind, r.config.train.seed) for r in store.list_runs() if r.kind in ("student", "baseline")}
     assert seeds == {("student", 0), ("student", 1), ("baseline", 0), ("baseline", 1)}
 
 

@@ -24,7 +24,7 @@ def test_an_uploaded_teacher_and_a_trained_one_are_timed_at_the_same_thread_coun
     store = Store(tmp_path / "runs")
     trained = train_teacher(store, make_config("teacher", epochs=1, threads=threads), digits)
     assert trained.status == "finished", trained.message
-    payload = Path(store.get_run(trained.run_id)["weights"]).read_bytes()
+    payload = Path(store.get_run(trained.run_id).weights).read_bytes()
 
     before = torch.get_num_threads()
     torch.set_num_threads(torch_before_upload)
@@ -35,14 +35,14 @@ def test_an_uploaded_teacher_and_a_trained_one_are_timed_at_the_same_thread_coun
 
     fixed = timing_threads(threads)
     assert fixed != torch_before_upload
-    t_lat = store.get_run(trained.run_id)["metrics"]["latency"]
+    t_lat = store.get_run(trained.run_id).metrics["latency"]
     u_run = store.get_run(uploaded)
-    assert u_run["status"] == "finished" and u_run["metrics"]["uploaded"] == "teacher.pt"
-    assert t_lat["threads"] == u_run["metrics"]["latency"]["threads"] == fixed
-    assert set(t_lat["batches"]) == set(u_run["metrics"]["latency"]["batches"]) == {"1", "256"}
+    assert u_run.status == "finished" and u_run.metrics["uploaded"] == "teacher.pt"
+    assert t_lat["threads"] == u_run.metrics["latency"]["threads"] == fixed
+    assert set(t_lat["batches"]) == set(u_run.metrics["latency"]["batches"]) == {"1", "256"}
     # the same weights measured on the same split: the same test accuracy, size and FLOPs
     for key in ("test_acc", "params", "bytes", "flops"):
-        assert u_run["metrics"][key] == store.get_run(trained.run_id)["metrics"][key], key
+        assert u_run.metrics[key] == store.get_run(trained.run_id).metrics[key], key
 
 
 def test_a_measurement_that_raises_leaves_the_run_failed_with_its_reason(tmp_path, digits):
@@ -54,8 +54,8 @@ def test_a_measurement_that_raises_leaves_the_run_failed_with_its_reason(tmp_pat
     with pytest.raises(RuntimeError):
         record(store, run_id, cfg, digits, Trained("finished", model=wrong, numbers={"seconds": 1.5}))
     run = store.get_run(run_id)
-    assert run["status"] == "failed" and run["error"].startswith("RuntimeError:")
-    assert run["metrics"] == {"seconds": 1.5} and run["weights"] is None
+    assert run.status == "failed" and run.error.startswith("RuntimeError:")
+    assert run.metrics == {"seconds": 1.5} and run.weights is None
 
 
 def test_a_run_with_nothing_trained_is_stored_without_weights_or_measurement(tmp_path, digits):
@@ -64,5 +64,5 @@ def test_a_run_with_nothing_trained_is_stored_without_weights_or_measurement(tmp
     run_id = store.create_run(cfg)
     outcome = record(store, run_id, cfg, digits, Trained("stopped", "stopped by request", numbers={"seconds": 0.25}))
     run = store.get_run(run_id)
-    assert (outcome.status, run["status"], run["error"]) == ("stopped", "stopped", "stopped by request")
-    assert run["metrics"] == {"seconds": 0.25} and run["weights"] is None
+    assert (outcome.status, run.status, run.error) == ("stopped", "stopped", "stopped by request")
+    assert run.metrics == {"seconds": 0.25} and run.weights is None

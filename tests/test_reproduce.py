@@ -18,7 +18,7 @@ import pytest
 from helpers import cli_env
 from kd_core import cli
 from kd_core.cli import common
-from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.config import DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.deploy import modelcard as mc
 from kd_core.store import Store
 from kd_core.sweep.grid import SweepConfig, create_sweep
@@ -72,24 +72,24 @@ ROLES = ("teacher", "student", "baseline", "sweep_student", "sweep_baseline")
 def test_every_kind_of_run_has_a_command_that_names_a_stored_teacher(store, role):
     s = store["store"]
     record = s.get_run(store[role])
-    card = mc.model_card(s, record["id"])
+    card = mc.model_card(s, record.id)
     command = card["reproduce"]
     assert command == runs_table.command_for(record, s)  # the card and the Runs page agree
     assert "TEACHER" not in command
     assert command in mc.card_markdown(card)
     a = parsed(command)
     assert a.store == str(s.root)
-    assert ModelSpec(a.family, a.size, a.depth) == ModelSpec(**record["config"]["model"])
-    assert common.train_config(a) == TrainConfig(**record["config"]["train"])
-    assert common.data_config(a) == DataConfig(**record["config"]["data"])
-    if record["kind"] == "teacher":
+    assert ModelSpec(a.family, a.size, a.depth) == record.config.model
+    assert common.train_config(a) == record.config.train
+    assert common.data_config(a) == record.config.data
+    if record.kind == "teacher":
         assert a.command == "teacher"
         return
-    assert a.command == "distill" and a.baseline == (record["kind"] == "baseline")
-    assert a.teacher == store["teacher"] and s.get_run(a.teacher)["kind"] == "teacher"
-    if record["kind"] == "student":
-        d = record["config"]["distill"]
-        assert (a.temperature, a.alpha, a.no_cache) == (d["temperature"], d["alpha"], not d["cache_teacher_logits"])
+    assert a.command == "distill" and a.baseline == (record.kind == "baseline")
+    assert a.teacher == store["teacher"] and s.get_run(a.teacher).kind == "teacher"
+    if record.kind == "student":
+        d = record.config.distill
+        assert (a.temperature, a.alpha, a.no_cache) == (d.temperature, d.alpha, not d.cache_teacher_logits)
 
 
 def _without(config: dict, *keys: str) -> dict:
@@ -102,20 +102,20 @@ def test_the_sweep_baselines_command_runs_and_makes_the_same_baseline(store, tmp
     another directory), trains a student and then the same baseline, into the same store."""
     s = store["store"]
     original = s.get_run(store["sweep_baseline"])
-    before = {r["id"] for r in s.list_runs()}
-    argv = shlex.split(mc.model_card(s, original["id"])["reproduce"])
+    before = {r.id for r in s.list_runs()}
+    argv = shlex.split(mc.model_card(s, original.id)["reproduce"])
     proc = subprocess.run(
         [sys.executable, *argv[1:], "--quiet"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    new = [r for r in s.list_runs() if r["id"] not in before]
-    assert sorted(r["kind"] for r in new) == ["baseline", "student"]
-    [again] = [r for r in new if r["kind"] == "baseline"]
-    assert again["status"] == "finished" and again["teacher_id"] == store["teacher"]
-    assert _without(again["config"], "sweep_id", "teacher_id") == _without(original["config"], "sweep_id", "teacher_id")
-    assert [e["val_acc"] for e in s.epochs(again["id"])] == pytest.approx(
-        [e["val_acc"] for e in s.epochs(original["id"])]
+    new = [r for r in s.list_runs() if r.id not in before]
+    assert sorted(r.kind for r in new) == ["baseline", "student"]
+    [again] = [r for r in new if r.kind == "baseline"]
+    assert again.status == "finished" and again.teacher_id == store["teacher"]
+    assert _without(again.config.to_dict(), "sweep_id", "teacher_id") == _without(
+        original.config.to_dict(), "sweep_id", "teacher_id"
     )
+    assert [e["val_acc"] for e in s.epochs(again.id)] == pytest.approx([e["val_acc"] for e in s.epochs(original.id)])
 
 
 def test_without_a_known_teacher_no_placeholder_is_printed(tmp_path):

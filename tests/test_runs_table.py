@@ -1,6 +1,7 @@
 """kd_core's side of the Runs and Sweep pages: the runs table, seeds folded by configuration,
 curves, CSV, the reproduce command (run for real) and the Sweep page's parsing and counts."""
 
+import dataclasses
 import io
 import shlex
 import subprocess
@@ -24,17 +25,17 @@ def test_runs_frame_has_a_row_per_run_with_its_numbers(template_store):
     assert len(frame) == N_RUNS and list(frame.columns) == runs_table.COLUMNS
     assert frame["kind"].value_counts().to_dict() == {"student": 8, "baseline": 2, "teacher": 1}
     for record in store.list_runs():
-        row = frame.set_index("id").loc[record["id"]]
-        m = record["metrics"]
+        row = frame.set_index("id").loc[record.id]
+        m = record.metrics
         assert row["test_acc"] == pytest.approx(m["test_acc"]) and row["params"] == m["params"]
         assert row["best_val_acc"] == pytest.approx(m["best_val_acc"])
         assert row["latency_b1_ms"] == pytest.approx(m["latency"]["batches"]["1"]["median_ms"])
-        assert row["val_acc_curve"] == [e["val_acc"] for e in store.epochs(record["id"])]
-        assert row["duration_s"] == pytest.approx(record["finished"] - record["created"])
-        if record["kind"] == "student":
+        assert row["val_acc_curve"] == [e["val_acc"] for e in store.epochs(record.id)]
+        assert row["duration_s"] == pytest.approx(record.finished - record.created)
+        if record.kind == "student":
             assert (row["T"], row["λ"]) == (
-                record["config"]["distill"]["temperature"],
-                record["config"]["distill"]["alpha"],
+                record.config.distill.temperature,
+                record.config.distill.alpha,
             )
         else:
             assert pd.isna(row["T"]) and pd.isna(row["λ"])
@@ -91,11 +92,11 @@ def test_curves_frame_and_csv_match_the_store(template_store):
         assert part["loss"].tolist() == [e["loss"] for e in stored]
     csv = pd.read_csv(io.StringIO(runs_table.to_csv(frame)))
     assert "val_acc_curve" not in csv.columns and "config_key" not in csv.columns
-    assert csv["id"].tolist() == [r["id"] for r in store.list_runs()]
+    assert csv["id"].tolist() == [r.id for r in store.list_runs()]
     by_id = csv.set_index("id")
     for r in store.list_runs():
-        assert by_id.loc[r["id"], "test_acc"] == pytest.approx(r["metrics"]["test_acc"])
-        assert by_id.loc[r["id"], "status"] == r["status"]
+        assert by_id.loc[r.id, "test_acc"] == pytest.approx(r.metrics["test_acc"])
+        assert by_id.loc[r.id, "status"] == r.status
     grouped = pd.read_csv(io.StringIO(runs_table.to_csv(runs_table.group_by_config(frame))))
     assert sorted(" ".join(grouped["ids"]).split()) == sorted(frame["id"])
 
@@ -103,11 +104,11 @@ def test_curves_frame_and_csv_match_the_store(template_store):
 def test_command_for_uploaded_and_sweep_baseline(template_store):
     store = Store(template_store["root"])
     baseline = store.list_runs(kind="baseline")[0]
-    assert baseline["config"]["teacher_id"] is None
+    assert baseline.config.teacher_id is None
     command = runs_table.command_for(baseline, store)
     assert f"--teacher {template_store['teacher_id']}" in command and "--baseline" in command
     assert f"--store {store.root}" in command
-    uploaded = {**baseline, "metrics": {"uploaded": "t.pt"}}
+    uploaded = dataclasses.replace(baseline, metrics={"uploaded": "t.pt"})
     assert runs_table.command_for(uploaded, store) is None
 
 
@@ -122,9 +123,9 @@ def test_the_reproduce_command_makes_the_same_run_again(populated):
     with the same seed and one thread, the same validation curve."""
     store = Store(populated["root"])
     student = store.list_runs(kind="student")[0]
-    seed = student["config"]["train"]["seed"]
-    baseline = next(r for r in store.list_runs(kind="baseline") if r["config"]["train"]["seed"] == seed)
-    before = {r["id"] for r in store.list_runs()}
+    seed = student.config.train.seed
+    baseline = next(r for r in store.list_runs(kind="baseline") if r.config.train.seed == seed)
+    before = {r.id for r in store.list_runs()}
     for run in (student, baseline):
         argv = shlex.split(runs_table.command_for(run, store))
         assert argv[:3] == ["python", "-m", "kd_core"]
@@ -132,21 +133,17 @@ def test_the_reproduce_command_makes_the_same_run_again(populated):
             [sys.executable, *argv[1:], "--quiet"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300
         )
         assert proc.returncode == 0, proc.stderr
-    new = [r for r in store.list_runs() if r["id"] not in before]
-    assert sorted(r["kind"] for r in new) == ["baseline", "student", "student"]
+    new = [r for r in store.list_runs() if r.id not in before]
+    assert sorted(r.kind for r in new) == ["baseline", "student", "student"]
     for original in (student, baseline):
         again = next(
-            r
-            for r in new
-            if r["kind"] == original["kind"] and r["config"].get("distill") == original["config"].get("distill")
+            r for r in new if r.kind == original.kind and r.config.get("distill") == original.config.get("distill")
         )
-        assert again["config"]["sweep_id"] is None
-        assert _without(again["config"], "sweep_id", "teacher_id") == _without(
-            original["config"], "sweep_id", "teacher_id"
-        )
-        assert again["config"]["teacher_id"] == populated["teacher_id"]
-        assert [e["val_acc"] for e in store.epochs(again["id"])] == pytest.approx(
-            [e["val_acc"] for e in store.epochs(original["id"])]
+        assert again.config.sweep_id is None
+        assert _without(again.config, "sweep_id", "teacher_id") == _without(original.config, "sweep_id", "teacher_id")
+        assert again.config.teacher_id == populated["teacher_id"]
+        assert [e["val_acc"] for e in store.epochs(again.id)] == pytest.approx(
+            [e["val_acc"] for e in store.epochs(original.id)]
         )
 
 
@@ -187,7 +184,7 @@ def test_sweep_list_counts_done_runs(populated):
     store = Store(populated["root"])
     [info] = sweep_view.sweep_list(store)
     assert (info["id"], info["total"], info["done"], info["left"]) == (populated["sweep_id"], 10, 10, 0)
-    store.delete_run(store.list_runs(kind="student")[0]["id"])
+    store.delete_run(store.list_runs(kind="student")[0].id)
     [info] = sweep_view.sweep_list(store)
     assert (info["done"], info["left"]) == (9, 1) and info["label"].startswith(f"{populated['sweep_id']} · T 1/4")
 

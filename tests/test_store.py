@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -12,7 +13,6 @@ from dataclasses import replace
 import pytest
 
 from helpers import STUDENT_SPEC, TEACHER_SPEC, make_config, run_cli
-from kd_core.config import RunConfig
 from kd_core.errors import CheckpointError
 from kd_core.events import Progress
 from kd_core.store import Store, StoreError
@@ -52,10 +52,29 @@ def test_create_run_is_written_to_the_sqlite_file(tmp_path):
         ("student", "digits", "running", os.getpid())
     ]
     run = store.get_run(run_id)
-    assert run["label"] == STUDENT_SPEC.label() and run["teacher_id"] == "t-1" and run["sweep_id"] == "sweep-a"
-    assert RunConfig.from_dict(run["config"]) == cfg  # the config round-trips through JSON
-    assert run["metrics"] == {} and run["weights"] is None
+    assert run.label == STUDENT_SPEC.label() and run.teacher_id == "t-1" and run.sweep_id == "sweep-a"
+    assert run.config == cfg  # the config round-trips through JSON, typed
+    assert run.metrics == {} and run.weights is None
     assert store.get_run("no-such-run") is None
+
+
+def test_a_stored_run_as_a_dict_is_the_row_as_sqlite_keeps_it(tmp_path):
+    """`to_dict` (what `runs --json` prints) has every column of the runs table, the config and
+    the metrics as the JSON stored there, and the weights path read back absolute."""
+    store = Store(tmp_path / "store")
+    cfg = make_config("teacher")
+    run_id = store.create_run(cfg)
+    store.finish_run(run_id, "finished", {"test_acc": 0.5}, weights=store.weights_path(run_id))
+    row = raw(store, "SELECT * FROM runs WHERE id = ?", run_id)[0]
+    with sqlite3.connect(store.db_path) as db:
+        columns = [c[1] for c in db.execute("PRAGMA table_info(runs)")]
+    d = store.get_run(run_id).to_dict()
+    assert list(d) == columns
+    expected = dict(zip(columns, row))
+    expected.update(config=json.loads(expected["config"]), metrics=json.loads(expected["metrics"]))
+    expected["weights"] = str(store.root / expected["weights"])
+    assert d == expected and d["config"] == cfg.to_dict()
+    assert json.loads(json.dumps(d)) == d
 
 
 def test_epochs_keep_only_epoch_records_of_known_runs(tmp_path):
@@ -115,7 +134,7 @@ def test_a_store_from_before_loss_terms_is_migrated_and_its_rows_still_read(tmp_
     (row,) = store.epochs("s-old")
     assert row["terms"] == {"ce": 1.0, "kd": 2.0} and row["loss"] == 1.5 and row["val_acc"] == 0.6
     assert store.epochs_of(["b-old"])["b-old"][0]["terms"] == {"ce": 1.0}
-    cfg = RunConfig.from_dict(store.get_run("s-old")["config"])
+    cfg = store.get_run("s-old").config
     assert [m.name for m in cfg.distill.methods] == ["kd"]  # an old student was KD
     store.add_epoch(epoch_record("s-old", 2))  # new rows go in beside them
     assert [r["terms"] for r in store.epochs("s-old")][1] == {"ce": 0.25, "kd": 0.125}
@@ -128,11 +147,11 @@ def test_finish_run(tmp_path):
     weights = store.weights_path(run_id)
     store.finish_run(run_id, "finished", {"test_acc": 0.9, "latency": {"1": 0.5}}, weights=weights)
     run = store.get_run(run_id)
-    assert run["status"] == "finished" and run["error"] == ""
-    assert run["metrics"] == {"test_acc": 0.9, "latency": {"1": 0.5}}
-    assert run["weights"] == str(weights) and run["finished"] >= run["created"]
+    assert run.status == "finished" and run.error == ""
+    assert run.metrics == {"test_acc": 0.9, "latency": {"1": 0.5}}
+    assert run.weights == str(weights) and run.finished >= run.created
     store.finish_run(run_id, "failed", {}, error="boom")
-    assert store.get_run(run_id)["error"] == "boom"
+    assert store.get_run(run_id).error == "boom"
 
 
 def test_list_and_filter(tmp_path):
@@ -147,12 +166,12 @@ def test_list_and_filter(tmp_path):
         cfg = replace(make_config(kind, dataset=dataset), sweep_id=sweep)
         ids[name] = store.create_run(cfg)
     store.finish_run(ids["b"], "finished", {})
-    assert [r["id"] for r in store.list_runs()] == [ids[n] for n in "dcba"]  # newest first
-    assert {r["id"] for r in store.list_runs(kind="student")} == {ids["b"], ids["d"]}
-    assert {r["id"] for r in store.list_runs(dataset="digits")} == {ids["a"], ids["b"], ids["c"]}
-    assert [r["id"] for r in store.list_runs(status="finished")] == [ids["b"]]
-    assert {r["id"] for r in store.list_runs(sweep_id="s1")} == {ids["b"], ids["c"]}
-    assert [r["id"] for r in store.list_runs(kind="student", dataset="mnist")] == [ids["d"]]
+    assert [r.id for r in store.list_runs()] == [ids[n] for n in "dcba"]  # newest first
+    assert {r.id for r in store.list_runs(kind="student")} == {ids["b"], ids["d"]}
+    assert {r.id for r in store.list_runs(dataset="digits")} == {ids["a"], ids["b"], ids["c"]}
+    assert [r.id for r in store.list_runs(status="finished")] == [ids["b"]]
+    assert {r.id for r in store.list_runs(sweep_id="s1")} == {ids["b"], ids["c"]}
+    assert [r.id for r in store.list_runs(kind="student", dataset="mnist")] == [ids["d"]]
     assert store.list_runs(kind="student", status="failed") == []
 
 
@@ -185,10 +204,10 @@ def test_runs_of_dead_processes_are_marked_failed_on_open(tmp_path):
         store.finish_run(done, "finished", {})
         reopened = Store(tmp_path)
         failed = reopened.get_run(orphan)
-        assert failed["status"] == "failed" and "ended" in failed["error"] and failed["finished"] is not None
-        assert reopened.get_run(mine)["status"] == "running"  # this process is alive
-        assert reopened.get_run(other_live)["status"] == "running"  # so is the sleeper
-        assert reopened.get_run(done)["status"] == "finished"  # finished runs are left alone
+        assert failed.status == "failed" and "ended" in failed.error and failed.finished is not None
+        assert reopened.get_run(mine).status == "running"  # this process is alive
+        assert reopened.get_run(other_live).status == "running"  # so is the sleeper
+        assert reopened.get_run(done).status == "finished"  # finished runs are left alone
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -208,17 +227,17 @@ def test_train_teacher_stores_epochs_metrics_and_loadable_weights(tmp_path, digi
     outcome = train_teacher(store, make_config("teacher", TEACHER_SPEC, epochs=2), digits)
     assert outcome.status == "finished" and outcome.kind == "teacher"
     run = store.get_run(outcome.run_id)
-    assert run["status"] == "finished" and run["kind"] == "teacher"
+    assert run.status == "finished" and run.kind == "teacher"
     assert [e["epoch"] for e in store.epochs(outcome.run_id)] == [1, 2]
-    assert store.epochs(outcome.run_id)[-1]["val_acc"] == pytest.approx(run["metrics"]["final_val_acc"], abs=1e-12)
+    assert store.epochs(outcome.run_id)[-1]["val_acc"] == pytest.approx(run.metrics["final_val_acc"], abs=1e-12)
     model = load_teacher(store, outcome.run_id, digits)  # by run id, through the stored weights file
     test_acc = accuracy(predict_logits(model, digits.test_x), digits.test_y)
-    assert run["metrics"]["test_acc"] == pytest.approx(test_acc, abs=1e-9)
-    assert run["metrics"]["best_val_acc"] == pytest.approx(
+    assert run.metrics["test_acc"] == pytest.approx(test_acc, abs=1e-9)
+    assert run.metrics["best_val_acc"] == pytest.approx(
         max(e["val_acc"] for e in store.epochs(outcome.run_id)), abs=1e-12
     )
-    assert run["metrics"]["params"] == sum(p.numel() for p in model.parameters())
-    _, meta = load_checkpoint(run["weights"])
+    assert run.metrics["params"] == sum(p.numel() for p in model.parameters())
+    _, meta = load_checkpoint(run.weights)
     assert meta["spec"] == TEACHER_SPEC and meta["dataset"] == "digits"
 
 
@@ -228,13 +247,13 @@ def test_distill_stores_student_and_baseline(tmp_path, digits, teacher):
     outcomes = distill(store, cfg, digits, teacher, with_baseline=True)
     assert [o.kind for o in outcomes] == ["student", "baseline"]
     student, baseline = (store.get_run(o.run_id) for o in outcomes)
-    assert student["config"]["distill"]["temperature"] == 4.0 and student["teacher_id"] == "some-teacher"
-    assert baseline["config"]["distill"] is None and baseline["config"]["kind"] == "baseline"
-    assert baseline["config"]["train"] == student["config"]["train"]  # same budget and seed
-    assert baseline["config"]["model"] == student["config"]["model"]
+    assert student.config.distill.temperature == 4.0 and student.teacher_id == "some-teacher"
+    assert baseline.config.distill is None and baseline.config.kind == "baseline"
+    assert baseline.config.train == student.config.train  # same budget and seed
+    assert baseline.config.model == student.config.model
     for run in (student, baseline):
-        assert run["status"] == "finished"
-        assert 0.0 <= run["metrics"]["agreement"] <= 1.0
+        assert run.status == "finished"
+        assert 0.0 <= run.metrics["agreement"] <= 1.0
 
 
 def test_failed_and_stopped_runs_are_stored_with_their_reason(tmp_path, digits):
@@ -242,11 +261,11 @@ def test_failed_and_stopped_runs_are_stored_with_their_reason(tmp_path, digits):
     failed = train_teacher(store, make_config("teacher", TEACHER_SPEC, lr=1e6), digits)
     assert failed.status == "failed" and "learning rate" in failed.message
     run = store.get_run(failed.run_id)
-    assert run["status"] == "failed" and "learning rate" in run["error"] and run["weights"] is None
+    assert run.status == "failed" and "learning rate" in run.error and run.weights is None
     stop = threading.Event()
     stop.set()
     stopped = train_teacher(store, make_config("teacher"), digits, stop=stop)
-    assert store.get_run(stopped.run_id)["status"] == "stopped"
+    assert store.get_run(stopped.run_id).status == "stopped"
     stored = len(store.list_runs())
     bad = train_teacher(store, make_config("teacher", epochs=0), digits)  # refused before it is stored
     assert bad.status == "failed" and bad.message.startswith("epochs must be") and bad.run_id == ""
@@ -275,12 +294,12 @@ def test_a_store_opened_by_a_relative_path_finds_its_weights_from_any_directory(
     run_id = outcome.run_id
     # kept relative to the store's root, read back absolute
     assert raw(store, "SELECT weights FROM runs WHERE id = ?", run_id) == [(f"weights/{run_id}.pt",)]
-    assert store.get_run(run_id)["weights"] == str(store.weights_path(run_id))
+    assert store.get_run(run_id).weights == str(store.weights_path(run_id))
 
     monkeypatch.chdir(other)
     again = Store("../first/kd_runs")
     assert again.root == store.root
-    weights = again.get_run(run_id)["weights"]
+    weights = again.get_run(run_id).weights
     assert weights == str((first / "kd_runs" / "weights" / f"{run_id}.pt").resolve())
     load_teacher(again, run_id, digits)
     proc = run_cli(
@@ -299,14 +318,14 @@ def test_a_store_opened_by_a_relative_path_finds_its_weights_from_any_directory(
         "--quiet",
     )
     assert proc.returncode == 0, proc.stderr
-    assert [r["kind"] for r in again.list_runs()] == ["student", "teacher"]
+    assert [r.kind for r in again.list_runs()] == ["student", "teacher"]
 
     moved = tmp_path / "elsewhere" / "runs"
     moved.parent.mkdir()
     (first / "kd_runs").rename(moved)
     monkeypatch.chdir(tmp_path)
     there = Store(moved)
-    assert there.get_run(run_id)["weights"] == str(moved.resolve() / "weights" / f"{run_id}.pt")
+    assert there.get_run(run_id).weights == str(moved.resolve() / "weights" / f"{run_id}.pt")
     load_teacher(there, run_id, digits)
 
 
@@ -324,10 +343,10 @@ def test_older_rows_with_absolute_or_working_directory_paths_still_load(tmp_path
     ):  # absolute, in a store since moved
         with sqlite3.connect(store.db_path) as db:
             db.execute("UPDATE runs SET weights = ? WHERE id = ?", (old, run_id))
-        assert store.get_run(run_id)["weights"] == str(path), old
+        assert store.get_run(run_id).weights == str(path), old
         load_teacher(store, run_id, digits)
     outside = tmp_path / "teacher.pt"  # a weights file outside the store stays absolute
     outside.write_bytes(path.read_bytes())
     store.finish_run(run_id, "finished", {}, weights=outside)
     assert raw(store, "SELECT weights FROM runs WHERE id = ?", run_id) == [(str(outside),)]
-    assert store.get_run(run_id)["weights"] == str(outside)
+    assert store.get_run(run_id).weights == str(outside)

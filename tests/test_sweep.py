@@ -249,7 +249,7 @@ def test_multiple_tests_counts_chance_and_corrected_significance(filled):
         "significant": int((tested["p"] < 0.05).sum()),
         "expected": pytest.approx(0.1),
         "significant_bh": sum(a < 0.05 for a in adjusted),
-        "alpha": 0.05,
+        "level": 0.05,
     }
     assert [df["significant_bh"][i] for i in (1, 3)] == [None, None]  # no run: no test
 
@@ -371,9 +371,9 @@ def test_resume_runs_only_the_cells_not_finished(tmp_path, digits, teacher_path)
     second = run_sweep(store, sweep_id, digits)
     assert len(second) == 7 and all(o.status == "finished" for o in second)
     runs = store.list_runs(sweep_id=sweep_id)
-    assert len(runs) == 10 and {r["status"] for r in runs} == {"finished"}
-    assert sorted(cell_key(r["config"]) for r in runs) == sorted(c.key for c in plan(tiny_sweep(teacher_path, (0, 1))))
-    assert {o.run_id for o in first} <= {r["id"] for r in runs}
+    assert len(runs) == 10 and {r.status for r in runs} == {"finished"}
+    assert sorted(cell_key(r.config) for r in runs) == sorted(c.key for c in plan(tiny_sweep(teacher_path, (0, 1))))
+    assert {o.run_id for o in first} <= {r.id for r in runs}
     assert run_sweep(store, sweep_id, digits) == []  # nothing left: nothing runs again
 
 
@@ -384,11 +384,11 @@ def test_a_sweep_job_fills_the_grid_and_publishes_progress(tmp_path, digits, tea
     while job.live and time.monotonic() < deadline:
         time.sleep(0.05)
     snap = job.snapshot()
-    assert snap["status"] == "finished", snap["message"]
-    note = snap["notes"]["sweep"]
+    assert snap.status == "finished", snap.message
+    note = snap.notes["sweep"]
     assert (note["done"], note["total"], note["failed"], note["backend"]) == (5, 5, 0, "in-process")
-    assert "seed 0" in snap["runs"][0]["label"] and any("T=4 λ=0.9" in r["label"] for r in snap["runs"])
-    runs = {cell_key(r["config"]): r["metrics"]["best_val_acc"] for r in store.list_runs(sweep_id=note["id"])}
+    assert "seed 0" in snap.runs[0].label and any("T=4 λ=0.9" in r.label for r in snap.runs)
+    runs = {cell_key(r.config): r.metrics["best_val_acc"] for r in store.list_runs(sweep_id=note["id"])}
     g = sweep_grids(store, note["id"])[16]
     base = runs[("baseline", 16, 0, None, None)]
     for t in (1.0, 4.0):
@@ -431,9 +431,7 @@ def test_cli_sweep_json_end_to_end_and_resume(tmp_path, teacher_path, capsys):
     assert len(out["runs"]) == len(runs) == 10
     values = {}
     for r in runs:
-        values.setdefault(cell_key(r["config"])[:2] + cell_key(r["config"])[3:], []).append(
-            r["metrics"]["best_val_acc"]
-        )
+        values.setdefault(cell_key(r.config)[:2] + cell_key(r.config)[3:], []).append(r.metrics["best_val_acc"])
     g = out["grids"]["16"]
     assert (g["temperatures"], g["alphas"]) == ([1.0, 4.0], [0.5, 0.9])
     for i, t in enumerate(g["temperatures"]):

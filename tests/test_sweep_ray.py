@@ -32,7 +32,7 @@ COMPARED = (
 
 
 def by_cell(store: Store, sweep_id: str) -> dict:
-    return {cell_key(r["config"]): r for r in store.list_runs(sweep_id=sweep_id)}
+    return {cell_key(r.config): r for r in store.list_runs(sweep_id=sweep_id)}
 
 
 @pytest.mark.slow
@@ -51,20 +51,20 @@ def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, digits, teache
     while job.live and time.monotonic() < deadline:
         time.sleep(0.1)
     snap = job.snapshot()
-    assert snap["status"] == "finished", snap["message"]
-    assert snap["notes"]["sweep"]["backend"] == "ray" and snap["notes"]["sweep"]["done"] == 5
+    assert snap.status == "finished", snap.message
+    assert snap.notes["sweep"]["backend"] == "ray" and snap.notes["sweep"]["done"] == 5
     assert puts == [tuple]  # dataset, teacher and its logits went to the object store once
     assert not ray.is_initialized()  # the local instance the sweep started is shut down
 
-    a, b = by_cell(local, local_id), by_cell(remote, snap["notes"]["sweep"]["id"])
+    a, b = by_cell(local, local_id), by_cell(remote, snap.notes["sweep"]["id"])
     assert sorted(a) == sorted(b) and len(a) == 5
     for key in a:
         ra, rb = a[key], b[key]
-        assert rb["status"] == "finished" and rb["weights"]
-        assert {m: ra["metrics"][m] for m in COMPARED if m in ra["metrics"]} == {
-            m: rb["metrics"][m] for m in COMPARED if m in ra["metrics"]
+        assert rb.status == "finished" and rb.weights
+        assert {m: ra.metrics[m] for m in COMPARED if m in ra.metrics} == {
+            m: rb.metrics[m] for m in COMPARED if m in ra.metrics
         }, key
-        ea, eb = local.epochs(ra["id"]), remote.epochs(rb["id"])
+        ea, eb = local.epochs(ra.id), remote.epochs(rb.id)
         assert [(e["loss"], e["val_acc"]) for e in ea] == [(e["loss"], e["val_acc"]) for e in eb], key
 
 

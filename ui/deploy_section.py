@@ -15,6 +15,7 @@ from __future__ import annotations
 import streamlit as st
 
 from kd_core import fmt
+from kd_core.jobs import JobSnapshot
 from kd_core.views import deploy as dep
 from ui import deploy_charts as charts
 from ui import live, state
@@ -115,9 +116,9 @@ def measure_part(store, data, run_id: str, option: dict, job):
 def show_job(job) -> None:
     """Progress and the (partial) results; polled by ui.live while the job is live."""
 
-    def panel(snap: dict | None) -> None:
+    def panel(snap: JobSnapshot | None) -> None:
         result = dep.measurement(snap)
-        status = snap["status"]
+        status = snap.status
         if status == "running":
             done, total = (result["steps_done"], result["steps_total"]) if result else (0, 1)
             text = f"Measuring: {result['phase'] if result else 'starting'}…"
@@ -125,7 +126,7 @@ def show_job(job) -> None:
         elif status == "stopped":
             st.warning("Measurement stopped: what was timed so far is shown.")
         elif status == "failed":
-            st.error(f"The measurement failed: {snap['message']}")
+            st.error(f"The measurement failed: {snap.message}")
         if result:
             results(result)
 

@@ -11,6 +11,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from kd_core import fmt
+from kd_core.views.sweep_view import SIGNIFICANCE
 
 MARGIN = dict(l=10, r=10, t=60, b=10)
 METRIC_NAMES = {
@@ -230,9 +231,9 @@ def sweep_accuracy_heatmap(grids: dict, label: str, metric: str = "test_acc") ->
     )
 
 
-def sweep_gain_heatmap(grids: dict, label: str, alpha: float = 0.05) -> go.Figure:
+def sweep_gain_heatmap(grids: dict, label: str, level: float = SIGNIFICANCE) -> go.Figure:
     """Mean per-seed gain over the no-KD baseline of the same size, each cell "gain ± std" over the
-    paired test's p ("p=0.20", "p=0.035 *" when p < alpha, "no test" without a verdict); the
+    paired test's p ("p=0.20", "p=0.035 *" when p < level, "no test" without a verdict); the
     marked best cells outlined as on the accuracy map."""
     gain, std, n, sig, p = grids["gain_mean"], grids["gain_std"], grids["gain_n"], grids["significant"], grids["p"]
     wide = gain.shape[1] > WIDE_GRID
@@ -259,7 +260,7 @@ def sweep_gain_heatmap(grids: dict, label: str, alpha: float = 0.05) -> go.Figur
         text,
         hover,
         f"{label}: gain over the no-KD baseline · {base_text}<br>"
-        f"<sup>p: paired t-test over seeds · * p < {alpha:g} (uncorrected) · "
+        f"<sup>p: paired t-test over seeds · * p < {level:g} (uncorrected) · "
         f"no test: one seed, or the same gain on every seed</sup>",
         "gain",
         grids["best"],

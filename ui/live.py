@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from kd_core.jobs import Job
+from kd_core.jobs import Job, JobSnapshot
 from kd_core.views import studio
 from ui import charts, state
 
@@ -46,10 +46,10 @@ def other_job(job: Job) -> None:
     """One line for a live job this page does not draw: its title and how far it is; polled
     while it runs, and the whole page is rerun when it ends (its buttons come back)."""
 
-    def line(snap: dict | None) -> None:
-        elapsed = max(0.0, time.time() - snap["started"])
+    def line(snap: JobSnapshot | None) -> None:
+        elapsed = max(0.0, time.time() - snap.started)
         st.info(
-            f"Busy: {snap['title']} ({job_text(snap)}, running for {elapsed:.0f} s). "
+            f"Busy: {snap.title} ({job_text(snap)}, running for {elapsed:.0f} s). "
             "Training can start here once it ends.",
             icon=":material/hourglass_top:",
         )
@@ -57,12 +57,12 @@ def other_job(job: Job) -> None:
     poll(job, line)
 
 
-def job_text(snap: dict) -> str:
+def job_text(snap: JobSnapshot) -> str:
     """A job's progress in words: its training progress, else the phase it publishes, else its kind."""
-    if snap["runs"]:
+    if snap.runs:
         return studio.progress_of(snap)["text"]
-    phase = next((n["phase"] for n in snap["notes"].values() if isinstance(n, dict) and n.get("phase")), None)
-    return phase or f"a {snap['kind']} job"
+    phase = next((n["phase"] for n in snap.notes.values() if isinstance(n, dict) and n.get("phase")), None)
+    return phase or f"a {snap.kind} job"
 
 
 def poll(job: Job | None, draw: Callable[[dict | None], None]) -> None:
@@ -75,28 +75,28 @@ def poll(job: Job | None, draw: Callable[[dict | None], None]) -> None:
     def panel() -> None:
         snap = job.snapshot() if job is not None else None
         draw(snap)
-        if was_live and snap["status"] != "running":
+        if was_live and snap.status != "running":
             st.rerun()
 
     panel()
 
 
-def progress_row(job: Job, snap: dict, fraction: float, text: str, key: str, stopping: str) -> None:
+def progress_row(job: Job, snap: JobSnapshot, fraction: float, text: str, key: str, stopping: str) -> None:
     """A running job's progress bar and its Stop button, which sets the job's own stop event
     (the worker checks it between steps); `stopping` says what happens then."""
     cols = st.columns([5, 1], vertical_alignment="center")
     cols[0].progress(min(1.0, fraction), text=text)
-    if cols[1].button("Stop", key=key, disabled=snap["stopping"], type="primary", icon=":material/stop:"):
+    if cols[1].button("Stop", key=key, disabled=snap.stopping, type="primary", icon=":material/stop:"):
         job.stop_event.set()
         st.toast(stopping)
-    if snap["stopping"]:
+    if snap.stopping:
         st.caption(stopping)
 
 
 def show_job(job: Job, key: str) -> dict:
     """Draw a training job's progress, Stop and curves, polled while it is live. Returns the snapshot."""
 
-    def draw(snap: dict | None) -> None:
+    def draw(snap: JobSnapshot | None) -> None:
         _header(job, snap, key)
         _curves(snap, key)
 
@@ -104,23 +104,23 @@ def show_job(job: Job, key: str) -> dict:
     return job.snapshot()
 
 
-def _header(job: Job, snap: dict, key: str) -> None:
-    status = snap["status"]
+def _header(job: Job, snap: JobSnapshot, key: str) -> None:
+    status = snap.status
     if status == "running":
         prog = studio.progress_of(snap)
         progress_row(job, snap, prog["fraction"], prog["text"], f"{key}_stop", "Stopping after the current step…")
     elif status == "finished":
-        st.success(f"Finished: {snap['title']}")
+        st.success(f"Finished: {snap.title}")
     elif status == "stopped":
-        st.warning(f"Stopped: {snap['title']} — what was trained so far is kept.")
+        st.warning(f"Stopped: {snap.title} — what was trained so far is kept.")
     else:
-        st.error(f"Failed: {snap['title']} — {snap['message']}")
-    for outcome in snap["outcomes"]:
+        st.error(f"Failed: {snap.title} — {snap.message}")
+    for outcome in snap.outcomes:
         for w in outcome.get("warnings", []):
             st.warning(w)
 
 
-def _curves(snap: dict, key: str) -> None:
+def _curves(snap: JobSnapshot, key: str) -> None:
     left, right = st.columns(2)
     left.plotly_chart(charts.loss_curves(studio.step_frame(snap)), key=f"{key}_loss", width="stretch")
     right.plotly_chart(charts.accuracy_curves(studio.epoch_frame(snap)), key=f"{key}_acc", width="stretch")

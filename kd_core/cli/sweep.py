@@ -20,6 +20,7 @@ from kd_core.cli.common import numbers as _numbers
 from kd_core.cli.common import plain as _plain
 from kd_core.errors import ConfigError
 from kd_core.fmt import signed
+from kd_core.stats import SIGNIFICANCE
 from kd_core.store import Store
 from kd_core.sweep.executors import make_executor
 from kd_core.sweep.grid import SWEEP_METRICS, SweepConfig, create_sweep, load_sweep, pending, plan
@@ -30,7 +31,6 @@ from kd_core.train.models import student_preset
 from kd_core.views.sweep_view import best_text
 
 GRID_JSON = ("mean", "std", "n", "gain_mean", "gain_std", "gain_n", "p", "significant", "p_bh", "best_marked")
-ALPHA = 0.05
 
 
 def register(sub) -> None:
@@ -80,9 +80,9 @@ def grid_payload(store, sweep_id: str, metric: str) -> dict:
     """{"grids": {size: {temperatures, alphas, mean, std, n, gain_*, p, significant, p_bh, best_marked,
     best (the marked best cells: every tie, none when no best mean beats the baseline), top, beats,
     baseline, text (the best cell in words)}}, "cells": [...], "tests": the multiple-testing counts}"""
-    results = sweep_results(store, sweep_id, metric, ALPHA)
+    results = sweep_results(store, sweep_id, metric, SIGNIFICANCE)
     grids = {}
-    for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results).items():
+    for size, g in sweep_grids(store, sweep_id, metric, SIGNIFICANCE, results).items():
         grids[str(size)] = {
             "temperatures": g["mean"].index.tolist(),
             "alphas": g["mean"].columns.tolist(),
@@ -93,7 +93,7 @@ def grid_payload(store, sweep_id: str, metric: str) -> dict:
             "baseline": g["baseline"],
             "text": best_text(g, f"size {size}"),
         }
-    return _plain({"grids": grids, "cells": results.to_dict("records"), "tests": multiple_tests(results, ALPHA)})
+    return _plain({"grids": grids, "cells": results.to_dict("records"), "tests": multiple_tests(results, SIGNIFICANCE)})
 
 
 def cell_text(mean, std, n, gain, p, significant, best) -> str:
@@ -117,7 +117,7 @@ def _print_grids(payload: dict) -> None:
             ]
             print(f"  {t:<6g} " + "".join(f"{c:>{width}s}" for c in cells))
         print(
-            f"  ^ best mean (every tie; only above the baseline) · * p < {ALPHA:g}, paired t-test over seeds "
+            f"  ^ best mean (every tie; only above the baseline) · * p < {SIGNIFICANCE:g}, paired t-test over seeds "
             f"(uncorrected) · p=–: no verdict"
         )
         if g["text"]:
@@ -125,7 +125,7 @@ def _print_grids(payload: dict) -> None:
     t = payload["tests"]
     if t["tested"]:
         print(
-            f"{t['significant']} of {t['tested']} tested cells significant at {t['alpha']:g} (about "
+            f"{t['significant']} of {t['tested']} tested cells significant at {t['level']:g} (about "
             f"{t['expected']:.2g} expected by chance); {t['significant_bh']} after the Benjamini–Hochberg "
             f"correction (scipy.stats.false_discovery_control)"
         )

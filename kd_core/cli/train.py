@@ -113,7 +113,7 @@ def cmd_bench(a) -> int:
     if a.model:
         ref = a.model
         run = Store(a.store).get_run(ref)
-        model, meta = load_checkpoint(run["weights"] if run and run.get("weights") else ref)
+        model, meta = load_checkpoint(run.weights if run and run.weights else ref)
         spec, shape, classes = meta["spec"], meta["input_shape"], len(meta["classes"])
     else:
         spec = ModelSpec(a.family or "mlp", a.size or 64, 1 if a.depth is None else a.depth, a.width or 1.0)
@@ -152,12 +152,12 @@ def cmd_datasets(a) -> int:
 def cmd_runs(a) -> int:
     runs = Store(a.store).list_runs()
     if a.json:
-        print(json.dumps(runs, indent=2, default=str))
+        print(json.dumps([r.to_dict() for r in runs], indent=2, default=str))
         return 0
     for r in runs:
-        acc = r["metrics"].get("test_acc")
+        acc = r.metrics.get("test_acc")
         print(
-            f"{r['id']}  {r['kind']:8s} {r['dataset']:14s} {r['label']:18s} {r['status']:9s} "
+            f"{r.id}  {r.kind:8s} {r.dataset:14s} {r.label:18s} {r.status:9s} "
             f"{'' if acc is None else f'test acc {acc:.4f}'}"
         )
     return 0

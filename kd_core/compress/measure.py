@@ -28,13 +28,12 @@ from kd_core.train.models import build_model, param_count
 WARMUP, REPEATS = 10, 50
 
 
-def as_stored(model: nn.Module, data: Dataset, kind: str, run_id: str, label: str) -> export.StoredRun:
+def as_stored(model: nn.Module, data: Dataset, kind: str, run_id: str, label: str) -> export.LoadedRun:
     """A model in the shape kd_core.deploy measures and exports (a stored run's)."""
-    record = {"kind": kind, "label": label, "config": {}}
-    return export.StoredRun(run_id, record, model.cpu().eval(), tuple(data.input_shape), list(data.classes))
+    return export.LoadedRun(run_id, kind, label, model.cpu().eval(), tuple(data.input_shape), list(data.classes))
 
 
-def latency(run: export.StoredRun, quantize: str | None, runtime: str, batch_size: int, threads: int) -> dict:
+def latency(run: export.LoadedRun, quantize: str | None, runtime: str, batch_size: int, threads: int) -> dict:
     """{median_ms, p90_ms, bytes, runs, threads, machine} of `run` deployed under `runtime` at
     `batch_size`: one row of runtimes.latency_rows, with the machine it was measured on."""
     variant = runtimes.Variant(run.kind, run, quantize)
@@ -79,7 +78,7 @@ def teacher_reference(teacher: nn.Module, teacher_id: str, data: Dataset, runtim
     }
 
 
-def deployed_accuracy(run: export.StoredRun, quantize: str | None, runtime: str, data: Dataset, threads: int) -> dict:
+def deployed_accuracy(run: export.LoadedRun, quantize: str | None, runtime: str, data: Dataset, threads: int) -> dict:
     """{val_acc, test_acc} of the model as it ships: under the target runtime in int8, or the
     float model itself (every float export is checked to agree with it within 1e-3 of the logits)."""
     if quantize is None:

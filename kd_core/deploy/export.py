@@ -40,6 +40,7 @@ from torch import nn
 
 from kd_core.config import RunConfig
 from kd_core.errors import CheckpointError, DataError, KDError
+from kd_core.records import StoredRun
 from kd_core.store import Store, as_store
 from kd_core.train.blackbox import is_teacher_file
 from kd_core.train.checkpoint import check_archive, load_checkpoint
@@ -105,22 +106,22 @@ def check_choice(fmt: str, quantize: str | None) -> None:
 
 
 @dataclass
-class StoredRun:
-    """A stored run's record and its float model, rebuilt from the checkpoint."""
+class LoadedRun:
+    """A model to export or time: a stored run's float model rebuilt from its checkpoint (with
+    the store's `record` of it), or a model from elsewhere (a checkpoint file, an untrained
+    candidate), which has no record."""
 
     run_id: str
-    record: dict
+    kind: str
+    label: str
     model: nn.Module
     input_shape: tuple[int, ...]
     classes: list[str]
-
-    @property
-    def kind(self) -> str:
-        return self.record["kind"]
+    record: StoredRun | None = None
 
     @property
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(self.record["config"])
+        return self.record.config if self.record is not None else RunConfig(kind=self.kind)
 
     def marker(self, fmt: str, quantize: str | None) -> dict:
         return {
@@ -131,38 +132,41 @@ class StoredRun:
             "quantize": quantize,
             "input_shape": list(self.input_shape),
             "classes": self.classes,
-            "label": self.record.get("label", ""),
+            "label": self.label,
         }
 
 
-def weights_file(store: Store | str | Path, run_id: str) -> Path:
-    """The checkpoint of a stored run, checksum-verified."""
-    run = as_store(store).get_run(run_id)
+def _with_weights(store: Store, run_id: str) -> tuple[StoredRun, Path]:
+    """A stored run and its checkpoint, checksum-verified."""
+    run = store.get_run(run_id)
     if run is None:
         raise CheckpointError(f"no stored run '{run_id}'.")
-    if not run.get("weights"):
-        raise CheckpointError(f"run '{run_id}' has no saved weights (status {run['status']}).")
-    path = Path(run["weights"])
+    if not run.weights:
+        raise CheckpointError(f"run '{run_id}' has no saved weights (status {run.status}).")
+    path = Path(run.weights)
     if is_teacher_file(path):
         raise CheckpointError(
             f"run '{run_id}' is an imported teacher file ({path.suffix.lstrip('.')}), used for its logits: "
             "it has no PyTorch weights to export or convert; the file itself is its deployable form."
         )
     check_archive(path, CheckpointError, "checkpoint")
-    return path
+    return run, path
 
 
-def load_run(store: Store | str | Path, run_id: str) -> StoredRun:
+def weights_file(store: Store | str | Path, run_id: str) -> Path:
+    """The checkpoint of a stored run, checksum-verified."""
+    return _with_weights(as_store(store), run_id)[1]
+
+
+def load_run(store: Store | str | Path, run_id: str) -> LoadedRun:
     """A stored run's float model, from its verified checkpoint (never unpickles code)."""
-    store = as_store(store)
-    path = weights_file(store, run_id)
+    record, path = _with_weights(as_store(store), run_id)
     model, meta = load_checkpoint(path)
-    return StoredRun(
-        run_id, store.get_run(run_id), model.cpu().eval(), tuple(meta["input_shape"]), list(meta["classes"])
-    )
+    shape, classes = tuple(meta["input_shape"]), list(meta["classes"])
+    return LoadedRun(run_id, record.kind, record.label, model.cpu().eval(), shape, classes, record)
 
 
-def eval_split(run: StoredRun, data=None) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_split(run: LoadedRun, data=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's own test split (its stored data config; never downloads)."""
     if data is None:
         data = load_dataset(replace(run.config.data, download=False))
@@ -418,7 +422,7 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, tol: Tolerance) ->
 
 
 def verify_artifact(
-    run: StoredRun, fn: Logits, quantize: str | None, x: torch.Tensor, y: torch.Tensor, tol: Tolerance | None = None
+    run: LoadedRun, fn: Logits, quantize: str | None, x: torch.Tensor, y: torch.Tensor, tol: Tolerance | None = None
 ) -> dict:
     """Run the loaded file and the float PyTorch model on the test split and compare."""
     tol = tol or TOLERANCES[quantize]

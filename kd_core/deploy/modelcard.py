@@ -12,6 +12,7 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shlex
@@ -23,6 +24,7 @@ from pathlib import Path
 from kd_core.config import DistillConfig, RunConfig, format_methods, format_params
 from kd_core.deploy.runtimes import latency_markdown, machine_info, machine_line, quantization_markdown
 from kd_core.errors import KDError
+from kd_core.records import StoredRun
 from kd_core.store import Store, as_store
 from kd_core.store.related import gain_over_baseline
 
@@ -48,7 +50,7 @@ class CardError(KDError):
     """A model card cannot be made for this run."""
 
 
-def _record(store: Store, run_id: str) -> dict:
+def _record(store: Store, run_id: str) -> StoredRun:
     record = store.get_run(run_id)
     if record is None:
         raise CardError(f"no stored run '{run_id}'.")
@@ -117,7 +119,7 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
     return " ".join(shlex.quote(a) for a in args)
 
 
-def run_command(store: Store | None, record: dict) -> str | None:
+def run_command(store: Store | None, record: StoredRun) -> str | None:
     """The command that trains the stored run `record` again (`reproduce_command`), writing
     into `store` if given; None for an uploaded checkpoint (it was not trained here) or a
     student whose teacher is unknown.
@@ -125,9 +127,9 @@ def run_command(store: Store | None, record: dict) -> str | None:
     A sweep's no-KD baseline is stored without a teacher of its own: its command names the
     sweep's teacher, the one its students are compared against (`distill --baseline` trains
     the distilled student of the same seed first, then the baseline)."""
-    if record["metrics"].get("uploaded"):
+    if record.metrics.get("uploaded"):
         return None
-    config = json.loads(json.dumps(record["config"]))
+    config = record.config.to_dict()
     if config.get("kind") == "baseline" and not config.get("teacher_id") and store is not None:
         sweep = store.get_sweep(config.get("sweep_id") or "")
         if sweep is not None:
@@ -138,24 +140,25 @@ def run_command(store: Store | None, record: dict) -> str | None:
 # ---------------------------------------------------------------- content
 
 
-def _without_seed(config: dict) -> str:
-    c = RunConfig.from_dict(config).to_dict()  # normalised: a config from before `methods` is KD
+def config_key(config: RunConfig) -> str:
+    """What makes two runs the same configuration: the config without the seed and the sweep."""
+    c = config.to_dict()
     c["train"].pop("seed", None)
     c.pop("sweep_id", None)
     return json.dumps(c, sort_keys=True)
 
 
-def seed_runs(store: Store, record: dict) -> dict:
+def seed_runs(store: Store, record: StoredRun) -> dict:
     """Finished runs whose config differs from this one only by the training seed:
     {runs: [{run_id, seed, test_acc}], mean, std, n}."""
-    key = _without_seed(record["config"])
+    key = config_key(record.config)
     same = [
         r
-        for r in store.list_runs(kind=record["kind"], dataset=record["dataset"], status="finished")
-        if _without_seed(r["config"]) == key and r["metrics"].get("test_acc") is not None
+        for r in store.list_runs(kind=record.kind, dataset=record.dataset, status="finished")
+        if config_key(r.config) == key and r.metrics.get("test_acc") is not None
     ]
     runs = sorted(
-        ({"run_id": r["id"], "seed": r["config"]["train"]["seed"], "test_acc": r["metrics"]["test_acc"]} for r in same),
+        ({"run_id": r.id, "seed": r.config.train.seed, "test_acc": r.metrics["test_acc"]} for r in same),
         key=lambda r: (r["seed"], r["run_id"]),
     )
     accs = [r["test_acc"] for r in runs]
@@ -167,37 +170,36 @@ def seed_runs(store: Store, record: dict) -> dict:
     }
 
 
-def _dataset(config: dict) -> dict:
-    data = config["data"]
+def _dataset(config: RunConfig) -> dict:
+    data = config.data
     test = (
         "the dataset's official test split"
-        if data["dataset"] in OFFICIAL_TEST_SPLITS
-        else f"a stratified 20% hold-out drawn with split seed {data['split_seed']}"
+        if data.dataset in OFFICIAL_TEST_SPLITS
+        else f"a stratified 20% hold-out drawn with split seed {data.split_seed}"
     )
     return {
-        "name": data["dataset"],
-        "val_fraction": data["val_fraction"],
-        "split_seed": data["split_seed"],
-        "validation": f"a stratified {data['val_fraction']:.0%} of the training split (split seed "
-        f"{data['split_seed']})",
+        "name": data.dataset,
+        "val_fraction": data.val_fraction,
+        "split_seed": data.split_seed,
+        "validation": f"a stratified {data.val_fraction:.0%} of the training split (split seed {data.split_seed})",
         "test": test,
     }
 
 
-def _model_summary(record: dict | None) -> dict | None:
+def _model_summary(record: StoredRun | None) -> dict | None:
     if record is None:
         return None
-    m = record["metrics"]
+    m = record.metrics
     return {
-        "run_id": record["id"],
-        "kind": record["kind"],
-        "label": record["label"],
-        **record["config"]["model"],
+        "run_id": record.id,
+        "kind": record.kind,
+        "label": record.label,
+        **dataclasses.asdict(record.config.model),
         **{k: m.get(k) for k in ("test_acc", "params", "bytes", "flops")},
     }
 
 
-def _latency(record: dict, latency: dict | None) -> dict:
+def _latency(record: StoredRun, latency: dict | None) -> dict:
     """A cross-runtime measurement if given; else the eager one stored at training time."""
     if latency is not None:
         return {
@@ -206,29 +208,20 @@ def _latency(record: dict, latency: dict | None) -> dict:
             "threads": latency.get("threads"),
             "rows": latency.get("rows", []),
         }
-    stored = record["metrics"].get("latency") or {}
-    rows = [
-        {
-            "model": record["kind"],
-            "runtime": "eager",
-            "batch_size": int(bs),
-            "threads": stored.get("threads"),
-            **{k: v for k, v in r.items() if k != "batch_size"},
-        }
-        for bs, r in stored.get("batches", {}).items()
-    ]
+    rows = [{"model": record.kind, "runtime": "eager", **row.to_dict()} for row in record.latencies()]
+    threads = (record.metrics.get("latency") or {}).get("threads")
     return {
         "source": "measured at the end of training (eager PyTorch); machine facts below are of the "
         "machine that made this card",
-        "machine": machine_info(stored.get("threads")),
-        "threads": stored.get("threads"),
+        "machine": machine_info(threads),
+        "threads": threads,
         "rows": rows,
     }
 
 
-def _baseline(store: Store, record: dict) -> dict | None:
+def _baseline(store: Store, record: StoredRun) -> dict | None:
     """A student's no-KD baseline and what distillation bought over it, with its noise."""
-    gain = gain_over_baseline(store, record) if record["kind"] == "student" else None
+    gain = gain_over_baseline(store, record) if record.kind == "student" else None
     if gain is None:
         return None
     base, diff = gain
@@ -252,30 +245,30 @@ def model_card(
     `quantization` a `runtimes.quantization_report` result; both optional."""
     store = as_store(store)
     record = _record(store, run_id)
-    config = record["config"]
-    teacher_ref = record.get("teacher_id")
+    config = record.config
+    teacher_ref = record.teacher_id
     teacher = _model_summary(store.get_run(teacher_ref)) if teacher_ref else None
-    metrics = record["metrics"]
+    metrics = record.metrics
     return {
         "schema": SCHEMA,
         "run_id": run_id,
-        "kind": record["kind"],
-        "label": record["label"],
-        "status": record["status"],
-        "created": record["created"],
-        "finished": record["finished"],
+        "kind": record.kind,
+        "label": record.label,
+        "status": record.status,
+        "created": record.created,
+        "finished": record.finished,
         "card_made": time.time(),
         "dataset": _dataset(config),
         "teacher": teacher or ({"reference": teacher_ref} if teacher_ref else None),
         "model": _model_summary(record),
-        "hyperparameters": config,
+        "hyperparameters": config.to_dict(),
         "distillation": _distillation(config, metrics),
         "metrics": {
             **{k: metrics.get(k) for k in METRIC_KEYS if k in metrics},
             "per_class_accuracy": metrics.get("per_class_accuracy"),
             "confusion_matrix": metrics.get("confusion_matrix"),
-            "seed": config["train"]["seed"],
-            "split_seed": config["data"]["split_seed"],
+            "seed": config.train.seed,
+            "split_seed": config.data.split_seed,
         },
         "seeds": seed_runs(store, record),
         "baseline": _baseline(store, record),
@@ -286,12 +279,12 @@ def model_card(
     }
 
 
-def _distillation(config: dict, metrics: dict) -> dict | None:
+def _distillation(config: RunConfig, metrics: dict) -> dict | None:
     """How a student was distilled: its methods as --method writes them, T, λ, the loss they
     make, and the final epoch's named terms; None for a run without a teacher's loss."""
-    if not config.get("distill"):
+    d = config.distill
+    if d is None:
         return None
-    d = DistillConfig.from_dict(config["distill"])
     return {
         "methods": format_methods(d.methods),
         "method_params": format_params(d.methods),
@@ -416,7 +409,7 @@ def curves_html(store: Store | str | Path, run_id: str, include_plotlyjs: bool |
             if any(v is not None for v in ys):
                 fig.add_trace(go.Scatter(x=x, y=ys, mode="lines+markers", name=key), row=1, col=col)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title=f"{record['label']} ({record['kind']}, run {run_id})", template="plotly_white")
+    fig.update_layout(title=f"{record.label} ({record.kind}, run {run_id})", template="plotly_white")
     return fig.to_html(full_html=True, include_plotlyjs=include_plotlyjs)
 
 

@@ -38,7 +38,7 @@ from kd_core.train.metrics import accuracy, predict_logits
 from kd_core.train.models import serialized_bytes
 
 if TYPE_CHECKING:
-    from kd_core.deploy.export import StoredRun
+    from kd_core.deploy.export import LoadedRun
     from kd_core.store import Store
 
 RUNTIMES = ("eager", "torchscript", "onnxruntime", "onnxruntime-cuda")
@@ -200,7 +200,7 @@ class Variant:
     """One model to measure: a stored run's float model, as is or quantized to int8."""
 
     name: str  # teacher | student | student-int8 | ...
-    run: StoredRun
+    run: LoadedRun
     quantize: str | None = None
 
 
@@ -256,9 +256,9 @@ def latency_rows(
     return add_speedups(rows)
 
 
-def _teacher_of(store: Store, run: StoredRun) -> StoredRun | None:
+def _teacher_of(store: Store, run: LoadedRun) -> LoadedRun | None:
     """The run's teacher, from the store (or the checkpoint path it was distilled from)."""
-    ref = run.record.get("teacher_id")
+    ref = run.record.teacher_id if run.record is not None else None
     if not ref or run.kind == "teacher":
         return None
     if store.get_run(ref) is not None:
@@ -268,13 +268,8 @@ def _teacher_of(store: Store, run: StoredRun) -> StoredRun | None:
         return None
     export.check_archive(path, CheckpointError, "checkpoint")
     model, meta = load_checkpoint(path)
-    return export.StoredRun(
-        path.name,
-        {"kind": "teacher", "config": {}, "label": meta["spec"].label()},
-        model.eval(),
-        tuple(meta["input_shape"]),
-        list(meta["classes"]),
-    )
+    shape, classes = tuple(meta["input_shape"]), list(meta["classes"])
+    return export.LoadedRun(path.name, "teacher", meta["spec"].label(), model.eval(), shape, classes)
 
 
 def run_variants(store: Store | str | Path, run_id: str) -> list[Variant]:
@@ -346,7 +341,7 @@ QUANT_METHODS = {
 
 
 def _quant_row(
-    run: StoredRun,
+    run: LoadedRun,
     runtime: str,
     quantize: str | None,
     workdir: Path,

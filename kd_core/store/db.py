@@ -25,6 +25,7 @@ as the file of that name in this store's weights folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -37,6 +38,7 @@ from pathlib import Path
 from kd_core.config import RunConfig
 from kd_core.errors import KDError
 from kd_core.events import Progress
+from kd_core.records import StoredRun
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -55,6 +57,7 @@ CREATE TABLE IF NOT EXISTS sweeps (id TEXT PRIMARY KEY, config TEXT NOT NULL, cr
 CREATE TABLE IF NOT EXISTS studies (id TEXT PRIMARY KEY, config TEXT NOT NULL, created REAL NOT NULL);
 """
 STATUSES = ("running", "finished", "stopped", "failed")
+RUN_FIELDS = {f.name for f in dataclasses.fields(StoredRun)}
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -230,14 +233,18 @@ class Store:
 
     # ------------------------------------------------------------ reading
 
-    def _row(self, row: sqlite3.Row) -> dict:
-        d = dict(row)
-        d["config"] = json.loads(d["config"])
-        d["metrics"] = json.loads(d["metrics"] or "{}")
-        d["weights"] = self._absolute(d["weights"])
-        return d
+    def _row(self, row: sqlite3.Row) -> StoredRun:
+        """A runs row as a StoredRun: the config typed, the metrics parsed, the weights path absolute
+        (columns the record does not name are left out)."""
+        d = {k: v for k, v in dict(row).items() if k in RUN_FIELDS}
+        d.update(
+            config=RunConfig.from_json(d["config"]),
+            metrics=json.loads(d["metrics"] or "{}"),
+            weights=self._absolute(d["weights"]),
+        )
+        return StoredRun(**d)
 
-    def get_run(self, run_id: str) -> dict | None:
+    def get_run(self, run_id: str) -> StoredRun | None:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return self._row(row) if row else None
@@ -248,7 +255,7 @@ class Store:
         dataset: str | None = None,
         status: str | None = None,
         sweep_id: str | None = None,
-    ) -> list[dict]:
+    ) -> list[StoredRun]:
         """Runs, newest first, optionally filtered."""
         clauses, args = [], []
         for column, value in (("kind", kind), ("dataset", dataset), ("status", status), ("sweep_id", sweep_id)):

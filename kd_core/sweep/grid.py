@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.errors import ConfigError, KDError
 from kd_core.events import Progress
+from kd_core.records import StoredRun
 from kd_core.store import Store
 from kd_core.train.data import Dataset
 from kd_core.train.engine import validate_config
@@ -144,11 +145,11 @@ def plan(sweep: SweepConfig, sweep_id: str | None = None) -> list[Cell]:
     return cells
 
 
-def finished_runs(store: Store, sweep_id: str) -> dict[tuple, dict]:
+def finished_runs(store: Store, sweep_id: str) -> dict[tuple, StoredRun]:
     """The sweep's finished runs by cell key (the newest, should a cell have two)."""
-    runs: dict[tuple, dict] = {}
+    runs: dict[tuple, StoredRun] = {}
     for r in store.list_runs(sweep_id=sweep_id, status="finished"):  # newest first
-        runs.setdefault(cell_key(r["config"]), r)
+        runs.setdefault(cell_key(r.config), r)
     return runs
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from kd_core.config import ModelSpec, RunConfig
-from kd_core.stats import ZERO_SPREAD, pair_by_seed, paired_test, summarize
+from kd_core.stats import SIGNIFICANCE, ZERO_SPREAD, pair_by_seed, paired_test, summarize
 from kd_core.store import Store
 from kd_core.sweep.grid import Cell, SweepConfig, finished_runs, load_sweep, plan
 from kd_core.train.models import describe
@@ -56,18 +56,18 @@ def _by_config(store: Store, sweep_id: str, metric: str) -> dict[tuple, dict[int
     """{(kind, size, T, λ): {seed: metric}} over the sweep's finished runs."""
     out: dict[tuple, dict[int, float]] = {}
     for (kind, size, seed, t, a), run in finished_runs(store, sweep_id).items():
-        value = run["metrics"].get(metric)
+        value = run.metrics.get(metric)
         if value is not None:
             out.setdefault((kind, size, t, a), {})[seed] = float(value)
     return out
 
 
-def _cell_row(size: int, t: float, a: float, cell: dict[int, float], base: dict[int, float], alpha: float) -> dict:
+def _cell_row(size: int, t: float, a: float, cell: dict[int, float], base: dict[int, float], level: float) -> dict:
     s = summarize(list(cell.values()))
     b = summarize(list(base.values()))
     seeds, x, y = pair_by_seed(cell, base)
     gain = summarize(list(x - y))
-    test = paired_test(x, y, alpha)
+    test = paired_test(x, y, level)
     return {
         "size": size,
         "temperature": t,
@@ -115,14 +115,16 @@ def _mark_best(df: pd.DataFrame) -> None:
     df["best_marked"] = df["best"] & (df["gain_mean"] > TIE)
 
 
-def sweep_results(store: Store, sweep_id: str, metric: str = "best_val_acc", alpha: float = 0.05) -> pd.DataFrame:
+def sweep_results(
+    store: Store, sweep_id: str, metric: str = "best_val_acc", level: float = SIGNIFICANCE
+) -> pd.DataFrame:
     """One row per planned (size, T, λ), run or not (n = 0), in grid order.
 
     Columns: size, temperature, alpha, n, mean, std, text ("0.9500 ± 0.0100 (n=3)"),
     baseline_n/_mean/_std, gain_n/_mean/_std/_text, t, p, significant (True, False or
     None = no verdict), verdict (the reason in words), test, seeds (paired), p_bh (the
     Benjamini–Hochberg adjusted p over every tested cell of the sweep; NaN without a test),
-    significant_bh (p_bh < alpha; None without a test), best (the highest mean of its size;
+    significant_bh (p_bh < level; None without a test), best (the highest mean of its size;
     every cell of a tie), best_marked (best and a mean gain above 0: what the page and the CLI mark).
     """
     sweep = load_sweep(store, sweep_id)
@@ -132,28 +134,29 @@ def sweep_results(store: Store, sweep_id: str, metric: str = "best_val_acc", alp
         base = values.get(("baseline", size, None, None), {})
         for t in sweep.temperatures:
             for a in sweep.alphas:
-                rows.append(_cell_row(size, t, a, values.get(("student", size, t, a), {}), base, alpha))
+                rows.append(_cell_row(size, t, a, values.get(("student", size, t, a), {}), base, level))
     df = pd.DataFrame(rows)
     df["p_bh"] = bh_adjust(df["p"])
-    df["significant_bh"] = [None if math.isnan(p) else bool(p < alpha) for p in df["p_bh"]]
+    df["significant_bh"] = [None if math.isnan(p) else bool(p < level) for p in df["p_bh"]]
     _mark_best(df)
-    df.attrs["metric"], df.attrs["alpha"] = metric, alpha
+    df.attrs["metric"], df.attrs["level"] = metric, level
     return df
 
 
-def multiple_tests(df: pd.DataFrame, alpha: float = 0.05) -> dict:
+def multiple_tests(df: pd.DataFrame, level: float = SIGNIFICANCE) -> dict:
     """How far the grid's significant cells go beyond chance, from `sweep_results`' table:
-    {"tested": cells with a p-value, "significant": of them p < alpha (uncorrected),
-    "expected": alpha × tested (expected significant by chance when nothing changes),
-    "significant_bh": of them Benjamini–Hochberg adjusted p < alpha (false discovery rate alpha)}."""
+    {"tested": cells with a p-value, "significant": of them p < level (uncorrected),
+    "expected": level × tested (expected significant by chance when nothing changes),
+    "significant_bh": of them Benjamini–Hochberg adjusted p < level (false discovery rate level),
+    "level": the significance level}."""
     p, p_bh = df["p"].to_numpy(dtype=float), df["p_bh"].to_numpy(dtype=float)
     tested = np.isfinite(p)
     return {
         "tested": int(tested.sum()),
-        "significant": int((p[tested] < alpha).sum()),
-        "expected": alpha * int(tested.sum()),
-        "significant_bh": int((p_bh[tested] < alpha).sum()),
-        "alpha": alpha,
+        "significant": int((p[tested] < level).sum()),
+        "expected": level * int(tested.sum()),
+        "significant_bh": int((p_bh[tested] < level).sum()),
+        "level": level,
     }
 
 
@@ -169,7 +172,11 @@ def baseline_results(store: Store, sweep_id: str, metric: str = "best_val_acc") 
 
 
 def sweep_grids(
-    store: Store, sweep_id: str, metric: str = "best_val_acc", alpha: float = 0.05, results: pd.DataFrame | None = None
+    store: Store,
+    sweep_id: str,
+    metric: str = "best_val_acc",
+    level: float = SIGNIFICANCE,
+    results: pd.DataFrame | None = None,
 ) -> dict[int, dict]:
     """Per student size, heatmap-ready grids (rows: temperature ascending, columns: λ ascending)
     for each of GRID_VALUES, plus "best" (the rows of the marked best cells as dicts: every cell
@@ -177,7 +184,7 @@ def sweep_grids(
     the highest mean, marked or not; empty before any run), "beats" (how many cells have a mean gain
     above 0) and "baseline" (mean, std, n, text). `results`: the same call's `sweep_results` table,
     when the caller has it already."""
-    df = sweep_results(store, sweep_id, metric, alpha) if results is None else results
+    df = sweep_results(store, sweep_id, metric, level) if results is None else results
     baselines = baseline_results(store, sweep_id, metric).set_index("size")
     out: dict[int, dict] = {}
     for size, part in df.groupby("size", sort=False):
@@ -314,17 +321,16 @@ def measured_speeds(store: Store, dataset: str) -> list[Speed]:
     """Every finished run on `dataset` with a measured training speed, as a Speed."""
     out = []
     for r in store.list_runs(dataset=dataset, status="finished"):
-        m, c = r["metrics"], r["config"]
-        if m.get("train_samples_per_s", 0) > 0 and r["finished"]:
-            model = c["model"]
+        m, c = r.metrics, r.config
+        if m.get("train_samples_per_s", 0) > 0 and r.finished:
             out.append(
                 Speed(
-                    r["kind"],
-                    (model["family"], int(model["size"]), int(model.get("depth", 1))),
+                    r.kind,
+                    (c.model.family, int(c.model.size), int(c.model.depth)),
                     float(m.get("flops") or 0),
-                    int(c["train"]["batch_size"]),
+                    int(c.train.batch_size),
                     float(m["train_samples_per_s"]),
-                    max(0.0, r["finished"] - r["created"] - m.get("seconds", 0.0)),
+                    max(0.0, r.finished - r.created - m.get("seconds", 0.0)),
                 )
             )
     return out

@@ -20,7 +20,7 @@ from kd_core.errors import ConfigError
 from kd_core.store import Store
 from kd_core.train.blackbox import BlackBoxTeacher, InputContract, load_blackbox, read_json
 from kd_core.train.data import Dataset
-from kd_core.train.recorder import measure
+from kd_core.train.recorder import Trained, record
 
 SUFFIX = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt"}
 
@@ -77,16 +77,16 @@ def _load(tf: TeacherFile, data: Dataset, path: Path | None = None) -> tuple[Bla
 def _existing(store: Store, data: Dataset, meta: dict) -> str | None:
     meta = json.loads(json.dumps(meta))  # as the sidecar reads back (tuples are lists)
     for run in store.list_runs(kind="teacher", dataset=data.name):
-        side = Path(run["weights"] + ".json") if run.get("weights") else None
-        if run["status"] == "finished" and side and side.is_file() and json.loads(side.read_text()) == meta:
-            return run["id"]
+        side = Path(run.weights + ".json") if run.weights else None
+        if run.status == "finished" and side and side.is_file() and json.loads(side.read_text()) == meta:
+            return run.id
     return None
 
 
 def import_teacher_file(store: Store, tf: TeacherFile, data: Dataset, threads: int = 0) -> tuple[str, list[str]]:
     """Check `tf` against `data` (refused before anything is stored), then keep it as a teacher
-    run measured like any other (`recorder.measure`: test split, size, latency at the thread
-    count a run trained with `threads` is timed at). Returns (run id, notes on adaptations)."""
+    run through the recorder like any other (`recorder.record`: test split, size, latency at the
+    thread count a run trained with `threads` is timed at). Returns (run id, notes on adaptations)."""
     teacher, notes = _load(tf, data)
     meta = tf.sidecar(sha256(tf.path), teacher.kind)
     found = _existing(store, data, meta)
@@ -99,13 +99,13 @@ def import_teacher_file(store: Store, tf: TeacherFile, data: Dataset, threads: i
         train=TrainConfig(threads=int(threads)),
     )
     run_id = store.create_run(cfg, label=f"{teacher.kind} {meta['source']} (black box)")
-    try:
+
+    def keep(run_id: str) -> Path:  # the file itself, with its sidecar: it is not a PyTorch checkpoint
         weights = store.weights_dir / f"{run_id}{SUFFIX[teacher.kind]}"
         shutil.copyfile(tf.path, weights)
         Path(f"{weights}.json").write_text(json.dumps(meta, indent=1))
-        metrics = {**measure(teacher, cfg, data), "uploaded": meta["source"], "blackbox": teacher.kind, "notes": notes}
-    except BaseException as err:  # the run must not stay "running"
-        store.finish_run(run_id, "failed", {}, error=f"{type(err).__name__}: {err}")
-        raise
-    store.finish_run(run_id, "finished", metrics, weights=weights)
+        return weights
+
+    numbers = {"uploaded": meta["source"], "blackbox": teacher.kind, "notes": notes}
+    record(store, run_id, cfg, data, Trained("finished", model=teacher, numbers=numbers, save=keep))
     return run_id, notes

@@ -10,6 +10,7 @@ finishes a run with a model; a Ray sweep's driver and an uploaded teacher use it
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -65,6 +66,9 @@ class Trained:
     # `measure`'s figures when the fit's own process took them (a Ray task times the model where
     # it is, beside one other task, not on the driver beside all of them); else the recorder does.
     measured: dict | None = None
+    # How the weights are kept, given the run id (default: a KD Studio checkpoint of `model`); an
+    # imported black-box teacher file is copied as it is. Returns the path stored with the run.
+    save: Callable[[str], Path] | None = None
 
     @staticmethod
     def of(result: FitResult) -> Trained:
@@ -142,9 +146,12 @@ def record(
             trained.measured if trained.measured is not None else measure(trained.model, cfg, data, teacher_test_logits)
         )
         metrics = {**measured, **trained.numbers}
-        weights = store.weights_path(run_id)
-        save_checkpoint(weights, trained.model, cfg.model, data.input_shape, data.classes, data.name)
-    except Exception as err:  # the run must not stay "running": its error is stored, then raised
+        if trained.save is not None:
+            weights = trained.save(run_id)
+        else:
+            weights = store.weights_path(run_id)
+            save_checkpoint(weights, trained.model, cfg.model, data.input_shape, data.classes, data.name)
+    except BaseException as err:  # the run must not stay "running" (not even on Ctrl-C): stored, then raised
         store.finish_run(run_id, "failed", trained.numbers, error=f"{type(err).__name__}: {err}")
         raise
     error = trained.message if trained.status == "failed" else ""
@@ -199,9 +206,9 @@ def load_teacher(store: Store, ref: str | Path, data: Dataset) -> nn.Module:
         run = store.get_run(str(ref))
         if run is None:
             raise CheckpointError(f"no teacher '{ref}': it is neither a checkpoint file nor a stored run id.")
-        if not run.get("weights"):
-            raise CheckpointError(f"run '{ref}' has no saved weights (status {run['status']}).")
-        path = Path(run["weights"])
+        if not run.weights:
+            raise CheckpointError(f"run '{ref}' has no saved weights (status {run.status}).")
+        path = Path(run.weights)
     if is_teacher_file(path):  # an imported TorchScript / .pt2 / ONNX teacher: logits only
         return load_stored(path, data)
     model, _ = load_checkpoint(path, input_shape=data.input_shape, num_classes=data.num_classes)

@@ -12,12 +12,13 @@ in samples/s at batch 256.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TypeGuard
 
 import numpy as np
 import pandas as pd
 
-from kd_core.config import ModelSpec
-from kd_core.records import LatencyRow
+from kd_core.config import DistillConfig, MethodSpec
+from kd_core.records import LatencyRow, StoredRun
 from kd_core.stats import Difference, accuracy_difference
 from kd_core.store import Store
 from kd_core.store.related import baseline_of, gain_over_baseline, test_size
@@ -59,14 +60,14 @@ SCATTER_COLUMNS = [
 ]
 
 
-def _usable(run: dict | None) -> bool:
-    return run is not None and run["status"] in USABLE_STATUSES and run["metrics"].get("test_acc") is not None
+def _usable(run: StoredRun | None) -> TypeGuard[StoredRun]:
+    return run is not None and run.status in USABLE_STATUSES and run.metrics.get("test_acc") is not None
 
 
-def usable_runs(store: Store, dataset: str, kinds: Iterable[str] = ("teacher", *STUDENT_KINDS)) -> list[dict]:
+def usable_runs(store: Store, dataset: str, kinds: Iterable[str] = ("teacher", *STUDENT_KINDS)) -> list[StoredRun]:
     """Stored runs of `dataset` with test metrics, newest first."""
     kinds = set(kinds)
-    return [r for r in store.list_runs(dataset=dataset) if r["kind"] in kinds and _usable(r)]
+    return [r for r in store.list_runs(dataset=dataset) if r.kind in kinds and _usable(r)]
 
 
 # ---------------------------------------------------------------- what a run is, in words
@@ -74,46 +75,44 @@ def usable_runs(store: Store, dataset: str, kinds: Iterable[str] = ("teacher", *
 PICKER_COLUMNS = ["id", "title", "kind", "model", "method", "T", "lam", "seed", "sweep", "status", "teacher_id"]
 
 
-def method_name(distill: dict | None) -> str:
-    """The distillation method(s) of a stored config: 'KD', 'DKD', 'KD+AT', '0.5×KD+AT'. Configs
-    from before methods existed have none: they were KD (Hinton et al.)."""
-    methods = (distill or {}).get("methods") or [{"name": "kd", "weight": 1.0}]
-    plain = all(float(m.get("weight", 1.0)) == 1.0 for m in methods)
-    return "+".join(
-        m["name"].upper() if plain else f"{float(m.get('weight', 1.0)):g}×{m['name'].upper()}" for m in methods
-    )
+def method_name(distill: DistillConfig | None) -> str:
+    """The distillation method(s) of a config: 'KD', 'DKD', 'KD+AT', '0.5×KD+AT'. Configs from
+    before methods existed load as KD (Hinton et al.), as does no config at all."""
+    methods = distill.methods if distill is not None else (MethodSpec("kd"),)
+    plain = all(float(m.weight) == 1.0 for m in methods)
+    return "+".join(m.name.upper() if plain else f"{float(m.weight):g}×{m.name.upper()}" for m in methods)
 
 
-def run_facts(run: dict) -> dict:
+def run_facts(run: StoredRun) -> dict:
     """A stored run's identity in words: kind, model, method, T, λ, seed, sweep, status and a
     one-line `title` such as 'student · mlp 32 · KD T=4 λ=0.9 · seed 0'."""
-    cfg = run["config"]
-    distill = cfg.get("distill") if run["kind"] == "student" else None
-    model = ModelSpec(**cfg.get("model", {})).label() if cfg.get("model") else run["label"]
-    seed = (cfg.get("train") or {}).get("seed")
+    cfg = run.config
+    distill = cfg.distill if run.kind == "student" else None
+    model = cfg.model.label()
+    seed = cfg.train.seed
     facts = {
-        "id": run["id"],
-        "kind": run["kind"],
+        "id": run.id,
+        "kind": run.kind,
         "model": model,
         "method": method_name(distill) if distill else None,
-        "T": float(distill["temperature"]) if distill else None,
-        "lam": float(distill["alpha"]) if distill else None,
+        "T": float(distill.temperature) if distill else None,
+        "lam": float(distill.alpha) if distill else None,
         "seed": seed,
-        "sweep": run.get("sweep_id"),
-        "status": run["status"],
-        "teacher_id": run.get("teacher_id"),
+        "sweep": run.sweep_id,
+        "status": run.status,
+        "teacher_id": run.teacher_id,
     }
     how = (
         f"{facts['method']} T={facts['T']:g} λ={facts['lam']:g}"
         if distill
         else "no KD"
-        if run["kind"] == "baseline"
+        if run.kind == "baseline"
         else ""
     )
-    if "uploaded" in run["label"]:
+    if "uploaded" in run.label:
         how = "uploaded"
-    parts = [run["kind"], model, how, f"seed {seed}" if seed is not None else ""]
-    facts["title"] = " · ".join(p for p in parts if p) + ("" if run["status"] == "finished" else f" ({run['status']})")
+    parts = [run.kind, model, how, f"seed {seed}" if seed is not None else ""]
+    facts["title"] = " · ".join(p for p in parts if p) + ("" if run.status == "finished" else f" ({run.status})")
     return facts
 
 
@@ -139,7 +138,7 @@ def picker_frame(store: Store, dataset: str, statuses: Iterable[str] = ("finishe
     rows = [
         run_facts(r)
         for r in store.list_runs(dataset=dataset)
-        if r["kind"] in STUDENT_KINDS and r["status"] in wanted and r["status"] != "running"
+        if r.kind in STUDENT_KINDS and r.status in wanted and r.status != "running"
     ]
     return pd.DataFrame(rows, columns=PICKER_COLUMNS)
 
@@ -161,15 +160,13 @@ def default_selection(store: Store, dataset: str, teacher_id: str) -> list[str]:
     """What Compare shows first: the teacher's latest finished student (outside sweeps if it
     has one there) and that student's baseline."""
     students = [
-        r
-        for r in usable_runs(store, dataset, ("student",))
-        if r["teacher_id"] == teacher_id and r["status"] == "finished"
+        r for r in usable_runs(store, dataset, ("student",)) if r.teacher_id == teacher_id and r.status == "finished"
     ]
-    students.sort(key=lambda r: r.get("sweep_id") is not None)  # stable: newest first within each group
+    students.sort(key=lambda r: r.sweep_id is not None)  # stable: newest first within each group
     if not students:
         return []
     base = baseline_of(store, students[0])
-    return [students[0]["id"], *([base["id"]] if base else [])]
+    return [students[0].id, *([base.id] if base else [])]
 
 
 def headline_differences(store: Store, teacher_id: str, student_id: str) -> dict[str, Difference]:
@@ -180,14 +177,14 @@ def headline_differences(store: Store, teacher_id: str, student_id: str) -> dict
     if not (_usable(student) and _usable(teacher)):
         return {}
     out = {}
-    gain = gain_over_baseline(store, student) if student["kind"] == "student" else None
+    gain = gain_over_baseline(store, student) if student.kind == "student" else None
     if gain is not None:
         out["baseline"] = gain[1]
-    agreement = student["metrics"].get("agreement") if student["teacher_id"] == teacher_id else None
-    seed = student["config"]["train"]["seed"]
+    agreement = student.metrics.get("agreement") if student.teacher_id == teacher_id else None
+    seed = student.config.train.seed
     out["teacher"] = accuracy_difference(
-        {seed: student["metrics"]["test_acc"]},
-        {seed: teacher["metrics"]["test_acc"]},
+        {seed: student.metrics["test_acc"]},
+        {seed: teacher.metrics["test_acc"]},
         test_size(student),
         None if agreement is None else 1 - agreement,
     )
@@ -198,11 +195,11 @@ def student_options(store: Store, dataset: str) -> pd.DataFrame:
     """Students and baselines of `dataset` one may compare: id, label, kind, teacher_id, test_acc."""
     rows = [
         {
-            "id": r["id"],
-            "label": r["label"],
-            "kind": r["kind"],
-            "teacher_id": r["teacher_id"],
-            "test_acc": r["metrics"]["test_acc"],
+            "id": r.id,
+            "label": r.label,
+            "kind": r.kind,
+            "teacher_id": r.teacher_id,
+            "test_acc": r.metrics["test_acc"],
         }
         for r in usable_runs(store, dataset, STUDENT_KINDS)
     ]
@@ -219,14 +216,14 @@ def _nan(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def run_row(run: dict) -> dict:
+def run_row(run: StoredRun) -> dict:
     """One run's comparable numbers (NaN where the run did not record them)."""
-    m = run["metrics"]
+    m = run.metrics
     b1, b256 = LatencyRow.stored(m, 1) or LatencyRow(1), LatencyRow.stored(m, 256) or LatencyRow(256)
     return {
-        "id": run["id"],
-        "label": run["label"],
-        "kind": run["kind"],
+        "id": run.id,
+        "label": run.label,
+        "kind": run.kind,
         "params": _nan(m.get("params")),
         "size_mb": _nan(m.get("bytes")) / 1e6,
         "b1_median_ms": _nan(b1.median_ms),
@@ -236,7 +233,7 @@ def run_row(run: dict) -> dict:
         "samples_per_s": _nan(b256.samples_per_s),
         "test_acc": _nan(m.get("test_acc")),
         "agreement": _nan(m.get("agreement")),
-        "teacher_id": run["teacher_id"],
+        "teacher_id": run.teacher_id,
     }
 
 
@@ -261,13 +258,13 @@ def compare_table(store: Store, teacher_id: str, student_ids: Sequence[str]) -> 
             continue
         seen.add(rid)
         row = run_row(run)
-        if run["teacher_id"] != teacher_id:
+        if run.teacher_id != teacher_id:
             row["agreement"] = float("nan")
         runs.append(run)
         rows.append(row)
     facts = [run_facts(r) for r in runs]
     df = pd.DataFrame(rows)
-    df["title"], df["name"], df["status"] = [f["title"] for f in facts], short_names(facts), [r["status"] for r in runs]
+    df["title"], df["name"], df["status"] = [f["title"] for f in facts], short_names(facts), [r.status for r in runs]
     df["x_smaller"] = df["params"].iloc[0] / df["params"]
     df["acc_vs_teacher"] = df["test_acc"] - df["test_acc"].iloc[0]
     df["images_vs_teacher"] = [round(d * test_size(r)) for d, r in zip(df["acc_vs_teacher"], runs)]
@@ -282,7 +279,7 @@ def left_out(store: Store, student_ids: Sequence[str]) -> list[dict]:
         if run is None:
             out.append({"title": rid, "reason": "not in this store"})
         elif not _usable(run):
-            reason = run["error"] or f"{run['status']} without test metrics"
+            reason = run.error or f"{run.status} without test metrics"
             out.append({"title": run_facts(run)["title"], "reason": reason})
     return out
 
@@ -295,10 +292,10 @@ def scatter_frame(
     wanted = set(statuses)
     rows = []
     for run in usable_runs(store, dataset):
-        if run["status"] not in wanted:
+        if run.status not in wanted:
             continue
         r = run_row(run)
-        rows.append({**{c: r[c] for c in SCATTER_COLUMNS if c in r}, "is_teacher_in_use": run["id"] == teacher_id})
+        rows.append({**{c: r[c] for c in SCATTER_COLUMNS if c in r}, "is_teacher_in_use": run.id == teacher_id})
     return pd.DataFrame(rows, columns=SCATTER_COLUMNS)
 
 
@@ -326,7 +323,7 @@ def confusion_pair(store: Store, teacher_id: str, student_id: str, classes: Sequ
     t, s = store.get_run(teacher_id), store.get_run(student_id)
     if not (_usable(t) and _usable(s)):
         return None
-    cm_t, cm_s = t["metrics"].get("confusion_matrix"), s["metrics"].get("confusion_matrix")
+    cm_t, cm_s = t.metrics.get("confusion_matrix"), s.metrics.get("confusion_matrix")
     if cm_t is None or cm_s is None or np.shape(cm_t) != np.shape(cm_s):
         return None
     cm_t, cm_s = np.asarray(cm_t, dtype=np.int64), np.asarray(cm_s, dtype=np.int64)
@@ -334,8 +331,8 @@ def confusion_pair(store: Store, teacher_id: str, student_id: str, classes: Sequ
         "classes": _class_names(classes, len(cm_t)),
         "teacher": cm_t,
         "student": cm_s,
-        "teacher_label": t["label"],
-        "student_label": s["label"],
+        "teacher_label": t.label,
+        "student_label": s.label,
     }
 
 
@@ -348,7 +345,7 @@ def per_class_difference(
     t, s = store.get_run(teacher_id), store.get_run(student_id)
     if not (_usable(t) and _usable(s)):
         return pd.DataFrame(columns=columns)
-    pa_t, pa_s = t["metrics"].get("per_class_accuracy"), s["metrics"].get("per_class_accuracy")
+    pa_t, pa_s = t.metrics.get("per_class_accuracy"), s.metrics.get("per_class_accuracy")
     if pa_t is None or pa_s is None or len(pa_t) != len(pa_s):
         return pd.DataFrame(columns=columns)
     df = pd.DataFrame(

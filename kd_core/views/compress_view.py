@@ -30,6 +30,7 @@ from kd_core.config import TrainConfig as TrainConfig
 from kd_core.deploy.runtimes import available_runtimes as available_runtimes
 from kd_core.deploy.runtimes import machine_line
 from kd_core.errors import KDError
+from kd_core.jobs import JobSnapshot
 from kd_core.methods import METHODS
 from kd_core.store import Store
 from kd_core.views.compare import pareto_front
@@ -151,7 +152,7 @@ def deploy_link(store: Store, state: dict) -> dict | None:
     run = store.get_run(pick["run_id"]) if pick is not None and pick.get("run_id") else None
     if run is None:
         return None
-    label = option_label({"label": run["label"], "kind": run["kind"], "id": run["id"]})
+    label = option_label({"label": run.label, "kind": run.kind, "id": run.id})
     return {
         "teacher": cfg.teacher_id,
         "cmp_runs": label,
@@ -161,6 +162,6 @@ def deploy_link(store: Store, state: dict) -> dict | None:
     }
 
 
-def job_study_id(snap: dict) -> str | None:
-    note = snap["notes"].get("compress")
+def job_study_id(snap: JobSnapshot) -> str | None:
+    note = snap.notes.get("compress")
     return note["id"] if note else None

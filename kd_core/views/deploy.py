@@ -31,12 +31,13 @@ from kd_core.deploy.modelcard import card_files
 from kd_core.deploy.runtimes import machine_line as machine_line
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy
+from kd_core.records import StoredRun
 from kd_core.stats import accuracy_difference, sampling_noise
 from kd_core.store import Store, as_store
 from kd_core.views.compare import STUDENT_KINDS, usable_runs
 
 if TYPE_CHECKING:
-    from kd_core.jobs import Job, JobManager
+    from kd_core.jobs import Job, JobManager, JobSnapshot
 
 JOB_KIND = "deploy"
 NOTE = "deploy"  # the job note that carries the measurement
@@ -63,10 +64,10 @@ def deploy_options(store: Store, dataset: str, teacher_id: str | None, picked: S
     """Runs of `dataset` one can measure and download (finished or stopped, with weights):
     the students picked on the page first, then the teacher in use, then the rest, newest
     first. Each: {id, label, kind, teacher_id}."""
-    runs = {r["id"]: r for r in usable_runs(store, dataset) if r.get("weights")}
+    runs = {r.id: r for r in usable_runs(store, dataset) if r.weights}
     order = [*picked, *([teacher_id] if teacher_id else []), *runs]
     return [
-        {"id": rid, "label": runs[rid]["label"], "kind": runs[rid]["kind"], "teacher_id": runs[rid]["teacher_id"]}
+        {"id": rid, "label": runs[rid].label, "kind": runs[rid].kind, "teacher_id": runs[rid].teacher_id}
         for rid in dict.fromkeys(order)
         if rid in runs
     ]
@@ -93,16 +94,17 @@ def option_label(option: dict) -> str:
 def teacher_in_store(store: Store, run_id: str) -> str | None:
     """The run's teacher id when that teacher is a stored run with weights."""
     run = store.get_run(run_id)
-    ref = run and run.get("teacher_id")
-    teacher = store.get_run(ref) if ref and run["kind"] != "teacher" else None
-    return ref if teacher is not None and teacher.get("weights") else None
+    if run is None or run.kind == "teacher" or not run.teacher_id:
+        return None
+    teacher = store.get_run(run.teacher_id)
+    return run.teacher_id if teacher is not None and teacher.weights else None
 
 
 # ---------------------------------------------------------------- measuring
 
 
-def _test_acc(record: dict | None) -> float | None:
-    return ((record or {}).get("metrics") or {}).get("test_acc")
+def _test_acc(record: StoredRun | None) -> float | None:
+    return record.metrics.get("test_acc") if record is not None else None
 
 
 def measure(
@@ -130,10 +132,10 @@ def measure(
     store = as_store(store)
     names = list(runtimes) if runtimes else [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()]
     variants, result = rt.bench_start(store, run_id, names, batch_sizes, threads)
-    record = store.get_run(run_id)
+    run = variants[-1].run  # the run itself (its int8 variant is last)
     result.update(
-        label=record["label"],
-        kind=record["kind"],
+        label=run.label,
+        kind=run.kind,
         models=[v.name for v in variants],
         accuracy={v.name: _test_acc(v.run.record) for v in variants if not v.quantize},
         warmup=warmup,
@@ -198,14 +200,14 @@ def start_measure(manager: JobManager, store: Store | str | Path, run_id: str, *
     return job
 
 
-def job_run(snapshot: dict) -> str | None:
+def job_run(snapshot: JobSnapshot) -> str | None:
     """The run a deploy job measures (None for other jobs)."""
-    return snapshot.get("notes", {}).get(f"{NOTE}_run") if snapshot.get("kind") == JOB_KIND else None
+    return snapshot.notes.get(f"{NOTE}_run") if snapshot.kind == JOB_KIND else None
 
 
-def measurement(snapshot: dict) -> dict | None:
+def measurement(snapshot: JobSnapshot) -> dict | None:
     """The (partial) measurement a deploy job's snapshot carries, if any."""
-    return snapshot.get("notes", {}).get(NOTE)
+    return snapshot.notes.get(NOTE)
 
 
 # ---------------------------------------------------------------- tables

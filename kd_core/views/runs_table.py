@@ -12,15 +12,14 @@ No torch: pandas and plain data in and out, so the dashboard's pages may call it
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
 from kd_core.config import DistillConfig, RunConfig, format_methods, format_params
-from kd_core.deploy.modelcard import run_command
-from kd_core.records import LatencyRow
+from kd_core.deploy.modelcard import config_key, run_command
+from kd_core.records import LatencyRow, StoredRun
 from kd_core.stats import summarize
 from kd_core.store import Store
 
@@ -56,21 +55,18 @@ ACCURACIES = ("best_val_acc", "final_val_acc", "test_acc")
 NOT_IN_CSV = ("val_acc_curve", "config_key")
 
 
-def config_key(config: dict) -> str:
-    """What makes two runs the same configuration: the config without the seed and the sweep
-    (normalised first: a student stored before methods existed was KD, as one stored now)."""
-    c = json.loads(json.dumps(RunConfig.from_dict(config).to_dict()))
-    c.get("train", {}).pop("seed", None)
-    c.pop("sweep_id", None)
-    return json.dumps(c, sort_keys=True)
+def _distill(config: RunConfig) -> tuple[float | None, float | None]:
+    """(T, λ) of its distillation config; (None, None) for a run without one (teachers)."""
+    d = config.distill
+    return (d.temperature, d.alpha) if d is not None else (None, None)
 
 
-def method_label(distill: dict | None) -> str | None:
+def method_label(distill: DistillConfig | None) -> str | None:
     """A student's methods as --method writes them, with any parameter overrides:
     "kd", "0.5*kd+1*at (at.beta=500.0)"; None without distillation."""
-    if not distill:
+    if distill is None:
         return None
-    specs = DistillConfig.from_dict(distill).methods
+    specs = distill.methods
     params = format_params(specs)
     return format_methods(specs) + (f" ({', '.join(params)})" if params else "")
 
@@ -80,34 +76,34 @@ def _latency_b1(metrics: dict) -> float | None:
     return row.median_ms if row else None
 
 
-def _row(r: dict, curve: list[float], sweep_teachers: Mapping[str, str], now: float) -> dict:
-    c, m = r["config"], r["metrics"]
-    distill = c.get("distill") or {}
-    end = r["finished"] or (now if r["status"] == "running" else None)
-    teacher = r["teacher_id"] or (sweep_teachers.get(r["sweep_id"]) if r["kind"] == "baseline" else None)
+def _row(r: StoredRun, curve: list[float], sweep_teachers: Mapping[str, str], now: float) -> dict:
+    c, m = r.config, r.metrics
+    t, lam = _distill(c)
+    end = r.finished or (now if r.status == "running" else None)
+    teacher = r.teacher_id or (sweep_teachers.get(r.sweep_id or "") if r.kind == "baseline" else None)
     return {
-        "id": r["id"],
-        "kind": r["kind"],
-        "dataset": r["dataset"],
+        "id": r.id,
+        "kind": r.kind,
+        "dataset": r.dataset,
         "teacher": teacher,
-        "model": r["label"],
-        "family": c["model"]["family"],
-        "size": c["model"]["size"],
-        "depth": c["model"]["depth"],
-        "T": distill.get("temperature"),
-        "λ": distill.get("alpha"),
-        "method": method_label(distill),
-        "seed": c["train"]["seed"],
-        "epochs": c["train"]["epochs"],
-        "status": r["status"],
+        "model": r.label,
+        "family": c.model.family,
+        "size": c.model.size,
+        "depth": c.model.depth,
+        "T": t,
+        "λ": lam,
+        "method": method_label(c.distill),
+        "seed": c.train.seed,
+        "epochs": c.train.epochs,
+        "status": r.status,
         **{k: m.get(k) for k in ACCURACIES},
         "params": m.get("params"),
         "latency_b1_ms": _latency_b1(m),
-        "duration_s": None if end is None else max(0.0, end - r["created"]),
-        "sweep": r["sweep_id"],
-        "created": pd.Timestamp(r["created"], unit="s"),
+        "duration_s": None if end is None else max(0.0, end - r.created),
+        "sweep": r.sweep_id,
+        "created": pd.Timestamp(r.created, unit="s"),
         "val_acc_curve": curve,
-        "error": r["error"] or "",
+        "error": r.error or "",
         "config_key": config_key(c),
     }
 
@@ -136,10 +132,10 @@ def runs_frame(store: Store, filters: Mapping[str, Iterable | None] | None = Non
         raise ValueError(f"unknown filters {sorted(unknown)}; use {', '.join(FILTERS)}")
     runs = store.list_runs()
     sweep_teachers = {s["id"]: s["config"].get("teacher_id") for s in store.list_sweeps()}
-    epochs = store.epochs_of([r["id"] for r in runs])
+    epochs = store.epochs_of([r.id for r in runs])
     now = time.time()
     rows = [
-        _row(r, [e["val_acc"] for e in epochs.get(r["id"], []) if e["val_acc"] is not None], sweep_teachers, now)
+        _row(r, [e["val_acc"] for e in epochs.get(r.id, []) if e["val_acc"] is not None], sweep_teachers, now)
         for r in runs
     ]
     rows = [row for row in rows if all(_matches(row[f], filters.get(f)) for f in FILTERS)]
@@ -234,16 +230,16 @@ def curves_frame(store: Store, ids: Iterable[str]) -> pd.DataFrame:
         run = store.get_run(run_id)
         if run is None:
             continue
-        d = run["config"].get("distill") or {}
+        t, lam = _distill(run.config)
         label = run_label(
             {
                 "id": run_id,
-                "model": run["label"],
-                "kind": run["kind"],
-                "T": d.get("temperature"),
-                "λ": d.get("alpha"),
-                "method": method_label(d),
-                "seed": run["config"]["train"]["seed"],
+                "model": run.label,
+                "kind": run.kind,
+                "T": t,
+                "λ": lam,
+                "method": method_label(run.config.distill),
+                "seed": run.config.train.seed,
             }
         )
         for e in epochs.get(run_id, []):
@@ -270,7 +266,7 @@ def to_csv(frame: pd.DataFrame) -> str:
     return out.to_csv(index=False)
 
 
-def command_for(run: dict, store: Store | None = None) -> str | None:
+def command_for(run: StoredRun, store: Store | None = None) -> str | None:
     """The `python -m kd_core …` line that trains `run` (a store record) again, every flag from
     its stored config, writing into `store` if given: `kd_core.deploy.modelcard.run_command` (a sweep's
     no-KD baseline names its sweep's teacher; an uploaded checkpoint was not trained here: None)."""

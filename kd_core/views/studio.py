@@ -21,7 +21,7 @@ from torch import nn
 
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig, experiment_key, format_methods
 from kd_core.errors import ConfigError
-from kd_core.jobs import Job, JobManager
+from kd_core.jobs import Job, JobManager, JobSnapshot
 from kd_core.methods import parse_methods
 from kd_core.records import LatencyRow
 from kd_core.store import Store
@@ -182,15 +182,15 @@ def teachers(store: Store, data: Dataset) -> list[dict]:
     """Finished or stopped teacher runs with weights, usable with this dataset."""
     rows = []
     for r in store.list_runs(kind="teacher", dataset=data.name):
-        if r["weights"] and r["status"] in ("finished", "stopped"):
+        if r.weights and r.status in ("finished", "stopped"):
             rows.append(
                 {
-                    "id": r["id"],
-                    "label": r["label"],
-                    "status": r["status"],
-                    "test_acc": r["metrics"].get("test_acc"),
-                    "params": r["metrics"].get("params"),
-                    "when": time.strftime("%d %b %H:%M", time.localtime(r["created"])),
+                    "id": r.id,
+                    "label": r.label,
+                    "status": r.status,
+                    "test_acc": r.metrics.get("test_acc"),
+                    "params": r.metrics.get("params"),
+                    "when": time.strftime("%d %b %H:%M", time.localtime(r.created)),
                 }
             )
     return rows
@@ -263,16 +263,16 @@ def run_card(store: Store, run_id: str) -> dict | None:
     r = store.get_run(run_id)
     if r is None:
         return None
-    m = r["metrics"]
+    m = r.metrics
     b1, b256 = LatencyRow.stored(m, 1), LatencyRow.stored(m, 256)
     return {
-        "id": r["id"],
-        "kind": r["kind"],
-        "label": r["label"],
-        "status": r["status"],
-        "error": r["error"],
-        "dataset": r["dataset"],
-        "config": r["config"],
+        "id": r.id,
+        "kind": r.kind,
+        "label": r.label,
+        "status": r.status,
+        "error": r.error,
+        "dataset": r.dataset,
+        "config": r.config,
         "test_acc": m.get("test_acc"),
         "best_val_acc": m.get("best_val_acc"),
         "params": m.get("params"),
@@ -282,7 +282,7 @@ def run_card(store: Store, run_id: str) -> dict | None:
         "ece": m.get("ece"),
         "latency_b1_ms": b1.median_ms if b1 else None,
         "latency_b256_ms": b256.median_ms if b256 else None,
-        "teacher_id": r["teacher_id"],
+        "teacher_id": r.teacher_id,
     }
 
 
@@ -318,8 +318,8 @@ def matching_teacher(store: Store, cfg: RunConfig) -> str | None:
     """The newest finished teacher run (with weights) trained exactly as `cfg` says, if any."""
     want = experiment_key(cfg.to_dict())
     for r in store.list_runs(kind="teacher", dataset=cfg.data.dataset, status="finished"):
-        if r["weights"] and experiment_key(r["config"]) == want:
-            return r["id"]
+        if r.weights and experiment_key(r.config.to_dict()) == want:
+            return r.id
     return None
 
 
@@ -328,9 +328,9 @@ def next_seed(store: Store, cfg: RunConfig) -> int:
     teacher, model, method and budget): a repeat adds a seed instead of a copy."""
     want = experiment_key(cfg.to_dict(), drop=("seed",))
     used = {
-        r["config"]["train"]["seed"]
+        r.config.train.seed
         for r in store.list_runs(kind=cfg.kind, dataset=cfg.data.dataset)
-        if r["status"] != "failed" and experiment_key(r["config"], drop=("seed",)) == want
+        if r.status != "failed" and experiment_key(r.config.to_dict(), drop=("seed",)) == want
     }
     seed = cfg.train.seed
     while seed in used:
@@ -393,18 +393,18 @@ def term_label(name: str) -> str:
     return " ".join([head.upper(), *rest.split("_")]) if rest else head.upper()
 
 
-def step_frame(snapshot: dict, smooth: float = 0.9) -> pd.DataFrame:
+def step_frame(snapshot: JobSnapshot, smooth: float = 0.9) -> pd.DataFrame:
     """Long table of per-step losses for every run of a job: step, component, loss, run; one
     component for the total and one per named term (CE and each method's).
     Smoothed by an exponential moving average (TensorBoard-style, weight `smooth`)."""
     frames = []
-    for run in snapshot["runs"]:
-        if not run["steps"]:
+    for run in snapshot.runs:
+        if not run.steps:
             continue
         df = pd.DataFrame(
             [
                 {"step": step, "total": total, **{term_label(k): v for k, v in terms.items()}}
-                for step, total, terms in run["steps"]
+                for step, total, terms in run.steps
             ]
         )
         if list(df.columns) == ["step", "total", "CE"]:
@@ -413,37 +413,37 @@ def step_frame(snapshot: dict, smooth: float = 0.9) -> pd.DataFrame:
         for col in df.columns.drop("step"):
             df[col] = df[col].ewm(alpha=1 - smooth, adjust=True).mean() if smooth > 0 else df[col]
         long = df.melt(id_vars="step", var_name="component", value_name="loss")
-        long["run"] = run["label"]
+        long["run"] = run.label
         frames.append(long)
     return (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step", "component", "loss", "run"])
     )
 
 
-def epoch_frame(snapshot: dict) -> pd.DataFrame:
+def epoch_frame(snapshot: JobSnapshot) -> pd.DataFrame:
     """One row per run and epoch: run, epoch, loss, train_acc, val_acc, then one column per
     loss term any run has (empty where a run has no such term)."""
     rows = [
         {
-            "run": run["label"],
+            "run": run.label,
             **{k: v for k, v in e.items() if k != "terms"},
             **{term_label(k): v for k, v in e.get("terms", {}).items()},
         }
-        for run in snapshot["runs"]
-        for e in run["epochs"]
+        for run in snapshot.runs
+        for e in run.epochs
     ]
     base = ["run", "epoch", "loss", "train_acc", "val_acc"]
     extra = list(dict.fromkeys(k for r in rows for k in r if k not in base))
     return pd.DataFrame(rows, columns=base + extra)
 
 
-def progress_of(snapshot: dict) -> dict:
+def progress_of(snapshot: JobSnapshot) -> dict:
     """The live run's fraction done, throughput and ETA."""
-    last = next((r["last"] for r in reversed(snapshot["runs"]) if r["last"]), None)
+    last = next((r.last for r in reversed(snapshot.runs) if r.last), None)
     if last is None:
         return {"fraction": 0.0, "text": "starting…", "label": ""}
     frac = last["step"] / last["total_steps"] if last["total_steps"] else 0.0
-    label = snapshot["runs"][-1]["label"]
+    label = snapshot.runs[-1].label
     text = (
         f"{label}: epoch {last['epoch']}, step {last['step']}/{last['total_steps']} · "
         f"{last['samples_per_s']:,.0f} samples/s · ETA {last['eta_s']:.0f} s"

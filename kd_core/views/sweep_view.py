@@ -17,6 +17,7 @@ from kd_core.config import DataConfig, TrainConfig
 from kd_core.errors import ConfigError
 
 # The Sweep page imports only views: what it takes from the sweep package is re-exported here (`X as X`).
+from kd_core.stats import SIGNIFICANCE as SIGNIFICANCE
 from kd_core.stats import TEST_NAME as TEST_NAME
 from kd_core.store import Store
 from kd_core.sweep.executors import make_executor
@@ -211,16 +212,16 @@ def best_text(g: dict, label: str) -> str:
 def significance_text(summary: dict, test_name: str) -> str:
     """`sweep_results.multiple_tests`' counts in words: the test, how many significant cells chance
     alone gives, and how many stay significant after the Benjamini–Hochberg correction."""
-    k, alpha = summary["tested"], summary["alpha"]
+    k, level = summary["tested"], summary["level"]
     if k == 0:
         return (
-            f"Significance: {test_name}, two-sided, α = {alpha:g}; no cell has a test yet "
+            f"Significance: {test_name}, two-sided, α = {level:g}; no cell has a test yet "
             f"(it needs 2 seeds, and a gain that is not the same on every seed)."
         )
     return (
-        f"Significance: {test_name}, two-sided, α = {alpha:g}, each cell on its own (* in a cell). With "
-        f"k = {k} tested cell{'s' * (k != 1)}, about {alpha:g} × {k} = {summary['expected']:.2g} would come "
+        f"Significance: {test_name}, two-sided, α = {level:g}, each cell on its own (* in a cell). With "
+        f"k = {k} tested cell{'s' * (k != 1)}, about {level:g} × {k} = {summary['expected']:.2g} would come "
         f"out significant by chance alone even if distillation changed nothing; {summary['significant']} "
         f"did. After the Benjamini–Hochberg correction over the {k} (scipy.stats.false_discovery_control, "
-        f"false discovery rate {alpha:g}): {summary['significant_bh']} of {k} stay significant."
+        f"false discovery rate {level:g}): {summary['significant_bh']} of {k} stay significant."
     )
