@@ -227,7 +227,7 @@ def accuracy_difference(
     b: Mapping[int, float],
     n_test: int,
     disagreement: float | None = None,
-    alpha: float = 0.05,
+    level: float = SIGNIFICANCE,
 ) -> Difference:
     """a − b (accuracies by seed) with its uncertainty: see `Difference`. `disagreement` is the
     share of test images where the two top-1 predictions differ (used for one seed only)."""
@@ -239,11 +239,11 @@ def accuracy_difference(
         diff = float(x[0] - y[0])
         basis = "test-set sampling, " + ("paired by image" if disagreement is not None else "unpaired")
         return Difference(diff, n_test, 1, noise, abs(diff) <= noise, basis)
-    test = paired_test(x, y, alpha)
+    test = paired_test(x, y, level)
     if test.significant is None:  # the same difference on every seed: judge it by the test set's noise
         noise = sampling_noise(float(x.mean()), float(y.mean()), n_test * len(seeds))
         return Difference(test.mean_diff, n_test, len(seeds), noise, abs(test.mean_diff) <= noise, test.reason)
     from scipy import stats
 
-    half = float(stats.t.ppf(1 - alpha / 2, len(seeds) - 1)) * test.std_diff / math.sqrt(len(seeds))
+    half = float(stats.t.ppf(1 - level / 2, len(seeds) - 1)) * test.std_diff / math.sqrt(len(seeds))
     return Difference(test.mean_diff, n_test, len(seeds), half, not test.significant, TEST_NAME, test.p)
