@@ -264,7 +264,7 @@ def test_a_students_card_names_its_baseline_and_the_gain_with_its_noise(tmp_path
         base_cfg = replace(student_config(seed, teacher), kind="baseline", distill=None)
         add_run(s, base_cfg, base_acc)
     for run in s.list_runs():  # a 200-image test set, as the confusion matrix counts it
-        s.finish_run(run["id"], "finished", {**run["metrics"], "confusion_matrix": [[100, 0], [0, 100]]})
+        s.finish_run(run.id, "finished", {**run.metrics, "confusion_matrix": [[100, 0], [0, 100]]})
     card = mc.model_card(s, ids[1])
     gains = np.array([a - b for a, b in pairs.values()], dtype=np.float64)
     b = card["baseline"]

@@ -136,11 +136,11 @@ def test_the_reproduce_command_makes_the_same_run_again(populated):
     new = [r for r in store.list_runs() if r.id not in before]
     assert sorted(r.kind for r in new) == ["baseline", "student", "student"]
     for original in (student, baseline):
-        again = next(
-            r for r in new if r.kind == original.kind and r.config.get("distill") == original.config.get("distill")
-        )
+        again = next(r for r in new if r.kind == original.kind and r.config.distill == original.config.distill)
         assert again.config.sweep_id is None
-        assert _without(again.config, "sweep_id", "teacher_id") == _without(original.config, "sweep_id", "teacher_id")
+        assert _without(again.config.to_dict(), "sweep_id", "teacher_id") == _without(
+            original.config.to_dict(), "sweep_id", "teacher_id"
+        )
         assert again.config.teacher_id == populated["teacher_id"]
         assert [e["val_acc"] for e in store.epochs(again.id)] == pytest.approx(
             [e["val_acc"] for e in store.epochs(original.id)]
