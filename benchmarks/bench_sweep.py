@@ -35,6 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+from kd_core.records import StoredRun  # noqa: E402
 from kd_core.stats import ZERO_SPREAD  # noqa: E402
 from kd_core.store import Store  # noqa: E402
 from kd_core.sweep.grid import finished_runs  # noqa: E402
@@ -80,7 +81,7 @@ def cli(args: list[str], store: Path) -> tuple[dict, float]:
     return json.loads(out.stdout), wall
 
 
-def teacher(root: Path) -> tuple[str, dict]:
+def teacher(root: Path) -> tuple[str, StoredRun]:
     """The checkpoint path of a finished digits teacher in ROOT/teacher (trained when there is none)."""
     store = root / "teacher"
     found = [r for r in Store(store).list_runs(kind="teacher", dataset="digits", status="finished") if r.weights]
@@ -88,7 +89,7 @@ def teacher(root: Path) -> tuple[str, dict]:
         cli(["teacher", "--dataset", "digits", "--epochs", str(TEACHER_EPOCHS)], store)
         found = Store(store).list_runs(kind="teacher", dataset="digits", status="finished")
     run = found[0]
-    return run["weights"], run
+    return run.weights, run
 
 
 def sweep(root: Path, backend: str, teacher_path: str, a: argparse.Namespace) -> dict:
@@ -141,7 +142,7 @@ def sweep(root: Path, backend: str, teacher_path: str, a: argparse.Namespace) ->
 def compare(a: dict, b: dict) -> dict:
     """Max |a − b| per metric over the runs both sweeps have, by cell key; the keys must match."""
     ra, rb = finished_runs(a["store"], a["id"]), finished_runs(b["store"], b["id"])
-    diffs = {m: max(abs(ra[k]["metrics"][m] - rb[k]["metrics"][m]) for k in ra.keys() & rb.keys()) for m in COMPARED}
+    diffs = {m: max(abs(ra[k].metrics[m] - rb[k].metrics[m]) for k in ra.keys() & rb.keys()) for m in COMPARED}
     return {"same_cells": ra.keys() == rb.keys(), "cells": len(ra.keys() & rb.keys()), **diffs}
 
 
@@ -250,13 +251,13 @@ def timing(runs: list[dict], same: dict) -> list[str]:
     return lines
 
 
-def settings(a: argparse.Namespace, teacher_run: dict, command: list[str]) -> list[str]:
-    spec, m = teacher_run["config"]["model"], teacher_run["metrics"]
+def settings(a: argparse.Namespace, teacher_run: StoredRun, command: list[str]) -> list[str]:
+    spec, m = teacher_run.config.model, teacher_run.metrics
     return [
         "## Setup",
         "",
-        f"- teacher: {teacher_run['id']}, mlp {spec['size']}×{spec['depth']} (the digits preset), "
-        f"{teacher_run['config']['train']['epochs']} epochs; test accuracy {m['test_acc']:.4f}, "
+        f"- teacher: {teacher_run.id}, mlp {spec.size}×{spec.depth} (the digits preset), "
+        f"{teacher_run.config.train.epochs} epochs; test accuracy {m['test_acc']:.4f}, "
         f"best validation accuracy {m['best_val_acc']:.4f}",
         f"- sweep: {len(TEMPERATURES)} T × {len(ALPHAS)} λ × student mlp {a.size}×1 × {SEEDS} seeds "
         f"= {len(TEMPERATURES) * len(ALPHAS) * SEEDS} distillations + {SEEDS} no-KD baselines; "
@@ -266,7 +267,7 @@ def settings(a: argparse.Namespace, teacher_run: dict, command: list[str]) -> li
         "```",
         "python -m kd_core "
         + " ".join(command)
-        .replace(teacher_run["weights"], "TEACHER.pt")
+        .replace(teacher_run.weights, "TEACHER.pt")
         .replace("--backend inprocess", "--backend {inprocess,ray}")
         + " --json",
         "```",

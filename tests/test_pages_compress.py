@@ -89,13 +89,13 @@ def test_a_search_from_the_page_fills_the_fronts_and_opens_deployment(runs_dir):
     table = at.dataframe[0].value
     assert list(table["number"]) == [0, 1] and set(table["state"]) <= {"complete", "pruned"}
     student = next(r for r in table.to_dict("records") if r["run_id"])
-    assert Store(runs_dir).get_run(student["run_id"])["config"]["study_id"] == study_id
+    assert Store(runs_dir).get_run(student["run_id"]).config.study_id == study_id
     [link] = [e.proto for e in at.get("page_link") if "Open in Deployment" in e.proto.label]
     assert link.page.endswith("compare") or "compare" in link.page
     query = dict(urllib.parse.parse_qsl(link.query_string))
     assert query["dep_tab"] == "Deployment" and query["dep_run"] == query["cmp_runs"]
     run_id = query["dep_run"].rsplit(" · ", 1)[1]  # the Compare page's label of the run: "label · kind · id"
-    assert run_id in set(table["run_id"]) and query["teacher"] == teacher["id"]
+    assert run_id in set(table["run_id"]) and query["teacher"] == teacher.id
     picked = table.set_index("run_id").loc[run_id]
     assert query["dep_precision"] == picked["precision"] and picked["number"] == chosen_number(at)
     # that the Compare page opens on that run's Deployment tab is checked in the browser test (AppTest
@@ -113,7 +113,7 @@ def snap_reference(runs_dir, study_id: str) -> dict:
 def test_a_stored_study_shows_its_pruned_trials_as_such(runs_dir):
     teacher = stored_teacher(runs_dir, width=128)
     store = Store(runs_dir)
-    study_id = create_study(store, tiny_config(teacher["id"], goal=Goal(max_drop=50.0, max_size_mb=SIZE_BUDGET_MB)))
+    study_id = create_study(store, tiny_config(teacher.id, goal=Goal(max_drop=50.0, max_size_mb=SIZE_BUDGET_MB)))
     report = run_study(store, study_id, studio.load_data("digits"))
     over = [r for r in report.rows if r["pruned_by"] == "budget"]
     assert over

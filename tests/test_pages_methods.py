@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app_helpers import APP, open_app, stored_teacher, wait_for_job
+from kd_core.config import MethodSpec
 from kd_core.store import Store
 from kd_core.views import studio
 
@@ -79,11 +80,8 @@ def test_a_dkd_and_kd_mix_trains_and_draws_every_named_term(runs_dir):
     assert snap.status == "finished", snap.message
     student = snap.outcomes[0]
     stored = Store(runs_dir).get_run(student["run_id"])
-    assert stored["teacher_id"] == teacher["id"]
-    assert stored["config"]["distill"]["methods"] == [
-        {"name": "kd", "weight": 1.0, "params": []},
-        {"name": "dkd", "weight": 0.5, "params": []},
-    ]
+    assert stored.teacher_id == teacher.id
+    assert stored.config.distill.methods == (MethodSpec("kd", 1.0), MethodSpec("dkd", 0.5))
     curves = studio.step_frame(snap)
     by_run = curves.groupby("run")["component"].unique().map(sorted).to_dict()
     assert sorted(by_run.values(), key=len)[-1] == ["CE", "KD", "NCKD", "TCKD", "total"]
