@@ -56,24 +56,12 @@ def test_term_labels_and_epoch_columns_per_term():
         "RKD angle",
         "DIST.INTER",
     ]
-    snap = {
-        "runs": [
-            {
-                "label": "s",
-                "steps": [],
-                "last": None,
-                "epochs": [
-                    {"epoch": 1, "loss": 2.0, "terms": {"ce": 1.5, "hint": 3.0}, "train_acc": 0.5, "val_acc": 0.4}
-                ],
-            },
-            {
-                "label": "b",
-                "steps": [],
-                "last": None,
-                "epochs": [{"epoch": 1, "loss": 1.0, "terms": {"ce": 1.0}, "train_acc": 0.6, "val_acc": 0.5}],
-            },
-        ]
+    epochs = {
+        "s": [{"epoch": 1, "loss": 2.0, "terms": {"ce": 1.5, "hint": 3.0}, "train_acc": 0.5, "val_acc": 0.4}],
+        "b": [{"epoch": 1, "loss": 1.0, "terms": {"ce": 1.0}, "train_acc": 0.6, "val_acc": 0.5}],
     }
+    curves = tuple(RunCurves(label, label, [], rows, None) for label, rows in epochs.items())
+    snap = JobSnapshot("j1", "a job", "distill", "running", "", curves, (), {}, 0.0, None, False)
     frame = studio.epoch_frame(snap)
     assert list(frame.columns) == ["run", "epoch", "loss", "train_acc", "val_acc", "CE", "HINT"]
     assert frame["HINT"].isna().tolist() == [False, True] and frame["CE"].tolist() == [1.5, 1.0]
