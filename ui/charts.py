@@ -1,4 +1,5 @@
-"""Plotly figures for training curves. Inputs are pandas DataFrames from kd_core.views.studio."""
+"""Plotly figures for training curves, and traces the other chart modules share. Inputs are pandas
+DataFrames from kd_core.views."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 DASH_SEQUENCE = ["solid", "dot", "dash", "longdash", "dashdot", "longdashdot"]  # plotly express's
+
+
+def pareto_trace(front: pd.DataFrame, x: str, y: str, line: dict) -> go.Scatter:
+    """A Pareto front as the staircase it is (no point between two runs is reachable), unhovered."""
+    return go.Scatter(
+        x=front[x], y=front[y], mode="lines", line_shape="hv", line=line, name="Pareto front", hoverinfo="skip"
+    )
 
 
 def _empty(title: str, note: str) -> go.Figure:

@@ -12,7 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ui import colors
+from ui import charts, colors
 
 KIND_COLORS = colors.ROLE
 MARGIN = dict(l=10, r=10, t=50, b=10)
@@ -104,17 +104,7 @@ def pareto_scatter(runs: pd.DataFrame, front: pd.DataFrame, x: str, x_title: str
     )
     fig.update_traces(marker=dict(size=10, opacity=0.9))
     if not front.empty:
-        fig.add_trace(
-            go.Scatter(
-                x=front[x],
-                y=front["test_acc"],
-                mode="lines",
-                line_shape="hv",
-                line=dict(color=colors.NEUTRAL, width=2),
-                name="Pareto front",
-                hoverinfo="skip",
-            )
-        )
+        fig.add_trace(charts.pareto_trace(front, x, "test_acc", dict(color=colors.NEUTRAL, width=2)))
     mine = runs[runs["is_teacher_in_use"]]
     if not mine.empty:
         fig.add_trace(

@@ -14,6 +14,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
+from ui import charts
 from ui.colors import NEUTRAL, ROLE
 
 MARGIN = dict(l=10, r=10, t=50, b=10)
@@ -71,17 +72,7 @@ def pareto_figure(state: dict, which: str) -> go.Figure:
         )
         front = state["fronts"][which]
         if len(front) > 1:
-            fig.add_trace(
-                go.Scatter(
-                    x=front[x],
-                    y=front["val_acc"],
-                    mode="lines",
-                    line_shape="hv",
-                    line=dict(color=NEUTRAL, dash="dot"),
-                    name="Pareto front",
-                    hoverinfo="skip",
-                )
-            )
+            fig.add_trace(charts.pareto_trace(front, x, "val_acc", dict(color=NEUTRAL, dash="dot")))
     _teacher_and_choice(fig, state, x)
     _bounds(fig, state, which)
     fig.update_xaxes(type="log")
