@@ -12,7 +12,8 @@ torch thread on both sides; workers always use one).
 Ray is optional (requirements-ray.txt) and imported only when a Ray sweep runs.
 Without an address a small local instance is started for the sweep and shut
 down after it; with one, the driver connects to that cluster, and kd_core goes
-to its workers as a runtime_env py_module.
+to its workers as a runtime_env py_module (a local instance's workers import
+the installed package).
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ RAY_MISSING = (
     "the Ray backend needs the 'ray' package, which is not installed: "
     "pip install -r requirements-ray.txt, or use the in-process backend."
 )
-# Workers import the same kd_core as the driver, wherever the cluster is; one
-# thread each, so that tasks sharing a machine do not fight over its cores.
-RUNTIME_ENV = {
-    "py_modules": [str(Path(__file__).resolve().parent)],
-    "env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-}
+# One thread each, so that tasks sharing a machine do not fight over its cores.
+LOCAL_RUNTIME_ENV = {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+# A cluster's workers import the driver's kd_core (the whole package, shipped by Ray).
+# A local instance's workers run this interpreter, where kd_core is installed: shipping
+# it there only adds an upload that Ray can time out under load.
+KD_CORE_DIR = Path(__file__).resolve().parents[1]
+CLUSTER_RUNTIME_ENV = {**LOCAL_RUNTIME_ENV, "py_modules": [str(KD_CORE_DIR)]}
 
 
 def import_ray():
@@ -144,11 +146,11 @@ class RayExecutor:
         to import kd_core (Ray accepts local py_modules only at ray.init)."""
         if ray.is_initialized():
             return False
-        quiet = {"log_to_driver": False, "logging_level": "WARNING", "runtime_env": RUNTIME_ENV}
+        quiet = {"log_to_driver": False, "logging_level": "WARNING"}
         if self.address:
-            ray.init(address=self.address, **quiet)
+            ray.init(address=self.address, runtime_env=CLUSTER_RUNTIME_ENV, **quiet)
         else:
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False, **quiet)
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, runtime_env=LOCAL_RUNTIME_ENV, **quiet)
         return True
 
     def _collect(self, ray, refs: dict, ctx: CellContext, listener: Listener, stop: threading.Event) -> None:
