@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import math
 import os
@@ -18,14 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_core.config import DistillConfig, RunConfig
+from kd_core.config import RUN_KINDS, DistillConfig, RunConfig
 from kd_core.errors import ConfigError
 from kd_core.events import Progress, ProgressSink, ignore
 from kd_core.methods import validate_methods
 from kd_core.train.data import Dataset
 from kd_core.train.features import FeatureForward
 from kd_core.train.metrics import accuracy, predict_logits
-from kd_core.train.models import build_model, describe, param_count
+from kd_core.train.models import build_model, describe, param_count, validate_spec
 from kd_core.train.plan import (
     Plan,
     TeacherTargets,
@@ -45,6 +46,8 @@ DIVERGENCE_FACTOR, DIVERGENCE_FLOOR = 1000.0, 1e4
 # buys nothing even on an idle machine, and on a busy one its OpenMP barrier
 # waits make small models several times slower (benchmarks/RESULTS_engine.md).
 AUTO_THREADS_MIN_STEP_FLOPS = 20e6
+MAX_THREADS = 1024  # more is a typo, and torch would start that many OpenMP threads
+MAX_SEED = 2**32 - 1  # numpy's and sklearn's range, which the split seed goes through
 
 
 @dataclass
@@ -82,33 +85,50 @@ def resolve_threads(cfg: RunConfig, data: Dataset) -> int:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use 'cpu' or 'auto'.")
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise ConfigError(f"unknown device '{name}'; use auto, cpu or cuda.")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' was asked for but no CUDA GPU is available; use 'cpu' or 'auto'.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device '{name}': this machine has {torch.cuda.device_count()} CUDA GPU(s).")
+    return device
 
 
 def validate_config(cfg: RunConfig) -> None:
-    t = cfg.train
+    """Refuse every value that would fail, or silently mean something else, before anything is
+    stored: one ConfigError naming the value and the range it must be in."""
+    t, d = cfg.train, cfg.data
     checks = [
+        (cfg.kind in RUN_KINDS, f"unknown run kind '{cfg.kind}'; use {', '.join(RUN_KINDS)}"),
         (t.epochs >= 1, f"epochs must be at least 1, got {t.epochs}"),
         (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size}"),
         (t.lr > 0 and math.isfinite(t.lr), f"learning rate must be a positive number, got {t.lr}"),
         (t.optimizer in ("adam", "sgd"), f"unknown optimizer '{t.optimizer}'; use adam or sgd"),
-        (t.weight_decay >= 0, f"weight decay must be >= 0, got {t.weight_decay}"),
-        (t.threads >= 0, f"threads must be 0 (auto) or a positive count, got {t.threads}"),
+        (0 <= t.momentum < 1, f"SGD momentum must be in [0, 1), got {t.momentum}"),
+        (0 <= t.weight_decay < math.inf, f"weight decay must be >= 0, got {t.weight_decay}"),
+        (0 <= t.threads <= MAX_THREADS, f"threads must be 0 (auto) or a count up to {MAX_THREADS}, got {t.threads}"),
         (t.spare_cores >= 0, f"spare cores must be >= 0, got {t.spare_cores}"),
+        (t.patience >= 0, f"patience must be 0 (off) or a number of epochs, got {t.patience}"),
+        (0 <= t.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}], got {t.seed}"),
+        (0 <= d.split_seed <= MAX_SEED, f"split seed must be in [0, {MAX_SEED}], got {d.split_seed}"),
+        (0 < d.val_fraction < 1, f"validation fraction must be between 0 and 1 (exclusive), got {d.val_fraction}"),
+        (4 <= d.image_size <= 512, f"image size must be 4 to 512 pixels, got {d.image_size}"),
     ]
     if cfg.distill is not None:
-        d = cfg.distill
+        dc = cfg.distill
         checks += [
-            (0.0 <= d.alpha <= 1.0, f"λ (alpha) must be in [0, 1], got {d.alpha}"),
-            (d.temperature > 0, f"temperature must be positive, got {d.temperature}"),
+            (0.0 <= dc.alpha <= 1.0, f"λ (alpha) must be in [0, 1], got {dc.alpha}"),
+            (0 < dc.temperature < math.inf, f"temperature must be a positive number, got {dc.temperature}"),
         ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    validate_spec(cfg.model)
+    try:
+        resolve_device(t.device)
+    except RuntimeError as err:  # torch's own refusal of a malformed name such as "cuda:x"
+        raise ConfigError(f"unknown device '{t.device}'; use auto, cpu, cuda or cuda:N.") from err
     if cfg.distill is not None:
         validate_methods(cfg.distill.methods)
 
@@ -137,6 +157,60 @@ def method_preview(cfg: RunConfig, data: Dataset, teacher: nn.Module) -> dict:
             p.method.name: {"student": list(p.student_stages), "teacher": list(p.teacher_stages)} for p in plans
         },
     }
+
+
+# Divergence advice: one notch down from a rate that blew up often blows up too (lr 10 → 1 with
+# Adam does), so the advice is tried before it is given: short runs from the same initialisation
+# at a decade below the rate, two decades, ..., and the one whose loss ends lowest is suggested.
+# On digits the short runs' final loss ranked the rates as 5-epoch runs' accuracy did.
+PROBE_STEPS, PROBE_DECADES, PROBE_BUDGET_S, PROBE_MIN_LR = 30, 5, 20.0, 1e-6
+_PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("kd_lr_probe", default=False)
+
+
+def stable_rate(
+    cfg: RunConfig, data: Dataset, teacher: nn.Module | None, stop: threading.Event | None = None
+) -> tuple[float | None, list[float]]:
+    """(the rate, a decade or more below cfg's, whose 2 short epochs of PROBE_STEPS batches end with
+    the lowest mean loss, or None if none learned (ended below 0.9 × the first step's loss);
+    the rates tried, largest first). Stops once a smaller rate does worse than the best so far."""
+    n = min(len(data.train_y), PROBE_STEPS * cfg.train.batch_size)
+    subset = replace(
+        data, train_x=data.train_x[:n], train_y=data.train_y[:n], val_x=data.val_x[:256], val_y=data.val_y[:256]
+    )
+    tried: list[float] = []
+    best: tuple[float, float] | None = None  # (final loss, rate)
+    started = time.perf_counter()
+    token = _PROBING.set(True)
+    try:
+        for k in range(1, PROBE_DECADES + 1):
+            rate = cfg.train.lr / 10**k
+            if rate < PROBE_MIN_LR or time.perf_counter() - started > PROBE_BUDGET_S or (stop and stop.is_set()):
+                break
+            tried.append(rate)
+            final = _probe_loss(
+                replace(cfg, train=replace(cfg.train, lr=rate, epochs=2, patience=0, cosine=False)),
+                subset,
+                teacher,
+                stop,
+            )
+            if final is None:
+                continue
+            if best is not None and final >= best[0]:
+                break
+            best = (final, rate)
+    finally:
+        _PROBING.reset(token)
+    return (best[1] if best else None), tried
+
+
+def _probe_loss(cfg: RunConfig, data: Dataset, teacher: nn.Module | None, stop) -> float | None:
+    """The last epoch's mean loss of a short run, or None if it diverged or did not learn."""
+    losses: list[float] = []
+    result = fit(cfg, data, teacher, lambda r: losses.append(r.loss), stop)
+    if result.status != "finished" or not result.history:
+        return None
+    final = result.history[-1]["loss"]
+    return final if final < 0.9 * losses[0] else None
 
 
 def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator, fill: float = 0.0) -> torch.Tensor:
@@ -238,13 +312,13 @@ class _Loop:
             self.result.cache = self.targets.choice.describe()
         self.best_state: dict | None = None
         self.step = 0
+        self.samples = 0  # real samples trained on: the last batch of an epoch may be short
         self.first_loss: float | None = None
         self.start = time.perf_counter()
 
     def record(self, event: str, epoch: int, **kw) -> Progress:
         elapsed = time.perf_counter() - self.start
-        done = self.step * self.cfg.train.batch_size
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = self.samples / elapsed if elapsed > 0 else 0.0
         eta = (self.total_steps - self.step) * (elapsed / self.step) if self.step else 0.0
         rec = Progress(
             event=event,
@@ -298,6 +372,7 @@ class _Loop:
             idx = perm[i * bs : (i + 1) * bs]
             loss, terms, ok = self.train_step(idx)
             self.step += 1
+            self.samples += len(idx)
             if self.diverged(loss):
                 return self.finish("failed", epoch, self.divergence_message(loss, epoch))
             correct += ok
@@ -321,10 +396,23 @@ class _Loop:
         return loss > max(DIVERGENCE_FLOOR, DIVERGENCE_FACTOR * self.first_loss)
 
     def divergence_message(self, loss: float, epoch: int) -> str:
+        lr = self.opt.param_groups[0]["lr"]  # the rate in force when it blew up (a schedule moves it)
+        head = f"the loss became {loss:.4g} at step {self.step} (epoch {epoch}) at learning rate {lr:g}: training diverged."
+        if _PROBING.get():  # this is a probe's own run: the caller weighs the result
+            return head
+        teacher = self.targets.teacher if self.targets is not None else None
+        self.student.close()  # this run is over: its hooks off before the probes hook the same teacher
+        if self.targets is not None:
+            self.targets.close()
+        rate, tried = stable_rate(self.cfg, self.data, teacher, self.stop)
+        listed = ", ".join(f"{r:g}" for r in tried)
+        if rate is None:
+            return (
+                f"{head} Short runs from the same start at {listed} did not learn either: check the data and the model."
+            )
         return (
-            f"the loss became {loss:.4g} at step {self.step} (epoch {epoch}): training diverged. "
-            f"The learning rate {self.cfg.train.lr:g} is likely too high; try "
-            f"{self.cfg.train.lr / 10:g}."
+            f"{head} Of short runs from the same start at learning rates {listed}, the one at {rate:g} "
+            f"learned best: try a learning rate of {rate:g}."
         )
 
     def end_epoch(self, stats: dict) -> None:
@@ -353,7 +441,7 @@ class _Loop:
         r = self.result
         r.status, r.message = status, message
         r.seconds = time.perf_counter() - self.start
-        r.samples_per_s = self.step * self.cfg.train.batch_size / r.seconds if r.seconds > 0 else 0.0
+        r.samples_per_s = self.samples / r.seconds if r.seconds > 0 else 0.0
         if self.best_state is not None:  # model selection on the validation split
             self.model.load_state_dict(self.best_state)
         self.model.eval()
