@@ -3,21 +3,116 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from kd_core.config import DataConfig, ModelSpec, TrainConfig
+from kd_core.errors import ConfigError, KDError
 from kd_core.store import Store
 from kd_core.train.data import Dataset, load_dataset
 from kd_core.train.models import FAMILIES
 from kd_core.train.pretrained import TORCHVISION
 
 EXIT_USER_ERROR = 2
+
+
+class UsageError(KDError):
+    """A flag argparse refuses (a missing value, `--epochs abc`): reported like any other bad input."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a refused argument is one `error:` line and exit 2 through `main`,
+    like every other bad input, instead of a usage block and a SystemExit."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
+# ---------------------------------------------------------------- signals
+
+
+class StopOnSignal:
+    """SIGINT and SIGTERM end the run in progress as `stopped` instead of killing it: the handler
+    only sets the engine's stop event, which it checks between steps, so the run keeps its best
+    weights and curves. A second signal acts as usual (quits at once). `code(default)` is 128 + the
+    signal's number once one came: 130 for Ctrl-C, 143 for SIGTERM."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        # No printing here: the handler may interrupt a write to stderr (the progress bar).
+        self.signum = signum
+        self.event.set()
+        self._restore()
+
+    def _restore(self) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+        if self.signum is not None:
+            name = signal.Signals(self.signum).name
+            print(f"{name}: stopped; what was trained so far is kept as a 'stopped' run", file=sys.stderr)
+
+    def code(self, default: int) -> int:
+        return 128 + self.signum if self.signum is not None else default
+
+
+# ---------------------------------------------------------------- up-front checks
+
+
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """argparse type of --batch-sizes: "1,64,256" → (1, 64, 256); anything else is refused."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,256, got '{text}'") from err
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be whole numbers of at least 1, got '{text}'")
+    return values
+
+
+def check_out_path(out: str | None) -> None:
+    """Refuse an --out that cannot take a file before any training, and leave nothing behind:
+    a folder, a path under a file, a read-only or missing place."""
+    if not out:
+        return
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file path such as {path / 'teacher.pt'}.")
+    probe = path.with_name(f".{path.name}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+    except OSError as err:
+        raise ConfigError(f"--out {out} cannot be written: {err.strerror or err}.") from err
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- flags → configs
@@ -86,7 +181,7 @@ def model_spec(a, preset: ModelSpec) -> ModelSpec:
     width = a.width if a.width is not None else (preset.width if family == preset.family else 1.0)
     return ModelSpec(
         family=family,
-        size=a.size or preset.size,
+        size=preset.size if a.size is None else a.size,  # `--size 0` is refused, not replaced
         depth=preset.depth if a.depth is None else a.depth,
         width=width,
     )
@@ -202,5 +297,10 @@ def report(a, payload: dict, started: float) -> None:
         print(line)
 
 
-def exit_code(runs: list[dict]) -> int:
-    return EXIT_USER_ERROR if any(r["status"] == "failed" for r in runs) else 0
+def exit_code(runs: list[dict], stop: StopOnSignal | None = None) -> int:
+    """2 when a run failed (with an `error:` line on stderr), 128 + signal after SIGINT/SIGTERM, else 0."""
+    failed = [r for r in runs if r["status"] == "failed"]
+    for r in failed[:1]:
+        print(f"error: {r['kind']} run {r['run_id']} failed: {r.get('message') or 'see the run'}", file=sys.stderr)
+    code = EXIT_USER_ERROR if failed else 0
+    return stop.code(code) if stop is not None else code

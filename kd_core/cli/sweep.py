@@ -15,14 +15,23 @@ import json
 import sys
 import time
 
-from kd_core.cli.common import ProgressBar, add_data_args, add_train_args, data_config, exit_code, train_config
+from kd_core.cli.common import (
+    ProgressBar,
+    StopOnSignal,
+    add_data_args,
+    add_train_args,
+    data_config,
+    exit_code,
+    train_config,
+)
 from kd_core.cli.common import numbers as _numbers
 from kd_core.cli.common import plain as _plain
 from kd_core.errors import ConfigError
 from kd_core.fmt import signed
 from kd_core.store import Store
 from kd_core.sweep.executors import make_executor
-from kd_core.sweep.grid import SWEEP_METRICS, SweepConfig, create_sweep, load_sweep, pending, plan
+from kd_core.sweep.grid import SWEEP_METRICS, SweepConfig, create_sweep, load_sweep, pending, plan, validate_sweep
+from kd_core.sweep.ray_executor import check_ray_address, check_ray_gcs
 from kd_core.sweep.results import multiple_tests, sweep_grids, sweep_results
 from kd_core.sweep.runner import run_sweep
 from kd_core.train.data import load_dataset
@@ -133,8 +142,15 @@ def _print_grids(payload: dict) -> None:
 
 def cmd_sweep(a) -> int:
     started = time.perf_counter()
+    config = None if a.resume else sweep_config(a)
+    if config is not None:
+        validate_sweep(config)  # before the store: a bad grid leaves no sweep behind
+    executor = make_executor(a.backend, a.ray_address, a.ray_cpus)
+    if a.backend == "ray" and a.ray_address:
+        check_ray_address(a.ray_address)  # seconds, not Ray's half-minute of retries, and before the store
+        check_ray_gcs(a.ray_address)
     store = Store(a.store)
-    sweep_id = a.resume or create_sweep(store, sweep_config(a))
+    sweep_id = a.resume or create_sweep(store, config)
     sweep = load_sweep(store, sweep_id)
     print(
         f"sweep {sweep_id}: {len(pending(store, sweep_id, sweep))} of {len(plan(sweep))} runs to go "
@@ -142,10 +158,10 @@ def cmd_sweep(a) -> int:
         file=sys.stderr,
     )
     data = load_dataset(sweep.data)
-    bar = ProgressBar(not a.quiet)
-    executor = make_executor(a.backend, a.ray_address, a.ray_cpus)
-    outcomes = run_sweep(store, sweep_id, data, emit=bar, executor=executor)
-    bar.close()
+    with StopOnSignal() as stop:  # unfinished cells stay pending: --resume runs them
+        bar = ProgressBar(not a.quiet)
+        outcomes = run_sweep(store, sweep_id, data, emit=bar, stop=stop.event, executor=executor)
+        bar.close()
     runs = [o.summary() for o in outcomes]
     payload = {
         "command": "sweep",
@@ -161,4 +177,4 @@ def cmd_sweep(a) -> int:
         print(json.dumps(_plain(payload), indent=2, default=str))
     else:
         _print_grids(payload)
-    return exit_code(runs)
+    return exit_code(runs, stop)

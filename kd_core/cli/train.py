@@ -12,9 +12,12 @@ import torch
 
 from kd_core.cli.common import (
     ProgressBar,
+    StopOnSignal,
     add_data_args,
     add_model_args,
     add_train_args,
+    batch_sizes,
+    check_out_path,
     data_config,
     exit_code,
     load,
@@ -25,33 +28,40 @@ from kd_core.cli.common import (
 from kd_core.cli.deploy import cmd_bench_runtimes
 from kd_core.cli.methods import add_method_args, distill_config
 from kd_core.config import ModelSpec, RunConfig
+from kd_core.errors import CheckpointError, KDError
 from kd_core.store import Store
-from kd_core.train.bench import measure_latency, size_report
+from kd_core.train.bench import check_bench, measure_latency, size_report
 from kd_core.train.blackbox import kind_of, resolve_contract
 from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import dataset_names
-from kd_core.train.engine import check_run
+from kd_core.train.engine import check_run, validate_config
 from kd_core.train.imported import TeacherFile, import_teacher_file, read_mapping
-from kd_core.train.models import build_model, describe, student_preset, teacher_preset
+from kd_core.train.models import build_model, describe, student_preset, teacher_preset, validate_spec
 from kd_core.train.pretrained import check_model
 from kd_core.train.recorder import distill, load_teacher, train_teacher
 
 
 def cmd_teacher(a) -> int:
     started = time.perf_counter()
-    data, store = load(a)
     cfg = RunConfig(
         kind="teacher", data=data_config(a), model=model_spec(a, teacher_preset(a.dataset)), train=train_config(a)
     )
+    validate_config(cfg)  # a bad value is refused here, before the dataset loads or a run is stored
+    check_out_path(a.out)
+    data, store = load(a)
     check_model(cfg, data)
-    bar = ProgressBar(not a.quiet)
-    outcome = train_teacher(store, cfg, data, emit=bar)
-    bar.close()
-    if a.out and outcome.model is not None:
-        save_checkpoint(a.out, outcome.model, cfg.model, data.input_shape, data.classes, data.name)
+    with StopOnSignal() as stop:
+        bar = ProgressBar(not a.quiet)
+        outcome = train_teacher(store, cfg, data, emit=bar, stop=stop.event)
+        bar.close()
     runs = [outcome.summary()]
     report(a, {"command": "teacher", "config": cfg.to_dict(), "runs": runs, "dataset": data.info()}, started)
-    return exit_code(runs)
+    if a.out and outcome.model is not None:
+        try:
+            save_checkpoint(a.out, outcome.model, cfg.model, data.input_shape, data.classes, data.name)
+        except KDError as err:
+            raise CheckpointError(f"run {outcome.run_id} is stored, but --out could not be written: {err}") from err
+    return exit_code(runs, stop)
 
 
 def _teacher_ref(ref: str) -> str:
@@ -81,7 +91,6 @@ def _teacher_file(a, store: Store, data) -> str | None:
 def cmd_distill(a) -> int:
     started = time.perf_counter()
     distill_cfg = distill_config(a)
-    data, store = load(a)
     cfg = RunConfig(
         kind="student",
         data=data_config(a),
@@ -90,36 +99,44 @@ def cmd_distill(a) -> int:
         teacher_id=_teacher_ref(a.teacher),
         distill=distill_cfg,
     )
+    validate_config(cfg)  # a bad value is refused here, before the dataset loads or anything is stored
+    data, store = load(a)
     check_model(cfg, data)  # before a teacher file is stored as a run
     imported = _teacher_file(a, store, data)
     if imported:
         cfg = replace(cfg, teacher_id=imported)
     teacher = load_teacher(store, imported or a.teacher, data)
     check_run(cfg, data, teacher)  # AT on an MLP and the like: refused before the student is stored
-    bar = ProgressBar(not a.quiet)
-    outcomes = distill(store, cfg, data, teacher, with_baseline=a.baseline, emit=bar)
-    bar.close()
+    with StopOnSignal() as stop:
+        bar = ProgressBar(not a.quiet)
+        outcomes = distill(store, cfg, data, teacher, with_baseline=a.baseline, emit=bar, stop=stop.event)
+        bar.close()
     runs = [o.summary() for o in outcomes]
     report(a, {"command": "distill", "config": cfg.to_dict(), "runs": runs, "dataset": data.info()}, started)
-    return exit_code(runs)
+    return exit_code(runs, stop)
 
 
 def cmd_bench(a) -> int:
     if a.runtimes:
         return cmd_bench_runtimes(a)
     started = time.perf_counter()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    check_bench(tuple(a.input_shape), a.batch_sizes, a.warmup, a.repeats, a.threads, a.classes)
     if a.model:
         ref = a.model
-        run = Store(a.store).get_run(ref)
+        path = Path(ref).expanduser()
+        run = None if path.is_file() else Store(a.store).get_run(ref)
         model, meta = load_checkpoint(run["weights"] if run and run.get("weights") else ref)
         spec, shape, classes = meta["spec"], meta["input_shape"], len(meta["classes"])
+        check_bench(shape, a.batch_sizes, a.warmup, a.repeats, a.threads, classes)
     else:
-        spec = ModelSpec(a.family or "mlp", a.size or 64, 1 if a.depth is None else a.depth, a.width or 1.0)
+        size = 64 if a.size is None else a.size  # `--size 0` is refused, not replaced
+        spec = ModelSpec(a.family or "mlp", size, 1 if a.depth is None else a.depth, a.width or 1.0)
+        validate_spec(spec)
         shape, classes = tuple(a.input_shape), a.classes
         model = build_model(spec, shape, classes)
-    batches = tuple(int(b) for b in a.batch_sizes.split(","))
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    batches = a.batch_sizes
     result = {
         "model": spec.label(),
         "input_shape": list(shape),
@@ -150,7 +167,7 @@ def cmd_datasets(a) -> int:
 
 
 def cmd_runs(a) -> int:
-    runs = Store(a.store).list_runs()
+    runs = Store(a.store).list_runs()  # a damaged store is a StoreError: one line, never a traceback
     if a.json:
         print(json.dumps(runs, indent=2, default=str))
         return 0
@@ -193,7 +210,7 @@ def register(sub) -> None:
     add_model_args(p, None)
     p.add_argument("--input-shape", type=int, nargs=3, default=[1, 28, 28], metavar=("C", "H", "W"))
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--batch-sizes", default="1,256")
+    p.add_argument("--batch-sizes", type=batch_sizes, default="1,256", help="comma-separated, e.g. 1,64,256")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("--threads", type=int, default=0)

@@ -8,8 +8,12 @@ streamlit, so the server runs as a child process.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from kd_core.errors import ConfigError
@@ -26,10 +30,31 @@ def cmd_ui(a: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(a.port)]
     if a.headless:
         cmd += ["--server.headless", "true"]
+    server = subprocess.Popen(cmd, cwd=a.cwd or None)
+    with _forwarding_signals(server):
+        code = server.wait()
+    return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
+
+
+@contextlib.contextmanager
+def _forwarding_signals(server: subprocess.Popen) -> Iterator[None]:
+    """SIGINT / SIGTERM sent to this process (`docker stop`, systemd, kill) go on to the server,
+    which stops its live job, stores it as `stopped` and exits; dying here instead would leave
+    the server running without a parent, or, killed with it, the job's run orphaned."""
+
+    def forward(signum, _frame) -> None:
+        if server.poll() is None:
+            server.send_signal(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.call(cmd, cwd=a.cwd or None)
-    except KeyboardInterrupt:
-        return 130
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

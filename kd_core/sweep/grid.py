@@ -84,7 +84,7 @@ def validate_sweep(sweep: SweepConfig) -> None:
         validate_spec(ModelSpec(sweep.family, size, sweep.depth))
     for t in sweep.temperatures:
         for a in sweep.alphas:
-            validate_config(RunConfig(kind="student", train=sweep.train, distill=DistillConfig(t, a)))
+            validate_config(RunConfig(kind="student", data=sweep.data, train=sweep.train, distill=DistillConfig(t, a)))
 
 
 # ---------------------------------------------------------------- cells
