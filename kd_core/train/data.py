@@ -19,6 +19,7 @@ import torch
 
 from kd_core.config import DataConfig
 from kd_core.errors import ConfigError, DataError
+from kd_core.train.image_folder import load_image_folder
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -224,32 +225,14 @@ def _load_cifar10(cfg: DataConfig):
 
 
 def _load_folder(path: Path, image_size: int):
-    """torchvision ImageFolder layout: PATH/<class>/<image>. Resized once, at load time."""
-    from torchvision import datasets, transforms
-
+    """PATH/<class>/<image>, resized once, at load time (image_folder.py: hidden entries, links,
+    transparency and 16-bit images)."""
     if not path.is_dir():
         raise DataError(f"image folder '{path}' does not exist or is not a folder.")
     if image_size < 4 or image_size > 512:
         raise DataError(f"image size {image_size} is out of range; use 4 to 512 pixels.")
-    tf = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.ToTensor()])
-    try:
-        folder = datasets.ImageFolder(str(path), transform=tf)
-    except FileNotFoundError as err:
-        raise DataError(
-            f"image folder '{path}': {err}. Put each class's images in its own "
-            "sub-folder, e.g. PATH/cats/1.png, PATH/dogs/2.png."
-        ) from err
-    if len(folder.classes) < 2:
-        raise DataError(f"image folder '{path}' has {len(folder.classes)} class folder(s); at least 2 are needed.")
-    images, labels = [], []
-    for i in range(len(folder)):
-        try:
-            img, label = folder[i]
-        except Exception as err:  # PIL.UnidentifiedImageError and friends
-            raise DataError(f"could not read image '{folder.samples[i][0]}': {err}") from err
-        images.append(img)
-        labels.append(label)
-    return torch.stack(images).numpy(), np.asarray(labels), list(folder.classes), None, None
+    images, labels, classes = load_image_folder(path, image_size)
+    return images, labels, classes, None, None
 
 
 LOADERS: dict[str, Callable] = {
