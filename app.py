@@ -10,6 +10,7 @@ legacy mode (each page run on its own, without this file) until st.navigation fi
 
 import streamlit as st
 
+from kd_core.views.studio import StoreError
 from ui import state
 
 st.set_page_config(page_title="KD Studio", page_icon="⚗️", layout="wide")
@@ -30,4 +31,7 @@ state.sidebar()
 if (problem := state.store_problem()) is not None:
     st.error(f"{problem} Set another run store folder in the sidebar (Folders and compute).")
     st.stop()
-page.run()
+try:
+    page.run()
+except StoreError as err:  # the store went bad while the page read it: a message, never a traceback
+    state.store_failed(err)

@@ -17,8 +17,11 @@ def train_section(data) -> None:
     st.caption(f"{info['params']:,} parameters · {info['flops']:,} FLOPs per sample · {info['bytes'] / 1e6:.2f} MB")
     budget = forms.budget_widgets("t", epochs=15, lr=1e-3)
     busy = state.job_manager().current() is not None
-    if st.button("Train teacher", type="primary", key="train_teacher", disabled=busy):
-        cfg = forms.run_config("teacher", data, m["family"], m["size"], m["depth"], width=m["width"], **budget)
+    cfg = forms.run_config("teacher", data, m["family"], m["size"], m["depth"], width=m["width"], **budget)
+    problem = studio.config_problem(cfg)  # the button is disabled with the reason: nothing bad is stored
+    if problem:
+        st.caption(f":red[Cannot train: {problem}]")
+    if st.button("Train teacher", type="primary", key="train_teacher", disabled=busy or bool(problem), help=problem):
         try:
             job = studio.start_teacher(state.job_manager(), state.current_store(), data, cfg)
             st.query_params["job"] = job.id

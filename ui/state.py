@@ -188,6 +188,14 @@ def current_store():
     return store(settings().get("store_root", "kd_runs"))
 
 
+def store_failed(err: Exception) -> None:
+    """A store that went bad while open (a damaged page, a full disk): its message, which names the
+    file and the repair command, and the page stops; the next run opens and checks it afresh."""
+    store.clear()
+    st.error(f"The run store cannot be used: {err}")
+    st.stop()
+
+
 def current_data(show_error: bool = True):
     """The dataset picked in the sidebar, or None (with a message) if it cannot be loaded."""
     s = settings()

@@ -20,15 +20,17 @@ import torch
 from torch import nn
 
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig, experiment_key, format_methods
-from kd_core.errors import ConfigError
+from kd_core.errors import ConfigError, KDError
 from kd_core.jobs import Job, JobManager
 from kd_core.methods import parse_methods
 from kd_core.records import LatencyRow
 from kd_core.store import Store
+from kd_core.store import StoreError as StoreError  # for the dashboard's damaged-store message
 from kd_core.train import recorder as experiment
 from kd_core.train.blackbox import InputContract, kind_of
 from kd_core.train.checkpoint import load_checkpoint
 from kd_core.train.data import Dataset, load_dataset
+from kd_core.train.engine import validate_config
 from kd_core.train.imported import TeacherFile, import_teacher_file, parse_mapping
 from kd_core.train.losses import soft_targets as _soft_targets
 from kd_core.train.metrics import entropy, predict_logits
@@ -169,6 +171,16 @@ def make_config(
         distill=distill,
         teacher_id=teacher_id,
     )
+
+
+def config_problem(cfg: RunConfig) -> str | None:
+    """Why this run cannot start (the page disables its button and shows this), or None. The
+    same check the CLI and the recorder make, so nothing refused is ever stored."""
+    try:
+        validate_config(cfg)
+    except KDError as err:
+        return str(err)
+    return None
 
 
 # ---------------------------------------------------------------- stored runs
