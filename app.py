@@ -27,11 +27,11 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-state.sidebar()
-if (problem := state.store_problem()) is not None:
-    st.error(f"{problem} Set another run store folder in the sidebar (Folders and compute).")
-    st.stop()
 try:
+    state.sidebar()
+    if (problem := state.store_problem()) is not None:
+        st.error(f"{problem} Set another run store folder in the sidebar (Folders and compute).")
+        st.stop()
     page.run()
-except StoreError as err:  # the store went bad while the page read it: a message, never a traceback
+except StoreError as err:  # the store went bad while the sidebar or page read it: a message, not a traceback
     state.store_failed(err)

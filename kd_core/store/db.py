@@ -16,7 +16,7 @@ left "running" by a process that no longer exists is marked failed on open.
 
 The database is an index, not the only copy: every run that ends also gets a
 JSON record beside its weights (weights/<run id>.json: the row, its config,
-metrics and epochs; sweeps/<sweep id>.json for a sweep's grid), from which
+metrics and epochs; sweeps/<id>.json and studies/<id>.json for saved grids), from which
 `kd-studio store repair` (store/repair.py) rebuilds the index. The file runs in
 WAL mode (a crash mid-write leaves the last committed state) and is checked with
 `PRAGMA quick_check` on open. A damaged, foreign, empty or missing runs.db beside
@@ -34,6 +34,7 @@ as the file of that name in this store's weights folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -65,7 +66,8 @@ CREATE TABLE IF NOT EXISTS studies (id TEXT PRIMARY KEY, config TEXT NOT NULL, c
 """
 STATUSES = ("running", "finished", "stopped", "failed")
 RUN_RECORD = "kd-studio-run/1"  # the "format" of a run's JSON record
-SWEEP_RECORD = "kd-studio-sweep/1"
+GRID_RECORD = "kd-studio-grid/1"  # a saved sweep's or compress study's record
+GRID_TABLES = ("sweeps", "studies")
 
 
 def write_json(path: Path, payload: dict, what: str) -> None:
@@ -77,7 +79,8 @@ def write_json(path: Path, payload: dict, what: str) -> None:
         tmp.write_text(json.dumps(payload, indent=1, default=str, allow_nan=True))
         tmp.replace(path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise StoreError(
             f"{what} could not be written to {path}: {err.strerror or err}. The index has it; free some space "
             f"and run `{repair_command(path.parent.parent)}` to write it again."
@@ -155,7 +158,6 @@ class Store:
     def __init__(self, root: str | Path = "kd_runs"):
         self.root = Path(root).expanduser().resolve()
         self.weights_dir = self.root / "weights"
-        self.sweeps_dir = self.root / "sweeps"
         self.db_path = self.root / "runs.db"
         try:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
@@ -291,22 +293,22 @@ class Store:
 
     def save_sweep(self, sweep_id: str, config: dict) -> None:
         """Keep a sweep's grid; its runs carry the id, this keeps the cells not yet run."""
-        created = time.time()
-        with self._connect() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?)",
-                (sweep_id, json.dumps(config, sort_keys=True), created),
-            )
-        record = {"format": SWEEP_RECORD, "id": sweep_id, "config": config, "created": created}
-        write_json(self.sweeps_dir / f"{sweep_id}.json", record, f"sweep {sweep_id}'s record")
+        self._save_grid("sweeps", sweep_id, config)
 
     def save_study(self, study_id: str, config: dict) -> None:
         """Keep a compress study's search; its runs carry the id in their config."""
+        self._save_grid("studies", study_id, config)
+
+    def _save_grid(self, table: str, key: str, config: dict) -> None:
+        """A row of a table of saved grids (GRID_TABLES), and its JSON record in the folder of that
+        name (sweeps/<id>.json), from which `store repair` brings it back."""
+        created = time.time()
         with self._connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO studies VALUES (?, ?, ?)",
-                (study_id, json.dumps(config, sort_keys=True), time.time()),
+                f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", (key, json.dumps(config, sort_keys=True), created)
             )
+        record = {"format": GRID_RECORD, "table": table, "id": key, "config": config, "created": created}
+        write_json(self.root / table / f"{key}.json", record, f"{table} {key}'s record")
 
     def weights_path(self, run_id: str) -> Path:
         return self.weights_dir / f"{run_id}.pt"

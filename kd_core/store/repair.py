@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from kd_core.config import ModelSpec
-from kd_core.store.db import RUN_RECORD, SCHEMA, SWEEP_RECORD, Store, repair_command, run_files
+from kd_core.store.db import GRID_RECORD, GRID_TABLES, RUN_RECORD, SCHEMA, Store, repair_command, run_files
 
 KINDS_BY_PREFIX = {"t": "teacher", "s": "student", "b": "baseline"}  # run ids start with the kind's letter
 FROM_WEIGHTS_ONLY = (
@@ -84,17 +84,18 @@ def _records(folder: Path, fmt: str) -> tuple[dict[str, dict], list[str]]:
 
 
 def _salvage(db_path: Path, ids: set[str]) -> tuple[dict[str, dict], dict[str, list[dict]], dict[str, dict]]:
-    """Whatever rows of a (possibly damaged) runs.db can still be read: runs, epochs by run, sweeps.
-    A table whose scan fails is read run by run through its primary key, which may avoid the bad page."""
+    """Whatever rows of a (possibly damaged) runs.db can still be read: runs, epochs by run, and the
+    saved grids by (table, id). A table whose scan fails is read run by run through its primary key,
+    which may avoid the bad page."""
     runs: dict[str, dict] = {}
     epochs: dict[str, list[dict]] = {}
-    sweeps: dict[str, dict] = {}
+    grids: dict = {}
     if not db_path.is_file() or db_path.stat().st_size == 0:
-        return runs, epochs, sweeps
+        return runs, epochs, grids
     try:
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     except sqlite3.Error:
-        return runs, epochs, sweeps
+        return runs, epochs, grids
     with closing(db):
         db.row_factory = sqlite3.Row
         runs = {r["id"]: r for r in _rows(db, "SELECT * FROM runs")}
@@ -107,8 +108,9 @@ def _salvage(db_path: Path, ids: set[str]) -> tuple[dict[str, dict], dict[str, l
         else:
             for rid in set(runs) | ids:
                 epochs[rid] = _rows(db, "SELECT * FROM epochs WHERE run_id = ?", rid)
-        sweeps = {r["id"]: r for r in _rows(db, "SELECT * FROM sweeps")}
-    return runs, epochs, sweeps
+        for table in GRID_TABLES:
+            grids.update({(table, r["id"]): r for r in _rows(db, f"SELECT * FROM {table}")})
+    return runs, epochs, grids
 
 
 def _rows(db: sqlite3.Connection, sql: str, *args) -> list[dict]:
@@ -162,9 +164,10 @@ def repair(root: str | Path) -> Report:
     report = Report(root)
     db_path, weights = root / "runs.db", root / "weights"
     records, _ = _records(weights, RUN_RECORD)
-    sweep_records, _ = _records(root / "sweeps", SWEEP_RECORD)
     on_disk = run_files(weights)
-    runs, epochs, sweeps = _salvage(db_path, on_disk)
+    runs, epochs, grids = _salvage(db_path, on_disk)
+    for table in GRID_TABLES:
+        grids.update({(table, key): rec for key, rec in _records(root / table, GRID_RECORD)[0].items()})
     problem, indexed = _index_state(db_path)
     if problem and db_path.exists():
         aside = _move_aside(db_path)
@@ -185,9 +188,8 @@ def repair(root: str | Path) -> Report:
             for e in rows:
                 _insert(db, "epochs", {**e, "run_id": rid})
             counts[source] += 1
-        for sid, rec in {**sweeps, **sweep_records}.items():
-            config = rec["config"] if isinstance(rec["config"], str) else json.dumps(rec["config"], sort_keys=True)
-            db.execute("INSERT OR IGNORE INTO sweeps VALUES (?, ?, ?)", (sid, config, rec["created"]))
+        for (table, key), rec in grids.items():
+            _insert(db, table, {**rec, "id": key})
     store = Store(root)  # now passes its own checks; marks runs of dead processes failed
     written = [rid for rid in store_ids(store) if rid not in records and store.get_run(rid)["status"] != "running"]
     for rid in written:

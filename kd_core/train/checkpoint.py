@@ -6,6 +6,8 @@ code, so a file from anywhere can be inspected without running it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import pickle
 import re
@@ -30,7 +32,6 @@ def save_checkpoint(
     path: str | Path, model: nn.Module, spec: ModelSpec, input_shape: tuple[int, ...], classes: list[str], dataset: str
 ) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "state_dict": model.state_dict(),
@@ -47,22 +48,37 @@ def save_checkpoint(
         raise CheckpointError(f"the model's weights hold NaN or infinite values (in '{bad}'); it is not saved.")
     tmp = path.with_name(path.name + ".part")
     try:
-        torch.save(payload, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Our own file object, closed here even when torch.save fails: torch's writer would keep the
+        # file open from the exception's traceback, and a removed .part frees its space only once closed.
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
         tmp.replace(path)  # never leave a half-written checkpoint under the real name
     except (OSError, RuntimeError) as err:  # a full disk reaches us as torch's RuntimeError, without errno
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write the checkpoint {path}: {_write_failure(err, path.parent)}") from err
+        with contextlib.suppress(OSError):  # a path under a file has no .part to remove either
+            tmp.unlink(missing_ok=True)
+        need = sum(t.nbytes for t in payload["state_dict"].values() if isinstance(t, torch.Tensor))
+        raise CheckpointError(
+            f"could not write the checkpoint {path}: {_write_failure(err, path.parent, need)}"
+        ) from err
 
 
-def _write_failure(err: Exception, folder: Path) -> str:
-    """Why a write failed, in words: the OS's reason, or torch's first line and the space left."""
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
+def _write_failure(err: Exception, folder: Path, need: int) -> str:
+    """Why a write failed, in words. Torch reports a full disk as an OSError in the chain or as its
+    own "unexpected pos" / iostream error, so a full disk is also told by the space left against
+    the space needed; otherwise the OS's reason, or torch's first line."""
+    cause: BaseException | None = err
+    while cause is not None and not (isinstance(cause, OSError) and cause.strerror):
+        cause = cause.__cause__ or cause.__context__
     try:
-        free = f"; {shutil.disk_usage(folder).free / 1e6:.1f} MB free on its disk"
+        free = shutil.disk_usage(folder).free
     except OSError:
-        free = ""
-    return f"{one_line(err)}{free}"
+        free = None
+    full = getattr(cause, "errno", None) == errno.ENOSPC or (free is not None and free < need)
+    if full:
+        left = f"{free / 1e6:.1f} MB free, " if free is not None else ""
+        return f"the disk is full ({left}the weights need about {need / 1e6:.1f} MB)"
+    return cause.strerror if isinstance(cause, OSError) else one_line(err)
 
 
 def one_line(err: Exception) -> str:

@@ -1,0 +1,38 @@
+"""Divergence advice that works: the rate suggested after a run blows up is one that a short run
+from the same start learned at, and a full run at it trains instead of diverging again."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+from conftest import TEACHER_SPEC, make_config
+
+from kd_core.train.engine import fit
+
+
+def suggested(message: str) -> float:
+    found = re.search(r"try a learning rate of ([0-9.e+-]+)\.$", message)
+    assert found, message
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adam", 10.0), ("sgd", 1000.0)])
+def test_the_suggested_rate_trains_where_one_notch_down_diverges(digits, optimizer, lr):
+    cfg = make_config("teacher", TEACHER_SPEC, epochs=4, lr=lr, optimizer=optimizer)
+    bad = fit(cfg, digits)
+    assert bad.status == "failed" and "training diverged" in bad.message
+    rate = suggested(bad.message)
+    assert rate <= lr / 10
+    one_notch = fit(replace(cfg, train=replace(cfg.train, lr=lr / 10)), digits)
+    assert one_notch.status == "failed" or one_notch.best_val_acc < 0.5  # the old advice did not work
+    good = fit(replace(cfg, train=replace(cfg.train, lr=rate)), digits)
+    assert good.status == "finished" and good.best_val_acc > 0.85, (rate, good.best_val_acc)
+
+
+def test_when_nothing_learns_the_message_says_so_instead_of_guessing(digits):
+    cfg = make_config("teacher", TEACHER_SPEC, epochs=1, lr=1e30, optimizer="sgd")
+    result = fit(cfg, digits)
+    assert result.status == "failed"
+    assert "did not learn either" in result.message and "try a learning rate" not in result.message
