@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+RUN_KINDS = ("teacher", "student", "baseline")  # RunConfig.kind; anything else is refused up front
+
 
 @dataclass(frozen=True)
 class DataConfig:
