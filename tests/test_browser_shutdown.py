@@ -14,8 +14,8 @@ import urllib.request
 from contextlib import closing
 
 import pytest
-from _server import free_port, kd_env, launch_browser, require_browser, settle, wait_until
 
+from _server import free_port, kd_env, launch_browser, require_browser, settle, wait_until
 from kd_core.store import Store
 from kd_core.train.checkpoint import load_checkpoint
 

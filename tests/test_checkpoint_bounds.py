@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 import torch
-from conftest import TEACHER_SPEC, CodeRunningPickle, cli_command, cli_env
 
+from helpers import TEACHER_SPEC, CodeRunningPickle, cli_command, cli_env
 from kd_core.config import ModelSpec
 from kd_core.errors import CheckpointError
 from kd_core.store import Store

@@ -6,10 +6,10 @@ replaced. The CLI's `main` runs in this process (tiny models, 1-2 epochs on digi
 from __future__ import annotations
 
 import pytest
-from conftest import TEACHER_SPEC
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from helpers import TEACHER_SPEC
 from kd_core.cli import main
 from kd_core.store import Store
 from kd_core.train.checkpoint import save_checkpoint

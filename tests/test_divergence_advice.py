@@ -7,8 +7,8 @@ import re
 from dataclasses import replace
 
 import pytest
-from conftest import TEACHER_SPEC, make_config
 
+from helpers import TEACHER_SPEC, make_config
 from kd_core.train.engine import fit
 
 

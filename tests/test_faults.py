@@ -17,10 +17,10 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import cli_command, cli_env, run_cli
 from streamlit.testing.v1 import AppTest
-from test_store_repair import checkpointed, corrupt_page, snapshot
 
+from damage import checkpointed, corrupt_page, snapshot
+from helpers import cli_command, cli_env, run_cli
 from kd_core.cli import main
 from kd_core.store import Store
 from kd_core.train.checkpoint import load_checkpoint

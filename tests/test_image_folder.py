@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import write_image_folder
 from PIL import Image
 
+from helpers import write_image_folder
 from kd_core.config import DataConfig
 from kd_core.errors import DataError
 from kd_core.train.data import load_dataset

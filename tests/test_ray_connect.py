@@ -10,8 +10,8 @@ import threading
 import time
 
 import pytest
-from conftest import TEACHER_SPEC
 
+from helpers import TEACHER_SPEC
 from kd_core.cli import main
 from kd_core.errors import KDError
 from kd_core.store import Store

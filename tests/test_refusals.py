@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import STUDENT_SPEC, StepRecorder, cli_env, make_config
 
+from helpers import STUDENT_SPEC, StepRecorder, cli_env, make_config
 from kd_core.cli import main
 from kd_core.store import Store
 from kd_core.train.engine import fit
