@@ -83,13 +83,16 @@ def _records(folder: Path, fmt: str) -> tuple[dict[str, dict], list[str]]:
     return found, bad
 
 
-def _salvage(db_path: Path, ids: set[str]) -> tuple[dict[str, dict], dict[str, list[dict]], dict[str, dict]]:
+Grids = dict[tuple[str, str], dict]  # (table, id) -> a saved sweep's or study's row
+
+
+def _salvage(db_path: Path, ids: set[str]) -> tuple[dict[str, dict], dict[str, list[dict]], Grids]:
     """Whatever rows of a (possibly damaged) runs.db can still be read: runs, epochs by run, and the
     saved grids by (table, id). A table whose scan fails is read run by run through its primary key,
     which may avoid the bad page."""
     runs: dict[str, dict] = {}
     epochs: dict[str, list[dict]] = {}
-    grids: dict = {}
+    grids: Grids = {}
     if not db_path.is_file() or db_path.stat().st_size == 0:
         return runs, epochs, grids
     try:
@@ -191,7 +194,7 @@ def repair(root: str | Path) -> Report:
         for (table, key), rec in grids.items():
             _insert(db, table, {**rec, "id": key})
     store = Store(root)  # now passes its own checks; marks runs of dead processes failed
-    written = [rid for rid in store_ids(store) if rid not in records and store.get_run(rid)["status"] != "running"]
+    written = [r["id"] for r in store.list_runs() if r["id"] not in records and r["status"] != "running"]
     for rid in written:
         store.write_record(rid)
     added = sum(counts.values())

@@ -76,11 +76,11 @@ def read_image(path: Path, size: int) -> np.ndarray:
             if img.mode in SIXTEEN_BIT_MODES or img.mode == "F":
                 scale = 1.0 if img.mode == "F" else 65535.0
                 grey = np.clip(np.asarray(img, dtype=np.float32) / scale, 0.0, 1.0)  # (H, W)
-                small = np.asarray(Image.fromarray(grey).resize((size, size), Image.BILINEAR))
+                small = np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.BILINEAR))
                 return np.repeat(small[None], 3, axis=0).astype(np.float32)
             rgba = img.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
-            rgb = Image.alpha_composite(background, rgba).convert("RGB").resize((size, size), Image.BILINEAR)
+            rgb = Image.alpha_composite(background, rgba).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
     except Exception as err:  # PIL.UnidentifiedImageError, a truncated file, an odd mode...
         raise DataError(f"could not read image '{path}': {err}") from err
