@@ -45,7 +45,8 @@ ALPHA = 0.05
 def register(sub) -> None:
     """Add the `sweep` sub-command to the CLI's sub-parsers."""
     p = sub.add_parser("sweep", help="sweep temperature × λ × student size over seeds")
-    add_data_args(p), add_train_args(p, epochs=10)
+    add_data_args(p)
+    add_train_args(p, epochs=10)
     g = p.add_argument_group("sweep")
     g.add_argument("--teacher", help="teacher run id or checkpoint path (not needed with --resume)")
     g.add_argument("--temperatures", type=_numbers(float), default=(1.0, 2.0, 4.0), help="e.g. 1,2,4")

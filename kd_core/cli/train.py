@@ -183,12 +183,16 @@ def cmd_runs(a) -> int:
 def register(sub) -> None:
     """Add teacher, distill, bench, datasets and runs to the CLI's sub-parsers."""
     p = sub.add_parser("teacher", help="train a teacher")
-    add_data_args(p), add_model_args(p, None, weights=True), add_train_args(p, epochs=10)
+    add_data_args(p)
+    add_model_args(p, None, weights=True)
+    add_train_args(p, epochs=10)
     p.add_argument("--out", help="also write the checkpoint to this path")
     p.set_defaults(fn=cmd_teacher)
 
     p = sub.add_parser("distill", help="distil a student from a teacher")
-    add_data_args(p), add_model_args(p, None, weights=True), add_train_args(p, epochs=10)
+    add_data_args(p)
+    add_model_args(p, None, weights=True)
+    add_train_args(p, epochs=10)
     p.add_argument(
         "--teacher", required=True, help="teacher run id, checkpoint, or a TorchScript / .pt2 / ONNX file (logits only)"
     )

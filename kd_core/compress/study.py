@@ -14,6 +14,7 @@ import os
 import secrets
 import time
 from functools import lru_cache
+from typing import Literal
 
 import optuna
 from optuna.trial import TrialState
@@ -47,7 +48,7 @@ def storage(store: Store) -> optuna.storages.RDBStorage:
     return _storage(f"sqlite:///{storage_path(store)}")
 
 
-def directions(mode: str) -> list[str]:
+def directions(mode: str) -> list[Literal["maximize", "minimize"]]:
     """constrained: validation accuracy; pareto: accuracy, latency (ms) and size (MB)."""
     return ["maximize"] if mode == "constrained" else ["maximize", "minimize", "minimize"]
 

@@ -135,11 +135,16 @@ class StoredRun:
         }
 
 
-def weights_file(store: Store | str | Path, run_id: str) -> Path:
-    """The checkpoint of a stored run, checksum-verified."""
-    run = as_store(store).get_run(run_id)
+def _stored(store: Store, run_id: str) -> dict:
+    run = store.get_run(run_id)
     if run is None:
         raise CheckpointError(f"no stored run '{run_id}'.")
+    return run
+
+
+def weights_file(store: Store | str | Path, run_id: str) -> Path:
+    """The checkpoint of a stored run, checksum-verified."""
+    run = _stored(as_store(store), run_id)
     if not run.get("weights"):
         raise CheckpointError(f"run '{run_id}' has no saved weights (status {run['status']}).")
     path = Path(run["weights"])
@@ -158,7 +163,7 @@ def load_run(store: Store | str | Path, run_id: str) -> StoredRun:
     path = weights_file(store, run_id)
     model, meta = load_checkpoint(path)
     return StoredRun(
-        run_id, store.get_run(run_id), model.cpu().eval(), tuple(meta["input_shape"]), list(meta["classes"])
+        run_id, _stored(store, run_id), model.cpu().eval(), tuple(meta["input_shape"]), list(meta["classes"])
     )
 
 
@@ -236,6 +241,8 @@ def float_onnx(model: nn.Module, input_shape: tuple[int, ...]):
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 verbose=False,
             )
+        if program is None:  # only when asked to write a file, which is not done here
+            raise ExportError("torch.onnx.export returned no program")
         proto = program.model_proto
         onnx.checker.check_model(proto, full_check=True)
     except Exception as err:

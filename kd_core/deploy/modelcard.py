@@ -184,9 +184,7 @@ def _dataset(config: dict) -> dict:
     }
 
 
-def _model_summary(record: dict | None) -> dict | None:
-    if record is None:
-        return None
+def _model_summary(record: dict) -> dict:
     m = record["metrics"]
     return {
         "run_id": record["id"],
@@ -254,7 +252,8 @@ def model_card(
     record = _record(store, run_id)
     config = record["config"]
     teacher_ref = record.get("teacher_id")
-    teacher = _model_summary(store.get_run(teacher_ref)) if teacher_ref else None
+    teacher_record = store.get_run(teacher_ref) if teacher_ref else None  # None too if it was deleted
+    teacher = _model_summary(teacher_record) if teacher_record else None
     metrics = record["metrics"]
     return {
         "schema": SCHEMA,
@@ -318,7 +317,7 @@ def _kv_table(pairs) -> list[str]:
 
 
 def _flat(prefix: str, d: dict) -> list[tuple[str, object]]:
-    out = []
+    out: list[tuple[str, object]] = []
     for k, v in d.items():
         if prefix == "distill." and k == "methods":  # the mix as --method writes it, not a list of dicts
             specs = DistillConfig.from_dict({"methods": v}).methods

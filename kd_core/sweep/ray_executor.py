@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from kd_core.config import RunConfig
@@ -232,9 +233,7 @@ class RayExecutor:
             ready, waiting = ray.wait(waiting, num_returns=1, timeout=self.poll_s)
             for ref in ready:
                 cell = refs[ref]
-                outcome = record_cell(
-                    ctx.store, cell, ctx, self._result(ray, ref), lambda rec, c=cell: listener.emit(c, rec)
-                )
+                outcome = record_cell(ctx.store, cell, ctx, self._result(ray, ref), partial(listener.emit, cell))
                 listener.done(cell, outcome)
 
     @staticmethod

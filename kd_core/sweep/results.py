@@ -289,7 +289,7 @@ def plan_seconds(
     With `workers` > 1 running at once (Ray's workers), the runs' sum is divided by the workers, but
     the plan takes at least its longest run; `start_s` is added (starting Ray). None when no
     measured run can serve (nothing measured yet)."""
-    memo: dict[tuple, tuple[float, float] | None] = {}
+    memo: dict[tuple, tuple[float, float]] = {}
     basis: dict = {}
     total, longest = 0.0, 0.0
     for run in runs:

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from kd_core.events import Progress, ProgressSink, ignore
 from kd_core.jobs import Job, JobManager
@@ -25,7 +26,7 @@ class _JobListener:
         self.outcomes: list[RunOutcome] = []
         self.labelled: set[str] = set()
         self.started = time.time()
-        self.state = {
+        self.state: dict[str, Any] = {  # the sweep's note, JSON for the page
             "id": sweep_id,
             "backend": backend,
             "total": total,

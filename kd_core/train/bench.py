@@ -10,6 +10,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from torch import nn
@@ -110,13 +111,14 @@ def measure_latency(
     device = torch.device(device)
     was_training = model.training
     model.eval().to(device)
-    results = {"threads": torch.get_num_threads(), "device": str(device), "batches": {}}
+    threads = torch.get_num_threads()
+    batches = {}
     for bs in batch_sizes:
         x = torch.randn(bs, *input_shape, device=device)
-        times = time_call(lambda x=x: model(x), warmup, repeats, min_seconds=0.2, sync=_sync_for(device))
-        results["batches"][str(bs)] = summarize_latency(times, bs)
+        times = time_call(partial(model, x), warmup, repeats, min_seconds=0.2, sync=_sync_for(device))
+        batches[str(bs)] = summarize_latency(times, bs)
     model.train(was_training)
-    return results
+    return {"threads": threads, "device": str(device), "batches": batches}
 
 
 def size_report(model: nn.Module) -> dict:

@@ -368,13 +368,15 @@ class _Loop:
         correct = torch.zeros((), dtype=torch.int64, device=self.x.device)
         for i in range(self.steps_per_epoch):
             if self.stop.is_set():
-                return self.finish("stopped", epoch, "stopped by request")
+                self.finish("stopped", epoch, "stopped by request")
+                return None
             idx = perm[i * bs : (i + 1) * bs]
             loss, terms, ok = self.train_step(idx)
             self.step += 1
             self.samples += len(idx)
             if self.diverged(loss):
-                return self.finish("failed", epoch, self.divergence_message(loss, epoch))
+                self.finish("failed", epoch, self.divergence_message(loss, epoch))
+                return None
             correct += ok
             total += loss * len(idx)
             for name, value in terms.items():

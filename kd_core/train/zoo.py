@@ -37,7 +37,9 @@ class WideResNet(resnet.ResNet):
     """torchvision's ResNet with every stage's channels × `width` (64·w, 128·w, 256·w, 512·w).
     At width 1 its state_dict is torchvision's; forward is ResNet's own."""
 
-    def __init__(self, block: type[nn.Module], layers: list[int], width: float, num_classes: int):
+    def __init__(
+        self, block: type[resnet.BasicBlock | resnet.Bottleneck], layers: list[int], width: float, num_classes: int
+    ):
         nn.Module.__init__(self)
         base = scaled(64, width)
         self._norm_layer = nn.BatchNorm2d
@@ -131,7 +133,7 @@ def _downsamples(module: nn.Module) -> bool:
 def _by_resolution(model: nn.Module) -> list[str]:
     """The last block at each resolution of `features` (MobileNet, EfficientNet): `features.i`
     ends a stage when `features.i+1` downsamples, and the last block ends the last."""
-    blocks = list(model.get_submodule("features"))
+    blocks = list(model.get_submodule("features").children())  # a Sequential: its blocks in order
     ends = [i for i in range(len(blocks) - 1) if _downsamples(blocks[i + 1])]
     return [f"features.{i}" for i in [*ends, len(blocks) - 1]]
 
@@ -193,7 +195,8 @@ def _adapt_stem(model: nn.Module, fam: ZooFamily, in_channels: int, small: bool)
     if not small and in_channels == old.in_channels:
         return
     kernel, stride, padding = (3, 1, 1) if small else (old.kernel_size, old.stride, old.padding)
-    new = nn.Conv2d(in_channels, old.out_channels, kernel, stride, padding, bias=old.bias is not None)
+    # torch types a Conv2d's kernel/stride/padding as tuple[int, ...] but takes tuple[int, int]: these are 2-d
+    new = nn.Conv2d(in_channels, old.out_channels, kernel, stride, padding, bias=old.bias is not None)  # type: ignore[arg-type]
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
     if new.bias is not None:
         nn.init.zeros_(new.bias)
@@ -208,6 +211,7 @@ def build_zoo(family: str, width: float, input_shape: tuple[int, ...], num_class
     c, h, w = input_shape
     model = fam.build(width, num_classes)
     _adapt_stem(model, fam, c, small_stem(min(h, w)))
-    model.stage_nodes = {f"stage{i + 1}": p for i, p in enumerate(fam.stages(model))}
-    model.stage_nodes["embedding"] = fam.embedding
+    nodes = {f"stage{i + 1}": p for i, p in enumerate(fam.stages(model))}
+    nodes["embedding"] = fam.embedding
+    model.stage_nodes = nodes  # type: ignore[assignment]  # nn.Module types attributes as Tensor | Module
     return model

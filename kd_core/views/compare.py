@@ -12,6 +12,7 @@ in samples/s at batch 256.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,8 @@ SCATTER_COLUMNS = [
 ]
 
 
-def _usable(run: dict | None) -> bool:
+def _usable(run: dict | None) -> TypeGuard[dict]:
+    """A stored run (not None) that finished or stopped with test metrics."""
     return run is not None and run["status"] in USABLE_STATUSES and run["metrics"].get("test_acc") is not None
 
 

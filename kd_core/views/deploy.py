@@ -93,8 +93,8 @@ def option_label(option: dict) -> str:
 def teacher_in_store(store: Store, run_id: str) -> str | None:
     """The run's teacher id when that teacher is a stored run with weights."""
     run = store.get_run(run_id)
-    ref = run and run.get("teacher_id")
-    teacher = store.get_run(ref) if ref and run["kind"] != "teacher" else None
+    ref = run.get("teacher_id") if run is not None and run["kind"] != "teacher" else None
+    teacher = store.get_run(ref) if ref else None
     return ref if teacher is not None and teacher.get("weights") else None
 
 
@@ -130,7 +130,7 @@ def measure(
     store = as_store(store)
     names = list(runtimes) if runtimes else [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()]
     variants, result = rt.bench_start(store, run_id, names, batch_sizes, threads)
-    record = store.get_run(run_id)
+    record = next(v.run.record for v in variants if v.run.run_id == run_id)  # as loaded for timing
     result.update(
         label=record["label"],
         kind=record["kind"],

@@ -319,6 +319,8 @@ def start_distill(
             job.add_outcome(o)
         return outcomes
 
+    if cfg.distill is None:
+        raise ConfigError("a student needs its distillation settings (methods, temperature, λ).")
     title = (
         f"distil {cfg.model.label()} ({format_methods(cfg.distill.methods)}, T={cfg.distill.temperature:g}, "
         f"λ={cfg.distill.alpha:g})"
@@ -382,7 +384,7 @@ def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = 
             job.add_outcome(teacher)
             job.note(teacher_id=teacher.run_id, teacher_reused=False)
             outcomes.append(teacher)
-            if teacher.status != "finished" or stop.is_set():
+            if teacher.status != "finished" or teacher.model is None or stop.is_set():
                 return outcomes
             teacher_id, teacher_model = teacher.run_id, teacher.model
         s_cfg = replace(s_base, teacher_id=teacher_id)
