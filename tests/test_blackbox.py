@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from blackbox_files import DIGITS, BehindContract, contract, write
+from blackbox_files import DIGITS, BehindContract, TeacherFiles, contract, write
 from helpers import assert_clean_failure, make_config, run_cli
 from kd_core.deploy.export import export_run
 from kd_core.errors import CheckpointError, ConfigError
@@ -24,19 +24,22 @@ from kd_core.train.metrics import agreement, predict_logits
 from kd_core.train.models import param_count
 from kd_core.train.recorder import distill, load_teacher
 
+# Writing a .pt2 (torch.export) or an ONNX file takes seconds: tests of those kinds are slow.
+PT2, ONNX = (pytest.param(kind, marks=pytest.mark.slow) for kind in ("pt2", "onnx"))
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, teacher, digits):
     folder = tmp_path_factory.mktemp("teachers")
     wrapped = BehindContract(teacher, digits.mean, digits.std)
-    return {kind: write(kind, wrapped, folder) for kind in ("torchscript", "pt2", "onnx")}, wrapped
+    return TeacherFiles(folder, wrapped), wrapped
 
 
 def load(path, digits, c=None, **kw):
     return load_blackbox(path, c or contract(), digits.input_shape, digits.classes, digits.mean, digits.std, **kw)
 
 
-@pytest.mark.parametrize("kind", ["torchscript", "pt2", "onnx"])
+@pytest.mark.parametrize("kind", ["torchscript", PT2, ONNX])
 def test_each_kind_gives_the_files_logits_for_the_datasets_images(files, digits, teacher, kind):
     paths, wrapped = files
     bb, notes = load(paths[kind], digits)
@@ -67,6 +70,7 @@ def test_a_wrong_normalisation_in_the_contract_changes_what_the_teacher_sees(fil
     assert agreement(predict_logits(teacher, digits.test_x), predict_logits(bb, digits.test_x)) < 0.8
 
 
+@pytest.mark.slow  # an ONNX export
 def test_teacher_logits_are_computed_once_per_run_and_cached(files, digits):
     bb, _ = load(files[0]["onnx"], digits)
     calls = []
@@ -76,7 +80,7 @@ def test_teacher_logits_are_computed_once_per_run_and_cached(files, digits):
     assert len(calls) == math.ceil(len(digits.train_y) / 1024)  # one pass over the training split, not per step
 
 
-@pytest.mark.parametrize("kind", ["torchscript", "pt2"])
+@pytest.mark.parametrize("kind", ["torchscript", PT2])
 def test_a_teacher_file_distils_a_student_and_is_measured_like_any_teacher(tmp_path, files, digits, kind):
     store = Store(tmp_path)
     run_id, _ = import_teacher_file(store, TeacherFile(Path(files[0][kind]), contract()), digits)

@@ -313,6 +313,7 @@ def test_dashboard_configs_leave_a_core_spare():
     assert cfg.train.threads == 0 and cfg.train.spare_cores == studio.DASHBOARD_SPARE_CORES == 1
 
 
+@pytest.mark.slow
 def test_fit_reports_threads_auto_and_explicit(digits):
     auto = fit(make_config(epochs=1), digits)
     assert auto.threads == 1  # a tiny digits MLP is far below the threshold

@@ -232,6 +232,7 @@ def test_card_without_a_measurement_uses_the_stored_latency(store):
     assert lat["threads"] == 2 and lat["rows"][0]["median_ms"] == 0.2 and "end of training" in lat["source"]
 
 
+@pytest.mark.slow
 def test_card_files_and_zip(store):
     s, _, students = store
     files = mc.card_files(s, students[0])

@@ -41,6 +41,7 @@ def test_distill_without_teacher_points_to_teacher_page(runs_dir):
     assert not at.slider
 
 
+@pytest.mark.slow
 def test_distill_preview_shows_compression_before_training(runs_dir):
     teacher = stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")

@@ -48,6 +48,7 @@ def reference_predictions(store, run_id: str, x: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------- the tab
 
 
+@pytest.mark.slow
 def test_the_compare_page_opens_on_its_first_tab_without_deployment_work(filled_store):
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
@@ -145,6 +146,7 @@ def test_onnx_download_gives_the_pytorch_models_predictions(filled_store, digits
     assert (got8 == expected).mean() >= ex.TOLERANCES["int8"].min_agreement
 
 
+@pytest.mark.slow
 def test_teacher_files_and_torchscript(filled_store, digits, media):
     at = open_deployment()
     at.radio(key="dep_files_of").set_value("teacher").run()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from app_helpers import open_app, stored_teacher
@@ -16,6 +17,8 @@ from kd_core.store import Store
 from kd_core.train.engine import fit
 from kd_core.train.models import build_model, param_count
 from kd_core.views import studio
+
+pytestmark = pytest.mark.slow  # a torchvision student and a teacher upload on the pages: seconds each
 
 
 def test_student_slider_becomes_a_width_multiplier_for_a_torchvision_family(runs_dir):

@@ -78,6 +78,7 @@ def open_app() -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_a_changed_store_folder_holds_on_every_page_and_after_a_restart(home, tmp_path):
     other = tmp_path / "elsewhere"
     at = open_app()

@@ -354,6 +354,7 @@ def test_the_page_words_for_an_estimate():
 # ---------------------------------------------------------------- real tiny sweeps
 
 
+@pytest.mark.slow
 def test_resume_runs_only_the_cells_not_finished(tmp_path, digits, teacher_path):
     store = Store(tmp_path)
     sweep_id = create_sweep(store, tiny_sweep(teacher_path, seeds=(0, 1)))
@@ -398,6 +399,7 @@ def test_a_sweep_job_fills_the_grid_and_publishes_progress(tmp_path, digits, tea
     assert g["n"].values.tolist() == [[1, 1], [1, 1]]
 
 
+@pytest.mark.slow
 def test_cli_sweep_json_end_to_end_and_resume(tmp_path, teacher_path, capsys):
     args = [
         "sweep",

@@ -69,6 +69,7 @@ def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, digits, teache
         assert [(e["loss"], e["val_acc"]) for e in ea] == [(e["loss"], e["val_acc"]) for e in eb], key
 
 
+@pytest.mark.slow
 def test_a_ray_task_trains_at_one_thread_under_auto_even_for_a_large_model(digits):
     """Each task holds one Ray CPU; "auto" must not give a large model every core in each task."""
     spec = ModelSpec("mlp", 1024, 2)
