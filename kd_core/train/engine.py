@@ -146,6 +146,8 @@ def check_run(cfg: RunConfig, data: Dataset, teacher: nn.Module | None) -> list[
 def method_preview(cfg: RunConfig, data: Dataset, teacher: nn.Module) -> dict:
     """Before training: the extra trainable parameters the methods add and how the teacher's
     targets will be served. ConfigError where the models cannot serve a method."""
+    if cfg.distill is None:
+        raise ConfigError("a method preview is for a student: its config has no distillation settings.")
     plans = check_run(cfg, data, teacher)
     choice = cache_preview(teacher.cpu(), plans, data.train_x, cfg.distill.cache_teacher_logits, cfg.train.augment)
     return {
@@ -307,7 +309,7 @@ class _Loop:
         self.student = FeatureForward(model, student_stages(plans))
         self.targets: TeacherTargets | None = None
         self.result = FitResult(model=model, status="running", warnings=size_warnings(model, teacher), extra=self.extra)
-        if plans:
+        if plans and distill is not None:  # plans come only from a distillation config
             self.targets = TeacherTargets(teacher, plans, self.x, distill.cache_teacher_logits, t.augment)
             self.result.cache = self.targets.choice.describe()
         self.best_state: dict | None = None

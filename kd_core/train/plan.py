@@ -148,6 +148,16 @@ def targets_of(out: Outputs, plan: Plan) -> Outputs:
     return plan.method.teacher_targets(Outputs(logits, {k: out.features[k] for k in plan.teacher_stages}), plan.params)
 
 
+def _target(plan: Plan, cache: Outputs | None, idx: torch.Tensor, live: Outputs | None) -> Outputs:
+    """A plan's targets for batch `idx`: from its cache, else from this batch's teacher pass."""
+    if cache is not None:
+        return Outputs(
+            cache.logits.index_select(0, idx), {k: v.index_select(0, idx) for k, v in cache.features.items()}
+        )
+    assert live is not None, "the teacher runs on every batch where a plan has no cache"
+    return targets_of(live, plan)
+
+
 def teacher_stages(plans: list[Plan]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s for p in plans for s in p.teacher_stages))
 
@@ -214,15 +224,8 @@ class TeacherTargets:
 
     @torch.no_grad()
     def __call__(self, idx: torch.Tensor, xb: torch.Tensor) -> list[Outputs]:
-        out = self.forward(xb) if any(c is None for c in self.cache) else None
-        return [
-            targets_of(out, plan)
-            if cache is None
-            else Outputs(
-                cache.logits.index_select(0, idx), {k: v.index_select(0, idx) for k, v in cache.features.items()}
-            )
-            for plan, cache in zip(self.plans, self.cache)
-        ]
+        live = self.forward(xb) if any(c is None for c in self.cache) else None
+        return [_target(plan, cache, idx, live) for plan, cache in zip(self.plans, self.cache)]
 
     def close(self) -> None:
         self.forward.close()
