@@ -117,6 +117,7 @@ def test_the_method_axis_searches_each_methods_main_weight_around_its_paper_defa
         method_axes(["kd", "hinton2"])
 
 
+@pytest.mark.slow
 def test_a_method_trial_trains_with_that_method_and_its_searched_weight(tmp_path, digits, cteacher):
     store = Store(tmp_path)
     space = SearchSpace(

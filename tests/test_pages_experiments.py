@@ -210,6 +210,7 @@ def test_sweep_page_takes_the_metric_from_the_url_by_its_cli_name_or_label(popul
     assert charts(at)["sw_acc_16"].layout.title.text.endswith(shown)
 
 
+@pytest.mark.slow
 def test_sweep_page_says_when_no_cell_beats_its_baseline(runs_dir):
     """Students that equal or lose to their baseline on every seed (the digits validation grid):
     no star, and the words say so."""

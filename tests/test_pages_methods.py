@@ -30,6 +30,7 @@ def test_kd_is_the_default_with_its_formula_and_a_cached_teacher(runs_dir):
     assert not at.button(key="distill").disabled
 
 
+@pytest.mark.slow
 def test_fitnets_shows_its_regressor_and_parameter_help(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")
@@ -43,6 +44,7 @@ def test_fitnets_shows_its_regressor_and_parameter_help(runs_dir):
     assert coef.value == 1.0 and "½‖u_t − r(v_s)‖²" in coef.help
 
 
+@pytest.mark.slow
 def test_attention_transfer_on_mlps_is_refused_before_training(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")
@@ -52,6 +54,7 @@ def test_attention_transfer_on_mlps_is_refused_before_training(runs_dir):
     assert at.number_input(key="w_at").value == 1.0  # a mix shows each method's weight
 
 
+@pytest.mark.slow
 def test_the_url_carries_the_mix_and_its_parameters(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = AppTest.from_file(APP, default_timeout=60)

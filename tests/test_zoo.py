@@ -167,6 +167,7 @@ def test_bytes_are_the_float32_weights_plus_a_small_container():
         assert tensor_bytes < size < tensor_bytes + 2000 + 600 * len(model.state_dict())
 
 
+@pytest.mark.slow
 def test_describe_reports_a_torchvision_family_before_training():
     info = describe(ModelSpec("mobilenet_v3_small", width=0.5), (1, 28, 28), 10)
     assert info["label"] == "mobilenet_v3_small ×0.5" and info["width"] == 0.5
