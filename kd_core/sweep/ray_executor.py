@@ -90,7 +90,7 @@ def check_ray_gcs(address: str, timeout: float = RAY_PROBE_S) -> None:
     if "://" in address or _host_port(address) is None:
         return
     try:
-        from ray._raylet import GcsClient  # Ray's own client; private, so a missing one skips the check
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]  # Ray's own client; private, so a missing one skips the check
     except ImportError:
         return
     answer: dict = {}

@@ -32,9 +32,10 @@ def save_checkpoint(
     path: str | Path, model: nn.Module, spec: ModelSpec, input_shape: tuple[int, ...], classes: list[str], dataset: str
 ) -> None:
     path = Path(path)
+    state = model.state_dict()
     payload = {
         "format": FORMAT,
-        "state_dict": model.state_dict(),
+        "state_dict": state,
         "family": spec.family,
         "size": spec.size,
         "depth": spec.depth,
@@ -43,7 +44,7 @@ def save_checkpoint(
         "classes": list(classes),
         "dataset": dataset,
     }
-    bad = nonfinite(payload["state_dict"])
+    bad = nonfinite(state)
     if bad:
         raise CheckpointError(f"the model's weights hold NaN or infinite values (in '{bad}'); it is not saved.")
     tmp = path.with_name(path.name + ".part")
@@ -57,7 +58,7 @@ def save_checkpoint(
     except (OSError, RuntimeError) as err:  # a full disk reaches us as torch's RuntimeError, without errno
         with contextlib.suppress(OSError):  # a path under a file has no .part to remove either
             tmp.unlink(missing_ok=True)
-        need = sum(t.nbytes for t in payload["state_dict"].values() if isinstance(t, torch.Tensor))
+        need = sum(t.nbytes for t in state.values() if isinstance(t, torch.Tensor))
         raise CheckpointError(
             f"could not write the checkpoint {path}: {_write_failure(err, path.parent, need)}"
         ) from err
@@ -78,7 +79,9 @@ def _write_failure(err: Exception, folder: Path, need: int) -> str:
     if full:
         left = f"{free / 1e6:.1f} MB free, " if free is not None else ""
         return f"the disk is full ({left}the weights need about {need / 1e6:.1f} MB)"
-    return cause.strerror if isinstance(cause, OSError) else one_line(err)
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return one_line(err)
 
 
 def one_line(err: Exception) -> str:
