@@ -16,6 +16,7 @@ import time
 from functools import lru_cache
 from typing import Literal
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -54,7 +55,9 @@ def directions(mode: str) -> list[Literal["maximize", "minimize"]]:
 
 
 def make_sampler(cfg: CompressConfig, offset: int = 0) -> optuna.samplers.BaseSampler:
-    seed = cfg.seed + offset
+    """The study's sampler, seeded from (the study's seed, trials it already has): a resumed study
+    draws afresh, and studies of neighbouring seeds do not share streams (seed + offset would)."""
+    seed = int(np.random.SeedSequence([cfg.seed, offset]).generate_state(1)[0])
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
