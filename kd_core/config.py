@@ -61,6 +61,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     augment: bool = False  # random shifts; turns the teacher-logit cache off
+    flip: bool = False  # random horizontal flips (refused where they change the class); cache off
+    mixup: float = 0.0  # mixup's Beta(α, α) parameter; 0 = off; cache off
     threads: int = 0  # torch intra-op threads; 0 = auto by model size (engine.auto_threads)
     spare_cores: int = 0  # cores auto leaves free: the dashboard keeps 1 for its server and the browser
     patience: int = 0  # early stopping: epochs without a better val accuracy; 0 = off

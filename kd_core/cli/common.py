@@ -14,9 +14,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from kd_core.config import DataConfig, ModelSpec, TrainConfig
+from kd_core.config import DataConfig, LabelConfig, ModelSpec, TrainConfig
 from kd_core.errors import ConfigError, KDError
 from kd_core.store import Store
+from kd_core.train.augment import FUNCTION_MATCHING_MIXUP, flips_allowed
 from kd_core.train.data import Dataset, load_dataset
 from kd_core.train.models import FAMILIES
 from kd_core.train.pretrained import TORCHVISION
@@ -154,6 +155,14 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int) -> None:
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     g.add_argument("--augment", action="store_true", help="random ±2 px shifts (turns the logit cache off)")
+    g.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits or MNIST)")
+    g.add_argument("--mixup", type=float, default=d.mixup, metavar="ALPHA", help="mixup with Beta(α, α); 0: off")
+    g.add_argument(
+        "--function-matching",
+        action="store_true",
+        help="consistent augmentation (Beyer et al. 2022): shifts, flips where the dataset allows, mixup α=1; "
+        "the teacher sees the student's view",
+    )
     g.add_argument(
         "--threads",
         type=int,
@@ -163,6 +172,34 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int) -> None:
     g.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
     g.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_label_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("labels")
+    d = LabelConfig()
+    g.add_argument("--labels", type=int, default=0, metavar="N", help="labelled training images in total (0: all)")
+    g.add_argument("--labels-per-class", type=int, default=0, metavar="K", help="or K labelled images per class")
+    g.add_argument("--label-seed", type=int, default=d.label_seed, help="seed of the labelled subset")
+    g.add_argument(
+        "--transfer",
+        default=d.transfer,
+        metavar="SOURCE",
+        help="what the student imitates the teacher on without labels: rest (the training split outside the "
+        "labelled subset, labels hidden), none, folder:PATH (images without class folders) or rest+folder:PATH",
+    )
+    g.add_argument(
+        "--transfer-ratio", type=float, default=d.transfer_ratio, help="transfer rows per labelled row in a batch"
+    )
+
+
+def label_config(a) -> LabelConfig:
+    return LabelConfig(
+        labels=a.labels,
+        per_class=a.labels_per_class,
+        label_seed=a.label_seed,
+        transfer=a.transfer,
+        transfer_ratio=a.transfer_ratio,
+    )
 
 
 def data_config(a) -> DataConfig:
@@ -207,7 +244,9 @@ def train_config(a) -> TrainConfig:
         cosine=a.cosine,
         seed=a.seed,
         device=a.device,
-        augment=a.augment,
+        augment=a.augment or a.function_matching,
+        flip=a.flip or (a.function_matching and flips_allowed(a.dataset)),
+        mixup=a.mixup if a.mixup or not a.function_matching else FUNCTION_MATCHING_MIXUP,
         threads=a.threads,
         patience=a.patience,
         init_weights=init_weights(a),

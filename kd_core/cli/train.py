@@ -14,12 +14,14 @@ from kd_core.cli.common import (
     ProgressBar,
     StopOnSignal,
     add_data_args,
+    add_label_args,
     add_model_args,
     add_train_args,
     batch_sizes,
     check_out_path,
     data_config,
     exit_code,
+    label_config,
     load,
     model_spec,
     report,
@@ -44,7 +46,11 @@ from kd_core.train.recorder import distill, load_teacher, train_teacher
 def cmd_teacher(a) -> int:
     started = time.perf_counter()
     cfg = RunConfig(
-        kind="teacher", data=data_config(a), model=model_spec(a, teacher_preset(a.dataset)), train=train_config(a)
+        kind="teacher",
+        data=data_config(a),
+        model=model_spec(a, teacher_preset(a.dataset)),
+        train=train_config(a),
+        labels=label_config(a),
     )
     validate_config(cfg)  # a bad value is refused here, before the dataset loads or a run is stored
     check_out_path(a.out)
@@ -96,6 +102,7 @@ def cmd_distill(a) -> int:
         data=data_config(a),
         model=model_spec(a, student_preset(a.dataset)),
         train=train_config(a),
+        labels=label_config(a),
         teacher_id=_teacher_ref(a.teacher),
         distill=distill_cfg,
     )
@@ -186,6 +193,7 @@ def register(sub) -> None:
     add_data_args(p)
     add_model_args(p, None, weights=True)
     add_train_args(p, epochs=10)
+    add_label_args(p)
     p.add_argument("--out", help="also write the checkpoint to this path")
     p.set_defaults(fn=cmd_teacher)
 
@@ -193,6 +201,7 @@ def register(sub) -> None:
     add_data_args(p)
     add_model_args(p, None, weights=True)
     add_train_args(p, epochs=10)
+    add_label_args(p)
     p.add_argument(
         "--teacher", required=True, help="teacher run id, checkpoint, or a TorchScript / .pt2 / ONNX file (logits only)"
     )

@@ -16,15 +16,26 @@ import time
 from dataclasses import dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from kd_core.config import RUN_KINDS, DistillConfig, RunConfig
+from kd_core.config import RUN_KINDS, DistillConfig, LabelConfig, RunConfig
 from kd_core.errors import ConfigError
 from kd_core.events import Progress, ProgressSink, ignore
-from kd_core.methods import validate_methods
+from kd_core.methods import get_method, validate_methods
+from kd_core.train.augment import Augmenter, augmented, mixed_cross_entropy, validate_augment
+from kd_core.train.augment import random_shift as random_shift
+from kd_core.train.batches import AUGMENT_STREAM, Batches, stream
 from kd_core.train.data import Dataset
 from kd_core.train.features import FeatureForward
+from kd_core.train.labels import (
+    TrainingSet,
+    has_transfer,
+    label_counts,
+    step_plan,
+    training_set,
+    transfer_count,
+    validate_labels,
+)
 from kd_core.train.metrics import accuracy, predict_logits
 from kd_core.train.models import build_model, describe, param_count, validate_spec
 from kd_core.train.plan import (
@@ -38,7 +49,6 @@ from kd_core.train.plan import (
 )
 from kd_core.train.pretrained import load_init_weights
 
-AUGMENT_SHIFT = 2  # pixels of random translation when augmentation is on
 # A finite loss this far above the first step's has diverged as surely as a NaN:
 # the weights have blown up and accuracy falls to chance.
 DIVERGENCE_FACTOR, DIVERGENCE_FLOOR = 1000.0, 1e4
@@ -65,6 +75,7 @@ class FitResult:
     threads: int = 0  # torch intra-op threads the run used
     extra: nn.Module | None = None  # the methods' extra trainables (FitNets' regressor), not saved
     cache: str = ""  # how the teacher's targets were served
+    labels: dict = field(default_factory=dict)  # the labelled subset and transfer set (TrainingSet.report)
 
 
 def auto_threads(step_flops: float, cores: int, spare: int = 0) -> int:
@@ -129,14 +140,30 @@ def validate_config(cfg: RunConfig) -> None:
         resolve_device(t.device)
     except RuntimeError as err:  # torch's own refusal of a malformed name such as "cuda:x"
         raise ConfigError(f"unknown device '{t.device}'; use auto, cpu, cuda or cuda:N.") from err
+    validate_labels(cfg.labels)
+    validate_augment(t, cfg.data.dataset)
     if cfg.distill is not None:
         validate_methods(cfg.distill.methods)
+        readers = label_readers(cfg.distill)
+        if readers and has_transfer(cfg.labels):
+            raise ConfigError(
+                f"{', '.join(readers)} reads each image's label, and the transfer images show none; "
+                "distil on the labelled images only (transfer none) or use a method that needs no labels."
+            )
+
+
+def label_readers(distill: DistillConfig) -> list[str]:
+    """The methods of the mix whose loss reads the labels (DKD splits target from non-target)."""
+    params = validate_methods(distill.methods)
+    return [s.name for s, p in zip(distill.methods, params) if get_method(s.name).needs(p).uses_labels]
 
 
 def check_run(cfg: RunConfig, data: Dataset, teacher: nn.Module | None) -> list[Plan]:
     """Everything that can refuse a run, before it is stored: the config, and whether the
-    two models can serve every method of the mix (AT needs spatial maps on both sides…)."""
+    two models can serve every method of the mix (AT needs spatial maps on both sides…), and
+    whether the data can give the label budget and the transfer folder has images."""
     validate_config(cfg)
+    label_counts(data, cfg.labels)
     if cfg.distill is None or teacher is None:
         return []
     student = build_model(cfg.model, data.input_shape, data.num_classes)
@@ -149,7 +176,7 @@ def method_preview(cfg: RunConfig, data: Dataset, teacher: nn.Module) -> dict:
     if cfg.distill is None:
         raise ConfigError("a method preview is for a student: its config has no distillation settings.")
     plans = check_run(cfg, data, teacher)
-    choice = cache_preview(teacher.cpu(), plans, data.train_x, cfg.distill.cache_teacher_logits, cfg.train.augment)
+    choice = cache_preview(teacher.cpu(), plans, data.train_x, cfg.distill.cache_teacher_logits, augmented(cfg.train))
     return {
         "extra_params": extra_param_count(plans),
         "cache": choice.describe(),
@@ -190,7 +217,12 @@ def stable_rate(
                 break
             tried.append(rate)
             final = _probe_loss(
-                replace(cfg, train=replace(cfg.train, lr=rate, epochs=2, patience=0, cosine=False)),
+                # every row of the probe's small subset labelled: a budget may not fit inside it
+                replace(
+                    cfg,
+                    train=replace(cfg.train, lr=rate, epochs=2, patience=0, cosine=False),
+                    labels=LabelConfig(transfer="none"),
+                ),
                 subset,
                 teacher,
                 stop,
@@ -213,21 +245,6 @@ def _probe_loss(cfg: RunConfig, data: Dataset, teacher: nn.Module | None, stop) 
         return None
     final = result.history[-1]["loss"]
     return final if final < 0.9 * losses[0] else None
-
-
-def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator, fill: float = 0.0) -> torch.Tensor:
-    """Translate each image by up to ±max_shift pixels, padding with `fill`. (B,C,H,W) -> (B,C,H,W).
-
-    The images are normalised, so a black border is fill = −mean/std, not 0."""
-    b, c, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4, value=fill)
-    dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen).to(x.device)
-    dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B,1,H,1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B,1,1,W)
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chans = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
 
 
 def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -265,8 +282,12 @@ def fit(
     teacher: nn.Module | None = None,
     emit: ProgressSink = ignore,
     stop: threading.Event | None = None,
+    train_set: TrainingSet | None = None,
 ) -> FitResult:
-    """Train `cfg.model` on `data`; with a teacher and `cfg.distill`, distil from it."""
+    """Train `cfg.model` on `data`; with a teacher and `cfg.distill`, distil from it.
+
+    `train_set`: the labelled rows and transfer inputs, when the caller built them once
+    for a student and its baseline (else drawn here from `cfg.labels`)."""
     validate_config(cfg)
     threads = resolve_threads(cfg, data)
     if torch.get_num_threads() != threads:
@@ -283,7 +304,9 @@ def fit(
         teacher = teacher.to(device).eval()
         if distill is not None:
             plans = plan_methods(distill, model, teacher, data.input_shape, cfg.train.seed)
-    loop = _Loop(cfg, data, model, teacher, distill, plans, device, emit, stop or threading.Event())
+    if train_set is None:
+        train_set = training_set(data, cfg.labels, with_transfer=distill is not None)
+    loop = _Loop(cfg, data, train_set, model, teacher, distill, plans, device, emit, stop or threading.Event())
     loop.result.threads = threads
     loop.result.warnings += notes
     return loop.run()
@@ -292,13 +315,33 @@ def fit(
 class _Loop:
     """The state of one training run; `run` is the loop itself."""
 
-    def __init__(self, cfg, data, model, teacher, distill: DistillConfig | None, plans: list[Plan], device, emit, stop):
+    def __init__(
+        self,
+        cfg,
+        data,
+        train_set: TrainingSet,
+        model,
+        teacher,
+        distill: DistillConfig | None,
+        plans: list[Plan],
+        device,
+        emit,
+        stop,
+    ):
         self.cfg, self.data, self.model, self.emit, self.stop = cfg, data, model, emit, stop
         t = cfg.train
-        self.x, self.y = data.train_x.to(device), data.train_y.to(device)
+        # Rows [0, N_l) are labelled, the rest transfer inputs; without a teacher only the labelled are used.
+        n_rows = len(train_set.inputs) if distill is not None else train_set.n_labelled
+        self.x, self.y = train_set.inputs[:n_rows].to(device), train_set.y.to(device)
         self.val_x, self.val_y = data.val_x.to(device), data.val_y.to(device)
         self.gen = torch.Generator().manual_seed(t.seed)
-        self.steps_per_epoch = math.ceil(len(self.y) / t.batch_size)
+        # A baseline or a teacher on a budget plans the student's steps without its transfer rows.
+        self.n_transfer = transfer_count(data, cfg.labels)
+        plan = step_plan(len(self.y), self.n_transfer, t.batch_size, cfg.labels.transfer_ratio)
+        self.batches = Batches(plan, len(self.y), n_rows - len(self.y), t.seed, self.gen)
+        aug_gen = stream(t.seed, AUGMENT_STREAM) if self.batches.mixed else self.gen
+        self.augment = Augmenter(t, -data.mean / data.std, aug_gen)
+        self.steps_per_epoch = plan.steps_per_epoch
         self.total_steps = self.steps_per_epoch * t.epochs
         self.plans = plans
         self.extra = nn.ModuleList([p.extra for p in plans]).to(device)
@@ -309,8 +352,11 @@ class _Loop:
         self.student = FeatureForward(model, student_stages(plans))
         self.targets: TeacherTargets | None = None
         self.result = FitResult(model=model, status="running", warnings=size_warnings(model, teacher), extra=self.extra)
-        if plans and distill is not None:  # plans come only from a distillation config
-            self.targets = TeacherTargets(teacher, plans, self.x, distill.cache_teacher_logits, t.augment)
+        self.result.labels = train_set.report(self.n_transfer, used=n_rows - len(self.y))
+        # plans come only from a distillation config; cached by row of self.x, labelled and transfer
+        # rows alike (never under augmentation)
+        if plans and distill is not None:
+            self.targets = TeacherTargets(teacher, plans, self.x, distill.cache_teacher_logits, augmented(t))
             self.result.cache = self.targets.choice.describe()
         self.best_state: dict | None = None
         self.step = 0
@@ -336,15 +382,15 @@ class _Loop:
         self.emit(rec)
         return rec
 
-    def train_step(self, idx: torch.Tensor) -> tuple[float, dict[str, float], torch.Tensor]:
-        """One update: (1 − λ)·CE + λ·Σ_m w_m·Σ terms_m. Returns the total, every named
-        term ("ce" and each method's) and the count of correct predictions."""
+    def train_step(self, idx: torch.Tensor, n_lab: int) -> tuple[float, dict[str, float], torch.Tensor]:
+        """One update on rows `idx`, the first `n_lab` labelled: (1 − λ)·CE over the labelled rows
+        + λ·Σ_m w_m·Σ terms_m over every row, the teacher seeing the same (augmented) view.
+        Returns the total, every named term ("ce" and each method's) and the labelled rows' hits."""
         # index_select is a plain row gather, ~4x cheaper than advanced indexing x[idx]
-        xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
-        if self.cfg.train.augment:
-            xb = random_shift(xb, AUGMENT_SHIFT, self.gen, fill=-self.data.mean / self.data.std)
+        xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx[:n_lab])
+        xb, mix = self.augment(xb, (n_lab, len(idx) - n_lab))
         out = self.student(xb)
-        ce = F.cross_entropy(out.logits, yb)
+        ce = mixed_cross_entropy(out.logits, yb, mix)
         terms = {"ce": ce}
         total = ce
         if self.targets is not None:
@@ -356,24 +402,22 @@ class _Loop:
         self.opt.step()
         if self.sched is not None:
             self.sched.step()
-        correct = (out.logits.detach().argmax(-1) == yb).sum()
+        correct = (out.logits[:n_lab].detach().argmax(-1) == yb).sum()
         values = torch.stack([total.detach(), *(v.detach() for v in terms.values())]).tolist()  # one sync
         return values[0], dict(zip(terms, values[1:])), correct
 
     def run_epoch(self, epoch: int) -> dict | None:
         """One pass over the training set; None when stopped or failed mid-epoch."""
         self.model.train()
-        bs = self.cfg.train.batch_size
-        perm = torch.randperm(len(self.y), generator=self.gen).to(self.x.device)
         total = 0.0  # Python floats are float64: no tensor allocated per step
         sums: dict[str, float] = {}
         correct = torch.zeros((), dtype=torch.int64, device=self.x.device)
-        for i in range(self.steps_per_epoch):
+        n = seen = 0
+        for idx, n_lab in self.batches.epoch(self.x.device):
             if self.stop.is_set():
                 self.finish("stopped", epoch, "stopped by request")
                 return None
-            idx = perm[i * bs : (i + 1) * bs]
-            loss, terms, ok = self.train_step(idx)
+            loss, terms, ok = self.train_step(idx, n_lab)
             self.step += 1
             self.samples += len(idx)
             if self.diverged(loss):
@@ -383,13 +427,13 @@ class _Loop:
             total += loss * len(idx)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value * len(idx)
+            n, seen = n + len(idx), seen + n_lab
             self.record("step", epoch, loss=loss, terms=terms)
-        n = len(self.y)
         return {
             "epoch": epoch,
             "loss": total / n,
             "terms": {k: v / n for k, v in sums.items()},
-            "train_acc": correct.item() / n,
+            "train_acc": correct.item() / seen,  # on the labelled rows: the others have none
         }
 
     def diverged(self, loss: float) -> bool:
