@@ -11,7 +11,6 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -335,67 +334,6 @@ def matching_teacher(store: Store, cfg: RunConfig) -> str | None:
         if r["weights"] and experiment_key(r["config"]) == want:
             return r["id"]
     return None
-
-
-def next_seed(store: Store, cfg: RunConfig) -> int:
-    """The lowest seed from cfg's not yet used by a student of the same experiment (same
-    teacher, model, method and budget): a repeat adds a seed instead of a copy."""
-    want = experiment_key(cfg.to_dict(), drop=("seed",))
-    used = {
-        r["config"]["train"]["seed"]
-        for r in store.list_runs(kind=cfg.kind, dataset=cfg.data.dataset)
-        if r["status"] != "failed" and experiment_key(r["config"], drop=("seed",)) == want
-    }
-    seed = cfg.train.seed
-    while seed in used:
-        seed += 1
-    return seed
-
-
-def quick_configs(dataset: str, device: str = "auto", threads: int = 0) -> tuple[RunConfig, RunConfig]:
-    """Quick start's teacher and student (teacher_id still unset) for `dataset`."""
-
-    def preset(kind: str, lr: float) -> RunConfig:
-        spec = presets(dataset)[kind]
-        return make_config(
-            kind, dataset, "data", 32, spec.family, spec.size, spec.depth, 15, lr, 64, device=device, threads=threads
-        )
-
-    return preset("teacher", 1e-3), preset("student", 3e-3)
-
-
-def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = "auto", threads: int = 0) -> Job:
-    """Default teacher, then a small student and its no-KD baseline: the whole flow in seconds.
-
-    Run again, it reuses the teacher it trained before (a second identical teacher would only
-    crowd the picker) and distils the student with the next unused seed, so repeated quick
-    starts add seeds to the comparison. The job notes the teacher's run id (`teacher_id`) and
-    whether it was reused (`teacher_reused`)."""
-    t_cfg, s_base = quick_configs(data.name, device, threads)
-
-    def work(emit, stop, job):
-        outcomes = []
-        teacher_id = matching_teacher(store, t_cfg)
-        if teacher_id is not None:
-            job.note(teacher_id=teacher_id, teacher_reused=True)
-            teacher_model = experiment.load_teacher(store, teacher_id, data)
-        else:
-            teacher = experiment.train_teacher(store, t_cfg, data, emit, stop)
-            job.add_outcome(teacher)
-            job.note(teacher_id=teacher.run_id, teacher_reused=False)
-            outcomes.append(teacher)
-            if teacher.status != "finished" or teacher.model is None or stop.is_set():
-                return outcomes
-            teacher_id, teacher_model = teacher.run_id, teacher.model
-        s_cfg = replace(s_base, teacher_id=teacher_id)
-        s_cfg = replace(s_cfg, train=replace(s_cfg.train, seed=next_seed(store, s_cfg)))
-        job.note(student_seed=s_cfg.train.seed)
-        for o in experiment.distill(store, s_cfg, data, teacher_model, True, emit, stop):
-            job.add_outcome(o)
-            outcomes.append(o)
-        return outcomes
-
-    return manager.start("quick start: teacher, student and baseline on " + data.name, "quick", work)
 
 
 # ---------------------------------------------------------------- curves
