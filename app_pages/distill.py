@@ -6,11 +6,11 @@ import streamlit as st
 from kd_core import fmt
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy
-from kd_core.views import compare, method_mix, studio
+from kd_core.views import compare, label_view, method_mix, studio
 from ui import forms, live, method_picker, state
 
 
-def student_widgets(data) -> dict:
+def student_widgets(data, teacher_id: str) -> dict:
     model = forms.model_widgets("s", "student", data.name)
     c = st.columns(2)
     temperature = c[0].slider(
@@ -35,6 +35,9 @@ def student_widgets(data) -> dict:
     )
     selected, weights, params = method_picker.method_widgets(method_mix.methods())
     budget = forms.budget_widgets("s", epochs=20, lr=3e-3)
+    labels = forms.label_widgets("s", data, transfer=True)
+    if labels is not None:
+        st.caption(label_view.teacher_budget_note(state.current_store(), teacher_id, labels["labels"]))
     baseline = st.checkbox(
         "Also train the same student without distillation (baseline)", value=True, key="baseline", bind="query-params"
     )
@@ -50,6 +53,7 @@ def student_widgets(data) -> dict:
         "method": method,
         "method_params": tuple(method_params),
         "mix_error": mix_error,
+        "label_budget": labels,
         **budget,
     }
 
@@ -102,6 +106,7 @@ def student_config(data, teacher_id: str, w: dict):
         method=w["method"],
         method_params=w["method_params"],
         **budget,
+        **w["label_budget"],
     )
 
 
@@ -202,11 +207,13 @@ if data is not None and teacher is None:
     if quick is not None and quick.live:  # Quick start is training the teacher: show it
         live.show_job(quick, "distill")
 elif data is not None:
-    widgets = student_widgets(data)
+    widgets = student_widgets(data, teacher_id)
     size_preview(data, teacher_id, widgets)
     runnable = method_preview(data, teacher_id, teacher, widgets)
     busy = state.job_manager().current() is not None
-    if st.button("Distill", type="primary", key="distill", disabled=busy or not runnable):
+    if st.button(
+        "Distill", type="primary", key="distill", disabled=busy or not runnable or widgets["label_budget"] is None
+    ):
         launch(data, teacher_id, teacher, widgets)
     job = live.find_job(("distill", "quick"))
     if busy and job is not None:

@@ -16,12 +16,16 @@ def train_section(data) -> None:
     info = studio.model_info(m["family"], m["size"], m["depth"], data, m["width"])
     st.caption(f"{info['params']:,} parameters · {info['flops']:,} FLOPs per sample · {info['bytes'] / 1e6:.2f} MB")
     budget = forms.budget_widgets("t", epochs=15, lr=1e-3)
+    labels = forms.label_widgets("t", data, transfer=False)
     busy = state.job_manager().current() is not None
-    cfg = forms.run_config("teacher", data, m["family"], m["size"], m["depth"], width=m["width"], **budget)
+    cfg = forms.run_config(
+        "teacher", data, m["family"], m["size"], m["depth"], width=m["width"], **budget, **(labels or {})
+    )
     problem = studio.config_problem(cfg)  # the button is disabled with the reason: nothing bad is stored
     if problem:
         st.caption(f":red[Cannot train: {problem}]")
-    if st.button("Train teacher", type="primary", key="train_teacher", disabled=busy or bool(problem), help=problem):
+    disabled = busy or labels is None or bool(problem)  # a budget that cannot be drawn is shown by label_widgets
+    if st.button("Train teacher", type="primary", key="train_teacher", disabled=disabled, help=problem):
         try:
             job = studio.start_teacher(state.job_manager(), state.current_store(), data, cfg)
             st.query_params["job"] = job.id

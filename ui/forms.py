@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from kd_core.views import studio
+from kd_core.views import label_view, studio
 from ui import state
 
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0]
@@ -66,6 +66,38 @@ def budget_widgets(prefix: str, epochs: int, lr: float) -> dict:
         out["cosine"] = c[1].checkbox("Cosine schedule", key=f"{prefix}_cosine", bind="query-params")
         out["seed"] = c[2].number_input("Seed", 0, 10_000, 0, key=f"{prefix}_seed", bind="query-params")
     return out
+
+
+def label_widgets(prefix: str, data, transfer: bool) -> dict | None:
+    """'Labels available' with a live count of labelled and transfer images (Distill), or the
+    teacher's own budget (Teacher, `transfer` False). None when the budget cannot be drawn."""
+    choices = label_view.label_choices(data)
+    cols = st.columns([2, 1, 1] if transfer else [2, 1])
+    labels = cols[0].select_slider(
+        "Labels available",
+        choices,
+        0,
+        key=f"{prefix}_labels",
+        bind="query-params",
+        format_func=label_view.budget_label,
+        help="A stratified subset of the training split keeps its labels; the rest can still be shown to the "
+        "teacher and the student as unlabelled transfer images (the student never sees their labels).",
+    )
+    seed = cols[1].number_input("Label seed", 0, 10_000, 0, key=f"{prefix}_label_seed", bind="query-params")
+    out = {"labels": labels, "label_seed": seed, "transfer": "rest" if transfer else "none", "transfer_ratio": 1.0}
+    if transfer:
+        out["transfer_ratio"] = cols[2].select_slider(
+            "Transfer : labelled rows",
+            label_view.TRANSFER_RATIOS,
+            1.0,
+            key=f"{prefix}_ratio",
+            bind="query-params",
+            format_func=lambda r: f"{r:g} : 1",
+            help="Transfer images per labelled image in each batch.",
+        )
+    counts, text = label_view.count_text(data, labels, out["transfer"], seed)
+    (st.caption if counts is not None else st.error)(text)
+    return out if counts is not None else None
 
 
 def run_config(kind: str, data, family: str, size: int, depth: int, **kw):

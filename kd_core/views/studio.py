@@ -18,7 +18,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig, experiment_key, format_methods
+from kd_core.config import (
+    DataConfig,
+    DistillConfig,
+    LabelConfig,
+    ModelSpec,
+    RunConfig,
+    TrainConfig,
+    experiment_key,
+    format_methods,
+)
 from kd_core.errors import ConfigError, KDError
 from kd_core.jobs import Job, JobManager
 from kd_core.methods import parse_methods
@@ -144,9 +153,14 @@ def make_config(
     width: float = 1.0,
     method: str = "kd",
     method_params: tuple[str, ...] = (),
+    labels: int = 0,
+    label_seed: int = 0,
+    transfer: str = "rest",
+    transfer_ratio: float = 1.0,
 ) -> RunConfig:
     """A run's config from the pages' widgets; `method` and `method_params` as the CLI's
-    --method and --method-param read them (a ConfigError names what is wrong)."""
+    --method and --method-param read them (a ConfigError names what is wrong). `labels`: the
+    label budget in total (0: all); the other label arguments as in LabelConfig."""
     data = DataConfig(dataset=dataset, root=root, image_size=image_size)
     train = TrainConfig(
         epochs=int(epochs),
@@ -168,6 +182,7 @@ def make_config(
         model=ModelSpec(family, int(size), int(depth), float(width)),
         train=train,
         distill=distill,
+        labels=LabelConfig(int(labels), 0, int(label_seed), transfer, float(transfer_ratio)),
         teacher_id=teacher_id,
     )
 

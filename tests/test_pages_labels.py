@@ -1,0 +1,51 @@
+"""AppTest: the 'labels available' control on the Teacher and Distill pages, its live count,
+and a distillation launched on a budget, stored with the subset its baseline shares."""
+
+from __future__ import annotations
+
+from test_pages import open_app, runs_dir, stored_teacher, wait_for_job  # noqa: F401
+
+from kd_core.store import Store
+from kd_core.views import studio
+
+
+def caption_text(at) -> str:
+    return " ".join(c.value for c in at.caption)
+
+
+def test_distill_counts_labelled_and_transfer_images_live_and_stores_the_budget(runs_dir):  # noqa: F811
+    teacher = stored_teacher(runs_dir)
+    n_train = studio.load_data("digits").info()["train"]
+    at = open_app("app_pages/distill.py")
+    assert at.select_slider(key="s_labels").value == 0  # all labels by default
+    assert f"All {n_train:,} training images are labelled" in caption_text(at)
+    at.select_slider(key="s_labels").set_value(50).run()
+    text = caption_text(at)
+    assert f"**50** labelled images · **{n_train - 50:,}** transfer images" in text
+    assert "trained on every label (a teacher from elsewhere)" in text
+    at.slider(key="s_epochs").set_value(2)
+    at.select_slider(key="s_ratio").set_value(3.0)
+    at.button(key="distill").click().run()
+    snap = wait_for_job()
+    assert snap["status"] == "finished", snap["message"]
+    store = Store(runs_dir)
+    student, baseline = (store.get_run(o["run_id"]) for o in snap["outcomes"])
+    assert student["config"]["labels"]["labels"] == 50 and student["config"]["labels"]["transfer_ratio"] == 3.0
+    assert student["metrics"]["labels"]["labelled"] == baseline["metrics"]["labels"]["labelled"] == 50
+    assert student["metrics"]["labels"]["subset"] == baseline["metrics"]["labels"]["subset"]
+    assert student["metrics"]["labels"]["transfer_used"] == n_train - 50
+    assert student["teacher_id"] == teacher["id"]
+
+
+def test_teacher_page_trains_on_a_budget(runs_dir):  # noqa: F811
+    at = open_app("app_pages/teacher.py")
+    at.slider(key="t_size").set_value(32)
+    at.slider(key="t_epochs").set_value(1)
+    at.select_slider(key="t_labels").set_value(100).run()
+    assert "**100** labelled images" in caption_text(at)
+    at.button(key="train_teacher").click().run()
+    snap = wait_for_job()
+    assert snap["status"] == "finished", snap["message"]
+    run = Store(runs_dir).get_run(snap["outcomes"][0]["run_id"])
+    assert run["config"]["labels"]["labels"] == 100 and run["metrics"]["labels"]["labelled"] == 100
+    assert run["metrics"]["labels"]["transfer_used"] == 0  # a teacher has nobody to imitate
