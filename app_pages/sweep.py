@@ -13,6 +13,7 @@ from kd_core.views.sweep_view import (
     TrainConfig,
     create_sweep,
     estimate,
+    gain_curve,
     load_sweep,
     multiple_tests,
     pending,
@@ -64,7 +65,15 @@ def grid_widgets(data) -> dict:
             help="Each configuration and its no-KD baseline are trained once per seed.",
         ),
     }
-    c = st.columns(2)
+    c = st.columns(3)
+    w["budgets"] = c[2].text_input(
+        "Label budgets",
+        "all",
+        key="sw_budgets",
+        bind="query-params",
+        help="Labelled training images per run, e.g. 50, 200, all: the gain-versus-labels curve. With a "
+        "budget, the rest of the training split is an unlabelled transfer set; each seed draws its own subset.",
+    )
     w["family"] = c[0].selectbox(
         "Student family",
         ["mlp", "cnn"],
@@ -105,6 +114,7 @@ def sweep_config(data, teacher_id: str, w: dict):
             w["depth"],
             data_cfg,
             train,
+            w["budgets"],
         )
     except KDError as err:
         st.error(str(err))
@@ -123,10 +133,11 @@ def plan_summary(data, cfg, backend: str | None) -> None:
     c[0].metric("Runs", f"{counts['total']}")
     c[1].metric("Estimated time", sweep_view.duration_text(None if est is None else est.seconds))
     c[2].caption(
-        f"{counts['cells']} distillations ({counts['configs']} configurations of T × λ × size, "
+        f"{counts['cells']} distillations ({counts['configs']} configurations of T × λ × size"
+        f"{' × label budget' if len(cfg.label_budgets) > 1 else ''}, "
         f"× {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) > 1)}) + {counts['baselines']} no-KD "
-        f"baselines (one per size and seed, each distillation is compared with the baseline of its "
-        f"seed). {sweep_view.estimate_note(est, data.name)}"
+        f"baselines (one per size{', budget' if len(cfg.label_budgets) > 1 else ''} and seed, each distillation "
+        f"is compared with the baseline of its seed). {sweep_view.estimate_note(est, data.name)}"
     )
 
 
@@ -347,8 +358,9 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
         f"{sweep_id}: {finished} of {sweep_view.run_counts(sweep)['total']} runs finished"
         + (" · running: the cells fill in as runs finish." if running else ".")
     )
-    results = sweep_results(store, sweep_id, metric, ALPHA)
-    for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results).items():
+    budget = budget_curve(sweep_id, sweep, metric)
+    results = sweep_results(store, sweep_id, metric, ALPHA, budget)
+    for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results, budget).items():
         label = f"{sweep.family} {size}"
         st.plotly_chart(
             experiment_charts.sweep_accuracy_heatmap(g, label, metric), key=f"sw_acc_{size}", width="stretch"
@@ -397,6 +409,36 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
             f"α = {ALPHA:g}. BH: Benjamini–Hochberg adjusted p over every tested cell of the sweep "
             f"(scipy.stats.false_discovery_control)."
         )
+
+
+def budget_curve(sweep_id: str, sweep, metric: str) -> int:
+    """With more than one label budget: the gain-versus-labels curve, its table, and which budget the
+    heatmaps below show (returned). A sweep without a budget axis shows nothing here."""
+    budgets = sweep.label_budgets
+    if len(budgets) < 2:
+        return budgets[0]
+    curve = gain_curve(state.current_store(), sweep_id, metric, ALPHA)
+    st.plotly_chart(experiment_charts.gain_curve_chart(curve, metric, ALPHA), key="sw_curve", width="stretch")
+    st.dataframe(
+        curve,
+        key="sw_curve_table",
+        hide_index=True,
+        column_order=["budget", "size", "temperature", "alpha", "text", "baseline_mean", "gain_text", "p", "verdict"],
+        column_config={
+            "budget": st.column_config.NumberColumn("Labels (0 = all)", format="%d"),
+            "size": st.column_config.NumberColumn("Size", format="%d"),
+            "temperature": st.column_config.NumberColumn("T", format="%g"),
+            "alpha": st.column_config.NumberColumn("λ", format="%g"),
+            "text": "Distilled (mean ± std, n)",
+            "baseline_mean": st.column_config.NumberColumn("Baseline mean", format="%.4f"),
+            "gain_text": "Gain over baseline",
+            "p": st.column_config.NumberColumn("p", format="%.3g"),
+            "verdict": "Paired t-test",
+        },
+    )
+    return st.selectbox(
+        "Heatmaps at", budgets, format_func=sweep_view.budget_name, key="sw_budget_view", bind="query-params"
+    )
 
 
 # ---------------------------------------------------------------- page

@@ -53,9 +53,9 @@ def test_plan_has_one_baseline_per_size_and_seed_before_its_cells():
     baselines = [k for k in keys if k[0] == "baseline"]
     assert sorted((k[1], k[2]) for k in baselines) == sorted((s, e) for s in (16, 32) for e in (0, 1, 2))
     assert all(k[3] is None and k[4] is None for k in baselines)
-    for i, (kind, size, seed, _, _) in enumerate(keys):
+    for i, (kind, size, seed, _, _, budget) in enumerate(keys):
         if kind == "student":
-            assert ("baseline", size, seed, None, None) in keys[:i]
+            assert ("baseline", size, seed, None, None, budget) in keys[:i]
     assert {c.config.sweep_id for c in cells} == {"sw1"}
     assert {c.config.teacher_id for c in cells if c.config.kind == "student"} == {"t"}
     assert [k[2] for k in keys][:10] == [0] * 10  # seed by seed: the whole grid gets n=1 first
@@ -391,11 +391,11 @@ def test_a_sweep_job_fills_the_grid_and_publishes_progress(tmp_path, digits, tea
     assert "seed 0" in snap["runs"][0]["label"] and any("T=4 λ=0.9" in r["label"] for r in snap["runs"])
     runs = {cell_key(r["config"]): r["metrics"]["best_val_acc"] for r in store.list_runs(sweep_id=note["id"])}
     g = sweep_grids(store, note["id"])[16]
-    base = runs[("baseline", 16, 0, None, None)]
+    base = runs[("baseline", 16, 0, None, None, 0)]
     for t in (1.0, 4.0):
         for a in (0.5, 0.9):
-            assert g["mean"].loc[t, a] == runs[("student", 16, 0, t, a)]
-            assert g["gain_mean"].loc[t, a] == pytest.approx(runs[("student", 16, 0, t, a)] - base)
+            assert g["mean"].loc[t, a] == runs[("student", 16, 0, t, a, 0)]
+            assert g["gain_mean"].loc[t, a] == pytest.approx(runs[("student", 16, 0, t, a, 0)] - base)
     assert g["n"].values.tolist() == [[1, 1], [1, 1]]
 
 
@@ -433,7 +433,7 @@ def test_cli_sweep_json_end_to_end_and_resume(tmp_path, teacher_path, capsys):
     assert len(out["runs"]) == len(runs) == 10
     values = {}
     for r in runs:
-        values.setdefault(cell_key(r["config"])[:2] + cell_key(r["config"])[3:], []).append(
+        values.setdefault(cell_key(r["config"])[:2] + cell_key(r["config"])[3:5], []).append(
             r["metrics"]["best_val_acc"]
         )
     g = out["grids"]["16"]

@@ -265,3 +265,45 @@ def sweep_gain_heatmap(grids: dict, label: str, alpha: float = 0.05) -> go.Figur
         grids["best"],
         diverging=True,
     )
+
+
+def gain_curve_chart(curve: pd.DataFrame, metric: str = "test_acc", alpha: float = 0.05) -> go.Figure:
+    """The gain-versus-labels curve (views.sweep_view.gain_curve): per (size, T, λ), student and
+    baseline mean ± std over seeds against the label budget (left), and the mean paired gain ± its
+    std with each point's p-value (right). Budgets are categories in order, "all" last."""
+    if curve.empty or not (curve["n"] > 0).any():
+        return _empty("Gain versus labels", "No finished run yet.")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(METRIC_NAMES.get(metric, metric), "gain over the baseline"))
+    names = [("all" if b == 0 else f"{b:,}") for b in curve["budget"]]
+    curve = curve.assign(labels=names)
+    for k, ((size, t, a), part) in enumerate(curve.groupby(["size", "temperature", "alpha"], sort=False)):
+        colour = qualitative.Plotly[k % len(qualitative.Plotly)]
+        name = f"size {size} · T={t:g} · λ={a:g}"
+        for col, y, std, dash, who in (
+            (1, "mean", "std", "solid", "distilled"),
+            (1, "baseline_mean", "baseline_std", "dot", "baseline"),
+            (2, "gain_mean", "gain_std", "solid", "gain"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=part["labels"],
+                    y=part[y],
+                    error_y=dict(type="data", array=part[std].fillna(0)),
+                    mode="lines+markers+text" if col == 2 else "lines+markers",
+                    text=[p_text(p, s) for p, s in zip(part["p"], part["significant"])] if col == 2 else None,
+                    textposition="top center",
+                    line=dict(color=colour, dash=dash),
+                    name=f"{name} · {who}",
+                    legendgroup=name,
+                ),
+                row=1,
+                col=col,
+            )
+    fig.add_hline(y=0, line=dict(color="grey", width=1), row=1, col=2)
+    fig.update_xaxes(title_text="labelled training images", type="category")
+    fig.update_layout(
+        height=420,
+        margin=MARGIN,
+        title=f"Gain versus labels<br><sup>mean ± std over seeds · p: paired t-test per budget · * p < {alpha:g}</sup>",
+    )
+    return fig

@@ -26,13 +26,14 @@ from kd_core.cli.common import (
 )
 from kd_core.cli.common import numbers as _numbers
 from kd_core.cli.common import plain as _plain
+from kd_core.config import LabelConfig
 from kd_core.errors import ConfigError
 from kd_core.fmt import signed
 from kd_core.store import Store
 from kd_core.sweep.executors import make_executor
 from kd_core.sweep.grid import SWEEP_METRICS, SweepConfig, create_sweep, load_sweep, pending, plan, validate_sweep
 from kd_core.sweep.ray_executor import check_ray_address, check_ray_gcs
-from kd_core.sweep.results import multiple_tests, sweep_grids, sweep_results
+from kd_core.sweep.results import gain_curve, multiple_tests, sweep_grids, sweep_results
 from kd_core.sweep.runner import run_sweep
 from kd_core.train.data import load_dataset
 from kd_core.train.models import student_preset
@@ -61,6 +62,14 @@ def register(sub) -> None:
     g.add_argument("--ray-address", default=None, help="Ray cluster to use (default: start a local one)")
     g.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray instance")
     g.add_argument("--metric", choices=SWEEP_METRICS, default="best_val_acc", help="what the grid shows")
+    g.add_argument(
+        "--label-budgets",
+        type=_numbers(int),
+        default=(0,),
+        help="the gain-versus-labels axis: total labelled images per run, 0 for all, e.g. 100,500,2000,0",
+    )
+    g.add_argument("--transfer", default="rest", help="transfer set of the budget runs (see distill --transfer)")
+    g.add_argument("--transfer-ratio", type=float, default=1.0, help="transfer rows per labelled row in a batch")
     p.set_defaults(fn=cmd_sweep)
 
 
@@ -83,6 +92,8 @@ def sweep_config(a) -> SweepConfig:
         data=data_config(a),
         train=train_config(a),
         cache_teacher_logits=not a.no_cache,
+        label_budgets=a.label_budgets,
+        labels=LabelConfig(transfer=a.transfer, transfer_ratio=a.transfer_ratio),
     )
 
 
@@ -103,7 +114,15 @@ def grid_payload(store, sweep_id: str, metric: str) -> dict:
             "baseline": g["baseline"],
             "text": best_text(g, f"size {size}"),
         }
-    return _plain({"grids": grids, "cells": results.to_dict("records"), "tests": multiple_tests(results, ALPHA)})
+    curve = gain_curve(store, sweep_id, metric, ALPHA)
+    return _plain(
+        {
+            "grids": grids,
+            "cells": results.to_dict("records"),
+            "tests": multiple_tests(results, ALPHA),
+            "curve": curve.to_dict("records"),
+        }
+    )
 
 
 def cell_text(mean, std, n, gain, p, significant, best) -> str:
@@ -138,6 +157,20 @@ def _print_grids(payload: dict) -> None:
             f"{t['significant']} of {t['tested']} tested cells significant at {t['alpha']:g} (about "
             f"{t['expected']:.2g} expected by chance); {t['significant_bh']} after the Benjamini–Hochberg "
             f"correction (scipy.stats.false_discovery_control)"
+        )
+
+
+def _print_curve(payload: dict) -> None:
+    """The gain-versus-labels curve, one line per budget, when the sweep has more than one."""
+    rows = payload["curve"]
+    if len({r["budget"] for r in rows}) < 2:
+        return
+    print("gain versus labels (student − baseline, paired over seeds):")
+    for r in rows:
+        labels = "all" if r["budget"] == 0 else f"{r['budget']:,}"
+        print(
+            f"  size {r['size']} T={r['temperature']:g} λ={r['alpha']:g}  {labels:>7} labels: "
+            f"student {r['text']}  gain {r['gain_text']}  {r['verdict']}"
         )
 
 
@@ -178,4 +211,5 @@ def cmd_sweep(a) -> int:
         print(json.dumps(_plain(payload), indent=2, default=str))
     else:
         _print_grids(payload)
+        _print_curve(payload)
     return exit_code(runs, stop)

@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.config import DataConfig, DistillConfig, LabelConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.errors import ConfigError, KDError
 from kd_core.events import Progress
 from kd_core.store import Store
 from kd_core.train.data import Dataset
 from kd_core.train.engine import validate_config
+from kd_core.train.labels import validate_labels
 from kd_core.train.models import validate_spec
 from kd_core.train.recorder import RunOutcome
 
@@ -46,6 +47,10 @@ class SweepConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # its seed is replaced by each seed
     cache_teacher_logits: bool = True
+    # The gain-versus-labels axis: total label budgets (0 = all labels). Each seed draws its own
+    # labelled subset (label_seed = seed), shared by that seed's students and baseline.
+    label_budgets: tuple[int, ...] = (0,)
+    labels: LabelConfig = field(default_factory=LabelConfig)  # transfer source and ratio of every cell
 
     @staticmethod
     def seed_range(n: int, first: int = 0) -> tuple[int, ...]:
@@ -67,12 +72,14 @@ class SweepConfig:
             data=DataConfig(**d.get("data", {})),
             train=TrainConfig(**d.get("train", {})),
             cache_teacher_logits=bool(d.get("cache_teacher_logits", True)),
+            label_budgets=tuple(int(b) for b in d.get("label_budgets", (0,))),
+            labels=LabelConfig(**d.get("labels") or {}),
         )
 
 
 def validate_sweep(sweep: SweepConfig) -> None:
     """Reject a grid before anything runs, so a bad value never costs a half sweep."""
-    for name in ("temperatures", "alphas", "sizes", "seeds"):
+    for name in ("temperatures", "alphas", "sizes", "seeds", "label_budgets"):
         values = getattr(sweep, name)
         if not values:
             raise ConfigError(f"the sweep needs at least one value in {name}.")
@@ -80,6 +87,9 @@ def validate_sweep(sweep: SweepConfig) -> None:
             raise ConfigError(f"{name} has repeated values: {', '.join(map(str, values))}.")
     if not sweep.teacher_id:
         raise ConfigError("the sweep needs a teacher (a run id or a checkpoint path).")
+    if any(b < 0 for b in sweep.label_budgets):
+        raise ConfigError("label budgets must be 0 (all labels) or positive.")
+    validate_labels(sweep.labels)
     for size in sweep.sizes:
         validate_spec(ModelSpec(sweep.family, size, sweep.depth))
     for t in sweep.temperatures:
@@ -102,17 +112,20 @@ class Cell:
 
     @property
     def label(self) -> str:
-        kind, size, seed, t, a = self.key
+        kind, size, seed, t, a, budget = self.key
         what = "baseline" if kind == "baseline" else f"T={t:g} λ={a:g}"
-        return f"{self.config.model.family} {size} · {what} · seed {seed}"
+        labels = f" · {budget:,} labels" if budget else ""
+        return f"{self.config.model.family} {size} · {what}{labels} · seed {seed}"
 
 
 def cell_key(cfg: RunConfig | dict) -> tuple:
-    """(kind, size, seed, T, λ); T and λ are None for a baseline."""
+    """(kind, size, seed, T, λ, label budget); T and λ are None for a baseline, the budget 0 for
+    all labels (every run stored before budgets existed)."""
     if isinstance(cfg, dict):
         cfg = RunConfig.from_dict(cfg)
     d = cfg.distill if cfg.kind == "student" else None
-    return (cfg.kind, cfg.model.size, cfg.train.seed, d.temperature if d else None, d.alpha if d else None)
+    t, a = (d.temperature, d.alpha) if d else (None, None)
+    return (cfg.kind, cfg.model.size, cfg.train.seed, t, a, cfg.labels.labels)
 
 
 def plan(sweep: SweepConfig, sweep_id: str | None = None) -> list[Cell]:
@@ -120,12 +133,13 @@ def plan(sweep: SweepConfig, sweep_id: str | None = None) -> list[Cell]:
     and each (size, seed) baseline comes before the cells compared with it."""
     cells = []
     for seed in sweep.seeds:
-        for size in sweep.sizes:
+        for budget, size in ((b, s) for b in sweep.label_budgets for s in sweep.sizes):
             base = RunConfig(
                 kind="baseline",
                 data=sweep.data,
                 model=ModelSpec(sweep.family, size, sweep.depth),
                 train=replace(sweep.train, seed=seed),
+                labels=replace(sweep.labels, labels=budget, per_class=0, label_seed=seed),
                 sweep_id=sweep_id,
             )
             cells.append(Cell(base))

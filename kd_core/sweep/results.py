@@ -27,6 +27,7 @@ from kd_core.config import ModelSpec, RunConfig
 from kd_core.stats import ZERO_SPREAD, pair_by_seed, paired_test, summarize
 from kd_core.store import Store
 from kd_core.sweep.grid import Cell, SweepConfig, finished_runs, load_sweep, plan
+from kd_core.train.labels import parse_transfer, step_plan
 from kd_core.train.models import describe
 
 GRID_VALUES = (
@@ -52,13 +53,16 @@ GRID_VALUES = (
 TIE = ZERO_SPREAD
 
 
-def _by_config(store: Store, sweep_id: str, metric: str) -> dict[tuple, dict[int, float]]:
-    """{(kind, size, T, λ): {seed: metric}} over the sweep's finished runs."""
+def _by_config(store: Store, sweep_id: str, metric: str, budget: int | None = None) -> dict[tuple, dict[int, float]]:
+    """{(kind, size, T, λ): {seed: metric}} over the sweep's finished runs at one label budget;
+    with `budget` None, {(kind, size, T, λ, budget): …} over every budget."""
     out: dict[tuple, dict[int, float]] = {}
-    for (kind, size, seed, t, a), run in finished_runs(store, sweep_id).items():
+    for (kind, size, seed, t, a, b), run in finished_runs(store, sweep_id).items():
         value = run["metrics"].get(metric)
-        if value is not None:
-            out.setdefault((kind, size, t, a), {})[seed] = float(value)
+        if value is None or (budget is not None and b != budget):
+            continue
+        key = (kind, size, t, a) if budget is not None else (kind, size, t, a, b)
+        out.setdefault(key, {})[seed] = float(value)
     return out
 
 
@@ -115,8 +119,11 @@ def _mark_best(df: pd.DataFrame) -> None:
     df["best_marked"] = df["best"] & (df["gain_mean"] > TIE)
 
 
-def sweep_results(store: Store, sweep_id: str, metric: str = "best_val_acc", alpha: float = 0.05) -> pd.DataFrame:
-    """One row per planned (size, T, λ), run or not (n = 0), in grid order.
+def sweep_results(
+    store: Store, sweep_id: str, metric: str = "best_val_acc", alpha: float = 0.05, budget: int | None = None
+) -> pd.DataFrame:
+    """One row per planned (size, T, λ), run or not (n = 0), in grid order, at one label budget
+    (`budget`; default the sweep's first, "all labels" for every sweep without a budget axis).
 
     Columns: size, temperature, alpha, n, mean, std, text ("0.9500 ± 0.0100 (n=3)"),
     baseline_n/_mean/_std, gain_n/_mean/_std/_text, t, p, significant (True, False or
@@ -126,7 +133,7 @@ def sweep_results(store: Store, sweep_id: str, metric: str = "best_val_acc", alp
     every cell of a tie), best_marked (best and a mean gain above 0: what the page and the CLI mark).
     """
     sweep = load_sweep(store, sweep_id)
-    values = _by_config(store, sweep_id, metric)
+    values = _by_config(store, sweep_id, metric, sweep.label_budgets[0] if budget is None else budget)
     rows = []
     for size in sweep.sizes:
         base = values.get(("baseline", size, None, None), {})
@@ -157,10 +164,13 @@ def multiple_tests(df: pd.DataFrame, alpha: float = 0.05) -> dict:
     }
 
 
-def baseline_results(store: Store, sweep_id: str, metric: str = "best_val_acc") -> pd.DataFrame:
-    """One row per student size: the no-KD baseline's n, mean, std and text."""
+def baseline_results(
+    store: Store, sweep_id: str, metric: str = "best_val_acc", budget: int | None = None
+) -> pd.DataFrame:
+    """One row per student size: the no-KD baseline's n, mean, std and text (at `budget`, as in
+    `sweep_results`)."""
     sweep = load_sweep(store, sweep_id)
-    values = _by_config(store, sweep_id, metric)
+    values = _by_config(store, sweep_id, metric, sweep.label_budgets[0] if budget is None else budget)
     rows = []
     for size in sweep.sizes:
         s = summarize(list(values.get(("baseline", size, None, None), {}).values()))
@@ -169,7 +179,12 @@ def baseline_results(store: Store, sweep_id: str, metric: str = "best_val_acc") 
 
 
 def sweep_grids(
-    store: Store, sweep_id: str, metric: str = "best_val_acc", alpha: float = 0.05, results: pd.DataFrame | None = None
+    store: Store,
+    sweep_id: str,
+    metric: str = "best_val_acc",
+    alpha: float = 0.05,
+    results: pd.DataFrame | None = None,
+    budget: int | None = None,
 ) -> dict[int, dict]:
     """Per student size, heatmap-ready grids (rows: temperature ascending, columns: λ ascending)
     for each of GRID_VALUES, plus "best" (the rows of the marked best cells as dicts: every cell
@@ -177,8 +192,8 @@ def sweep_grids(
     the highest mean, marked or not; empty before any run), "beats" (how many cells have a mean gain
     above 0) and "baseline" (mean, std, n, text). `results`: the same call's `sweep_results` table,
     when the caller has it already."""
-    df = sweep_results(store, sweep_id, metric, alpha) if results is None else results
-    baselines = baseline_results(store, sweep_id, metric).set_index("size")
+    df = sweep_results(store, sweep_id, metric, alpha, budget) if results is None else results
+    baselines = baseline_results(store, sweep_id, metric, budget).set_index("size")
     out: dict[int, dict] = {}
     for size, part in df.groupby("size", sort=False):
         grids = {v: part.pivot(index="temperature", columns="alpha", values=v) for v in GRID_VALUES}
@@ -188,6 +203,27 @@ def sweep_grids(
         grids["baseline"] = baselines.loc[size].to_dict()
         out[int(size)] = grids
     return out
+
+
+def gain_curve(store: Store, sweep_id: str, metric: str = "test_acc", alpha: float = 0.05) -> pd.DataFrame:
+    """The gain-versus-labels curve: one row per (size, T, λ, label budget), budgets ascending with
+    "all labels" (0) last. Columns as `sweep_results`' plus `budget`; each point's gain is paired
+    by seed with the baseline of the same size, seed and budget. No correction for the number of
+    points: each budget is its own question (does distillation help at this many labels?)."""
+    sweep = load_sweep(store, sweep_id)
+    values = _by_config(store, sweep_id, metric)
+    order = sorted(sweep.label_budgets, key=lambda b: (b == 0, b))
+    rows = []
+    for size in sweep.sizes:
+        for t in sweep.temperatures:
+            for a in sweep.alphas:
+                for b in order:
+                    base = values.get(("baseline", size, None, None, b), {})
+                    row = _cell_row(size, t, a, values.get(("student", size, t, a, b), {}), base, alpha)
+                    rows.append({"budget": b, **row})
+    df = pd.DataFrame(rows)
+    df.attrs["metric"], df.attrs["alpha"] = metric, alpha
+    return df
 
 
 # ---------------------------------------------------------------- time estimate
@@ -339,14 +375,20 @@ def planned_runs(cells: Sequence[Cell], n_train: int, flops: Mapping[tuple, floa
         model = (spec.family, spec.size, spec.depth)
         out.append(
             PlannedRun(
-                cfg.kind,
-                model,
-                float(flops.get(model, 0.0)),
-                t.batch_size,
-                math.ceil(n_train / t.batch_size) * t.batch_size * t.epochs,
+                cfg.kind, model, float(flops.get(model, 0.0)), t.batch_size, planned_steps(cfg, n_train) * t.batch_size
             )
         )
     return out
+
+
+def planned_steps(cfg: RunConfig, n_train: int) -> int:
+    """Training steps of a run: plain epochs, or with a label budget and the rest of the split as
+    transfer set, the mixed steps its student and baseline share (kd_core.train.labels.step_plan).
+    A transfer folder is not counted: its size is unknown until it is read."""
+    budget = cfg.labels.labels
+    rest = n_train - budget if 0 < budget < n_train and parse_transfer(cfg.labels.transfer).rest else 0
+    plan = step_plan(budget or n_train, rest, cfg.train.batch_size, cfg.labels.transfer_ratio)
+    return plan.steps_per_epoch * cfg.train.epochs
 
 
 def estimate(

@@ -26,6 +26,7 @@ from kd_core.sweep.grid import pending as pending
 from kd_core.sweep.ray_executor import RAY_MISSING as RAY_MISSING
 from kd_core.sweep.results import RAY_START_S
 from kd_core.sweep.results import estimate as estimate
+from kd_core.sweep.results import gain_curve as gain_curve
 from kd_core.sweep.results import multiple_tests as multiple_tests
 from kd_core.sweep.results import sweep_grids as sweep_grids
 from kd_core.sweep.results import sweep_results as sweep_results
@@ -63,8 +64,10 @@ def make_sweep(
     depth: int,
     data: DataConfig,
     train: TrainConfig,
+    budgets: str = "all",
 ) -> SweepConfig:
-    """A SweepConfig from the page's fields (the lists as typed); ConfigError on a bad value."""
+    """A SweepConfig from the page's fields (the lists as typed); ConfigError on a bad value.
+    `budgets`: label budgets, "all" or 0 for every label, e.g. "100, 500, all"."""
     cfg = SweepConfig(
         temperatures=parse_values(temperatures, float, "Temperatures T"),
         alphas=parse_values(alphas, float, "λ values"),
@@ -75,6 +78,7 @@ def make_sweep(
         depth=int(depth),
         data=data,
         train=train,
+        label_budgets=parse_budgets(budgets),
     )
     for a in cfg.alphas:
         if not 0.0 <= a <= 1.0:
@@ -88,11 +92,24 @@ def make_sweep(
     return cfg
 
 
+def parse_budgets(text: str) -> tuple[int, ...]:
+    """ "100, 500, all" → (100, 500, 0): the label budgets of a gain-versus-labels sweep."""
+    words = text.replace(",", " ").split()
+    values = parse_values(" ".join("0" if w.lower() == "all" else w for w in words), int, "Label budgets")
+    if any(v < 0 for v in values):
+        raise ConfigError("Label budgets: use positive counts, or all.")
+    return values
+
+
+def budget_name(budget: int) -> str:
+    return "all labels" if budget == 0 else f"{budget:,} labels"
+
+
 def run_counts(sweep: SweepConfig) -> dict:
-    """{"cells": distillations, "baselines": no-KD runs, "total", "configs": T × λ × sizes}."""
-    configs = len(sweep.temperatures) * len(sweep.alphas) * len(sweep.sizes)
+    """{"cells": distillations, "baselines": no-KD runs, "total", "configs": T × λ × sizes × budgets}."""
+    configs = len(sweep.temperatures) * len(sweep.alphas) * len(sweep.sizes) * len(sweep.label_budgets)
     cells = configs * len(sweep.seeds)
-    baselines = len(sweep.sizes) * len(sweep.seeds)
+    baselines = len(sweep.sizes) * len(sweep.seeds) * len(sweep.label_budgets)
     return {"cells": cells, "baselines": baselines, "total": cells + baselines, "configs": configs}
 
 

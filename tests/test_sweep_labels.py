@@ -1,0 +1,110 @@
+"""The label-budget axis of a sweep and its gain-versus-labels curve, on real runs on digits."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy import stats
+from sweep_fixtures import TINY_TRAIN, sweep_data, teacher_path  # noqa: F401
+
+from kd_core.config import LabelConfig, RunConfig
+from kd_core.errors import ConfigError
+from kd_core.store import Store
+from kd_core.sweep.grid import SweepConfig, cell_key, create_sweep, plan
+from kd_core.sweep.results import gain_curve, planned_steps, sweep_results
+from kd_core.sweep.runner import run_sweep
+from kd_core.train.labels import step_plan
+
+
+def budget_sweep(teacher: str, budgets=(30, 0), seeds=(0, 1)) -> SweepConfig:
+    return SweepConfig(
+        temperatures=(4.0,),
+        alphas=(0.9,),
+        sizes=(16,),
+        seeds=seeds,
+        teacher_id=teacher,
+        train=TINY_TRAIN,
+        label_budgets=budgets,
+    )
+
+
+def test_plan_crosses_budgets_with_seeds_and_each_seed_draws_its_own_subset():
+    cells = plan(budget_sweep("t", budgets=(30, 100, 0), seeds=(0, 1, 2)))
+    keys = [c.key for c in cells]
+    assert len(keys) == len(set(keys)) == 3 * 3 * 2
+    for i, (kind, size, seed, _, _, budget) in enumerate(keys):
+        labels = cells[i].config.labels
+        assert (labels.labels, labels.label_seed, labels.transfer) == (budget, seed, "rest")
+        if kind == "student":
+            assert ("baseline", size, seed, None, None, budget) in keys[:i]
+    assert "30 labels" in cells[0].label
+
+
+def test_a_sweep_without_budgets_loads_as_all_labels_and_bad_budgets_are_refused(tmp_path):
+    old = budget_sweep("t").to_dict()
+    del old["label_budgets"], old["labels"]
+    assert SweepConfig.from_dict(old).label_budgets == (0,)
+    store = Store(tmp_path)
+    for bad in ((-5,), (30, 30)):
+        with pytest.raises(ConfigError):
+            create_sweep(store, budget_sweep("t", budgets=bad))
+    with pytest.raises(ConfigError, match="transfer ratio"):
+        create_sweep(store, replace(budget_sweep("t"), labels=LabelConfig(transfer_ratio=0)))
+
+
+def test_planned_steps_follow_the_step_plan():
+    cfg = plan(budget_sweep("t"))[0].config  # a baseline at 30 labels
+    n = 1293
+    assert planned_steps(cfg, n) == step_plan(30, n - 30, TINY_TRAIN.batch_size, 1.0).steps_per_epoch * cfg.train.epochs
+    full = replace(cfg, labels=LabelConfig())
+    assert planned_steps(full, n) == -(-n // TINY_TRAIN.batch_size) * cfg.train.epochs
+
+
+@pytest.mark.slow
+def test_gain_curve_matches_the_stored_runs(tmp_path, sweep_data, teacher_path):  # noqa: F811
+    store = Store(tmp_path)
+    sweep_id = create_sweep(store, budget_sweep(teacher_path))
+    outcomes = run_sweep(store, sweep_id, sweep_data)
+    assert [o.status for o in outcomes] == ["finished"] * 8
+    runs = {cell_key(r["config"]): r for r in store.list_runs(sweep_id=sweep_id)}
+    curve = gain_curve(store, sweep_id, "test_acc")
+    assert curve["budget"].tolist() == [30, 0]  # budgets ascending, "all" last
+    for _, row in curve.iterrows():
+        b = row["budget"]
+        s = np.array([runs[("student", 16, k, 4.0, 0.9, b)]["metrics"]["test_acc"] for k in (0, 1)], dtype=np.float64)
+        base = np.array([runs[("baseline", 16, k, None, None, b)]["metrics"]["test_acc"] for k in (0, 1)])
+        assert row["mean"] == pytest.approx(s.mean()) and row["baseline_mean"] == pytest.approx(base.mean())
+        assert row["gain_mean"] == pytest.approx((s - base).mean())
+        if np.std(s - base) > 1e-6:
+            assert row["p"] == pytest.approx(stats.ttest_rel(s, base).pvalue)
+        labels = runs[("student", 16, 0, 4.0, 0.9, b)]["metrics"]["labels"]
+        assert labels["labelled"] == (30 if b else len(sweep_data.train_y))
+    # the grid of a budgeted sweep shows one budget at a time, the first by default
+    assert sweep_results(store, sweep_id, "test_acc")["mean"].iloc[0] == pytest.approx(curve["mean"].iloc[0])
+    assert RunConfig.from_dict(runs[("baseline", 16, 1, None, None, 30)]["config"]).labels.label_seed == 1
+
+
+@pytest.mark.slow
+def test_sweep_page_draws_the_gain_curve_of_a_budget_sweep(tmp_path, monkeypatch, sweep_data, teacher_path):  # noqa: F811
+    import json
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    store = Store(tmp_path / "runs")
+    sweep_id = create_sweep(store, budget_sweep(teacher_path, seeds=(0,)))
+    run_sweep(store, sweep_id, sweep_data)
+    monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/sweep.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    charts = {el.key: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
+    curve = charts["sw_curve"]
+    xs = [t["x"] for t in curve["data"]]
+    assert xs and all(x == ["30", "all"] for x in xs)  # one point per budget, "all" last
+    tables = [d.value for d in at.dataframe if "budget" in d.value.columns]
+    assert [t["budget"].tolist() for t in tables] == [[30, 0]]
+    assert at.selectbox(key="sw_budget_view").value == 30
