@@ -36,6 +36,7 @@ def student_widgets(data, teacher_id: str) -> dict:
     selected, weights, params = method_picker.method_widgets(method_mix.methods())
     budget = forms.budget_widgets("s", epochs=20, lr=3e-3)
     labels = forms.label_widgets("s", data, transfer=True)
+    consistency = forms.consistency_widgets("s")
     if labels is not None:
         st.caption(label_view.teacher_budget_note(state.current_store(), teacher_id, labels["labels"]))
     baseline = st.checkbox(
@@ -54,6 +55,7 @@ def student_widgets(data, teacher_id: str) -> dict:
         "method_params": tuple(method_params),
         "mix_error": mix_error,
         "label_budget": labels,
+        "consistency": consistency,
         **budget,
     }
 
@@ -107,6 +109,7 @@ def student_config(data, teacher_id: str, w: dict):
         method_params=w["method_params"],
         **budget,
         **w["label_budget"],
+        **w["consistency"],
     )
 
 

@@ -3,8 +3,7 @@ and a distillation launched on a budget, stored with the subset its baseline sha
 
 from __future__ import annotations
 
-from test_pages import open_app, runs_dir, stored_teacher, wait_for_job  # noqa: F401
-
+from app_helpers import open_app, stored_teacher, wait_for_job
 from kd_core.store import Store
 from kd_core.views import studio
 
@@ -13,7 +12,7 @@ def caption_text(at) -> str:
     return " ".join(c.value for c in at.caption)
 
 
-def test_distill_counts_labelled_and_transfer_images_live_and_stores_the_budget(runs_dir):  # noqa: F811
+def test_distill_counts_labelled_and_transfer_images_live_and_stores_the_budget(runs_dir):
     teacher = stored_teacher(runs_dir)
     n_train = studio.load_data("digits").info()["train"]
     at = open_app("app_pages/distill.py")
@@ -25,6 +24,8 @@ def test_distill_counts_labelled_and_transfer_images_live_and_stores_the_budget(
     assert "trained on every label (a teacher from elsewhere)" in text
     at.slider(key="s_epochs").set_value(2)
     at.select_slider(key="s_ratio").set_value(3.0)
+    at.checkbox(key="s_fm").check()
+    at.number_input(key="s_patience").set_value(1)
     at.button(key="distill").click().run()
     snap = wait_for_job()
     assert snap["status"] == "finished", snap["message"]
@@ -35,9 +36,13 @@ def test_distill_counts_labelled_and_transfer_images_live_and_stores_the_budget(
     assert student["metrics"]["labels"]["subset"] == baseline["metrics"]["labels"]["subset"]
     assert student["metrics"]["labels"]["transfer_used"] == n_train - 50
     assert student["teacher_id"] == teacher["id"]
+    train = student["config"]["train"]
+    # function matching on digits: shifts and mixup, no flips (a mirrored digit is another digit)
+    assert (train["augment"], train["flip"], train["mixup"], train["patience"]) == (True, False, 1.0, 1)
+    assert baseline["config"]["train"]["mixup"] == 1.0  # the baseline is augmented alike
 
 
-def test_teacher_page_trains_on_a_budget(runs_dir):  # noqa: F811
+def test_teacher_page_trains_on_a_budget(runs_dir):
     at = open_app("app_pages/teacher.py")
     at.slider(key="t_size").set_value(32)
     at.slider(key="t_epochs").set_value(1)

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 from streamlit.testing.v1 import AppTest
 
+from app_helpers import APP
 from kd_core.config import experiment_key
 from kd_core.jobs import JobManager
 from kd_core.store import Store
 from kd_core.views import quick, studio
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 def run_quick(manager: JobManager, store: Store, data, seeds: int) -> dict:

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from scipy import stats
-from sweep_fixtures import TINY_TRAIN, sweep_data, teacher_path  # noqa: F401
 
+from app_helpers import chart_specs, open_app
 from kd_core.config import LabelConfig, RunConfig
 from kd_core.errors import ConfigError
 from kd_core.store import Store
@@ -16,6 +16,7 @@ from kd_core.sweep.grid import SweepConfig, cell_key, create_sweep, plan
 from kd_core.sweep.results import gain_curve, planned_steps, sweep_results
 from kd_core.sweep.runner import run_sweep
 from kd_core.train.labels import step_plan
+from stores import TINY_TRAIN
 
 
 def budget_sweep(teacher: str, budgets=(30, 0), seeds=(0, 1)) -> SweepConfig:
@@ -63,10 +64,10 @@ def test_planned_steps_follow_the_step_plan():
 
 
 @pytest.mark.slow
-def test_gain_curve_matches_the_stored_runs(tmp_path, sweep_data, teacher_path):  # noqa: F811
+def test_gain_curve_matches_the_stored_runs(tmp_path, digits, teacher_path):
     store = Store(tmp_path)
     sweep_id = create_sweep(store, budget_sweep(teacher_path))
-    outcomes = run_sweep(store, sweep_id, sweep_data)
+    outcomes = run_sweep(store, sweep_id, digits)
     assert [o.status for o in outcomes] == ["finished"] * 8
     runs = {cell_key(r["config"]): r for r in store.list_runs(sweep_id=sweep_id)}
     curve = gain_curve(store, sweep_id, "test_acc")
@@ -80,29 +81,20 @@ def test_gain_curve_matches_the_stored_runs(tmp_path, sweep_data, teacher_path):
         if np.std(s - base) > 1e-6:
             assert row["p"] == pytest.approx(stats.ttest_rel(s, base).pvalue)
         labels = runs[("student", 16, 0, 4.0, 0.9, b)]["metrics"]["labels"]
-        assert labels["labelled"] == (30 if b else len(sweep_data.train_y))
+        assert labels["labelled"] == (30 if b else len(digits.train_y))
     # the grid of a budgeted sweep shows one budget at a time, the first by default
     assert sweep_results(store, sweep_id, "test_acc")["mean"].iloc[0] == pytest.approx(curve["mean"].iloc[0])
     assert RunConfig.from_dict(runs[("baseline", 16, 1, None, None, 30)]["config"]).labels.label_seed == 1
 
 
 @pytest.mark.slow
-def test_sweep_page_draws_the_gain_curve_of_a_budget_sweep(tmp_path, monkeypatch, sweep_data, teacher_path):  # noqa: F811
-    import json
-    from pathlib import Path
-
-    from streamlit.testing.v1 import AppTest
-
+def test_sweep_page_draws_the_gain_curve_of_a_budget_sweep(tmp_path, monkeypatch, digits, teacher_path):
     store = Store(tmp_path / "runs")
     sweep_id = create_sweep(store, budget_sweep(teacher_path, seeds=(0,)))
-    run_sweep(store, sweep_id, sweep_data)
+    run_sweep(store, sweep_id, digits)
     monkeypatch.setenv("KD_RUNS", str(tmp_path / "runs"))
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page("app_pages/sweep.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    charts = {el.key: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
-    curve = charts["sw_curve"]
+    at = open_app("app_pages/sweep.py", timeout=120)
+    curve = chart_specs(at)["sw_curve"]
     xs = [t["x"] for t in curve["data"]]
     assert xs and all(x == ["30", "all"] for x in xs)  # one point per budget, "all" last
     tables = [d.value for d in at.dataframe if "budget" in d.value.columns]

@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import STUDENT_SPEC, TEACHER_SPEC, StepRecorder, assert_clean_failure, make_config, run_cli
 
+from helpers import STUDENT_SPEC, TEACHER_SPEC, StepRecorder, assert_clean_failure, make_config, run_cli
 from kd_core.config import LabelConfig
 from kd_core.errors import ConfigError
 from kd_core.store import Store

@@ -100,6 +100,29 @@ def label_widgets(prefix: str, data, transfer: bool) -> dict | None:
     return out if counts is not None else None
 
 
+def consistency_widgets(prefix: str) -> dict:
+    """Consistent augmentation (function matching) and a long schedule's early stopping."""
+    with st.expander("Consistent augmentation and long schedules"):
+        c = st.columns(2)
+        fm = c[0].checkbox(
+            "Function matching",
+            key=f"{prefix}_fm",
+            bind="query-params",
+            help="Teacher and student see the same augmented view: shifts, flips where the dataset allows "
+            "them, mixup between images (Beyer et al., CVPR 2022). The teacher then runs on every batch.",
+        )
+        patience = c[1].number_input(
+            "Early stopping patience (epochs, 0: off)",
+            0,
+            100,
+            0,
+            key=f"{prefix}_patience",
+            bind="query-params",
+            help="With many epochs, stop when validation accuracy has not improved for this many.",
+        )
+    return {"function_matching": fm, "patience": int(patience)}
+
+
 def run_config(kind: str, data, family: str, size: int, depth: int, **kw):
     """`studio.make_config` with the sidebar's data folder, image size, device and threads."""
     s = state.settings()

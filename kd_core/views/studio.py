@@ -35,6 +35,7 @@ from kd_core.records import LatencyRow
 from kd_core.store import Store
 from kd_core.store import StoreError as StoreError  # for the dashboard's damaged-store message
 from kd_core.train import recorder as experiment
+from kd_core.train.augment import FUNCTION_MATCHING_MIXUP, flips_allowed
 from kd_core.train.blackbox import InputContract, kind_of
 from kd_core.train.checkpoint import load_checkpoint
 from kd_core.train.data import Dataset, load_dataset
@@ -157,10 +158,14 @@ def make_config(
     label_seed: int = 0,
     transfer: str = "rest",
     transfer_ratio: float = 1.0,
+    function_matching: bool = False,
+    patience: int = 0,
 ) -> RunConfig:
     """A run's config from the pages' widgets; `method` and `method_params` as the CLI's
     --method and --method-param read them (a ConfigError names what is wrong). `labels`: the
-    label budget in total (0: all); the other label arguments as in LabelConfig."""
+    label budget in total (0: all); the other label arguments as in LabelConfig.
+    `function_matching`: consistent augmentation (shifts, flips where the dataset allows, mixup),
+    the teacher seeing the student's view; `patience`: early stopping on validation (0: off)."""
     data = DataConfig(dataset=dataset, root=root, image_size=image_size)
     train = TrainConfig(
         epochs=int(epochs),
@@ -172,6 +177,10 @@ def make_config(
         device=device,
         threads=int(threads),
         spare_cores=DASHBOARD_SPARE_CORES,
+        augment=bool(function_matching),
+        flip=bool(function_matching) and flips_allowed(dataset),
+        mixup=FUNCTION_MATCHING_MIXUP if function_matching else 0.0,
+        patience=int(patience),
     )
     distill = None
     if kind == "student":
