@@ -27,7 +27,7 @@ def student_widgets(data, teacher_id: str) -> dict:
         "λ (weight of the teacher)",
         0.0,
         1.0,
-        0.9,
+        studio.DEFAULT_LAMBDA,
         step=0.05,
         key="lam",
         bind="query-params",

@@ -13,6 +13,7 @@ import pytest
 from app_helpers import open_app, stored_teacher, wait_for_job
 from kd_core.store import Store
 from kd_core.train.models import teacher_preset
+from kd_core.views import studio
 
 
 def mlp_params(sizes: list[int]) -> int:
@@ -52,7 +53,7 @@ def test_distill_preview_shows_compression_before_training(runs_dir):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Student parameters"] == f"{student_params:,}"
     assert metrics["Compression"] == f"{teacher_params / student_params:.1f}×"
-    assert at.slider(key="T").value == 4.0 and at.slider(key="lam").value == 0.9
+    assert at.slider(key="T").value == 4.0 and at.slider(key="lam").value == studio.DEFAULT_LAMBDA == 0.5
 
 
 @pytest.mark.slow
