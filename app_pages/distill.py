@@ -108,7 +108,7 @@ def student_config(data, teacher_id: str, w: dict):
         method=w["method"],
         method_params=w["method_params"],
         **budget,
-        **w["label_budget"],
+        **(w["label_budget"] or {}),
         **w["consistency"],
     )
 

@@ -93,8 +93,8 @@ def test_mixed_step_loss_against_a_float64_reference(digits, teacher):
     pt_log, ps_log = log_softmax(zt / 3.0), log_softmax(zs / 3.0)
     kd = 9.0 * (np.exp(pt_log) * (pt_log - ps_log)).sum(1).mean()
     first = rec.of("step")[0]
-    assert first.ce == pytest.approx(ce, rel=1e-5)
-    assert first.kd == pytest.approx(kd, rel=1e-5)
+    assert first.terms["ce"] == pytest.approx(ce, rel=1e-5)
+    assert first.terms["kd"] == pytest.approx(kd, rel=1e-5)
     assert first.loss == pytest.approx(0.4 * ce + 0.6 * kd, rel=1e-5)
 
 
@@ -191,3 +191,32 @@ def test_cli_refuses_a_bad_budget_or_a_bad_transfer_folder_before_storing(tmp_pa
         run_cli(tmp_path, *base, "--transfer", f"rest+folder:{folder}"), "error:", "broken.jpg", "could not be read"
     )
     assert Store(store).list_runs() == []
+
+
+# ---------------------------------------------------------------- methods
+
+
+def test_a_method_that_reads_labels_is_refused_with_a_transfer_set(digits, teacher):
+    from kd_core.methods import parse_methods
+    from kd_core.train.engine import check_run
+
+    cfg = student_config()
+    dkd = replace(cfg, distill=replace(cfg.distill, methods=parse_methods("dkd")))
+    with pytest.raises(ConfigError, match="dkd reads each image's label"):
+        check_run(dkd, digits, teacher)
+    # on the labelled images only, DKD has every label it needs
+    fit(replace(dkd, labels=replace(BUDGET, transfer="none")), digits, teacher)
+
+
+def test_label_free_methods_mix_on_a_transfer_set(digits, teacher):
+    """KD with RKD (relations between the batch's embeddings, no labels): the transfer rows
+    take part in the relation terms, and the run trains."""
+    from kd_core.methods import parse_methods
+
+    cfg = student_config()
+    mix = replace(cfg, distill=replace(cfg.distill, methods=parse_methods("kd+rkd")))
+    rec = StepRecorder()
+    result = fit(mix, digits, teacher, rec)
+    assert result.status == "finished" and result.labels["transfer_used"] == len(digits.train_y) - 30
+    names = set(rec.of("step")[0].terms)
+    assert "ce" in names and any(n.startswith(("rkd", "distance", "angle")) for n in names), names
