@@ -353,7 +353,11 @@ def in_parallel(a, root: Path) -> None:
     """Each part in its own process (one torch thread each), `a.jobs` at a time: on 2 cores the
     whole benchmark takes about its longest part. Their JSON files are merged into --out."""
     parts, running, results = a.parts.split(","), [], {}
-    argv = [a for a in sys.argv[1:] if not a.startswith("--jobs")]
+    argv, skip = [], False
+    for arg in sys.argv[1:]:  # everything but --jobs N (or --jobs=N)
+        if not skip and not arg.startswith("--jobs"):
+            argv.append(arg)
+        skip = arg == "--jobs"
     while parts or running:
         while parts and len(running) < a.jobs:
             name = parts.pop(0)
@@ -366,7 +370,8 @@ def in_parallel(a, root: Path) -> None:
         for item in [r for r in running if r[2].poll() is not None]:
             running.remove(item)
             item[3].close()
-            results.update(json.loads(item[1].read_text()))
+            if item[1].exists():
+                results.update(json.loads(item[1].read_text()))
             print(f"{item[0]} done (exit {item[2].returncode})", flush=True)
     a.out.write_text(json.dumps(results, indent=1, default=str))
     print(f"wrote {a.out}")
