@@ -37,7 +37,7 @@ def test_plan_crosses_budgets_with_seeds_and_each_seed_draws_its_own_subset():
     assert len(keys) == len(set(keys)) == 3 * 3 * 2
     for i, (kind, size, seed, _, _, budget) in enumerate(keys):
         labels = cells[i].config.labels
-        assert (labels.labels, labels.label_seed, labels.transfer) == (budget, seed, "rest")
+        assert (labels.labels, labels.label_seed, labels.transfer) == (budget, seed if budget else 0, "rest")
         if kind == "student":
             assert ("baseline", size, seed, None, None, budget) in keys[:i]
     assert "30 labels" in cells[0].label
@@ -100,3 +100,12 @@ def test_sweep_page_draws_the_gain_curve_of_a_budget_sweep(tmp_path, monkeypatch
     tables = [d.value for d in at.dataframe if "budget" in d.value.columns]
     assert [t["budget"].tolist() for t in tables] == [[30, 0]]
     assert at.selectbox(key="sw_budget_view").value == 30
+
+
+def test_runs_table_folds_replicates_of_a_budget_but_not_budgets():
+    from kd_core.views.runs_table import config_key
+
+    cells = [c.config for c in plan(budget_sweep("t", budgets=(30, 100), seeds=(0, 1))) if c.config.kind == "student"]
+    keys = {(c.labels.labels, c.train.seed): config_key(c.to_dict()) for c in cells}
+    assert keys[(30, 0)] == keys[(30, 1)] and keys[(100, 0)] == keys[(100, 1)]
+    assert keys[(30, 0)] != keys[(100, 0)]

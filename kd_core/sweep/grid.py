@@ -139,7 +139,8 @@ def plan(sweep: SweepConfig, sweep_id: str | None = None) -> list[Cell]:
                 data=sweep.data,
                 model=ModelSpec(sweep.family, size, sweep.depth),
                 train=replace(sweep.train, seed=seed),
-                labels=replace(sweep.labels, labels=budget, per_class=0, label_seed=seed),
+                # a budget's subset is drawn per seed; with every label there is nothing to draw
+                labels=replace(sweep.labels, labels=budget, per_class=0, label_seed=seed if budget else 0),
                 sweep_id=sweep_id,
             )
             cells.append(Cell(base))

@@ -29,8 +29,8 @@ from kd_core.train.data import Dataset
 from kd_core.train.features import FeatureForward
 from kd_core.train.labels import (
     TrainingSet,
+    check_labels,
     has_transfer,
-    label_counts,
     step_plan,
     training_set,
     transfer_count,
@@ -163,7 +163,7 @@ def check_run(cfg: RunConfig, data: Dataset, teacher: nn.Module | None) -> list[
     two models can serve every method of the mix (AT needs spatial maps on both sides…), and
     whether the data can give the label budget and the transfer folder has images."""
     validate_config(cfg)
-    label_counts(data, cfg.labels)
+    check_labels(data, cfg.labels)
     if cfg.distill is None or teacher is None:
         return []
     student = build_model(cfg.model, data.input_shape, data.num_classes)

@@ -250,6 +250,15 @@ def transfer_count(data: Dataset, cfg: LabelConfig) -> int:
     return rest + (count_folder_images(source.folder) if source.folder else 0)
 
 
+def check_labels(data: Dataset, cfg: LabelConfig) -> None:
+    """Refuse, before anything is stored, a budget the data cannot give or a transfer folder
+    with a bad image (read once: `training_set` then finds it in the cache)."""
+    label_counts(data, cfg)
+    folder = parse_transfer(cfg.transfer).folder
+    if folder:
+        load_unlabelled_folder(folder, data)
+
+
 def label_counts(data: Dataset, cfg: LabelConfig) -> dict:
     """The dashboard's live count: labelled and transfer images for a budget."""
     validate_labels(cfg)

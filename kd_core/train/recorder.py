@@ -24,7 +24,7 @@ from kd_core.train.bench import measure_latency, size_report, torch_threads
 from kd_core.train.blackbox import is_teacher_file, load_stored
 from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import Dataset
-from kd_core.train.engine import FitResult, baseline_config, check_run, fit, validate_config
+from kd_core.train.engine import FitResult, baseline_config, check_run, fit
 from kd_core.train.labels import TrainingSet, training_set
 from kd_core.train.metrics import evaluate, predict_logits
 from kd_core.train.models import describe
@@ -195,8 +195,11 @@ def train_teacher(
     store: Store, cfg: RunConfig, data: Dataset, emit: ProgressSink = ignore, stop: threading.Event | None = None
 ) -> RunOutcome:
     cfg = replace(cfg, kind="teacher", distill=None)
-    validate_config(cfg)  # refused before anything is stored; so is a budget the data cannot give
-    return run_one(store, cfg, data, None, emit, stop, train_set=training_set(data, cfg.labels, with_transfer=False))
+    try:  # a budget the data cannot give is refused like any bad config: before anything is stored
+        train_set = training_set(data, cfg.labels, with_transfer=False)
+    except KDError as err:
+        return RunOutcome("", "teacher", "failed", str(err))
+    return run_one(store, cfg, data, None, emit, stop, train_set=train_set)
 
 
 def load_teacher(store: Store, ref: str | Path, data: Dataset) -> nn.Module:
@@ -226,8 +229,10 @@ def distill(
 ) -> list[RunOutcome]:
     """Distil `cfg` from `teacher`; then, if asked, the same student without the teacher,
     on the very same labelled subset (one TrainingSet built for both)."""
-    validate_config(cfg)  # refused before anything is stored; so is a budget the data cannot give
-    train_set = training_set(data, cfg.labels)
+    try:  # a budget the data cannot give, a bad transfer image: refused before anything is stored
+        train_set = training_set(data, cfg.labels)
+    except KDError as err:
+        return [RunOutcome("", "student", "failed", str(err))]
     teacher_test_logits = predict_logits(teacher.cpu(), data.test_x)
     extra = {"teacher_labels": teacher_labels(store, cfg.teacher_id)}
     student = run_one(

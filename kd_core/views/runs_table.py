@@ -57,10 +57,12 @@ NOT_IN_CSV = ("val_acc_curve", "config_key")
 
 
 def config_key(config: dict) -> str:
-    """What makes two runs the same configuration: the config without the seed and the sweep
-    (normalised first: a student stored before methods existed was KD, as one stored now)."""
+    """What makes two runs the same configuration: the config without the seed, the label seed
+    (a replicate on a label budget draws its own subset) and the sweep (normalised first: a
+    student stored before methods existed was KD, as one stored now)."""
     c = json.loads(json.dumps(RunConfig.from_dict(config).to_dict()))
     c.get("train", {}).pop("seed", None)
+    c.get("labels", {}).pop("label_seed", None)
     c.pop("sweep_id", None)
     return json.dumps(c, sort_keys=True)
 
