@@ -153,6 +153,8 @@ def result_cards(snap: dict, teacher_id: str) -> None:
     if not teacher or teacher["test_acc"] is None:
         return
     st.subheader("Result")
+    if student.get("labels"):
+        st.caption(label_view.trained_on(student["labels"]))
     if student["status"] == "stopped":
         st.caption("Stopped early: these are the numbers of a partly trained student.")
     diffs = compare.headline_differences(state.current_store(), teacher["id"], student["id"])

@@ -36,6 +36,8 @@ def test_distill_counts_labelled_and_transfer_images_live_and_stores_the_budget(
     assert student["metrics"]["labels"]["subset"] == baseline["metrics"]["labels"]["subset"]
     assert student["metrics"]["labels"]["transfer_used"] == n_train - 50
     assert student["teacher_id"] == teacher["id"]
+    at.run()
+    assert f"Trained on 50 labelled images and {n_train - 50:,} transfer images" in caption_text(at)
     train = student["config"]["train"]
     # function matching on digits: shifts and mixup, no flips (a mirrored digit is another digit)
     assert (train["augment"], train["flip"], train["mixup"], train["patience"]) == (True, False, 1.0, 1)

@@ -60,3 +60,14 @@ def teacher_budget_note(store: Store, teacher_id: str | None, labels: int) -> st
             "setting, train a teacher on the same budget on the Teacher page and pick it in the sidebar."
         )
     return f"The teacher was trained on {seen['budget']} ({seen['labelled']:,} images): semi-supervised."
+
+
+def trained_on(report: dict) -> str:
+    """A finished student's labels in one line, from its stored `labels` report."""
+    used = report.get("transfer_used", report.get("transfer", 0))
+    if not used:
+        return f"Trained on {report['labelled']:,} labelled images; the baseline on the same."
+    return (
+        f"Trained on {report['labelled']:,} labelled images and {used:,} transfer images (labels hidden); "
+        f"the baseline on the same {report['labelled']:,} labelled images, for as many steps."
+    )

@@ -324,6 +324,7 @@ def run_card(store: Store, run_id: str) -> dict | None:
         "latency_b1_ms": b1.median_ms if b1 else None,
         "latency_b256_ms": b256.median_ms if b256 else None,
         "teacher_id": r["teacher_id"],
+        "labels": m.get("labels"),  # the labelled subset and transfer set (kd_core.train.labels)
     }
 
 
