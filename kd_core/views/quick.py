@@ -200,7 +200,7 @@ def quick_summary(store: Store, snapshot: dict) -> dict | None:
     job's runs; None until both regimes have at least one pair."""
     ids = [o["run_id"] for o in snapshot["outcomes"]]
     pairs = quick_pairs(store, ids)
-    labels = {}
+    labels: dict[str, dict | None] = {}
     for run_id in ids:
         r = store.get_run(run_id)
         if r and r["kind"] == "student" and r["status"] == "finished":
