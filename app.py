@@ -1,7 +1,7 @@
 """KD Studio: the dashboard's entry point (`streamlit run app.py`).
 
 The router: page config, the shared sidebar, navigation. The sidebar (dataset, teacher
-in use, folders, device, threads) is drawn here, once per run around the page, as
+in use, folders, device, threads, precision) is drawn here, once per run around the page, as
 Streamlit's multipage docs recommend: widgets of the entry point keep their state when
 the user changes page, where widgets drawn by a page are reset. The pages live in
 app_pages/, not pages/: a `pages/` folder beside the entry point puts Streamlit in its

@@ -100,6 +100,7 @@ def sweep_config(data, teacher_id: str, w: dict):
         cosine=bool(b["cosine"]),
         device=s.get("device", "auto"),
         threads=int(s.get("threads", 0)),
+        precision=s.get("precision", "fp32"),
         spare_cores=studio.DASHBOARD_SPARE_CORES,
     )
     try:

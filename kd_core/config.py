@@ -66,6 +66,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = auto by model size (engine.auto_threads)
     spare_cores: int = 0  # cores auto leaves free: the dashboard keeps 1 for its server and the browser
     patience: int = 0  # early stopping: epochs without a better val accuracy; 0 = off
+    precision: str = "fp32"  # fp32 | bf16 (autocast; losses stay fp32) | auto (bf16 where native and large)
     init_weights: str = ""  # starting weights: "" random | "torchvision" (pretrained) | a file (train/pretrained.py)
 
 

@@ -208,6 +208,7 @@ def test_diverging_loss_fails_with_a_learning_rate_message(digits, optimizer, lr
         ("optimizer", "lbfgs", "optimizer"),
         ("threads", -1, "threads"),
         ("spare_cores", -1, "spare cores"),
+        ("precision", "fp16", "precision"),
     ],
 )
 def test_invalid_training_config_is_a_config_error(digits, field, value, word):

@@ -35,6 +35,11 @@ CASES = {
     "image size 0": (["teacher", "--image-size", "0", *QUICK], "image size must be 4 to 512"),
     "threads -2": (["teacher", "--threads", "-2", *QUICK], "threads must be 0 (auto)"),
     "threads 10**6": (["teacher", "--threads", "1000000", *QUICK], "threads must be 0 (auto)"),
+    "precision fp16": (["teacher", "--precision", "fp16", *QUICK], "unknown precision 'fp16'; use fp32, bf16, auto"),
+    "distill precision 16": (
+        ["distill", "--teacher", "{teacher}", "--precision", "16", *QUICK],
+        "unknown precision '16'",
+    ),
     "device tpu": (["teacher", "--device", "tpu", *QUICK], "unknown device 'tpu'"),
     "device cuda:x": (["teacher", "--device", "cuda:x", *QUICK], "unknown device 'cuda:x'"),
     "family rnn": (["teacher", "--family", "rnn", *QUICK], "invalid choice: 'rnn'"),

@@ -124,7 +124,7 @@ def consistency_widgets(prefix: str) -> dict:
 
 
 def run_config(kind: str, data, family: str, size: int, depth: int, **kw):
-    """`studio.make_config` with the sidebar's data folder, image size, device and threads."""
+    """`studio.make_config` with the sidebar's data folder, image size, device, threads and precision."""
     s = state.settings()
     return studio.make_config(
         kind,
@@ -136,5 +136,6 @@ def run_config(kind: str, data, family: str, size: int, depth: int, **kw):
         depth,
         device=s.get("device", "auto"),
         threads=int(s.get("threads", 0)),
+        precision=s.get("precision", "fp32"),
         **kw,
     )

@@ -61,14 +61,14 @@ def settings() -> dict:
 
 
 # The sidebar widgets whose values are the user's own settings (ui/prefs.py), by widget key.
-PREF_WIDGETS = ("store_root", "data_root", "device", "threads")
+PREF_WIDGETS = ("store_root", "data_root", "device", "threads", "precision")
 
 
 def _load_prefs() -> None:
     """Once per session, before the widgets are drawn: their values from the settings file."""
     if st.session_state.get("prefs_loaded"):
         return
-    saved, problem = prefs.load(studio.devices(), studio.thread_choices())
+    saved, problem = prefs.load(studio.devices(), studio.thread_choices(), precisions=studio.PRECISIONS)
     for key in PREF_WIDGETS:
         st.session_state.setdefault(key, saved[key])
     st.session_state["prefs_loaded"] = True
@@ -115,6 +115,13 @@ def sidebar() -> None:
                 help="Intra-op threads for training. Auto takes 1 thread for small "
                 "models, where a second one only waits, and every core for "
                 "large ones. Latency is timed at 1 thread unless set here.",
+            )
+            s["precision"] = st.selectbox(
+                "Precision",
+                studio.PRECISIONS,
+                key="precision",
+                on_change=_save_prefs,
+                help=studio.precision_help(),
             )
             st.caption(f"Kept for next time in `{prefs.path()}`.")
         if st.session_state.get("prefs_problem"):

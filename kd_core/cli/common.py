@@ -169,6 +169,12 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int) -> None:
         default=0,
         help="torch threads (0: auto, 1 for small models and all cores for large ones)",
     )
+    g.add_argument(
+        "--precision",
+        default=d.precision,
+        help="fp32 | bf16 (autocast; losses stay fp32) | auto (bf16 where the device does it natively "
+        "and the model is large enough to gain)",
+    )
     g.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
     g.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -248,6 +254,7 @@ def train_config(a) -> TrainConfig:
         flip=a.flip or (a.function_matching and flips_allowed(a.dataset)),
         mixup=a.mixup if a.mixup or not a.function_matching else FUNCTION_MATCHING_MIXUP,
         threads=a.threads,
+        precision=a.precision,
         patience=a.patience,
         init_weights=init_weights(a),
     )

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import torch
 from torch import nn
@@ -47,6 +48,15 @@ from kd_core.train.plan import (
     student_stages,
     weighted_terms,
 )
+from kd_core.train.precision import (
+    PRECISIONS,
+    PrecisionChoice,
+    as_float,
+    autocast,
+    resolve_precision,
+    to_channels_last,
+    wants_channels_last,
+)
 from kd_core.train.pretrained import load_init_weights
 
 # A finite loss this far above the first step's has diverged as surely as a NaN:
@@ -76,6 +86,8 @@ class FitResult:
     extra: nn.Module | None = None  # the methods' extra trainables (FitNets' regressor), not saved
     cache: str = ""  # how the teacher's targets were served
     labels: dict = field(default_factory=dict)  # the labelled subset and transfer set (TrainingSet.report)
+    precision: str = ""  # what it trained in and why: "bf16 (auto: CPU has avx512_bf16, …)"
+    channels_last: bool = False  # the model and its inputs in channels-last memory format
 
 
 def auto_threads(step_flops: float, cores: int, spare: int = 0) -> int:
@@ -85,12 +97,16 @@ def auto_threads(step_flops: float, cores: int, spare: int = 0) -> int:
     return 1 if step_flops < AUTO_THREADS_MIN_STEP_FLOPS else max(1, cores - spare)
 
 
+def step_flops(cfg: RunConfig, data: Dataset) -> float:
+    """Training FLOPs of one step of the model being trained: 3 × forward × batch."""
+    return 3 * describe(cfg.model, data.input_shape, data.num_classes)["flops"] * cfg.train.batch_size
+
+
 def resolve_threads(cfg: RunConfig, data: Dataset) -> int:
     """cfg.train.threads, or (0 = auto) a count chosen from the student's size."""
     if cfg.train.threads > 0:
         return cfg.train.threads
-    flops = describe(cfg.model, data.input_shape, data.num_classes)["flops"]
-    return auto_threads(3 * flops * cfg.train.batch_size, os.cpu_count() or 1, cfg.train.spare_cores)
+    return auto_threads(step_flops(cfg, data), os.cpu_count() or 1, cfg.train.spare_cores)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,6 +137,7 @@ def validate_config(cfg: RunConfig) -> None:
         (0 <= t.threads <= MAX_THREADS, f"threads must be 0 (auto) or a count up to {MAX_THREADS}, got {t.threads}"),
         (t.spare_cores >= 0, f"spare cores must be >= 0, got {t.spare_cores}"),
         (t.patience >= 0, f"patience must be 0 (off) or a number of epochs, got {t.patience}"),
+        (t.precision in PRECISIONS, f"unknown precision '{t.precision}'; use {', '.join(PRECISIONS)}"),
         (0 <= t.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}], got {t.seed}"),
         (0 <= d.split_seed <= MAX_SEED, f"split seed must be in [0, {MAX_SEED}], got {d.split_seed}"),
         (0 < d.val_fraction < 1, f"validation fraction must be between 0 and 1 (exclusive), got {d.val_fraction}"),
@@ -299,6 +316,10 @@ def fit(
         model = build_model(cfg.model, data.input_shape, data.num_classes)
     notes = load_init_weights(model, cfg.model, cfg.train.init_weights)
     model = model.to(device)
+    channels_last = wants_channels_last(cfg.model.family, len(data.input_shape))
+    if channels_last:
+        model = to_channels_last(model)
+    precision = resolve_precision(cfg.train.precision, device, step_flops(cfg, data))
     plans: list[Plan] = []
     if teacher is not None:
         teacher = teacher.to(device).eval()
@@ -306,8 +327,11 @@ def fit(
             plans = plan_methods(distill, model, teacher, data.input_shape, cfg.train.seed)
     if train_set is None:
         train_set = training_set(data, cfg.labels, with_transfer=distill is not None)
-    loop = _Loop(cfg, data, train_set, model, teacher, distill, plans, device, emit, stop or threading.Event())
-    loop.result.threads = threads
+    loop = _Loop(
+        cfg, data, train_set, model, teacher, distill, plans, device, emit, stop or threading.Event(), precision
+    )
+    loop.result.threads, loop.result.precision = threads, precision.describe()
+    loop.result.channels_last = channels_last
     loop.result.warnings += notes
     return loop.run()
 
@@ -327,6 +351,7 @@ class _Loop:
         device,
         emit,
         stop,
+        precision: PrecisionChoice,
     ):
         self.cfg, self.data, self.model, self.emit, self.stop = cfg, data, model, emit, stop
         t = cfg.train
@@ -334,6 +359,12 @@ class _Loop:
         n_rows = len(train_set.inputs) if distill is not None else train_set.n_labelled
         self.x, self.y = train_set.inputs[:n_rows].to(device), train_set.y.to(device)
         self.val_x, self.val_y = data.val_x.to(device), data.val_y.to(device)
+        # A batch gathered from channels-last images is plain NCHW again when C > 1; it is
+        # converted once per step (a copy of one batch), not the whole set per epoch.
+        self.memory_format = (
+            torch.channels_last if wants_channels_last(cfg.model.family, self.x.dim() - 1) else torch.contiguous_format
+        )
+        self.autocast = partial(autocast, device, precision)
         self.gen = torch.Generator().manual_seed(t.seed)
         # A baseline or a teacher on a budget plans the student's steps without its transfer rows.
         self.n_transfer = transfer_count(data, cfg.labels)
@@ -356,7 +387,7 @@ class _Loop:
         # plans come only from a distillation config; cached by row of self.x, labelled and transfer
         # rows alike (never under augmentation)
         if plans and distill is not None:
-            self.targets = TeacherTargets(teacher, plans, self.x, distill.cache_teacher_logits, augmented(t))
+            self.targets = TeacherTargets(teacher, plans, self.x, distill.cache_teacher_logits, augmented(t), autocast=self.autocast)
             self.result.cache = self.targets.choice.describe()
         self.best_state: dict | None = None
         self.step = 0
@@ -389,7 +420,12 @@ class _Loop:
         # index_select is a plain row gather, ~4x cheaper than advanced indexing x[idx]
         xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx[:n_lab])
         xb, mix = self.augment(xb, (n_lab, len(idx) - n_lab))
-        out = self.student(xb)
+        xb = xb.contiguous(memory_format=self.memory_format)
+        with self.autocast():
+            out = self.student(xb)
+        # Under bf16 autocast the matmuls ran in bfloat16; every loss, softmax and KL runs in
+        # float32 on float32 copies of the outputs (their gradients flow back through the casts).
+        out = as_float(out)
         ce = mixed_cross_entropy(out.logits, yb, mix)
         terms = {"ce": ce}
         total = ce
@@ -492,7 +528,8 @@ class _Loop:
         r.samples_per_s = self.samples / r.seconds if r.seconds > 0 else 0.0
         if self.best_state is not None:  # model selection on the validation split
             self.model.load_state_dict(self.best_state)
-        self.model.eval()
+        # Back to the default layout: what is saved, exported and timed is the plain model.
+        self.model.to(memory_format=torch.contiguous_format).eval()
         self.student.close()
         if self.targets is not None:
             self.targets.close()

@@ -12,6 +12,9 @@ in CACHE_BUDGET_BYTES; otherwise from a teacher forward pass per batch.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ from torch import nn
 from kd_core.config import DistillConfig, MethodSpec
 from kd_core.methods import Method, Outputs, get_method, resolve_stages, validate_methods
 from kd_core.train.features import FeatureForward, stage_shapes
+from kd_core.train.precision import as_float
 
 CACHE_BUDGET_BYTES = 512 * 2**20  # teacher targets kept in memory per run; above it, per batch
 CACHE_CHUNK = 1024  # samples per teacher forward pass while filling the cache
@@ -189,8 +193,9 @@ class TeacherTargets:
         use_cache: bool,
         augment: bool,
         budget: int = CACHE_BUDGET_BYTES,
+        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
     ):
-        self.teacher, self.plans = teacher.eval(), plans
+        self.teacher, self.plans, self.autocast = teacher.eval(), plans, autocast
         self.cache: list[Outputs | None] = [None] * len(plans)
         if use_cache and not augment:
             self.choice = self._fill(train_x, budget)
@@ -203,14 +208,14 @@ class TeacherTargets:
     def _fill(self, train_x: torch.Tensor, budget: int) -> CacheChoice:
         forward = FeatureForward(self.teacher, teacher_stages(self.plans))
         try:
-            first = forward(train_x[:CACHE_CHUNK])
+            first = self._run(forward, train_x[:CACHE_CHUNK])
             parts = [[targets_of(first, p)] for p in self.plans]
             choice = choose_cache(
                 self.plans, [bytes_per_sample(p[0]) for p in parts], len(train_x), True, False, budget
             )
             keep = [i for i, p in enumerate(self.plans) if p.method.name in choice.cached]
             for start in range(CACHE_CHUNK, len(train_x) if keep else 0, CACHE_CHUNK):
-                out = forward(train_x[start : start + CACHE_CHUNK])
+                out = self._run(forward, train_x[start : start + CACHE_CHUNK])
                 for i in keep:
                     parts[i].append(targets_of(out, self.plans[i]))
         finally:
@@ -222,9 +227,14 @@ class TeacherTargets:
             )
         return choice
 
+    def _run(self, forward: FeatureForward, x: torch.Tensor) -> Outputs:
+        with self.autocast():
+            out = forward(x)
+        return as_float(out)
+
     @torch.no_grad()
     def __call__(self, idx: torch.Tensor, xb: torch.Tensor) -> list[Outputs]:
-        live = self.forward(xb) if any(c is None for c in self.cache) else None
+        live = self._run(self.forward, xb) if any(c is None for c in self.cache) else None
         return [_target(plan, cache, idx, live) for plan, cache in zip(self.plans, self.cache)]
 
     def close(self) -> None:

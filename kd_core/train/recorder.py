@@ -77,7 +77,7 @@ class Trained:
 
 
 def fit_numbers(result: FitResult) -> dict:
-    """The figures only a fit has: accuracies on the way, its time, speed and threads."""
+    """The figures only a fit has: accuracies on the way, its time, speed, threads and precision."""
     return {
         "best_val_acc": result.best_val_acc,
         "final_val_acc": result.final_val_acc,
@@ -86,6 +86,8 @@ def fit_numbers(result: FitResult) -> dict:
         "seconds": result.seconds,
         "train_samples_per_s": result.samples_per_s,
         "train_threads": result.threads,
+        "train_precision": result.precision,
+        "channels_last": result.channels_last,
         **_loss_report(result),
         "labels": result.labels,
     }

@@ -45,6 +45,8 @@ from kd_core.train.losses import soft_targets as _soft_targets
 from kd_core.train.metrics import entropy, predict_logits
 from kd_core.train.models import FAMILIES as MODEL_FAMILIES
 from kd_core.train.models import describe, student_preset, teacher_preset
+from kd_core.train.precision import AUTO_BF16_MIN_STEP_FLOPS, bf16_support
+from kd_core.train.precision import PRECISIONS as PRECISIONS
 from kd_core.train.zoo import ZOO
 
 # ---------------------------------------------------------------- machine
@@ -66,6 +68,17 @@ def thread_choices() -> list[int]:
 
 def threads_label(n: int) -> str:
     return "auto (by model size)" if n == 0 else str(n)
+
+
+def precision_help() -> str:
+    """The sidebar's help for the precision choice, with what this machine can do."""
+    native, why = bf16_support(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return (
+        "fp32: float32 throughout. bf16: matmuls and convolutions in bfloat16 (autocast); weights, "
+        f"losses, softmax and KL stay float32. auto: bf16 where the device does it natively and a step "
+        f"costs over {AUTO_BF16_MIN_STEP_FLOPS:.0e} FLOPs, else fp32. Here: {why}"
+        + ("." if native else ", so bf16 is emulated and slower.")
+    )
 
 
 def devices() -> list[str]:
@@ -166,6 +179,7 @@ def make_config(
     transfer_ratio: float = 1.0,
     function_matching: bool = False,
     patience: int = 0,
+    precision: str = "fp32",
 ) -> RunConfig:
     """A run's config from the pages' widgets; `method` and `method_params` as the CLI's
     --method and --method-param read them (a ConfigError names what is wrong). `labels`: the
@@ -182,6 +196,7 @@ def make_config(
         seed=int(seed),
         device=device,
         threads=int(threads),
+        precision=precision,
         spare_cores=DASHBOARD_SPARE_CORES,
         augment=bool(function_matching),
         flip=bool(function_matching) and flips_allowed(dataset),
