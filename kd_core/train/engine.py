@@ -387,7 +387,9 @@ class _Loop:
         # plans come only from a distillation config; cached by row of self.x, labelled and transfer
         # rows alike (never under augmentation)
         if plans and distill is not None:
-            self.targets = TeacherTargets(teacher, plans, self.x, distill.cache_teacher_logits, augmented(t), autocast=self.autocast)
+            self.targets = TeacherTargets(
+                teacher, plans, self.x, distill.cache_teacher_logits, augmented(t), autocast=self.autocast
+            )
             self.result.cache = self.targets.choice.describe()
         self.best_state: dict | None = None
         self.step = 0
