@@ -150,6 +150,27 @@ class LabelConfig:
         return f"{self.labels:,} labels" if self.labels > 0 else "all labels"
 
 
+PIPELINE_METHODS = ("takd", "ban", "dml")  # PipelineLink.method
+
+
+@dataclass(frozen=True)
+class PipelineLink:
+    """Where a run sits in a multi-model pipeline (kd_core.pipelines): TAKD's chain, BAN's
+    generations, DML's peers. Every run of one pipeline shares `id`; `parents` are the stored
+    runs this one learned from (the previous stage; for a BAN ensemble every earlier
+    generation; none for DML peers, which learn from each other at once)."""
+
+    method: str  # takd | ban | dml
+    id: str  # shared by every run of the pipeline
+    stage: int  # TAKD: 1 = first assistant … n = student; BAN: the generation; DML: the peer index
+    role: str = ""  # "assistant 1", "student", "generation 2", "peer 0": for people
+    parents: tuple[str, ...] = ()
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> PipelineLink:
+        return PipelineLink(**{**d, "parents": tuple(d.get("parents", ()))})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     kind: str = "teacher"  # teacher | student | baseline
@@ -161,6 +182,7 @@ class RunConfig:
     teacher_id: str | None = None  # run id (or checkpoint path) of the teacher
     sweep_id: str | None = None
     study_id: str | None = None  # the compress study (kd_core.compress) whose trial this run is
+    pipeline: PipelineLink | None = None  # the TAKD / BAN / DML pipeline this run is a stage of
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,6 +203,7 @@ class RunConfig:
             teacher_id=d.get("teacher_id"),
             sweep_id=d.get("sweep_id"),
             study_id=d.get("study_id"),
+            pipeline=PipelineLink.from_dict(d["pipeline"]) if d.get("pipeline") else None,
         )
 
     @staticmethod
