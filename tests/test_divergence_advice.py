@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from helpers import TEACHER_SPEC, make_config
+from kd_core.config import LabelConfig
 from kd_core.train.engine import fit
 
 
@@ -36,3 +37,14 @@ def test_when_nothing_learns_the_message_says_so_instead_of_guessing(digits):
     result = fit(cfg, digits)
     assert result.status == "failed"
     assert "did not learn either" in result.message and "try a learning rate" not in result.message
+
+
+def test_advice_for_a_run_on_a_label_budget_larger_than_the_probes_subset(digits):
+    """The probes train on the first 30 batches (120 rows at batch 4): a 500-label budget cannot be
+    drawn there, so they train with every row of that subset labelled instead of failing on it."""
+    cfg = make_config("teacher", TEACHER_SPEC, epochs=1, lr=1e30, optimizer="sgd", batch_size=4)
+    cfg = replace(cfg, labels=LabelConfig(labels=500))
+    result = fit(cfg, digits)
+    assert result.status == "failed" and "training diverged" in result.message
+    assert "did not learn either" in result.message or "try a learning rate" in result.message
+    assert result.labels["labelled"] == 500
