@@ -104,7 +104,7 @@ def sweep_config(data, teacher_id: str, w: dict):
         spare_cores=studio.DASHBOARD_SPARE_CORES,
     )
     try:
-        return sweep_view.make_sweep(
+        cfg = sweep_view.make_sweep(
             w["temperatures"],
             w["alphas"],
             w["sizes"],
@@ -117,6 +117,8 @@ def sweep_config(data, teacher_id: str, w: dict):
             train,
             w["budgets"],
         )
+        sweep_view.check_sweep_data(cfg, data)  # a budget the dataset cannot give: refused before it is stored
+        return cfg
     except KDError as err:
         st.error(str(err))
         return None
@@ -169,7 +171,7 @@ def launch(data, sweep, backend: tuple[str, str | None]) -> None:
         st.error(f"'{manager.current().title}' is still running; stop it or wait for it to finish.")
         return
     try:
-        sweep_id = sweep if isinstance(sweep, str) else create_sweep(store, sweep)
+        sweep_id = sweep if isinstance(sweep, str) else create_sweep(store, sweep, data)
         job = start_sweep(manager, store, data, sweep_id, backend[0], backend[1])
     except (JobBusy, KDError) as err:
         st.error(str(err))

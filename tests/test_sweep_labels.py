@@ -9,8 +9,9 @@ import pytest
 from scipy import stats
 
 from app_helpers import chart_specs, open_app
+from helpers import assert_clean_failure, run_cli
 from kd_core.config import LabelConfig, RunConfig
-from kd_core.errors import ConfigError
+from kd_core.errors import ConfigError, KDError
 from kd_core.store import Store
 from kd_core.sweep.grid import SweepConfig, cell_key, create_sweep, plan
 from kd_core.sweep.results import gain_curve, planned_steps, sweep_results
@@ -53,6 +54,55 @@ def test_a_sweep_without_budgets_loads_as_all_labels_and_bad_budgets_are_refused
             create_sweep(store, budget_sweep("t", budgets=bad))
     with pytest.raises(ConfigError, match="transfer ratio"):
         create_sweep(store, replace(budget_sweep("t"), labels=LabelConfig(transfer_ratio=0)))
+
+
+@pytest.mark.parametrize(
+    "budgets, phrase",
+    [((5000, 0), "exceeds the 1,293 training images"), ((30, 5), "cannot cover 10 classes")],
+)
+def test_a_budget_the_dataset_cannot_give_is_refused_before_the_sweep_is_stored(tmp_path, digits, budgets, phrase):
+    store = Store(tmp_path)
+    with pytest.raises(ConfigError, match=phrase):
+        create_sweep(store, budget_sweep("t", budgets=budgets), digits)
+    assert store.list_sweeps() == [] and store.list_runs() == []
+    create_sweep(store, budget_sweep("t", budgets=(30, 0)), digits)  # the same grid within the data is kept
+    assert len(store.list_sweeps()) == 1
+
+
+def test_sweep_transfer_folder_without_images_is_refused_before_the_sweep_is_stored(tmp_path, digits):
+    (tmp_path / "unlabelled").mkdir()
+    (tmp_path / "unlabelled" / "broken.png").write_bytes(b"not a png")
+    store = Store(tmp_path / "runs")
+    sweep = replace(budget_sweep("t"), labels=LabelConfig(transfer=f"folder:{tmp_path / 'unlabelled'}"))
+    with pytest.raises(KDError, match=r"broken\.png"):
+        create_sweep(store, sweep, digits)
+    assert store.list_sweeps() == []
+
+
+def test_cli_sweep_refuses_a_budget_over_the_training_split_with_one_error_line(tmp_path, teacher_path):
+    proc = run_cli(
+        tmp_path,
+        "sweep",
+        "--dataset", "digits",
+        "--data-root", tmp_path / "data",
+        "--store", tmp_path / "runs",
+        "--teacher", teacher_path,
+        "--temperatures", "4", "--alphas", "0.5", "--sizes", "16", "--epochs", "1",
+        "--label-budgets", "5000,0",
+        "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert_clean_failure(proc, "error: a budget of 5,000 labels exceeds the 1,293 training images")
+    assert not (tmp_path / "runs").exists()  # refused before the store was opened
+
+
+@pytest.mark.slow
+def test_sweep_page_refuses_a_budget_the_dataset_cannot_give(populated):
+    at = open_app("app_pages/sweep.py")
+    assert not at.button(key="sw_start").disabled
+    at.text_input(key="sw_budgets").set_value("100, 5000, all").run()
+    assert any("exceeds the 1,293 training images" in e.value for e in at.error)
+    assert at.button(key="sw_start").disabled
 
 
 def test_planned_steps_follow_the_step_plan():

@@ -31,7 +31,16 @@ from kd_core.errors import ConfigError
 from kd_core.fmt import signed
 from kd_core.store import Store
 from kd_core.sweep.executors import make_executor
-from kd_core.sweep.grid import SWEEP_METRICS, SweepConfig, create_sweep, load_sweep, pending, plan, validate_sweep
+from kd_core.sweep.grid import (
+    SWEEP_METRICS,
+    SweepConfig,
+    check_sweep_data,
+    create_sweep,
+    load_sweep,
+    pending,
+    plan,
+    validate_sweep,
+)
 from kd_core.sweep.ray_executor import check_ray_address, check_ray_gcs
 from kd_core.sweep.results import gain_curve, multiple_tests, sweep_grids, sweep_results
 from kd_core.sweep.runner import run_sweep
@@ -177,8 +186,11 @@ def _print_curve(payload: dict) -> None:
 def cmd_sweep(a) -> int:
     started = time.perf_counter()
     config = None if a.resume else sweep_config(a)
+    data = None
     if config is not None:
         validate_sweep(config)  # before the store: a bad grid leaves no sweep behind
+        data = load_dataset(config.data)
+        check_sweep_data(config, data)  # nor does a label budget the dataset cannot give
     executor = make_executor(a.backend, a.ray_address, a.ray_cpus)
     if a.backend == "ray" and a.ray_address:
         check_ray_address(a.ray_address)  # seconds, not Ray's half-minute of retries, and before the store
@@ -191,7 +203,7 @@ def cmd_sweep(a) -> int:
         f"(resume with --resume {sweep_id})",
         file=sys.stderr,
     )
-    data = load_dataset(sweep.data)
+    data = data or load_dataset(sweep.data)
     with StopOnSignal() as stop:  # unfinished cells stay pending: --resume runs them
         bar = ProgressBar(not a.quiet)
         outcomes = run_sweep(store, sweep_id, data, emit=bar, stop=stop.event, executor=executor)

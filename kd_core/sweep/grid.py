@@ -26,7 +26,7 @@ from kd_core.events import Progress
 from kd_core.store import Store
 from kd_core.train.data import Dataset
 from kd_core.train.engine import validate_config
-from kd_core.train.labels import validate_labels
+from kd_core.train.labels import check_labels, validate_labels
 from kd_core.train.models import validate_spec
 from kd_core.train.recorder import RunOutcome
 
@@ -174,9 +174,20 @@ def pending(store: Store, sweep_id: str, sweep: SweepConfig | None = None) -> li
     return [c for c in plan(sweep, sweep_id) if c.key not in done]
 
 
-def create_sweep(store: Store, sweep: SweepConfig) -> str:
-    """Validate and save the grid; the id is what runs are stored under and resumed by."""
+def check_sweep_data(sweep: SweepConfig, data: Dataset) -> None:
+    """Refuse a label budget `data` cannot give (more labels than images, or fewer than its
+    classes) or a transfer folder with a bad image, before the sweep is stored: otherwise every
+    run of that budget would be stored as failed, one after the other."""
+    for budget in sweep.label_budgets:  # which images a seed draws does not change whether it can
+        check_labels(data, replace(sweep.labels, labels=budget, per_class=0, label_seed=sweep.seeds[0]))
+
+
+def create_sweep(store: Store, sweep: SweepConfig, data: Dataset | None = None) -> str:
+    """Validate and save the grid (with `data`, also whether it can give every label budget);
+    the id is what runs are stored under and resumed by."""
     validate_sweep(sweep)
+    if data is not None:
+        check_sweep_data(sweep, data)
     sweep_id = f"sw{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     store.save_sweep(sweep_id, sweep.to_dict())
     return sweep_id

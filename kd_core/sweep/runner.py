@@ -100,6 +100,6 @@ def start_sweep(
     ray_address: str | None = None,
 ) -> Job:
     """Start a new sweep (a SweepConfig) or resume one (its id) in the single worker."""
-    sweep_id = sweep if isinstance(sweep, str) else create_sweep(store, sweep)
+    sweep_id = sweep if isinstance(sweep, str) else create_sweep(store, sweep, data)
     fn = sweep_job(store, sweep_id, data, make_executor(backend, ray_address))
     return manager.start(f"sweep {sweep_id}", "sweep", fn)

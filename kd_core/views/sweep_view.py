@@ -21,6 +21,7 @@ from kd_core.stats import TEST_NAME as TEST_NAME
 from kd_core.store import Store
 from kd_core.sweep.executors import make_executor
 from kd_core.sweep.grid import SweepConfig, finished_runs, load_sweep, plan
+from kd_core.sweep.grid import check_sweep_data as check_sweep_data
 from kd_core.sweep.grid import create_sweep as create_sweep
 from kd_core.sweep.grid import pending as pending
 from kd_core.sweep.ray_executor import RAY_MISSING as RAY_MISSING
