@@ -198,6 +198,8 @@ def result_cards(snap: dict, teacher_id: str) -> None:
         lines.append(f"Against the teacher: {diffs['teacher'].text()}.")
     if student["agreement"] is not None:
         lines.append(f"The student agrees with the teacher on {student['agreement']:.1%} of test images.")
+    if student["peak_rss_bytes"]:
+        lines.append(f"Peak memory (RSS) while the student trained: {student['peak_rss_bytes'] / 2**20:,.0f} MiB.")
     st.caption("  \n".join(lines))
     st.page_link("app_pages/compare.py", label="Compare in detail", icon="➡️")
 

@@ -52,7 +52,8 @@ def current_section() -> None:
     c[2].metric("Size", f"{card['bytes'] / 1e6:.2f} MB" if card["bytes"] else "—")
     c[3].metric("Latency, batch 1", f"{card['latency_b1_ms']:.3f} ms" if card["latency_b1_ms"] else "—")
     c[4].metric("Latency, batch 256", f"{card['latency_b256_ms']:.2f} ms" if card["latency_b256_ms"] else "—")
-    st.caption(f"Run {card['id']} · status {card['status']} · pick another in the sidebar.")
+    peak = f" · peak memory {card['peak_rss_bytes'] / 2**20:,.0f} MiB" if card["peak_rss_bytes"] else ""
+    st.caption(f"Run {card['id']} · status {card['status']}{peak} · pick another in the sidebar.")
     noted_id, notes = st.session_state.get("teacher_notes", (None, []))
     if noted_id == teacher_id:
         st.success(f"Loaded {card['label']} as teacher {teacher_id}.")

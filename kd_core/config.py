@@ -22,6 +22,8 @@ class DataConfig:
     val_fraction: float = 0.1  # share of the training split held out for validation
     split_seed: int = 0  # the split is fixed by this, not by the training seed
     download: bool = True  # let torchvision download missing files
+    storage: str = "auto"  # auto | memory | memmap: images in RAM, or memory-mapped from a uint8 disk cache
+    cache_dir: str = ""  # where decoded images are cached; "" = ROOT/cache
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,11 @@ def sidebar() -> None:
         name = choice
         if choice == "folder":
             path = st.text_input("Image folder (one sub-folder per class)", key="folder_path", bind="query-params")
-            s["image_size"] = st.number_input("Image size (px)", 8, 128, 32, key="image_size")
+            s["image_size"] = st.number_input(
+                "Image size (px)", 8, 224, 32, key="image_size",
+                help="Images are resized to this square. A folder too large for memory is decoded once into "
+                "a uint8 cache in the data folder and memory-mapped.",
+            )  # fmt: skip
             name = f"folder:{path}"
         s["dataset"] = name
         s.setdefault("image_size", 32)

@@ -18,7 +18,7 @@ from kd_core.config import DataConfig, LabelConfig, ModelSpec, TrainConfig
 from kd_core.errors import ConfigError, KDError
 from kd_core.store import Store
 from kd_core.train.augment import FUNCTION_MATCHING_MIXUP, flips_allowed
-from kd_core.train.data import Dataset, load_dataset
+from kd_core.train.data import STORAGES, Dataset, load_dataset
 from kd_core.train.models import FAMILIES
 from kd_core.train.pretrained import TORCHVISION
 
@@ -127,6 +127,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-fraction", type=float, default=0.1, help="share of training data held out")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
     g.add_argument("--no-download", action="store_true", help="never ask torchvision to download")
+    g.add_argument(
+        "--storage", choices=STORAGES, default="auto",
+        help="images in RAM, or memory-mapped from a uint8 disk cache (auto: by size)",
+    )  # fmt: skip
+    g.add_argument("--cache-dir", default="", help="where decoded images are cached (default DATA_ROOT/cache)")
     g.add_argument("--store", default="kd_runs", help="run store folder (SQLite + weights)")
 
 
@@ -216,6 +221,8 @@ def data_config(a) -> DataConfig:
         val_fraction=a.val_fraction,
         split_seed=a.split_seed,
         download=not a.no_download,
+        storage=a.storage,
+        cache_dir=a.cache_dir,
     )
 
 
@@ -298,6 +305,8 @@ class ProgressBar:
     def __call__(self, rec) -> None:
         if not self.enabled:
             return
+        if rec.event == "cache":  # images decoded into the on-disk cache, before any run
+            return self._cache(rec)
         if rec.run_id != self.run_id and rec.total_steps:
             self.close()
             self.run_id = rec.run_id
@@ -313,6 +322,15 @@ class ProgressBar:
         if rec.event == "end":
             self.close()
 
+    def _cache(self, rec) -> None:
+        if self.run_id != "cache":
+            self.close()
+            self.run_id = "cache"
+            self.bar = tqdm(total=rec.total_steps, desc=rec.message, unit="image", file=sys.stderr, leave=True)
+        self.bar.update(rec.step - self.bar.n)
+        if rec.step >= rec.total_steps:
+            self.close()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -320,7 +338,10 @@ class ProgressBar:
 
 
 def load(a) -> tuple[Dataset, Store]:
-    return load_dataset(data_config(a)), Store(a.store)
+    bar = ProgressBar(not getattr(a, "quiet", False))  # a first memory-mapped load decodes the images
+    data = load_dataset(data_config(a), emit=bar)
+    bar.close()
+    return data, Store(a.store)
 
 
 def report(a, payload: dict, started: float) -> None:

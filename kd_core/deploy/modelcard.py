@@ -83,6 +83,8 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
     args += _flag("--dataset", data["dataset"]) + _flag("--data-root", data["root"])
     args += _flag("--image-size", data["image_size"]) + _flag("--val-fraction", data["val_fraction"])
     args += _flag("--split-seed", data["split_seed"]) + _switch("--no-download", not data["download"])
+    args += _flag("--storage", data["storage"]) if data.get("storage", "auto") != "auto" else []
+    args += _flag("--cache-dir", data["cache_dir"]) if data.get("cache_dir") else []
     args += _flag("--store", store_root) if store_root else []
     args += _flag("--family", model["family"]) + _flag("--size", model["size"]) + _flag("--depth", model["depth"])
     args += _flag("--width", model["width"]) if model.get("width", 1.0) != 1.0 else []

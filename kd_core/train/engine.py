@@ -357,7 +357,7 @@ class _Loop:
         t = cfg.train
         # Rows [0, N_l) are labelled, the rest transfer inputs; without a teacher only the labelled are used.
         n_rows = len(train_set.inputs) if distill is not None else train_set.n_labelled
-        self.x, self.y = train_set.inputs[:n_rows].to(device), train_set.y.to(device)
+        self.x, self.y = train_set.head(n_rows).to(device), train_set.y.to(device)
         self.val_x, self.val_y = data.val_x.to(device), data.val_y.to(device)
         # A batch gathered from channels-last images is plain NCHW again when C > 1; it is
         # converted once per step (a copy of one batch), not the whole set per epoch.

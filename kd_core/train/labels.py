@@ -27,6 +27,7 @@ import torch
 from kd_core.config import LabelConfig
 from kd_core.errors import ConfigError, DataError
 from kd_core.train.data import Dataset
+from kd_core.train.imagecache import first_rows, take_rows
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_LISTED_BAD = 5  # bad files named in one error message; the rest are counted
@@ -196,19 +197,23 @@ class TrainingSet:
     def n_labelled(self) -> int:
         return len(self.y)
 
-    @property
-    def x(self) -> torch.Tensor:  # (N_l, C, H, W), a view
-        return self.inputs[: self.n_labelled]
+    def head(self, n: int) -> torch.Tensor:
+        """The first `n` rows of `inputs`, as a view (a memory-mapped split stays mapped)."""
+        return first_rows(self.inputs, n)
 
     @property
-    def transfer_x(self) -> torch.Tensor:  # (N_t, C, H, W), a view; N_t may be 0
-        return self.inputs[self.n_labelled :]
+    def x(self) -> torch.Tensor:  # (N_l, C, H, W)
+        return self.head(self.n_labelled)
+
+    @property
+    def n_transfer(self) -> int:  # N_t, may be 0
+        return len(self.inputs) - self.n_labelled
 
     def report(self, n_transfer: int | None = None, used: int | None = None) -> dict:
         """What the store keeps with the run: the subset's size, classes and fingerprint,
         the transfer set the steps were planned by (`n_transfer`, else the one held) and
         how many of its rows the run drew from (`used`; 0 for a baseline or a teacher)."""
-        held = len(self.transfer_x)
+        held = self.n_transfer
         return {
             "labelled": self.n_labelled,
             "per_class": torch.bincount(self.y).tolist(),
@@ -233,13 +238,17 @@ def training_set(
     source = parse_transfer(cfg.transfer) if with_transfer else TransferSource(rest=False, folder=None)
     if not cfg.budgeted and not source.folder:  # every row labelled, nothing else: no copy
         return TrainingSet(data.train_x, data.train_y, idx)
-    parts = [data.train_x.index_select(0, rows)]
+    order = [idx]
     if source.rest and len(idx) < len(data.train_y):
-        hidden = np.setdiff1d(np.arange(len(data.train_y)), idx)
-        parts.append(data.train_x.index_select(0, torch.as_tensor(hidden)))  # inputs only
-    if source.folder:
-        parts.append(load_unlabelled_folder(source.folder, data))
-    return TrainingSet(torch.cat(parts) if len(parts) > 1 else parts[0], data.train_y.index_select(0, rows), idx)
+        order.append(np.setdiff1d(np.arange(len(data.train_y)), idx))  # inputs only
+    picked = np.concatenate(order)
+    if source.folder:  # joined with the folder's pixels in RAM (a memory-mapped split is read here)
+        inputs = torch.cat(
+            [data.train_x.index_select(0, torch.as_tensor(picked)), load_unlabelled_folder(source.folder, data)]
+        )
+    else:
+        inputs = take_rows(data.train_x, picked)  # a memory-mapped split stays mapped
+    return TrainingSet(inputs, data.train_y.index_select(0, rows), idx)
 
 
 def transfer_count(data: Dataset, cfg: LabelConfig) -> int:

@@ -26,6 +26,7 @@ from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import Dataset
 from kd_core.train.engine import FitResult, baseline_config, check_run, fit
 from kd_core.train.labels import TrainingSet, training_set
+from kd_core.train.memory import PeakRSS
 from kd_core.train.metrics import evaluate, predict_logits
 from kd_core.train.models import describe
 
@@ -124,6 +125,7 @@ def measure(
         **size_report(model),
         "flops": None if blackbox else describe(cfg.model, data.input_shape, data.num_classes)["flops"],
         "latency": latency,
+        "normalisation": {"mean": data.mean, "std": data.std},  # of the inputs it was measured on
     }
 
 
@@ -182,7 +184,10 @@ def run_one(
         emit(rec)
 
     try:
-        trained = Trained.of(fit(cfg, data, teacher, sink, stop, train_set))
+        with PeakRSS() as peak:
+            result = fit(cfg, data, teacher, sink, stop, train_set)
+        trained = Trained.of(result)
+        trained.numbers.update(peak_rss_bytes=peak.bytes, peak_rss_scope=peak.scope)
     except KDError as err:
         trained = Trained("failed", str(err))
         emit(Progress("end", 0, 0, 0, status="failed", message=str(err), run_id=run_id, kind=cfg.kind))

@@ -340,6 +340,7 @@ def run_card(store: Store, run_id: str) -> dict | None:
         "latency_b256_ms": b256.median_ms if b256 else None,
         "teacher_id": r["teacher_id"],
         "labels": m.get("labels"),  # the labelled subset and transfer set (kd_core.train.labels)
+        "peak_rss_bytes": m.get("peak_rss_bytes"),  # of the whole process during the run (train/memory.py)
     }
 
 

@@ -1,0 +1,160 @@
+"""Memory-mapped image folders: the same batches, splits and training as in RAM; one decode
+reused across loads; a folder that changes is decoded again; peak memory kept with a run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kd_core.config import DataConfig, ModelSpec
+from kd_core.errors import ConfigError, DataError
+from kd_core.store import Store
+from kd_core.train import data as data_module
+from kd_core.train.data import load_dataset
+from kd_core.train.engine import fit
+from kd_core.train.imagecache import MappedImages
+from kd_core.train.memory import PeakRSS
+from kd_core.train.metrics import predict_logits
+from kd_core.train.recorder import train_teacher
+from tests.conftest import make_config, run_cli
+
+CLASSES = ("ant", "bee", "cow")
+
+
+def write_noise_folder(root, per_class: int = 20, seed: int = 0):
+    """RGB PNGs of random pixels and assorted sizes, so resizing and every channel matter."""
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            h, w = 10 + (i % 5), 12 + (i % 3)
+            pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+            pixels[..., k] //= 2  # a class signal: one channel darker
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def configs(tmp_path, folder, **kw):
+    base = dict(dataset=f"folder:{folder}", image_size=12, root=str(tmp_path / "data"), **kw)
+    return DataConfig(storage="memory", **base), DataConfig(storage="memmap", **base)
+
+
+def loads(cfg):
+    records = []
+    return load_dataset(cfg, emit=records.append), [r for r in records if r.event == "cache"]
+
+
+def test_a_memory_mapped_folder_gives_the_same_splits_and_batches_as_in_ram(tmp_path):
+    folder = write_noise_folder(tmp_path / "imgs")
+    ram, mapped = (load_dataset(c) for c in configs(tmp_path, folder))
+    assert isinstance(mapped.train_x, MappedImages) and isinstance(ram.train_x, torch.Tensor)
+    assert (mapped.classes, mapped.input_shape) == (list(CLASSES), (3, 12, 12))
+    assert (mapped.mean, mapped.std) == (ram.mean, ram.std)
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(mapped, f"{split}_y"), getattr(ram, f"{split}_y"))
+        assert getattr(mapped, f"{split}_x").shape == getattr(ram, f"{split}_x").shape
+    idx = torch.tensor([7, 0, 31, 2, 2, 19])  # unsorted, with a repeat, as a shuffled epoch draws
+    assert torch.equal(mapped.train_x.index_select(0, idx), ram.train_x.index_select(0, idx))
+    assert torch.equal(mapped.test_x[3:11], ram.test_x[3:11]) and torch.equal(mapped.val_x[1], ram.val_x[1])
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 12 * 12, 3))
+    assert torch.equal(predict_logits(model, mapped.test_x, batch_size=5), predict_logits(model, ram.test_x))
+
+
+def test_training_and_distilling_from_the_cache_match_the_in_ram_run_step_for_step(tmp_path):
+    folder = write_noise_folder(tmp_path / "imgs")
+    ram, mapped = (load_dataset(c) for c in configs(tmp_path, folder))
+    cfg = make_config("teacher", ModelSpec("cnn", 4), epochs=2, batch_size=16)
+    teacher_ram, teacher_mapped = fit(cfg, ram), fit(cfg, mapped)
+    assert [h["loss"] for h in teacher_ram.history] == [h["loss"] for h in teacher_mapped.history]
+    student_cfg = make_config("student", ModelSpec("mlp", 8, 1), epochs=2, batch_size=16)  # teacher logits cached
+    a, b = fit(student_cfg, ram, teacher_ram.model), fit(student_cfg, mapped, teacher_mapped.model)
+    assert [(h["loss"], h["kd"]) for h in a.history] == [(h["loss"], h["kd"]) for h in b.history]
+
+
+def test_the_cache_is_decoded_once_then_reused_and_rebuilt_when_the_folder_changes(tmp_path):
+    folder = write_noise_folder(tmp_path / "imgs")
+    cfg = configs(tmp_path, folder)[1]
+    first, decoded = loads(cfg)
+    assert decoded[-1].step == decoded[-1].total_steps == 60 and "decoding 60 images of imgs" in decoded[-1].message
+    again, decoded = loads(cfg)
+    assert decoded == [] and torch.equal(again.test_x[:], first.test_x[:])  # reused, not decoded again
+    (slot,) = (tmp_path / "data" / "cache").iterdir()
+
+    image = folder / "bee" / "3.png"  # the same file name and size, other pixels
+    Image.fromarray(np.full((11, 12, 3), 200, dtype=np.uint8)).save(image)
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    changed, decoded = loads(cfg)
+    assert len(decoded) and decoded[-1].total_steps == 60
+    assert [p.name for p in (tmp_path / "data" / "cache").iterdir()] == [slot.name]  # one slot, no .part left
+    ram = load_dataset(configs(tmp_path, folder)[0])
+    assert torch.equal(changed.train_x[:], ram.train_x[:])  # the new pixels are what is read
+
+    Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(folder / "cow" / "new.png")
+    grown, decoded = loads(cfg)
+    assert decoded[-1].total_steps == 61 and len(grown.train_y) + len(grown.val_y) + len(grown.test_y) == 61
+
+
+def test_another_image_size_is_another_cache(tmp_path):
+    folder = write_noise_folder(tmp_path / "imgs", per_class=6)
+    cfg = configs(tmp_path, folder)[1]
+    small, big = load_dataset(cfg), load_dataset(DataConfig(**{**cfg.__dict__, "image_size": 20}))
+    assert (small.input_shape, big.input_shape) == ((3, 12, 12), (3, 20, 20))
+    assert len(list((tmp_path / "data" / "cache").iterdir())) == 2
+
+
+def test_auto_storage_maps_only_what_would_not_fit(tmp_path, monkeypatch):
+    folder = write_noise_folder(tmp_path / "imgs", per_class=6)
+    auto = DataConfig(f"folder:{folder}", image_size=12, root=str(tmp_path / "data"))
+    assert isinstance(load_dataset(auto).train_x, torch.Tensor)  # 18 images: in RAM
+    monkeypatch.setattr(data_module, "AUTO_MEMMAP_BYTES", 18 * 3 * 12 * 12 * 4 - 1)  # one byte under their size
+    assert isinstance(load_dataset(auto).train_x, MappedImages)
+    with pytest.raises(ConfigError, match="unknown storage 'disk'"):
+        load_dataset(DataConfig(f"folder:{folder}", storage="disk"))
+
+
+def test_cifar10_offline_names_the_files_and_the_folder(tmp_path):
+    for storage in ("memory", "memmap"):
+        with pytest.raises(DataError) as err:
+            load_dataset(DataConfig("cifar10", root=str(tmp_path), download=False, storage=storage))
+        assert "data_batch_1..5" in str(err.value) and str(tmp_path / "cifar-10-batches-py") in str(err.value)
+
+
+# ---------------------------------------------------------------- memory and the store
+
+
+def test_peak_rss_sees_an_allocation_and_is_reset_between_blocks():
+    with PeakRSS() as big:
+        block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+        del block
+    with PeakRSS() as small:
+        pass
+    if big.scope == "process":
+        pytest.skip("this system cannot reset the resident-memory high-water mark")
+    assert big.bytes - small.bytes > 150 * 2**20
+
+
+def test_a_run_on_a_mapped_folder_stores_its_peak_memory_and_normalisation(tmp_path):
+    folder = write_noise_folder(tmp_path / "imgs", per_class=8)
+    mapped = load_dataset(configs(tmp_path, folder)[1])
+    outcome = train_teacher(Store(tmp_path / "runs"), make_config("teacher", ModelSpec("mlp", 8, 1), epochs=1), mapped)
+    m = Store(tmp_path / "runs").get_run(outcome.run_id)["metrics"]
+    assert m["peak_rss_bytes"] > 50 * 2**20 and m["peak_rss_scope"] in ("run", "process")
+    assert m["normalisation"] == {"mean": mapped.mean, "std": mapped.std}
+
+
+def test_cli_trains_through_the_cache_with_a_progress_bar(tmp_path):
+    folder = write_noise_folder(tmp_path / "imgs", per_class=8)
+    proc = run_cli(
+        tmp_path, "teacher", "--dataset", f"folder:{folder}", "--image-size", "12", "--storage", "memmap",
+        "--family", "mlp", "--size", "8", "--epochs", "1", "--store", tmp_path / "runs", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "decoding 24 images of imgs into the cache" in proc.stderr and "24/24" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["config"]["data"]["storage"] == "memmap" and out["runs"][0]["status"] == "finished"
+    assert (tmp_path / "data" / "cache").is_dir()
