@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from blackbox_files import DIGITS, BehindContract, TeacherFiles, contract, write
 from helpers import assert_clean_failure, make_config, run_cli
 from kd_core.deploy.export import export_run
 from kd_core.errors import CheckpointError, ConfigError
+from kd_core.methods import parse_methods
 from kd_core.store import Store
 from kd_core.train.blackbox import BlackBoxError, align_classes, load_blackbox, resolve_contract
 from kd_core.train.engine import fit
@@ -59,10 +61,16 @@ def test_each_kind_gives_the_files_logits_for_the_datasets_images(files, digits,
     assert extra == 0 if kind != "onnx" else 0 <= extra <= 16
 
 
-def test_feature_based_methods_are_refused_for_a_black_box(files, digits):
+def test_feature_based_methods_are_refused_for_a_black_box_before_anything_is_stored(tmp_path, files, digits):
     bb, _ = load(files[0]["torchscript"], digits)
-    with pytest.raises(ConfigError, match="gives logits only, so methods that read features cannot use it"):
-        getattr(bb, "stage_nodes", None)  # where feature methods look for a model's stages
+    cfg = make_config("student", epochs=1)
+    cfg = replace(cfg, distill=replace(cfg.distill, methods=parse_methods("kd+fitnets")))
+    store = Store(tmp_path)
+    (outcome,) = distill(store, cfg, digits, bb)
+    assert outcome.status == "failed" and "gives logits only, so methods that read features" in outcome.message
+    assert "choose a logit-based method" in outcome.message and store.list_runs() == []
+    logits_only = replace(cfg, distill=replace(cfg.distill, methods=parse_methods("kd+dkd")))
+    assert fit(logits_only, digits, bb).status == "finished"  # logit methods are fine
 
 
 def test_a_wrong_normalisation_in_the_contract_changes_what_the_teacher_sees(files, digits, teacher):
@@ -202,4 +210,16 @@ def test_cli_refuses_other_classes_before_storing_anything(tmp_path, files):
         "--teacher-classes", "cat,dog,owl,bat,cow,pig,hen,elk,yak,emu", "--epochs", "1", "--store", store,
     )  # fmt: skip
     assert_clean_failure(proc, "error:", "only the teacher has: cat, dog", "class-mapping file")
+    assert Store(store).list_runs() == []
+
+
+def test_cli_refuses_a_feature_method_for_a_teacher_file_before_storing_anything(tmp_path, files):
+    (tmp_path / "teacher.onnx.json").write_text(json.dumps(contract().to_dict()))  # the sidecar
+    os.link(files[0]["onnx"], tmp_path / "teacher.onnx")
+    store = tmp_path / "runs"
+    proc = run_cli(
+        tmp_path, "distill", "--dataset", "digits", "--teacher", "teacher.onnx", "--method", "kd+at",
+        "--epochs", "1", "--store", store,
+    )  # fmt: skip
+    assert_clean_failure(proc, "error:", "black box (onnx file 'teacher.onnx'): it gives logits only")
     assert Store(store).list_runs() == []

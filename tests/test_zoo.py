@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,8 +19,11 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from kd_core.config import ModelSpec, RunConfig
 from kd_core.deploy.export import TOLERANCES, compare, float_onnx, onnx_session, session_logits
 from kd_core.errors import ConfigError
+from kd_core.methods import parse_methods
+from kd_core.train.engine import fit
 from kd_core.train.models import build_model, describe, flops_per_sample, param_count, serialized_bytes
 from kd_core.train.zoo import ZOO
+from tests.conftest import make_config
 
 GREY16 = (1, 16, 16)
 TINY = 0.1  # width multiplier: the smallest allowed, so every family builds in well under a second
@@ -202,3 +207,27 @@ def test_bad_specs_are_refused_with_a_reason(spec, words):
 def test_images_too_small_for_a_torchvision_family_are_refused():
     with pytest.raises(ConfigError, match="8 to 512 px"):
         build_model(ModelSpec("resnet18", width=TINY), (1, 4, 4), 5)
+
+
+# ---------------------------------------------------------------- feature-based methods
+
+
+def test_fitnets_and_at_distil_between_torchvision_families(digits):
+    """The stage names let FitNets (a hint stage) pair a ResNet teacher with a MobileNet student,
+    and AT (every spatial stage, maps of equal size) a ResNet with a ShuffleNet, which
+    downsample alike; the runs train and their feature terms are finite."""
+    teacher = fit(make_config("teacher", ModelSpec("resnet18", width=TINY), epochs=1), digits).model
+    for student, mix in (("mobilenet_v3_small", "kd+fitnets"), ("shufflenet_v2", "kd+at")):
+        cfg = make_config("student", ModelSpec(student, width=TINY), epochs=1)
+        cfg = replace(cfg, distill=replace(cfg.distill, methods=parse_methods(mix)))
+        result = fit(cfg, digits, teacher)
+        assert result.status == "finished", result.message
+        terms = result.history[-1]["terms"]
+        assert all(math.isfinite(v) for v in terms.values()) and len(terms) >= 2, terms
+
+
+def test_every_family_has_four_stages_at_the_imagenet_strides():
+    for family in ZOO:
+        model = build_model(ModelSpec(family, width=0.25), (3, 64, 64), 5).eval()
+        out = create_feature_extractor(model, {n: s for s, n in model.stage_nodes.items()})(torch.zeros(1, 3, 64, 64))
+        assert [64 // out[f"stage{i}"].shape[-1] for i in range(1, 5)] == [4, 8, 16, 32], family

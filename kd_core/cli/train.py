@@ -37,7 +37,7 @@ from kd_core.train.blackbox import kind_of, resolve_contract
 from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import dataset_names
 from kd_core.train.engine import check_run, validate_config
-from kd_core.train.imported import TeacherFile, import_teacher_file, read_mapping
+from kd_core.train.imported import TeacherFile, check_teacher_file, import_teacher_file, read_mapping
 from kd_core.train.models import build_model, describe, student_preset, teacher_preset, validate_spec
 from kd_core.train.pretrained import check_model
 from kd_core.train.recorder import distill, load_teacher, train_teacher
@@ -77,9 +77,10 @@ def _teacher_ref(ref: str) -> str:
     return str(path.resolve()) if path.is_file() else ref
 
 
-def _teacher_file(a, store: Store, data) -> str | None:
-    """A TorchScript / .pt2 / ONNX --teacher, checked against the dataset and kept as a teacher
-    run (its run id returned); None when --teacher is a run id or a checkpoint."""
+def _teacher_file(a, store: Store, data, cfg: RunConfig) -> str | None:
+    """A TorchScript / .pt2 / ONNX --teacher, checked against the dataset and the run (a feature
+    method is refused here, before anything is stored), then kept as a teacher run whose id is
+    returned; None when --teacher is a run id or a checkpoint."""
     path = Path(a.teacher).expanduser()
     if not path.is_file() or kind_of(path) == "checkpoint":
         return None
@@ -88,6 +89,7 @@ def _teacher_file(a, store: Store, data) -> str | None:
         std=a.teacher_std, classes=a.teacher_classes,
     )  # fmt: skip
     tf = TeacherFile(path.resolve(), contract, read_mapping(a.class_map), a.cross_dataset)
+    check_run(cfg, data, check_teacher_file(tf, data))
     run_id, notes = import_teacher_file(store, tf, data)
     for note in notes:
         print(f"note: teacher {path.name}: {note}", file=sys.stderr)
@@ -109,7 +111,7 @@ def cmd_distill(a) -> int:
     validate_config(cfg)  # a bad value is refused here, before the dataset loads or anything is stored
     data, store = load(a)
     check_model(cfg, data)  # before a teacher file is stored as a run
-    imported = _teacher_file(a, store, data)
+    imported = _teacher_file(a, store, data, cfg)
     if imported:
         cfg = replace(cfg, teacher_id=imported)
     teacher = load_teacher(store, imported or a.teacher, data)

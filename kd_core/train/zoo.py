@@ -10,9 +10,13 @@ torchvision's, and pretrained weights load at width 1) and then adapted:
     first block, leaving 1×1 maps by the last stage;
   * a width multiplier (`ModelSpec.width`) scaling every stage's channels; ResNet's depth is
     in its family name (resnet18/34/50);
-  * `stage_nodes`: stage name -> module path ("stage1".."stageN", "embedding" last), the
+  * `stage_nodes`: stage name -> module path ("stage1".."stage4", "embedding" last), the
     same naming as MLP/CNN, so feature-based methods read these models through
-    torchvision's FX feature extractor.
+    torchvision's FX feature extractor. Four stages at output strides 4, 8, 16, 32 with the
+    ImageNet stem (a ResNet's layer1-4; the last four resolutions of a MobileNet); the
+    small-input stem keeps them at 1, 2, 4, 8 for ResNet and ShuffleNet and at 2, 4, 8, 16
+    for the others, so AT, which compares maps of equal size, pairs families that
+    downsample alike.
 """
 
 from __future__ import annotations
@@ -135,7 +139,9 @@ def _by_resolution(model: nn.Module) -> list[str]:
     ends a stage when `features.i+1` downsamples, and the last block ends the last."""
     blocks = list(model.get_submodule("features").children())  # a Sequential: its blocks in order
     ends = [i for i in range(len(blocks) - 1) if _downsamples(blocks[i + 1])]
-    return [f"features.{i}" for i in [*ends, len(blocks) - 1]]
+    # The last four, at output strides 4, 8, 16 and 32 with the ImageNet stem, as a ResNet's
+    # layer1-4: stage-pairing methods (AT) can pair a MobileNet with a ResNet stage by stage.
+    return [f"features.{i}" for i in [*ends, len(blocks) - 1]][-4:]
 
 
 _RES = _named("layer1", "layer2", "layer3", "layer4")
@@ -157,7 +163,7 @@ ZOO: dict[str, ZooFamily] = {
                 "flatten", "MobileNet_V3_Large_Weights.IMAGENET1K_V1", "inverted residuals, squeeze-excitation, hard-swish"),
         ZooFamily("efficientnet_b0", _efficientnet_b0, "features.0.0", None, _by_resolution, "flatten",
                 "EfficientNet_B0_Weights.IMAGENET1K_V1", "MBConv blocks, compound-scaled"),
-        ZooFamily("shufflenet_v2", _shufflenet_v2, "conv1.0", "maxpool", _named("stage2", "stage3", "stage4"), "mean",
+        ZooFamily("shufflenet_v2", _shufflenet_v2, "conv1.0", "maxpool", _named("maxpool", "stage2", "stage3", "stage4"), "mean",
                 None, "channel split and shuffle"),
         ZooFamily("regnet_x_400mf", _regnet(22, 24, 24.48, 2.54, 16), "stem.0", None, _REG, "flatten",
                 "RegNet_X_400MF_Weights.IMAGENET1K_V2", "RegNetX, 400 MFLOPs at 224 px"),
