@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from helpers import make_config
 from kd_core.config import ModelSpec, RunConfig
 from kd_core.deploy.export import TOLERANCES, compare, float_onnx, onnx_session, session_logits
 from kd_core.errors import ConfigError
@@ -23,7 +24,6 @@ from kd_core.methods import parse_methods
 from kd_core.train.engine import fit
 from kd_core.train.models import build_model, describe, flops_per_sample, param_count, serialized_bytes
 from kd_core.train.zoo import ZOO
-from tests.conftest import make_config
 
 GREY16 = (1, 16, 16)
 TINY = 0.1  # width multiplier: the smallest allowed, so every family builds in well under a second
