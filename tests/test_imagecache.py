@@ -159,3 +159,18 @@ def test_cli_trains_through_the_cache_with_a_progress_bar(tmp_path):
     out = json.loads(proc.stdout)
     assert out["config"]["data"]["storage"] == "memmap" and out["runs"][0]["status"] == "finished"
     assert (tmp_path / "data" / "cache").is_dir()
+
+
+def test_evaluation_batches_shrink_with_the_image_size():
+    """1024 small images per evaluation batch as before; 224 px RGB images come 55 at a time,
+    so the activations of a large model at that size stay in tens of MB per batch."""
+
+    def batch_sizes(x: torch.Tensor) -> list[int]:
+        seen: list[int] = []
+        model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(x.shape[1], 2))
+        model.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+        assert predict_logits(model, x).shape == (len(x), 2)
+        return seen
+
+    assert batch_sizes(torch.zeros(1500, 1, 28, 28)) == [1024, 476]
+    assert batch_sizes(torch.zeros(120, 3, 224, 224)) == [55, 55, 10] and (1 << 23) // (3 * 224 * 224) == 55
