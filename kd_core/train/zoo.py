@@ -217,6 +217,13 @@ def build_zoo(family: str, width: float, input_shape: tuple[int, ...], num_class
     c, h, w = input_shape
     model = fam.build(width, num_classes)
     _adapt_stem(model, fam, c, small_stem(min(h, w)))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            # torchvision's MobileNetV3 keeps BN statistics with momentum 0.01, tuned for 600
+            # ImageNet epochs: after a few hundred steps they still hold their initial values
+            # and eval-mode accuracy is at chance while training accuracy climbs. PyTorch's
+            # default 0.1 serves runs of minutes; pretrained weights bring their own statistics.
+            m.momentum = 0.1
     nodes = {f"stage{i + 1}": p for i, p in enumerate(fam.stages(model))}
     nodes["embedding"] = fam.embedding
     model.stage_nodes = nodes  # type: ignore[assignment]  # nn.Module types attributes as Tensor | Module
