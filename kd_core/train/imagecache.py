@@ -225,7 +225,9 @@ class MappedImages:
     def chunks(self, size: int = STATS_CHUNK):
         """float32 [0, 1] numpy chunks of `size` rows, for pixel_stats."""
         for start in range(0, len(self.rows), size):
-            yield unit_float(self.images[self.rows[start : start + size]])
+            u8 = self.images[self.rows[start : start + size]]
+            self._release(u8.nbytes)  # a pass over the whole split must not stay resident either
+            yield unit_float(u8)
 
 
 def take_rows(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
