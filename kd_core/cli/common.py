@@ -300,7 +300,9 @@ class ProgressBar:
     """A tqdm bar over the engine's progress records (one bar per run)."""
 
     def __init__(self, enabled: bool):
-        self.enabled, self.bar, self.run_id = enabled, None, None
+        self.enabled = enabled
+        self.bar: tqdm | None = None
+        self.run_id: str | None = None
 
     def __call__(self, rec) -> None:
         if not self.enabled:
@@ -327,7 +329,8 @@ class ProgressBar:
             self.close()
             self.run_id = "cache"
             self.bar = tqdm(total=rec.total_steps, desc=rec.message, unit="image", file=sys.stderr, leave=True)
-        self.bar.update(rec.step - self.bar.n)
+        if self.bar is not None:
+            self.bar.update(rec.step - self.bar.n)
         if rec.step >= rec.total_steps:
             self.close()
 

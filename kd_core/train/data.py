@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -325,7 +326,9 @@ def _split_mapped(name: str, c: CachedImages, cfg: DataConfig) -> Dataset:
     train, val = _stratified_split(c.labels[keep], cfg.val_fraction, cfg.split_seed)
     rows = {"train": keep[train], "val": keep[val], "test": test}
     mean, std = pixel_stats(MappedImages(c.images, rows["train"], 0.0, 1.0).chunks())
-    x = {k: MappedImages(c.images, r, mean, std) for k, r in rows.items()}
+    # A MappedImages stands in for the split's tensor: the engine only takes len, shape, slices,
+    # index_select and .to from it, all of which it answers by reading rows from the cache.
+    x = {k: cast(torch.Tensor, MappedImages(c.images, r, mean, std)) for k, r in rows.items()}
     y = {k: torch.as_tensor(c.labels[r], dtype=torch.int64) for k, r in rows.items()}
     return Dataset(name, list(c.classes), x["train"], y["train"], x["val"], y["val"], x["test"], y["test"], mean, std)
 
