@@ -175,7 +175,9 @@ class MappedImages:
     `RELEASE_BYTES` read they are released (MADV_DONTNEED: they stay in the page cache, a
     later read maps them again for free), so resident memory stays near one batch."""
 
-    def __init__(self, images: np.ndarray, rows: np.ndarray, mean: float, std: float, device: str | torch.device = "cpu"):
+    def __init__(
+        self, images: np.ndarray, rows: np.ndarray, mean: float, std: float, device: str | torch.device = "cpu"
+    ):
         self.images, self.rows, self.mean, self.std = images, np.asarray(rows, dtype=np.int64), mean, std
         self.device = torch.device(device)
         self.dtype = torch.float32
