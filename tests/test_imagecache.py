@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,13 +13,14 @@ import torch
 from PIL import Image
 
 from helpers import make_config, run_cli
-from kd_core.config import DataConfig, ModelSpec
+from kd_core.config import DataConfig, LabelConfig, ModelSpec
 from kd_core.errors import ConfigError, DataError
 from kd_core.store import Store
 from kd_core.train import data as data_module
 from kd_core.train.data import load_dataset
 from kd_core.train.engine import fit
 from kd_core.train.imagecache import MappedImages
+from kd_core.train.labels import training_set
 from kd_core.train.memory import PeakRSS
 from kd_core.train.metrics import predict_logits
 from kd_core.train.recorder import train_teacher
@@ -74,6 +76,23 @@ def test_training_and_distilling_from_the_cache_match_the_in_ram_run_step_for_st
     student_cfg = make_config("student", ModelSpec("mlp", 8, 1), epochs=2, batch_size=16)  # teacher logits cached
     a, b = fit(student_cfg, ram, teacher_ram.model), fit(student_cfg, mapped, teacher_mapped.model)
     assert [(h["loss"], h["terms"]) for h in a.history] == [(h["loss"], h["terms"]) for h in b.history]
+
+
+def test_a_label_budget_keeps_the_training_set_mapped_and_distils_as_in_ram(tmp_path):
+    """With 4 labels per class and the rest as transfer set, the run's rows are another mapped
+    view (no pixels read into RAM), hold the same pixels in the same order, and a distilled
+    student takes the same steps as from the in-RAM split."""
+    folder = write_noise_folder(tmp_path / "imgs")
+    ram, mapped = (load_dataset(c) for c in configs(tmp_path, folder))
+    labels = LabelConfig(per_class=4, label_seed=1)
+    a, b = training_set(ram, labels), training_set(mapped, labels)
+    assert isinstance(b.inputs, MappedImages) and isinstance(b.x, MappedImages) and b.n_transfer == a.n_transfer
+    assert torch.equal(b.inputs[:], a.inputs) and torch.equal(b.transfer_x[:], a.transfer_x)
+    teacher = fit(make_config("teacher", ModelSpec("cnn", 4), epochs=1, batch_size=16), ram).model
+    cfg = replace(make_config("student", ModelSpec("mlp", 8, 1), epochs=2, batch_size=8), labels=labels)
+    ra, rb = fit(cfg, ram, teacher), fit(cfg, mapped, teacher)
+    assert [(h["loss"], h["terms"]) for h in ra.history] == [(h["loss"], h["terms"]) for h in rb.history]
+    assert ra.labels == rb.labels and ra.labels["transfer_used"] > 0
 
 
 def test_the_cache_is_decoded_once_then_reused_and_rebuilt_when_the_folder_changes(tmp_path):

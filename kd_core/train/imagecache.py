@@ -239,6 +239,6 @@ def take_rows(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     return x.index_select(0, torch.as_tensor(rows))
 
 
-def first_rows(x: torch.Tensor, n: int) -> torch.Tensor:
-    """`x[:n]`: a view of a tensor; of a MappedImages, another mapped view (slicing one reads)."""
-    return take_rows(x, np.arange(n)) if isinstance(x, MappedImages) else x[:n]
+def row_range(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """`x[start:stop]`: a view of a tensor; of a MappedImages, another mapped view (slicing one reads)."""
+    return take_rows(x, np.arange(start, stop)) if isinstance(x, MappedImages) else x[start:stop]

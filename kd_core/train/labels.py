@@ -27,7 +27,7 @@ import torch
 from kd_core.config import LabelConfig
 from kd_core.errors import ConfigError, DataError
 from kd_core.train.data import Dataset
-from kd_core.train.imagecache import first_rows, take_rows
+from kd_core.train.imagecache import row_range, take_rows
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_LISTED_BAD = 5  # bad files named in one error message; the rest are counted
@@ -199,14 +199,18 @@ class TrainingSet:
 
     def head(self, n: int) -> torch.Tensor:
         """The first `n` rows of `inputs`, as a view (a memory-mapped split stays mapped)."""
-        return first_rows(self.inputs, n)
+        return self.inputs if n == len(self.inputs) else row_range(self.inputs, 0, n)
 
     @property
     def x(self) -> torch.Tensor:  # (N_l, C, H, W)
         return self.head(self.n_labelled)
 
     @property
-    def n_transfer(self) -> int:  # N_t, may be 0
+    def transfer_x(self) -> torch.Tensor:  # (N_t, C, H, W), a view; N_t may be 0
+        return row_range(self.inputs, self.n_labelled, len(self.inputs))
+
+    @property
+    def n_transfer(self) -> int:  # N_t, without reading a memory-mapped split
         return len(self.inputs) - self.n_labelled
 
     def report(self, n_transfer: int | None = None, used: int | None = None) -> dict:
