@@ -11,7 +11,8 @@ import pytest
 from helpers import TEACHER_SPEC, make_config
 from kd_core.config import ModelSpec, PipelineLink, RunConfig
 from kd_core.errors import ConfigError
-from kd_core.pipelines import pipeline_runs, takd
+from kd_core.methods import parse_methods
+from kd_core.pipelines import Ensemble, ban, pipeline_runs, takd
 from kd_core.store import Store
 from kd_core.train.checkpoint import load_checkpoint
 from kd_core.train.recorder import train_teacher
@@ -73,3 +74,56 @@ def test_takd_bad_stage_refused_before_anything_is_stored(tmp_path, digits, teac
     with pytest.raises(ConfigError):
         takd(store, replace(base, train=replace(base.train, lr=-1)), digits, teacher, "t0", bad_last[:1] * 2)
     assert store.list_runs() == []
+
+
+# ---------------------------------------------------------------- BAN
+
+
+@pytest.fixture(scope="module")
+def ban_store(tmp_path_factory, digits):
+    store = Store(tmp_path_factory.mktemp("ban") / "runs")
+    base = make_config("student", ModelSpec("mlp", 24, 1), epochs=1)
+    return store, ban(store, base, digits, generations=2, ensemble=True)
+
+
+def test_ban_generations_are_stored_and_linked(ban_store):
+    store, result = ban_store
+    assert result.status == "finished", result.message
+    runs = pipeline_runs(store, result.pipeline_id)
+    g0, g1, _ = (r["id"] for r in runs)
+    assert [r["kind"] for r in runs] == ["teacher", "student", "student"]
+    assert [r["config"]["model"] for r in runs] == [runs[0]["config"]["model"]] * 3  # one architecture
+    assert [r["config"]["train"]["seed"] for r in runs] == [0, 1, 2]
+    links = [RunConfig.from_dict(r["config"]).pipeline for r in runs]
+    assert [link.parents for link in links] == [(), (g0,), (g0, g1)]  # the ensemble: every earlier generation
+    assert [r["teacher_id"] for r in runs] == [None, g0, g1]
+
+
+def test_ban_ensemble_is_the_mean_of_the_generations_logits(ban_store, digits):
+    """Ensemble(gen 0, gen 1) against a float64 mean of the two stored models' logits; and the
+    stored agreement of gen 2 is with that mean's argmax, so the ensemble was its teacher."""
+    store, result = ban_store
+    g0, g1, g2 = (o.run_id for o in result.outcomes)
+    x = digits.test_x
+    mean = (stored_logits(store, g0, x) + stored_logits(store, g1, x)) / 2.0
+    members = [load_checkpoint(store.get_run(r)["weights"])[0].eval() for r in (g0, g1)]
+    got = Ensemble(members)(x).detach().double().numpy()
+    np.testing.assert_allclose(got, mean, rtol=1e-5, atol=1e-5)
+    s = stored_logits(store, g2, x).argmax(1)
+    agreement = store.get_run(g2)["metrics"]["agreement"]
+    assert agreement == pytest.approx(float(np.mean(mean.argmax(1) == s)), abs=1e-6)
+
+
+def test_ban_from_a_given_teacher_without_ensemble(tmp_path, digits, teacher):
+    store = Store(tmp_path / "runs")
+    base = make_config("student", TEACHER_SPEC, epochs=1)
+    result = ban(store, base, digits, generations=1, teacher=teacher, teacher_id="t-given")
+    assert result.status == "finished", result.message
+    [run] = pipeline_runs(store, result.pipeline_id)
+    assert RunConfig.from_dict(run["config"]).pipeline.parents == ("t-given",)
+    with pytest.raises(ConfigError, match="generations"):
+        ban(store, base, digits, generations=0)
+    at = replace(base, distill=replace(base.distill, methods=parse_methods("at")))
+    with pytest.raises(ConfigError, match="logits only"):
+        ban(store, at, digits, generations=1, ensemble=True)
+    assert len(store.list_runs()) == 1

@@ -2,7 +2,8 @@
 of assistants, BAN's generations and DML's peers. Each stage or peer is an ordinary run
 whose config carries a PipelineLink; this package sits above the engine and the recorder."""
 
+from kd_core.pipelines.ban import Ensemble, ban
 from kd_core.pipelines.common import PipelineResult, pipeline_runs
 from kd_core.pipelines.takd import takd
 
-__all__ = ["PipelineResult", "pipeline_runs", "takd"]
+__all__ = ["Ensemble", "PipelineResult", "ban", "pipeline_runs", "takd"]
