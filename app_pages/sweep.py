@@ -1,4 +1,4 @@
-"""Sweep: temperature × λ × student size over seeds, with live heatmaps, paired tests, stop and resume."""
+"""Sweep: method × temperature × λ × student size over seeds, with live heatmaps, paired tests, stop and resume."""
 
 import streamlit as st
 
@@ -84,6 +84,14 @@ def grid_widgets(data) -> dict:
     w["depth"] = c[1].slider(
         "Hidden layers", 0, 4, preset.depth, key="sw_depth", bind="query-params", disabled=w["family"] != "mlp"
     )
+    w["methods"] = st.text_input(
+        "Methods",
+        "kd",
+        key="sw_methods",
+        bind="query-params",
+        help="Method mixes, comma-separated: kd, dkd, 0.5*kd+1*at (`kd-studio methods` lists them). "
+        "Each is a grid of its own, compared with the same baselines.",
+    )
     w["budget"] = forms.budget_widgets("sw", epochs=5, lr=3e-3)
     return w
 
@@ -116,6 +124,7 @@ def sweep_config(data, teacher_id: str, w: dict):
             data_cfg,
             train,
             w["budgets"],
+            w["methods"],
         )
         sweep_view.check_sweep_data(cfg, data)  # a budget the dataset cannot give: refused before it is stored
         return cfg
@@ -136,7 +145,8 @@ def plan_summary(data, cfg, backend: str | None) -> None:
     c[0].metric("Runs", f"{counts['total']}")
     c[1].metric("Estimated time", sweep_view.duration_text(None if est is None else est.seconds))
     c[2].caption(
-        f"{counts['cells']} distillations ({counts['configs']} configurations of T × λ × size"
+        f"{counts['cells']} distillations ({counts['configs']} configurations of "
+        f"{'method × ' if len(cfg.methods) > 1 else ''}T × λ × size"
         f"{' × label budget' if len(cfg.label_budgets) > 1 else ''}, "
         f"× {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) > 1)}) + {counts['baselines']} no-KD "
         f"baselines (one per size{', budget' if len(cfg.label_budgets) > 1 else ''} and seed, each distillation "
@@ -363,15 +373,18 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
     )
     budget = budget_curve(sweep_id, sweep, metric)
     results = sweep_results(store, sweep_id, metric, ALPHA, budget)
-    for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results, budget).items():
-        label = f"{sweep.family} {size}"
-        st.plotly_chart(
-            experiment_charts.sweep_accuracy_heatmap(g, label, metric), key=f"sw_acc_{size}", width="stretch"
-        )
-        st.plotly_chart(experiment_charts.sweep_gain_heatmap(g, label, ALPHA), key=f"sw_gain_{size}", width="stretch")
-        words = sweep_view.best_text(g, label)
-        if words:
-            st.caption(words)
+    methods = sweep.method_texts
+    for i, method in enumerate(methods):  # a pair of heatmaps per method and size
+        for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results, budget, method).items():
+            label = f"{sweep.family} {size}" + (f" · {method}" if len(methods) > 1 else "")
+            key = f"{size}" if i == 0 else f"{size}_{i}"
+            acc = experiment_charts.sweep_accuracy_heatmap(g, label, metric)
+            st.plotly_chart(acc, key=f"sw_acc_{key}", width="stretch")
+            gain = experiment_charts.sweep_gain_heatmap(g, label, ALPHA)
+            st.plotly_chart(gain, key=f"sw_gain_{key}", width="stretch")
+            words = sweep_view.best_text(g, label)
+            if words:
+                st.caption(words)
     st.caption(sweep_view.significance_text(multiple_tests(results, ALPHA), TEST_NAME))
     with st.expander("Paired t-tests: every cell's p-value"):
         st.dataframe(
@@ -380,6 +393,7 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
             hide_index=True,
             column_order=[
                 "size",
+                "method",
                 "temperature",
                 "alpha",
                 "text",
@@ -394,6 +408,7 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
             ],
             column_config={
                 "size": st.column_config.NumberColumn("Size", format="%d"),
+                "method": "Method",
                 "temperature": st.column_config.NumberColumn("T", format="%g"),
                 "alpha": st.column_config.NumberColumn("λ", format="%g"),
                 "text": "Accuracy (mean ± std, n)",

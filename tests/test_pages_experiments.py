@@ -294,6 +294,19 @@ def test_sweep_page_counts_runs_as_the_axes_change(populated):
     assert at.button(key="sw_start").disabled
 
 
+def test_sweep_page_method_axis_multiplies_the_runs_and_refuses_a_bad_method(populated):
+    at = open_app("app_pages/sweep.py")
+    at.text_input(key="sw_T").set_value("4").run()
+    at.text_input(key="sw_lam").set_value("0.9").run()
+    at.text_input(key="sw_sizes").set_value("16").run()
+    at.number_input(key="sw_seeds").set_value(2).run()
+    at.text_input(key="sw_methods").set_value("kd, dkd, 0.5*kd+1*dist").run()
+    assert metric_values(at)["Runs"] == str(2 * (1 + 3))  # per seed: one baseline, three methods
+    at.text_input(key="sw_methods").set_value("kd, nope").run()
+    assert any("nope" in e.value for e in at.error)
+    assert at.button(key="sw_start").disabled
+
+
 @pytest.mark.slow
 def test_sweep_page_ray_missing_is_explained(populated, monkeypatch):
     monkeypatch.setattr(sweep_view, "ray_available", lambda: False)

@@ -63,6 +63,8 @@ CASES = {
     "sweep seeds 0": (["sweep", "--teacher", "{teacher}", "--seeds", "0", *QUICK], "--seeds must be at least 1"),
     "sweep lambda 2": (["sweep", "--teacher", "{teacher}", "--alphas", "2", *QUICK], "λ (alpha) must be in [0, 1]"),
     "sweep temperatures abc": (["sweep", "--teacher", "{teacher}", "--temperatures", "abc"], "comma-separated"),
+    "sweep unknown method": (["sweep", "--teacher", "{teacher}", "--methods", "kd,nope", *QUICK], "nope"),
+    "sweep method twice": (["sweep", "--teacher", "{teacher}", "--methods", "kd,1*KD", *QUICK], "same mix twice"),
     "sweep ray without CPUs": (
         ["sweep", "--teacher", "{teacher}", "--backend", "ray", "--ray-cpus", "0", *QUICK],
         "needs at least 1 CPU",

@@ -52,10 +52,10 @@ def test_plan_has_one_baseline_per_size_and_seed_before_its_cells():
     assert len(cells) == 3 * 2 * (1 + 2 * 2) and len(set(keys)) == len(keys)
     baselines = [k for k in keys if k[0] == "baseline"]
     assert sorted((k[1], k[2]) for k in baselines) == sorted((s, e) for s in (16, 32) for e in (0, 1, 2))
-    assert all(k[3] is None and k[4] is None for k in baselines)
-    for i, (kind, size, seed, _, _, budget) in enumerate(keys):
+    assert all(k[3] is None and k[4] is None and k[6] is None for k in baselines)
+    for i, (kind, size, seed, _, _, budget, method) in enumerate(keys):
         if kind == "student":
-            assert ("baseline", size, seed, None, None, budget) in keys[:i]
+            assert ("baseline", size, seed, None, None, budget, None) in keys[:i] and method == "kd"
     assert {c.config.sweep_id for c in cells} == {"sw1"}
     assert {c.config.teacher_id for c in cells if c.config.kind == "student"} == {"t"}
     assert [k[2] for k in keys][:10] == [0] * 10  # seed by seed: the whole grid gets n=1 first
@@ -391,11 +391,11 @@ def test_a_sweep_job_fills_the_grid_and_publishes_progress(tmp_path, digits, tea
     assert "seed 0" in snap["runs"][0]["label"] and any("T=4 λ=0.9" in r["label"] for r in snap["runs"])
     runs = {cell_key(r["config"]): r["metrics"]["best_val_acc"] for r in store.list_runs(sweep_id=note["id"])}
     g = sweep_grids(store, note["id"])[16]
-    base = runs[("baseline", 16, 0, None, None, 0)]
+    base = runs[("baseline", 16, 0, None, None, 0, None)]
     for t in (1.0, 4.0):
         for a in (0.5, 0.9):
-            assert g["mean"].loc[t, a] == runs[("student", 16, 0, t, a, 0)]
-            assert g["gain_mean"].loc[t, a] == pytest.approx(runs[("student", 16, 0, t, a, 0)] - base)
+            assert g["mean"].loc[t, a] == runs[("student", 16, 0, t, a, 0, "kd")]
+            assert g["gain_mean"].loc[t, a] == pytest.approx(runs[("student", 16, 0, t, a, 0, "kd")] - base)
     assert g["n"].values.tolist() == [[1, 1], [1, 1]]
 
 

@@ -36,11 +36,11 @@ def test_plan_crosses_budgets_with_seeds_and_each_seed_draws_its_own_subset():
     cells = plan(budget_sweep("t", budgets=(30, 100, 0), seeds=(0, 1, 2)))
     keys = [c.key for c in cells]
     assert len(keys) == len(set(keys)) == 3 * 3 * 2
-    for i, (kind, size, seed, _, _, budget) in enumerate(keys):
+    for i, (kind, size, seed, _, _, budget, _) in enumerate(keys):
         labels = cells[i].config.labels
         assert (labels.labels, labels.label_seed, labels.transfer) == (budget, seed if budget else 0, "rest")
         if kind == "student":
-            assert ("baseline", size, seed, None, None, budget) in keys[:i]
+            assert ("baseline", size, seed, None, None, budget, None) in keys[:i]
     assert "30 labels" in cells[0].label
 
 
@@ -124,17 +124,19 @@ def test_gain_curve_matches_the_stored_runs(tmp_path, digits, teacher_path):
     assert curve["budget"].tolist() == [30, 0]  # budgets ascending, "all" last
     for _, row in curve.iterrows():
         b = row["budget"]
-        s = np.array([runs[("student", 16, k, 4.0, 0.9, b)]["metrics"]["test_acc"] for k in (0, 1)], dtype=np.float64)
-        base = np.array([runs[("baseline", 16, k, None, None, b)]["metrics"]["test_acc"] for k in (0, 1)])
+        s = np.array(
+            [runs[("student", 16, k, 4.0, 0.9, b, "kd")]["metrics"]["test_acc"] for k in (0, 1)], dtype=np.float64
+        )
+        base = np.array([runs[("baseline", 16, k, None, None, b, None)]["metrics"]["test_acc"] for k in (0, 1)])
         assert row["mean"] == pytest.approx(s.mean()) and row["baseline_mean"] == pytest.approx(base.mean())
         assert row["gain_mean"] == pytest.approx((s - base).mean())
         if np.std(s - base) > 1e-6:
             assert row["p"] == pytest.approx(stats.ttest_rel(s, base).pvalue)
-        labels = runs[("student", 16, 0, 4.0, 0.9, b)]["metrics"]["labels"]
+        labels = runs[("student", 16, 0, 4.0, 0.9, b, "kd")]["metrics"]["labels"]
         assert labels["labelled"] == (30 if b else len(digits.train_y))
     # the grid of a budgeted sweep shows one budget at a time, the first by default
     assert sweep_results(store, sweep_id, "test_acc")["mean"].iloc[0] == pytest.approx(curve["mean"].iloc[0])
-    assert RunConfig.from_dict(runs[("baseline", 16, 1, None, None, 30)]["config"]).labels.label_seed == 1
+    assert RunConfig.from_dict(runs[("baseline", 16, 1, None, None, 30, None)]["config"]).labels.label_seed == 1
 
 
 @pytest.mark.slow

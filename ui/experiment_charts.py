@@ -268,7 +268,7 @@ def sweep_gain_heatmap(grids: dict, label: str, alpha: float = 0.05) -> go.Figur
 
 
 def gain_curve_chart(curve: pd.DataFrame, metric: str = "test_acc", alpha: float = 0.05) -> go.Figure:
-    """The gain-versus-labels curve (views.sweep_view.gain_curve): per (size, T, λ), student and
+    """The gain-versus-labels curve (views.sweep_view.gain_curve): per (size, method, T, λ), student and
     baseline mean ± std over seeds against the label budget (left), and the mean paired gain ± its
     std with each point's p-value (right). Budgets are categories in order, "all" last."""
     if curve.empty or not (curve["n"] > 0).any():
@@ -276,9 +276,10 @@ def gain_curve_chart(curve: pd.DataFrame, metric: str = "test_acc", alpha: float
     fig = make_subplots(rows=1, cols=2, subplot_titles=(METRIC_NAMES.get(metric, metric), "gain over the baseline"))
     names = [("all" if b == 0 else f"{b:,}") for b in curve["budget"]]
     curve = curve.assign(labels=names)
-    for k, ((size, t, a), part) in enumerate(curve.groupby(["size", "temperature", "alpha"], sort=False)):
+    several = curve["method"].nunique() > 1
+    for k, ((size, m, t, a), part) in enumerate(curve.groupby(["size", "method", "temperature", "alpha"], sort=False)):
         colour = qualitative.Plotly[k % len(qualitative.Plotly)]
-        name = f"size {size} · T={t:g} · λ={a:g}"
+        name = f"size {size} · {m + ' · ' if several else ''}T={t:g} · λ={a:g}"
         for col, y, std, dash, who in (
             (1, "mean", "std", "solid", "distilled"),
             (1, "baseline_mean", "baseline_std", "dot", "baseline"),

@@ -280,6 +280,11 @@ def numbers(cast):
     return parse
 
 
+def method_list(text: str) -> tuple[str, ...]:
+    """ "kd,dkd,0.5*kd+1*at" -> ("kd", "dkd", "0.5*kd+1*at"); each mix is checked by the sweep's validation."""
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
 def plain(value):
     """JSON has no NaN: missing numbers become null; numpy scalars become Python ones."""
     if isinstance(value, dict):

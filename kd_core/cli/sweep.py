@@ -1,7 +1,7 @@
 """`python -m kd_core sweep`: temperature × λ × student size over seeds, into the run store.
 
     python -m kd_core sweep --teacher RUN_ID --temperatures 1,2,4 --alphas 0.25,0.5 \\
-        --sizes 16,32 --seeds 3 --epochs 5 [--backend ray] [--json]
+        --sizes 16,32 --seeds 3 --epochs 5 [--methods kd,dkd,0.5*kd+1*at] [--backend ray] [--json]
     python -m kd_core sweep --resume SWEEP_ID
 
 The sweep id goes to stderr first, so an interrupted sweep can be resumed; a
@@ -22,6 +22,7 @@ from kd_core.cli.common import (
     add_train_args,
     data_config,
     exit_code,
+    method_list,
     train_config,
 )
 from kd_core.cli.common import numbers as _numbers
@@ -54,13 +55,16 @@ ALPHA = 0.05
 
 def register(sub) -> None:
     """Add the `sweep` sub-command to the CLI's sub-parsers."""
-    p = sub.add_parser("sweep", help="sweep temperature × λ × student size over seeds")
+    p = sub.add_parser("sweep", help="sweep method × temperature × λ × student size over seeds")
     add_data_args(p)
     add_train_args(p, epochs=10)
     g = p.add_argument_group("sweep")
     g.add_argument("--teacher", help="teacher run id or checkpoint path (not needed with --resume)")
     g.add_argument("--temperatures", type=_numbers(float), default=(1.0, 2.0, 4.0), help="e.g. 1,2,4")
     g.add_argument("--alphas", "--lambdas", type=_numbers(float), default=(0.5, 0.9), help="λ values, e.g. 0.25,0.5")
+    g.add_argument(
+        "--methods", type=method_list, default=("kd",), help="method mixes, comma-separated: kd,dkd,0.5*kd+1*at"
+    )
     g.add_argument("--sizes", type=_numbers(int), default=None, help="student sizes (default: the preset's)")
     g.add_argument("--family", choices=["mlp", "cnn"], default=None, help="student family (default: the preset's)")
     g.add_argument("--depth", type=int, default=None, help="MLP hidden layers")
@@ -103,26 +107,34 @@ def sweep_config(a) -> SweepConfig:
         cache_teacher_logits=not a.no_cache,
         label_budgets=a.label_budgets,
         labels=LabelConfig(transfer=a.transfer, transfer_ratio=a.transfer_ratio),
+        methods=a.methods,
     )
 
 
 def grid_payload(store, sweep_id: str, metric: str) -> dict:
-    """{"grids": {size: {temperatures, alphas, mean, std, n, gain_*, p, significant, p_bh, best_marked,
+    """{"grids": {size (with several methods "size method"): {size, method, label, temperatures, alphas, mean, std, n, gain_*, p, significant, p_bh, best_marked,
     best (the marked best cells: every tie, none when no best mean beats the baseline), top, beats,
     baseline, text (the best cell in words)}}, "cells": [...], "tests": the multiple-testing counts}"""
     results = sweep_results(store, sweep_id, metric, ALPHA)
+    methods = load_sweep(store, sweep_id).method_texts
     grids = {}
-    for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results).items():
-        grids[str(size)] = {
-            "temperatures": g["mean"].index.tolist(),
-            "alphas": g["mean"].columns.tolist(),
-            **{v: g[v].values.tolist() for v in GRID_JSON},
-            "best": g["best"],
-            "top": g["top"],
-            "beats": g["beats"],
-            "baseline": g["baseline"],
-            "text": best_text(g, f"size {size}"),
-        }
+    for method in methods:
+        for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results, method=method).items():
+            one = len(methods) == 1
+            label = f"size {size}" if one else f"{method}, size {size}"
+            grids[str(size) if one else f"{size} {method}"] = {
+                "size": size,
+                "method": method,
+                "label": label,
+                "temperatures": g["mean"].index.tolist(),
+                "alphas": g["mean"].columns.tolist(),
+                **{v: g[v].values.tolist() for v in GRID_JSON},
+                "best": g["best"],
+                "top": g["top"],
+                "beats": g["beats"],
+                "baseline": g["baseline"],
+                "text": best_text(g, label),
+            }
     curve = gain_curve(store, sweep_id, metric, ALPHA)
     return _plain(
         {
@@ -145,8 +157,8 @@ def cell_text(mean, std, n, gain, p, significant, best) -> str:
 
 def _print_grids(payload: dict) -> None:
     width = 44
-    for size, g in payload["grids"].items():
-        print(f"size {size}: baseline {g['baseline']['text']}")
+    for g in payload["grids"].values():
+        print(f"{g['label']}: baseline {g['baseline']['text']}")
         print("  T \\ λ  " + "".join(f"{a:>{width}g}" for a in g["alphas"]))
         for i, t in enumerate(g["temperatures"]):
             cells = [

@@ -1,4 +1,7 @@
-"""Sweeps over temperature × λ × student size, each repeated over seeds.
+"""Sweeps over method × temperature × λ × student size (× label budget), each repeated over seeds.
+
+A method is a mix as `--method` reads it ("kd", "0.5*kd+1*at"), a grid of its own compared
+with the same baselines; a leaderboard (kind "leaderboard") is a sweep over methods only.
 
 A sweep is a frozen `SweepConfig` saved in the store under a sweep id. It is
 planned as cells: one no-KD baseline per (student size, seed), which every
@@ -20,9 +23,19 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-from kd_core.config import DataConfig, DistillConfig, LabelConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.config import (
+    DataConfig,
+    DistillConfig,
+    LabelConfig,
+    MethodSpec,
+    ModelSpec,
+    RunConfig,
+    TrainConfig,
+    format_methods,
+)
 from kd_core.errors import ConfigError, KDError
 from kd_core.events import Progress
+from kd_core.methods import parse_methods
 from kd_core.store import Store
 from kd_core.train.data import Dataset
 from kd_core.train.engine import validate_config
@@ -31,6 +44,7 @@ from kd_core.train.models import validate_spec
 from kd_core.train.recorder import RunOutcome
 
 SWEEP_METRICS = ("best_val_acc", "final_val_acc", "test_acc")
+SWEEP_KINDS = ("sweep", "leaderboard")
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,13 @@ class SweepConfig:
     # labelled subset (label_seed = seed), shared by that seed's students and baseline.
     label_budgets: tuple[int, ...] = (0,)
     labels: LabelConfig = field(default_factory=LabelConfig)  # transfer source and ratio of every cell
+    methods: tuple[str, ...] = ("kd",)  # method mixes as text: "kd", "dkd", "0.5*kd+1*at"
+    kind: str = "sweep"  # or "leaderboard": methods compared at one T, λ and size (views/leaderboard.py)
+
+    @property
+    def method_texts(self) -> tuple[str, ...]:
+        """The methods in canonical form (`method_text`), as the cells and results name them."""
+        return tuple(method_text(parse_methods(m)) for m in self.methods)
 
     @staticmethod
     def seed_range(n: int, first: int = 0) -> tuple[int, ...]:
@@ -74,12 +95,22 @@ class SweepConfig:
             cache_teacher_logits=bool(d.get("cache_teacher_logits", True)),
             label_budgets=tuple(int(b) for b in d.get("label_budgets", (0,))),
             labels=LabelConfig(**d.get("labels") or {}),
+            methods=tuple(str(m) for m in d.get("methods", ("kd",))),  # sweeps stored before methods were KD
+            kind=str(d.get("kind", "sweep")),
         )
+
+
+def method_text(specs: tuple[MethodSpec, ...]) -> str:
+    """A mix's canonical name: "KD" and "1*kd" are both "kd"; parameter overrides follow in brackets."""
+    params = [f"{s.name}.{k}={v}" for s in specs for k, v in s.params]
+    return format_methods(specs) + (f" [{', '.join(params)}]" if params else "")
 
 
 def validate_sweep(sweep: SweepConfig) -> None:
     """Reject a grid before anything runs, so a bad value never costs a half sweep."""
-    for name in ("temperatures", "alphas", "sizes", "seeds", "label_budgets"):
+    if sweep.kind not in SWEEP_KINDS:
+        raise ConfigError(f"unknown sweep kind '{sweep.kind}'; use {' or '.join(SWEEP_KINDS)}.")
+    for name in ("methods", "temperatures", "alphas", "sizes", "seeds", "label_budgets"):
         values = getattr(sweep, name)
         if not values:
             raise ConfigError(f"the sweep needs at least one value in {name}.")
@@ -90,6 +121,10 @@ def validate_sweep(sweep: SweepConfig) -> None:
     if any(b < 0 for b in sweep.label_budgets):
         raise ConfigError("label budgets must be 0 (all labels) or positive.")
     validate_labels(sweep.labels)
+    mixes = [parse_methods(m) for m in sweep.methods]  # ConfigError names the bad method
+    texts = [method_text(m) for m in mixes]
+    if len(set(texts)) != len(texts):
+        raise ConfigError(f"methods has the same mix twice: {', '.join(texts)}.")
     for size in sweep.sizes:
         validate_spec(ModelSpec(sweep.family, size, sweep.depth))
     for t in sweep.temperatures:
@@ -112,25 +147,27 @@ class Cell:
 
     @property
     def label(self) -> str:
-        kind, size, seed, t, a, budget = self.key
-        what = "baseline" if kind == "baseline" else f"T={t:g} λ={a:g}"
+        kind, size, seed, t, a, budget, method = self.key
+        what = "baseline" if kind == "baseline" else f"{method} T={t:g} λ={a:g}"
         labels = f" · {budget:,} labels" if budget else ""
         return f"{self.config.model.family} {size} · {what}{labels} · seed {seed}"
 
 
 def cell_key(cfg: RunConfig | dict) -> tuple:
-    """(kind, size, seed, T, λ, label budget); T and λ are None for a baseline, the budget 0 for
-    all labels (every run stored before budgets existed)."""
+    """(kind, size, seed, T, λ, label budget, method); T, λ and the method are None for a baseline,
+    the budget 0 for all labels (every run stored before budgets existed). Runs stored before
+    methods existed load as KD (DistillConfig.from_dict), so old sweeps resume."""
     if isinstance(cfg, dict):
         cfg = RunConfig.from_dict(cfg)
     d = cfg.distill if cfg.kind == "student" else None
-    t, a = (d.temperature, d.alpha) if d else (None, None)
-    return (cfg.kind, cfg.model.size, cfg.train.seed, t, a, cfg.labels.labels)
+    t, a, m = (d.temperature, d.alpha, method_text(d.methods)) if d else (None, None, None)
+    return (cfg.kind, cfg.model.size, cfg.train.seed, t, a, cfg.labels.labels, m)
 
 
 def plan(sweep: SweepConfig, sweep_id: str | None = None) -> list[Cell]:
     """Every cell, seed by seed: the whole grid fills in at n=1 before any cell has n=2,
     and each (size, seed) baseline comes before the cells compared with it."""
+    mixes = [parse_methods(m) for m in sweep.methods]
     cells = []
     for seed in sweep.seeds:
         for budget, size in ((b, s) for b in sweep.label_budgets for s in sweep.sizes):
@@ -144,18 +181,11 @@ def plan(sweep: SweepConfig, sweep_id: str | None = None) -> list[Cell]:
                 sweep_id=sweep_id,
             )
             cells.append(Cell(base))
-            for t in sweep.temperatures:
-                for a in sweep.alphas:
-                    cells.append(
-                        Cell(
-                            replace(
-                                base,
-                                kind="student",
-                                teacher_id=sweep.teacher_id,
-                                distill=DistillConfig(t, a, sweep.cache_teacher_logits),
-                            )
-                        )
-                    )
+            for mix in mixes:
+                for t in sweep.temperatures:
+                    for a in sweep.alphas:
+                        distill = DistillConfig(t, a, sweep.cache_teacher_logits, mix)
+                        cells.append(Cell(replace(base, kind="student", teacher_id=sweep.teacher_id, distill=distill)))
     return cells
 
 

@@ -54,19 +54,21 @@ TIE = ZERO_SPREAD
 
 
 def _by_config(store: Store, sweep_id: str, metric: str, budget: int | None = None) -> dict[tuple, dict[int, float]]:
-    """{(kind, size, T, λ): {seed: metric}} over the sweep's finished runs at one label budget;
-    with `budget` None, {(kind, size, T, λ, budget): …} over every budget."""
+    """{(kind, size, T, λ, method): {seed: metric}} over the sweep's finished runs at one label
+    budget; with `budget` None, {(kind, size, T, λ, method, budget): …} over every budget."""
     out: dict[tuple, dict[int, float]] = {}
-    for (kind, size, seed, t, a, b), run in finished_runs(store, sweep_id).items():
+    for (kind, size, seed, t, a, b, m), run in finished_runs(store, sweep_id).items():
         value = run["metrics"].get(metric)
         if value is None or (budget is not None and b != budget):
             continue
-        key = (kind, size, t, a) if budget is not None else (kind, size, t, a, b)
+        key = (kind, size, t, a, m) if budget is not None else (kind, size, t, a, m, b)
         out.setdefault(key, {})[seed] = float(value)
     return out
 
 
-def _cell_row(size: int, t: float, a: float, cell: dict[int, float], base: dict[int, float], alpha: float) -> dict:
+def _cell_row(
+    size: int, method: str, t: float, a: float, cell: dict[int, float], base: dict[int, float], alpha: float
+) -> dict:
     s = summarize(list(cell.values()))
     b = summarize(list(base.values()))
     seeds, x, y = pair_by_seed(cell, base)
@@ -74,6 +76,7 @@ def _cell_row(size: int, t: float, a: float, cell: dict[int, float], base: dict[
     test = paired_test(x, y, alpha)
     return {
         "size": size,
+        "method": method,
         "temperature": t,
         "alpha": a,
         "n": s.n,
@@ -110,11 +113,11 @@ def bh_adjust(pvalues: Sequence[float]) -> np.ndarray:
 
 
 def _mark_best(df: pd.DataFrame) -> None:
-    """best: every cell at the highest mean of its size (ties within TIE all count); best_marked:
+    """best: every cell at the highest mean of its size and method (ties within TIE all count); best_marked:
     those of them whose mean gain over the baseline is above 0 (a tie with the baseline or a loss
     to it is nothing to mark)."""
     df["best"] = False
-    for _, part in df[df["n"] > 0].groupby("size", sort=False):
+    for _, part in df[df["n"] > 0].groupby(["size", "method"], sort=False):
         df.loc[part.index[part["mean"] >= part["mean"].max() - TIE], "best"] = True
     df["best_marked"] = df["best"] & (df["gain_mean"] > TIE)
 
@@ -122,10 +125,10 @@ def _mark_best(df: pd.DataFrame) -> None:
 def sweep_results(
     store: Store, sweep_id: str, metric: str = "best_val_acc", alpha: float = 0.05, budget: int | None = None
 ) -> pd.DataFrame:
-    """One row per planned (size, T, λ), run or not (n = 0), in grid order, at one label budget
+    """One row per planned (size, method, T, λ), run or not (n = 0), in grid order, at one label budget
     (`budget`; default the sweep's first, "all labels" for every sweep without a budget axis).
 
-    Columns: size, temperature, alpha, n, mean, std, text ("0.9500 ± 0.0100 (n=3)"),
+    Columns: size, method (canonical: grid.method_text), temperature, alpha, n, mean, std, text ("0.9500 ± 0.0100 (n=3)"),
     baseline_n/_mean/_std, gain_n/_mean/_std/_text, t, p, significant (True, False or
     None = no verdict), verdict (the reason in words), test, seeds (paired), p_bh (the
     Benjamini–Hochberg adjusted p over every tested cell of the sweep; NaN without a test),
@@ -136,10 +139,11 @@ def sweep_results(
     values = _by_config(store, sweep_id, metric, sweep.label_budgets[0] if budget is None else budget)
     rows = []
     for size in sweep.sizes:
-        base = values.get(("baseline", size, None, None), {})
-        for t in sweep.temperatures:
-            for a in sweep.alphas:
-                rows.append(_cell_row(size, t, a, values.get(("student", size, t, a), {}), base, alpha))
+        base = values.get(("baseline", size, None, None, None), {})
+        for m in sweep.method_texts:
+            for t in sweep.temperatures:
+                for a in sweep.alphas:
+                    rows.append(_cell_row(size, m, t, a, values.get(("student", size, t, a, m), {}), base, alpha))
     df = pd.DataFrame(rows)
     df["p_bh"] = bh_adjust(df["p"])
     df["significant_bh"] = [None if math.isnan(p) else bool(p < alpha) for p in df["p_bh"]]
@@ -173,7 +177,7 @@ def baseline_results(
     values = _by_config(store, sweep_id, metric, sweep.label_budgets[0] if budget is None else budget)
     rows = []
     for size in sweep.sizes:
-        s = summarize(list(values.get(("baseline", size, None, None), {}).values()))
+        s = summarize(list(values.get(("baseline", size, None, None, None), {}).values()))
         rows.append({"size": size, **s.to_dict(), "text": s.text()})
     return pd.DataFrame(rows, columns=["size", "mean", "std", "n", "text"])
 
@@ -185,14 +189,16 @@ def sweep_grids(
     alpha: float = 0.05,
     results: pd.DataFrame | None = None,
     budget: int | None = None,
+    method: str | None = None,
 ) -> dict[int, dict]:
-    """Per student size, heatmap-ready grids (rows: temperature ascending, columns: λ ascending)
+    """For one method (canonical text; default the sweep's first), per student size, heatmap-ready grids (rows: temperature ascending, columns: λ ascending)
     for each of GRID_VALUES, plus "best" (the rows of the marked best cells as dicts: every cell
     tied at the highest mean, none when that mean does not beat the baseline), "top" (the rows at
     the highest mean, marked or not; empty before any run), "beats" (how many cells have a mean gain
     above 0) and "baseline" (mean, std, n, text). `results`: the same call's `sweep_results` table,
     when the caller has it already."""
     df = sweep_results(store, sweep_id, metric, alpha, budget) if results is None else results
+    df = df[df["method"] == (method or load_sweep(store, sweep_id).method_texts[0])]
     baselines = baseline_results(store, sweep_id, metric, budget).set_index("size")
     out: dict[int, dict] = {}
     for size, part in df.groupby("size", sort=False):
@@ -206,7 +212,7 @@ def sweep_grids(
 
 
 def gain_curve(store: Store, sweep_id: str, metric: str = "test_acc", alpha: float = 0.05) -> pd.DataFrame:
-    """The gain-versus-labels curve: one row per (size, T, λ, label budget), budgets ascending with
+    """The gain-versus-labels curve: one row per (size, method, T, λ, label budget), budgets ascending with
     "all labels" (0) last. Columns as `sweep_results`' plus `budget`; each point's gain is paired
     by seed with the baseline of the same size, seed and budget. No correction for the number of
     points: each budget is its own question (does distillation help at this many labels?)."""
@@ -215,12 +221,11 @@ def gain_curve(store: Store, sweep_id: str, metric: str = "test_acc", alpha: flo
     order = sorted(sweep.label_budgets, key=lambda b: (b == 0, b))
     rows = []
     for size in sweep.sizes:
-        for t in sweep.temperatures:
-            for a in sweep.alphas:
-                for b in order:
-                    base = values.get(("baseline", size, None, None, b), {})
-                    row = _cell_row(size, t, a, values.get(("student", size, t, a, b), {}), base, alpha)
-                    rows.append({"budget": b, **row})
+        for m, t, a in ((m, t, a) for m in sweep.method_texts for t in sweep.temperatures for a in sweep.alphas):
+            for b in order:
+                base = values.get(("baseline", size, None, None, None, b), {})
+                row = _cell_row(size, m, t, a, values.get(("student", size, t, a, m, b), {}), base, alpha)
+                rows.append({"budget": b, **row})
     df = pd.DataFrame(rows)
     df.attrs["metric"], df.attrs["alpha"] = metric, alpha
     return df

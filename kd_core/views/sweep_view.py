@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 from kd_core import fmt
 from kd_core.config import DataConfig, TrainConfig
@@ -20,7 +21,7 @@ from kd_core.errors import ConfigError
 from kd_core.stats import TEST_NAME as TEST_NAME
 from kd_core.store import Store
 from kd_core.sweep.executors import make_executor
-from kd_core.sweep.grid import SweepConfig, finished_runs, load_sweep, plan
+from kd_core.sweep.grid import SweepConfig, finished_runs, load_sweep, plan, validate_sweep
 from kd_core.sweep.grid import check_sweep_data as check_sweep_data
 from kd_core.sweep.grid import create_sweep as create_sweep
 from kd_core.sweep.grid import pending as pending
@@ -66,10 +67,13 @@ def make_sweep(
     data: DataConfig,
     train: TrainConfig,
     budgets: str = "all",
+    methods: str = "kd",
 ) -> SweepConfig:
-    """A SweepConfig from the page's fields (the lists as typed); ConfigError on a bad value.
-    `budgets`: label budgets, "all" or 0 for every label, e.g. "100, 500, all"."""
+    """A SweepConfig from the page's fields (the lists as typed); ConfigError on a bad value, a bad
+    method included. `budgets`: label budgets, "all" or 0 for every label, e.g. "100, 500, all";
+    `methods`: comma-separated mixes, e.g. "kd, dkd, 0.5*kd+1*at"."""
     cfg = SweepConfig(
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         temperatures=parse_values(temperatures, float, "Temperatures T"),
         alphas=parse_values(alphas, float, "λ values"),
         sizes=parse_values(sizes, int, "Student sizes"),
@@ -90,6 +94,7 @@ def make_sweep(
     for s in cfg.sizes:
         if s < 1:
             raise ConfigError(f"Student sizes: {s} must be at least 1.")
+    validate_sweep(replace(cfg, teacher_id=cfg.teacher_id or "?"))  # the methods, before anything is stored
     return cfg
 
 
@@ -107,8 +112,10 @@ def budget_name(budget: int) -> str:
 
 
 def run_counts(sweep: SweepConfig) -> dict:
-    """{"cells": distillations, "baselines": no-KD runs, "total", "configs": T × λ × sizes × budgets}."""
-    configs = len(sweep.temperatures) * len(sweep.alphas) * len(sweep.sizes) * len(sweep.label_budgets)
+    """{"cells": distillations, "baselines": no-KD runs, "total", "configs": methods × T × λ × sizes × budgets}."""
+    configs = (
+        len(sweep.methods) * len(sweep.temperatures) * len(sweep.alphas) * len(sweep.sizes) * len(sweep.label_budgets)
+    )
     cells = configs * len(sweep.seeds)
     baselines = len(sweep.sizes) * len(sweep.seeds) * len(sweep.label_budgets)
     return {"cells": cells, "baselines": baselines, "total": cells + baselines, "configs": configs}
@@ -121,8 +128,9 @@ def sweep_list(store: Store) -> list[dict]:
     for row in store.list_sweeps():
         sweep = load_sweep(store, row["id"])
         total, done = len(plan(sweep)), len(finished_runs(store, row["id"]))
+        methods = "" if sweep.methods == ("kd",) else f"{'/'.join(sweep.method_texts)} × "
         label = (
-            f"{row['id']} · T {'/'.join(f'{t:g}' for t in sweep.temperatures)} × "
+            f"{row['id']} · {methods}T {'/'.join(f'{t:g}' for t in sweep.temperatures)} × "
             f"λ {'/'.join(f'{a:g}' for a in sweep.alphas)} × {sweep.family} "
             f"{'/'.join(map(str, sweep.sizes))} × {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}"
         )
