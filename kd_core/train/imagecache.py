@@ -190,6 +190,9 @@ class MappedImages:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def dim(self) -> int:
+        return self.images.ndim  # (N, C, S, S) like the tensor it stands for
+
     def _read(self, rows: np.ndarray) -> torch.Tensor:
         order = np.argsort(rows, kind="stable")  # in file order: sequential pages, then back in place
         u8 = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
