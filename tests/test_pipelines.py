@@ -7,14 +7,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
-from helpers import TEACHER_SPEC, make_config
+from helpers import TEACHER_SPEC, StepRecorder, make_config
 from kd_core.config import ModelSpec, PipelineLink, RunConfig
 from kd_core.errors import ConfigError
 from kd_core.methods import parse_methods
-from kd_core.pipelines import Ensemble, ban, pipeline_runs, takd
+from kd_core.pipelines import Ensemble, ban, dml, dml_losses, pipeline_runs, takd
 from kd_core.store import Store
 from kd_core.train.checkpoint import load_checkpoint
+from kd_core.train.models import build_model
 from kd_core.train.recorder import train_teacher
 
 
@@ -127,3 +129,122 @@ def test_ban_from_a_given_teacher_without_ensemble(tmp_path, digits, teacher):
     with pytest.raises(ConfigError, match="logits only"):
         ban(store, at, digits, generations=1, ensemble=True)
     assert len(store.list_runs()) == 1
+
+
+# ---------------------------------------------------------------- DML
+
+
+def log_softmax64(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def dml_reference(logits: list[np.ndarray], y: np.ndarray, t: float, alpha: float) -> list[tuple[float, float, float]]:
+    """(loss, ce, dml) per peer in float64, written from the paper's formula:
+    L_k = (1 − λ)·CE_k + λ·mean_{l≠k} T²·Σ_c p_l,c·(log p_l,c − log p_k,c), batch-averaged."""
+    out = []
+    for k, zk in enumerate(logits):
+        ce = -np.mean(log_softmax64(zk)[np.arange(len(y)), y])
+        lpk = log_softmax64(zk / t)
+        kls = []
+        for j, zj in enumerate(logits):
+            if j != k:
+                lpj = log_softmax64(zj / t)
+                kls.append(t * t * np.mean(np.sum(np.exp(lpj) * (lpj - lpk), axis=1)))
+        mutual = float(np.mean(kls))
+        out.append(((1 - alpha) * ce + alpha * mutual, ce, mutual))
+    return out
+
+
+@pytest.mark.parametrize("peers", [2, 3])
+@pytest.mark.parametrize(
+    "t, alpha, case", [(1.0, 0.5, "random"), (4.0, 0.9, "random"), (2.0, 0.5, "identical"), (1.0, 0.7, "dominant")]
+)
+def test_dml_loss_matches_float64(peers, t, alpha, case):
+    gen = torch.Generator().manual_seed(peers * 10 + int(t))
+    z = [torch.randn(32, 10, generator=gen) * 3 for _ in range(peers)]
+    if case == "identical":
+        z = [z[0].clone() for _ in range(peers)]
+    if case == "dominant":
+        z[0][:, 3] += 40.0  # one class dominates peer 0 almost surely
+    y = torch.randint(0, 10, (32,), generator=gen)
+    got = [{k: v.item() for k, v in d.items()} for d in dml_losses(z, y, t, alpha)]
+    want = dml_reference([v.double().numpy() for v in z], y.numpy(), t, alpha)
+    for g, (loss, ce, mutual) in zip(got, want):
+        assert g["loss"] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+        assert g["ce"] == pytest.approx(ce, rel=1e-5, abs=1e-6)
+        assert g["dml"] == pytest.approx(mutual, rel=1e-5, abs=1e-6)
+    if case == "identical":
+        assert all(g["dml"] == pytest.approx(0.0, abs=1e-6) for g in got)
+
+
+def test_dml_loss_sends_no_gradient_to_the_other_peers():
+    z = [torch.randn(8, 5, requires_grad=True) for _ in range(3)]
+    dml_losses(z, torch.zeros(8, dtype=torch.long), 2.0, 0.5)[0]["loss"].backward()
+    assert z[0].grad is not None and z[0].grad.abs().sum() > 0
+    assert z[1].grad is None and z[2].grad is None
+
+
+DML_PEERS = [ModelSpec("mlp", 16, 1), ModelSpec("mlp", 24, 1), ModelSpec("mlp", 16, 1)]
+
+
+@pytest.fixture(scope="module")
+def dml_run(tmp_path_factory, digits):
+    store = Store(tmp_path_factory.mktemp("dml") / "runs")
+    base = make_config("student", epochs=1, temperature=2.0, alpha=0.5, seed=3)
+    sink = StepRecorder()
+    return store, base, sink, dml(store, base, digits, DML_PEERS, emit=sink)
+
+
+def initial_peers(base, digits) -> list:
+    """The peers as the trainer builds them: peer k from seed + k."""
+    models = []
+    for k, spec in enumerate(DML_PEERS):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(base.train.seed + k)
+            models.append(build_model(spec, digits.input_shape, digits.num_classes))
+    return models
+
+
+def test_dml_peers_are_stored_linked_and_all_updated(dml_run, digits):
+    store, base, _, result = dml_run
+    assert result.status == "finished", result.message
+    runs = pipeline_runs(store, result.pipeline_id)
+    assert [RunConfig.from_dict(r["config"]).pipeline.role for r in runs] == ["peer 0", "peer 1", "peer 2"]
+    assert [r["config"]["train"]["seed"] for r in runs] == [3, 4, 5]
+    assert all(r["status"] == "finished" and r["teacher_id"] is None for r in runs)
+    assert all(len(store.epochs(r["id"])) == 1 for r in runs)
+    for run, init in zip(runs, initial_peers(base, digits)):
+        trained, _ = load_checkpoint(run["weights"])
+        moved = [(a - b).abs().max().item() for a, b in zip(trained.state_dict().values(), init.state_dict().values())]
+        assert min(moved) > 0, f"{run['id']}: a parameter tensor did not change"
+
+
+def test_dml_first_step_loss_matches_float64(dml_run, digits):
+    """The trainer's first-step loss of each peer, against dml_reference on the same batch
+    (the trainer's permutation from its seed) through the peers' initial weights."""
+    _, base, sink, result = dml_run
+    idx = torch.randperm(len(digits.train_y), generator=torch.Generator().manual_seed(base.train.seed))[:64]
+    xb, yb = digits.train_x[idx], digits.train_y[idx]
+    with torch.no_grad():
+        logits = [m(xb).double().numpy() for m in initial_peers(base, digits)]
+    want = dml_reference(logits, yb.numpy(), 2.0, 0.5)
+    first = {r.run_id: r for r in reversed(sink.of("step"))}  # each peer's first step record
+    for outcome, (loss, ce, mutual) in zip(result.outcomes, want):
+        rec = first[outcome.run_id]
+        assert rec.step == 1
+        assert rec.loss == pytest.approx(loss, rel=1e-5)
+        assert rec.terms["ce"] == pytest.approx(ce, rel=1e-5)
+        assert rec.terms["dml"] == pytest.approx(mutual, rel=1e-5)
+
+
+def test_dml_bad_input_refused_before_anything_is_stored(tmp_path, digits):
+    store = Store(tmp_path / "runs")
+    base = make_config("student", epochs=1)
+    with pytest.raises(ConfigError, match="2 to"):
+        dml(store, base, digits, DML_PEERS[:1])
+    with pytest.raises(ConfigError, match="fp32"):
+        dml(store, replace(base, train=replace(base.train, precision="bf16")), digits, DML_PEERS)
+    with pytest.raises(ConfigError):
+        dml(store, base, digits, [DML_PEERS[0], ModelSpec("mlp", 0, 1)])
+    assert store.list_runs() == []

@@ -4,6 +4,7 @@ whose config carries a PipelineLink; this package sits above the engine and the 
 
 from kd_core.pipelines.ban import Ensemble, ban
 from kd_core.pipelines.common import PipelineResult, pipeline_runs
+from kd_core.pipelines.dml import dml, dml_losses
 from kd_core.pipelines.takd import takd
 
-__all__ = ["Ensemble", "PipelineResult", "ban", "pipeline_runs", "takd"]
+__all__ = ["Ensemble", "PipelineResult", "ban", "dml", "dml_losses", "pipeline_runs", "takd"]
