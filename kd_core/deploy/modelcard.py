@@ -20,7 +20,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from kd_core.config import DistillConfig, RunConfig, format_methods, format_params
+from kd_core.config import DistillConfig, LabelConfig, RunConfig, format_methods, format_params
 from kd_core.deploy.runtimes import latency_markdown, machine_info, machine_line, quantization_markdown
 from kd_core.errors import KDError
 from kd_core.store import Store, as_store
@@ -104,6 +104,9 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
     ):
         args += _flag("--" + key.replace("_", "-"), train[key])
     args += _switch("--cosine", train["cosine"]) + _switch("--augment", train["augment"])
+    args += _switch("--flip", train.get("flip", False))  # function matching's flips and mixup, stored
+    args += _flag("--mixup", train["mixup"]) if train.get("mixup") else []  # as the flags that make them
+    args += _label_flags(config.get("labels") or {})
     if args[3] == "distill":
         distill = config.get("distill") or {}
         args += _flag("--teacher", teacher_id)
@@ -117,6 +120,17 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
                     args += _flag("--method-param", pair)
         args += _switch("--baseline", kind == "baseline")
     return " ".join(shlex.quote(a) for a in args)
+
+
+def _label_flags(labels: dict) -> list[str]:
+    """The label budget and the transfer set, where they differ from the defaults: a run on 50
+    labels must not come back as a run on all of them (configs from before budgets have none)."""
+    c, d = LabelConfig(**labels), LabelConfig()
+    args = _flag("--labels", c.labels) if c.labels else []
+    args += _flag("--labels-per-class", c.per_class) if c.per_class else []
+    args += _flag("--label-seed", c.label_seed) if c.label_seed != d.label_seed else []
+    args += _flag("--transfer", c.transfer) if c.transfer != d.transfer else []
+    return args + (_flag("--transfer-ratio", c.transfer_ratio) if c.transfer_ratio != d.transfer_ratio else [])
 
 
 def run_command(store: Store | None, record: dict) -> str | None:
