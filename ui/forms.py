@@ -86,6 +86,15 @@ def label_widgets(prefix: str, data, transfer: bool) -> dict | None:
     seed = cols[1].number_input("Label seed", 0, 10_000, 0, key=f"{prefix}_label_seed", bind="query-params")
     out = {"labels": labels, "label_seed": seed, "transfer": "rest" if transfer else "none", "transfer_ratio": 1.0}
     if transfer:
+        folder = st.text_input(
+            "Unlabelled image folder (optional)",
+            key=f"{prefix}_transfer_folder",
+            bind="query-params",
+            placeholder="/path/to/images",
+            help="Your own images without class folders, resized and normalised like the dataset: the student "
+            "imitates the teacher on them too, beside the unlabelled rest of the training split.",
+        )
+        out["transfer"] = label_view.transfer_spec(folder)
         out["transfer_ratio"] = cols[2].select_slider(
             "Transfer : labelled rows",
             label_view.TRANSFER_RATIOS,

@@ -5,6 +5,8 @@ Plain data for the Teacher and Distill pages; the draw itself is kd_core.train.l
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kd_core.config import LabelConfig
 from kd_core.errors import KDError
 from kd_core.store import Store
@@ -44,6 +46,13 @@ def count_text(data: Dataset, labels: int, transfer: str = "rest", label_seed: i
         f"never sees (of {counts['train']:,} in the training split"
         + (", plus the folder's images)" if "folder:" in transfer else ")")
     )
+
+
+def transfer_spec(folder: str) -> str:
+    """The Distill page's transfer source: the rest of the training split, plus a folder of
+    unlabelled images when one is given (its absolute path, so the stored run says which)."""
+    folder = folder.strip()
+    return f"rest+folder:{Path(folder).expanduser().resolve()}" if folder else "rest"
 
 
 def teacher_budget_note(store: Store, teacher_id: str | None, labels: int) -> str:
