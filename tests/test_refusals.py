@@ -65,6 +65,11 @@ CASES = {
     "sweep temperatures abc": (["sweep", "--teacher", "{teacher}", "--temperatures", "abc"], "comma-separated"),
     "sweep unknown method": (["sweep", "--teacher", "{teacher}", "--methods", "kd,nope", *QUICK], "nope"),
     "sweep method twice": (["sweep", "--teacher", "{teacher}", "--methods", "kd,1*KD", *QUICK], "same mix twice"),
+    "leaderboard AT on an MLP": (["leaderboard", "--teacher", "{teacher}", "--methods", "at", *QUICK], "spatial"),
+    "leaderboard one seed": (["leaderboard", "--teacher", "{teacher}", "--seeds", "1", *QUICK], "at least 2 seeds"),
+    "leaderboard unknown method": (["leaderboard", "--teacher", "{teacher}", "--methods", "kd,nope", *QUICK], "nope"),
+    "leaderboard no teacher": (["leaderboard", *QUICK], "needs --teacher"),
+    "leaderboard unknown id": (["leaderboard", "--show", "sw-nope"], "no sweep 'sw-nope'"),
     "sweep ray without CPUs": (
         ["sweep", "--teacher", "{teacher}", "--backend", "ray", "--ray-cpus", "0", *QUICK],
         "needs at least 1 CPU",

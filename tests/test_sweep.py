@@ -16,6 +16,7 @@ import time
 import pytest
 from scipy import stats as sps
 
+from helpers import hand_bh
 from kd_core.cli import main
 from kd_core.config import DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.errors import ConfigError, KDError
@@ -205,18 +206,6 @@ def test_ties_are_all_best_and_only_a_gain_over_the_baseline_is_marked(tmp_path)
     g = sweep_grids(store, sweep_id)[16]
     assert [(b["temperature"], b["alpha"]) for b in g["best"]] == [(4.0, 0.5), (4.0, 0.9)] and g["beats"] == 2
     assert best_text(g, "mlp 16").startswith("Best for mlp 16: 2 cells tie at the highest mean, 0.8450")
-
-
-def hand_bh(ps):
-    """Benjamini–Hochberg step-up, written out: sort, p(i)·k/i, the running minimum from the top, ≤ 1."""
-    k = len(ps)
-    order = sorted(range(k), key=lambda i: ps[i])
-    out, running = [0.0] * k, 1.0
-    for rank in range(k, 0, -1):
-        i = order[rank - 1]
-        running = min(running, ps[i] * k / rank)
-        out[i] = running
-    return out
 
 
 def test_benjamini_hochberg_matches_the_step_up_written_here():

@@ -3,6 +3,7 @@
     train   teacher, distill, bench, datasets, runs
     methods methods (the distillation methods, their papers and parameters)
     sweep   sweep
+    leaderboard  leaderboard (methods side by side over seeds, with paired tests)
     compress  compress (an Optuna search for a small fast student)
     deploy  export (and bench --runtimes)
     store   store check, store repair
@@ -19,7 +20,7 @@ import argparse
 import os
 import sys
 
-from kd_core.cli import compress, deploy, methods, store, sweep, train, ui
+from kd_core.cli import compress, deploy, leaderboard, methods, store, sweep, train, ui
 from kd_core.cli.common import EXIT_USER_ERROR, Parser, one_line
 from kd_core.errors import KDError
 
@@ -27,7 +28,7 @@ from kd_core.errors import KDError
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="kd-studio", description="KD Studio: knowledge distillation.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, methods, deploy, sweep, compress, store, ui):
+    for group in (train, methods, deploy, sweep, leaderboard, compress, store, ui):
         group.register(sub)
     return parser
 

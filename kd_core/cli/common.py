@@ -280,6 +280,13 @@ def numbers(cast):
     return parse
 
 
+def add_backend_args(g) -> None:
+    """--backend, --ray-address and --ray-cpus of a command that runs many runs (sweep, leaderboard)."""
+    g.add_argument("--backend", choices=["inprocess", "ray"], default="inprocess")
+    g.add_argument("--ray-address", default=None, help="Ray cluster to use (default: start a local one)")
+    g.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray instance")
+
+
 def method_list(text: str) -> tuple[str, ...]:
     """ "kd,dkd,0.5*kd+1*at" -> ("kd", "dkd", "0.5*kd+1*at"); each mix is checked by the sweep's validation."""
     return tuple(m.strip() for m in text.split(",") if m.strip())

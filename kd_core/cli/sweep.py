@@ -18,6 +18,7 @@ import time
 from kd_core.cli.common import (
     ProgressBar,
     StopOnSignal,
+    add_backend_args,
     add_data_args,
     add_train_args,
     data_config,
@@ -71,9 +72,7 @@ def register(sub) -> None:
     g.add_argument("--seeds", type=int, default=1, help="N seeds: --seed, --seed+1, … (default 1)")
     g.add_argument("--no-cache", action="store_true", help="run the teacher on every batch")
     g.add_argument("--resume", metavar="SWEEP_ID", help="run the cells of this sweep that have not finished")
-    g.add_argument("--backend", choices=["inprocess", "ray"], default="inprocess")
-    g.add_argument("--ray-address", default=None, help="Ray cluster to use (default: start a local one)")
-    g.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray instance")
+    add_backend_args(g)
     g.add_argument("--metric", choices=SWEEP_METRICS, default="best_val_acc", help="what the grid shows")
     g.add_argument(
         "--label-budgets",
