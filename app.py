@@ -11,7 +11,7 @@ legacy mode (each page run on its own, without this file) until st.navigation fi
 import streamlit as st
 
 from kd_core.views.studio import StoreError
-from ui import state
+from ui import layout, state
 
 st.set_page_config(page_title="KD Studio", page_icon="⚗️", layout="wide")
 
@@ -28,6 +28,7 @@ PAGES = [
 
 page = st.navigation(PAGES)
 try:
+    layout.responsive()
     state.sidebar()
     if (problem := state.store_problem()) is not None:
         st.error(f"{problem} Set another run store folder in the sidebar (Folders and compute).")

@@ -13,24 +13,24 @@ from ui import forms, live, method_picker, state
 def student_widgets(data, teacher_id: str) -> dict:
     model = forms.model_widgets("s", "student", data.name)
     c = st.columns(2)
-    temperature = c[0].slider(
+    temperature = forms.slider(
+        c[0],
         "Temperature T",
         1.0,
         20.0,
         4.0,
+        "T",
         step=0.5,
-        key="T",
-        bind="query-params",
         help="Higher T softens the teacher's distribution and reveals its dark knowledge.",
     )
-    alpha = c[1].slider(
+    alpha = forms.slider(
+        c[1],
         "λ (weight of the teacher)",
         0.0,
         1.0,
         studio.DEFAULT_LAMBDA,
+        "lam",
         step=0.05,
-        key="lam",
-        bind="query-params",
         help="0 trains on labels only; 1 learns from the teacher only.",
     )
     selected, weights, params = method_picker.method_widgets(method_mix.methods())
@@ -190,8 +190,11 @@ def result_cards(snap: dict, teacher_id: str) -> None:
         )
     _cards(items)
     lines = []
+    asked = snap["notes"].get("started_with", {}).get("baseline", True)
     if "baseline" in diffs:
         lines.append(f"Against its no-KD baseline: {diffs['baseline'].text()}.")
+    elif not asked:
+        lines.append("No baseline was asked for, so what distillation bought is unknown.")
     elif snap["status"] == "stopped":
         lines.append("No baseline: the job was stopped before it was trained, so what distillation bought is unknown.")
     if "teacher" in diffs:
@@ -202,6 +205,27 @@ def result_cards(snap: dict, teacher_id: str) -> None:
         lines.append(f"Peak memory (RSS) while the student trained: {student['peak_rss_bytes'] / 2**20:,.0f} MiB.")
     st.caption("  \n".join(lines))
     st.page_link("app_pages/compare.py", label="Compare in detail", icon="➡️")
+
+
+def settings_note(job, w: dict, busy: bool) -> None:
+    """The run shown below is the job's, not the sliders': say what it was started with when the
+    sliders (or a link's values) now read otherwise."""
+    started = job.snapshot()["notes"].get("started_with")
+    if not started:
+        if busy:
+            st.caption("A run is in progress; it keeps going while you move the sliders.")
+        return
+    now = {"T": w["temperature"], "λ": w["alpha"], "epochs": w["epochs"], "seed": w["seed"]}
+    moved = [
+        f"{k}={started[k]:g} (now {v:g})" for k, v in now.items() if k in started and float(started[k]) != float(v)
+    ]
+    if moved:
+        st.info(
+            f"The run below was started with {', '.join(moved)}: press Distill to train with the sliders' values.",
+            icon=":material/tune:",
+        )
+    elif busy:
+        st.caption("A run is in progress; it keeps going while you move the sliders.")
 
 
 st.title("Distill")
@@ -223,8 +247,8 @@ elif data is not None:
     ):
         launch(data, teacher_id, teacher, widgets)
     job = live.find_job(("distill", "quick"))
-    if busy and job is not None:
-        st.caption("A run is in progress; it keeps going while you move the sliders.")
+    if job is not None:
+        settings_note(job, widgets, busy)
     if job is not None:
         snap = live.show_job(job, "distill")
         if snap["status"] != "running":

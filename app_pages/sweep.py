@@ -327,7 +327,8 @@ def results_section(sweeps: list[dict], job: Job | None) -> None:
             f"and seed, averaged over seeds, then the p-value of a {TEST_NAME}, two-sided: * marks "
             f'p < {ALPHA:g}; "no test": one seed, or the same gain on every seed, gives no verdict. '
             f"A star and an outline mark the best mean of its size — every cell of a tie, and only when "
-            f"its mean gain is above 0."
+            f"its mean gain is above 0. The colour scales span at least the 95% sampling noise of one "
+            f"comparison on the evaluation split, so a difference chance alone could make stays pale."
         )
         if metric == "test_acc":
             st.caption(
@@ -373,14 +374,19 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
     )
     budget = budget_curve(sweep_id, sweep, metric)
     results = sweep_results(store, sweep_id, metric, ALPHA, budget)
+    try:  # how many images the metric is measured on: the colour scales' noise floor
+        info = sweep_data(sweep_id).info()
+        images = int(info["test"] if metric == "test_acc" else info["val"])
+    except KDError:
+        images = 0
     methods = sweep.method_texts
     for i, method in enumerate(methods):  # a pair of heatmaps per method and size
         for size, g in sweep_grids(store, sweep_id, metric, ALPHA, results, budget, method).items():
             label = f"{sweep.family} {size}" + (f" · {method}" if len(methods) > 1 else "")
             key = f"{size}" if i == 0 else f"{size}_{i}"
-            acc = experiment_charts.sweep_accuracy_heatmap(g, label, metric)
+            acc = experiment_charts.sweep_accuracy_heatmap(g, label, metric, images)
             st.plotly_chart(acc, key=f"sw_acc_{key}", width="stretch")
-            gain = experiment_charts.sweep_gain_heatmap(g, label, ALPHA)
+            gain = experiment_charts.sweep_gain_heatmap(g, label, ALPHA, images)
             st.plotly_chart(gain, key=f"sw_gain_{key}", width="stretch")
             words = sweep_view.best_text(g, label)
             if words:

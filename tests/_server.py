@@ -100,8 +100,8 @@ class StreamlitServer:
             str(self.port),
             "--server.address",
             "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
+            # browser.gatherUsageStats is off in .streamlit/config.toml beside app.py, which the
+            # browser tests thus check: its failed fetches would be console errors.
             "--server.fileWatcherType",
             "none",
         ]

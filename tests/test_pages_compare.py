@@ -116,10 +116,10 @@ def test_compare_picker_filters_by_kind_sweep_teacher_and_status(scaled_store):
     assert len(offered()) == 3  # the sweep's student, plus the two picked (picks stay whatever the filters)
     at.selectbox(key="cmp_sweep").set_value("none").run()
     assert len(offered()) == 5
-    at.multiselect(key="cmp_kinds").set_value(["baseline"]).run()
+    at.pills(key="cmp_kinds").set_value(["baseline"]).run()
     assert {o.split(" · ")[0] for o in offered()} == {"baseline", "student"}  # the picked student stays
     at.toggle(key="cmp_mine").set_value(False).run()
-    at.multiselect(key="cmp_kinds").set_value(["student"]).run()
+    at.pills(key="cmp_kinds").set_value(["student"]).run()
     assert len(offered()) == 3 + 1 + 1  # A's 3 students outside sweeps, B's, and the picked baseline
     assert len(set(offered())) == len(offered())  # two alike (A's and B's seed 0) told apart by their ids
     assert at.multiselect(key="cmp_runs").value == [f["student_seed1"], f["baseline_seed1"]]

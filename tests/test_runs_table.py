@@ -83,10 +83,11 @@ def test_curves_frame_and_csv_match_the_store(template_store):
     frame = runs_table.runs_frame(store)
     ids = frame["id"].tolist()[:3]
     curves = runs_table.curves_frame(store, ids)
-    assert list(curves.columns) == ["run", "label", "epoch", "loss", "train_acc", "val_acc"]
+    assert list(curves.columns) == ["run", "label", "kind", "epoch", "loss", "train_acc", "val_acc"]
     for run_id in ids:
         stored = store.epochs(run_id)
         part = curves[curves["run"] == run_id]
+        assert set(part["kind"]) <= {store.get_run(run_id)["kind"]}  # the role its colour comes from
         assert part["val_acc"].tolist() == [e["val_acc"] for e in stored]
         assert part["loss"].tolist() == [e["loss"] for e in stored]
     csv = pd.read_csv(io.StringIO(runs_table.to_csv(frame)))

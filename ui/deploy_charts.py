@@ -101,10 +101,10 @@ def latency_bars(frame: pd.DataFrame, batch_sizes: list[int]) -> go.Figure:
             text="Latency by runtime<br><sup>colour: the model · hatching: the runtime · bar labels: "
             "speed-up over the teacher in eager PyTorch at the same batch size</sup>"
         ),
-        height=420,
-        margin=MARGIN,
+        height=480,
+        margin=dict(MARGIN, b=colors.LEGEND_MARGIN),
         barmode="group",
-        legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, title_text="runtime"),
+        legend=dict(colors.LEGEND_BELOW, title_text="runtime"),
         uniformtext=dict(minsize=9, mode="hide"),
     )
     return fig

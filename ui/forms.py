@@ -1,10 +1,15 @@
 """Widgets shared by the Teacher and Distill pages: model size and training budget.
 
 Each widget has a key and is bound to the URL query string, so a copied link
-opens the same experiment.
+opens the same experiment. A link whose value a widget cannot take (out of range,
+not one of its choices) is dropped by Streamlit without a word; `slider` and
+`select_slider` say so on the page instead (`link_notice`).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
 
 import streamlit as st
 
@@ -13,6 +18,47 @@ from ui import state
 
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0]
 BATCH_SIZES = [16, 32, 64, 128, 256, 512]
+# Widths on a log-like scale (powers of two and the halfway points): a linear 4–2048 slider
+# crammed every small student into its first few pixels.
+WIDTH_STEPS = [4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
+
+
+def _number(raw: str) -> float | None:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def link_notice(key: str, label: str, valid: Callable[[str], bool], expected: str) -> None:
+    """On the first run of a session (the widget has no state yet), a visible notice when the
+    URL sets `key` to a value the widget cannot take."""
+    raw = st.query_params.get(key)
+    if raw is None or key in st.session_state or valid(raw):
+        return
+    st.warning(f"The link's {label} “{raw}” is not {expected}: the default is used.", icon=":material/link_off:")
+
+
+def slider(container, label: str, lo, hi, value, key: str, **kw):
+    """`container.slider` bound to the URL, with a notice for a linked value outside lo–hi."""
+    link_notice(key, label, lambda raw: (v := _number(raw)) is not None and lo <= v <= hi, f"within {lo:g}–{hi:g}")
+    return container.slider(label, lo, hi, value, key=key, bind="query-params", **kw)
+
+
+def select_slider(container, label: str, options: Sequence, value, key: str, fmt: Callable = str, **kw):
+    """`container.select_slider` bound to the URL, with a notice for a linked value that is not
+    one of `options` (written as the option or as its label)."""
+    names = {str(o) for o in options} | {fmt(o) for o in options}
+    numbers = {float(o) for o in options if isinstance(o, int | float)}
+    shown = f"one of {fmt(options[0])}, {fmt(options[1])} … {fmt(options[-1])}" if len(options) > 3 else "offered"
+    link_notice(key, label, lambda raw: raw in names or _number(raw) in numbers, shown)
+    return container.select_slider(label, options, value, key=key, bind="query-params", format_func=fmt, **kw)
+
+
+def width_choices(lo: int, hi: int, start: int) -> list[int]:
+    """The log-like width steps within lo–hi, with `start` (a preset) among them."""
+    return sorted({w for w in WIDTH_STEPS if lo <= w <= hi} | {start})
 
 
 def model_widgets(prefix: str, role: str, dataset: str) -> dict:
@@ -40,13 +86,9 @@ def model_widgets(prefix: str, role: str, dataset: str) -> dict:
         cols[2].caption(studio.family_note(fam))
         return out
     k = knobs["size"]
-    out["size"] = cols[1].slider(
-        k["label"], k["min"], k["max"], min(max(start.size, k["min"]), k["max"]), step=k["step"],
-        key=f"{prefix}_size", bind="query-params",
-    )  # fmt: skip
-    out["depth"] = cols[2].slider(
-        "Hidden layers", 0, 4, start.depth, key=f"{prefix}_depth", bind="query-params", disabled=not knobs["depth"]
-    )
+    begin = min(max(start.size, k["min"]), k["max"])
+    out["size"] = select_slider(cols[1], k["label"], width_choices(k["min"], k["max"], begin), begin, f"{prefix}_size")
+    out["depth"] = slider(cols[2], "Hidden layers", 0, 4, start.depth, f"{prefix}_depth", disabled=not knobs["depth"])
     return out
 
 
@@ -54,11 +96,9 @@ def budget_widgets(prefix: str, epochs: int, lr: float) -> dict:
     """Epochs, learning rate, batch size, optimizer, schedule and seed."""
     cols = st.columns(3)
     out = {
-        "epochs": cols[0].slider("Epochs", 1, 100, epochs, key=f"{prefix}_epochs", bind="query-params"),
-        "lr": cols[1].select_slider(
-            "Learning rate", LEARNING_RATES, lr, key=f"{prefix}_lr", bind="query-params", format_func=lambda v: f"{v:g}"
-        ),
-        "batch_size": cols[2].select_slider("Batch size", BATCH_SIZES, 64, key=f"{prefix}_bs", bind="query-params"),
+        "epochs": slider(cols[0], "Epochs", 1, 100, epochs, f"{prefix}_epochs"),
+        "lr": select_slider(cols[1], "Learning rate", LEARNING_RATES, lr, f"{prefix}_lr", fmt=lambda v: f"{v:g}"),
+        "batch_size": select_slider(cols[2], "Batch size", BATCH_SIZES, 64, f"{prefix}_bs"),
     }
     with st.expander("Optimizer and seed"):
         c = st.columns(3)

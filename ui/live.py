@@ -123,4 +123,6 @@ def _header(job: Job, snap: dict, key: str) -> None:
 def _curves(snap: dict, key: str) -> None:
     left, right = st.columns(2)
     left.plotly_chart(charts.loss_curves(studio.step_frame(snap)), key=f"{key}_loss", width="stretch")
-    right.plotly_chart(charts.accuracy_curves(studio.epoch_frame(snap)), key=f"{key}_acc", width="stretch")
+    right.plotly_chart(
+        charts.accuracy_curves(studio.epoch_frame(snap), snap["status"]), key=f"{key}_acc", width="stretch"
+    )

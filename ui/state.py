@@ -145,7 +145,7 @@ def store_problem() -> str | None:
 
 
 def _teacher_label(t: dict) -> str:
-    acc = f" · acc {t['test_acc']:.3f}" if t["test_acc"] is not None else ""
+    acc = f" · {t['test_acc']:.3f}" if t["test_acc"] is not None else ""
     return f"{t['label']}{acc} · {t['when']}"
 
 
@@ -169,7 +169,13 @@ def _teacher_picker(s: dict) -> None:
     st.session_state.pop("pending", None)
     if st.session_state.get("teacher_pick") not in ids:
         st.session_state["teacher_pick"] = wanted if wanted in ids else ids[0]
-    s["teacher_id"] = st.selectbox("Teacher in use", ids, format_func=labels.get, key="teacher_pick")
+    s["teacher_id"] = st.selectbox(
+        "Teacher in use",
+        ids,
+        format_func=labels.get,
+        key="teacher_pick",
+        help="Model · test accuracy · when it was trained (today's time, else its day).",
+    )
     st.query_params["teacher"] = s["teacher_id"]
 
 

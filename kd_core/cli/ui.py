@@ -3,6 +3,11 @@
 The dashboard (app.py, app_pages/, ui/) lives beside the kd_core package in a source
 checkout, which `pip install -e .` keeps in place; kd_core itself never imports
 streamlit, so the server runs as a child process.
+
+The server always runs headless (.streamlit/config.toml beside app.py): Streamlit's own
+first-start prompt for an e-mail address would otherwise hold a fresh install at the
+terminal. Unless --headless is given, this command opens the browser itself once the
+server answers.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
+import webbrowser
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,8 +36,9 @@ def cmd_ui(a: argparse.Namespace) -> int:
             "with `pip install -e .` and run `kd-studio ui` again."
         )
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(a.port)]
-    if a.headless:
-        cmd += ["--server.headless", "true"]
+    cmd += ["--server.headless", "true"]
+    if not a.headless:
+        threading.Thread(target=open_when_up, args=(f"http://localhost:{a.port}",), daemon=True).start()
     server = subprocess.Popen(cmd, cwd=a.cwd or None)
     with _forwarding_signals(server):
         code = server.wait()
@@ -55,6 +64,20 @@ def _forwarding_signals(server: subprocess.Popen) -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def open_when_up(url: str, timeout: float = 120.0) -> bool:
+    """Open `url` in the user's browser once the server's health check answers (True), or give
+    up after `timeout` seconds (False); the server prints its address either way."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return webbrowser.open(url)
+        except OSError:
+            time.sleep(0.5)
+    return False
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -114,7 +114,8 @@ def run_facts(run: dict) -> dict:
     )
     if "uploaded" in run["label"]:
         how = "uploaded"
-    parts = [run["kind"], model, how, f"seed {seed}" if seed is not None else ""]
+    sweep = f"sweep {facts['sweep'][-4:]}" if facts["sweep"] else ""
+    parts = [run["kind"], model, how, f"seed {seed}" if seed is not None else "", sweep]
     facts["title"] = " · ".join(p for p in parts if p) + ("" if run["status"] == "finished" else f" ({run['status']})")
     return facts
 

@@ -228,7 +228,7 @@ def run_label(row: Mapping) -> str:
 
 
 def curves_frame(store: Store, ids: Iterable[str]) -> pd.DataFrame:
-    """Per-epoch curves of the runs `ids`, long-form: run (id), label, epoch, loss, train_acc, val_acc."""
+    """Per-epoch curves of the runs `ids`, long-form: run (id), label, kind, epoch, loss, train_acc, val_acc."""
     ids = list(ids)
     epochs = store.epochs_of(ids)
     rows = []
@@ -253,13 +253,14 @@ def curves_frame(store: Store, ids: Iterable[str]) -> pd.DataFrame:
                 {
                     "run": run_id,
                     "label": label,
+                    "kind": run["kind"],
                     "epoch": e["epoch"],
                     "loss": e["loss"],
                     "train_acc": e["train_acc"],
                     "val_acc": e["val_acc"],
                 }
             )
-    return pd.DataFrame(rows, columns=["run", "label", "epoch", "loss", "train_acc", "val_acc"])
+    return pd.DataFrame(rows, columns=["run", "label", "kind", "epoch", "loss", "train_acc", "val_acc"])
 
 
 def to_csv(frame: pd.DataFrame) -> str:

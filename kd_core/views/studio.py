@@ -246,10 +246,17 @@ def teachers(store: Store, data: Dataset) -> list[dict]:
                     "status": r["status"],
                     "test_acc": r["metrics"].get("test_acc"),
                     "params": r["metrics"].get("params"),
-                    "when": time.strftime("%d %b %H:%M", time.localtime(r["created"])),
+                    "when": _when(r["created"]),
                 }
             )
     return rows
+
+
+def _when(created: float) -> str:
+    """A run's start, short: the time today, else the day ('09:41', '3 Dec')."""
+    t = time.localtime(created)
+    same_day = time.strftime("%Y%m%d", t) == time.strftime("%Y%m%d")
+    return time.strftime("%H:%M", t) if same_day else f"{t.tm_mday} {time.strftime('%b', t)}"
 
 
 def load_model(store: Store, run_id: str, data: Dataset) -> nn.Module:
@@ -371,7 +378,21 @@ def start_distill(
         f"distil {cfg.model.label()} ({format_methods(cfg.distill.methods)}, T={cfg.distill.temperature:g}, "
         f"λ={cfg.distill.alpha:g})"
     )
-    return manager.start(title, "distill", work)
+    job = manager.start(title, "distill", work)
+    job.note(started_with={**job_settings(cfg), "baseline": with_baseline})
+    return job
+
+
+def job_settings(cfg: RunConfig) -> dict:
+    """What a distillation job was started with, as the Distill page's sliders name it."""
+    return {
+        "model": cfg.model.label(),
+        "method": format_methods(cfg.distill.methods),
+        "T": cfg.distill.temperature,
+        "λ": cfg.distill.alpha,
+        "epochs": cfg.train.epochs,
+        "seed": cfg.train.seed,
+    }
 
 
 def matching_teacher(store: Store, cfg: RunConfig) -> str | None:
