@@ -9,8 +9,9 @@ from __future__ import annotations
 from itertools import pairwise
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from app_helpers import open_app, stored_teacher, wait_for_job
+from app_helpers import APP, open_app, stored_teacher, wait_for_job
 from kd_core.store import Store
 from kd_core.train.models import teacher_preset
 from kd_core.views import studio
@@ -30,16 +31,11 @@ def test_overview_renders(runs_dir):
 
 def test_teacher_page_renders(runs_dir):
     at = open_app("app_pages/teacher.py")
-<<<<<<< HEAD
     preset = teacher_preset("digits")
-    assert [at.slider(key=k).value for k in ("t_size", "t_depth", "t_epochs")] == [preset.size, preset.depth, 15]
-=======
-    for key in ("t_depth", "t_epochs"):
-        assert at.slider(key=key) is not None
+    assert [at.slider(key=k).value for k in ("t_depth", "t_epochs")] == [preset.depth, 15]
     width = at.select_slider(key="t_size")  # a log-like scale: 4, 6, 8, 12 … 1536, 2048
     assert width.options[:4] == ["4", "6", "8", "12"] and width.options[-2:] == ["1536", "2048"]
-    assert width.value == 512
->>>>>>> 33bb951 (One colour language, dark theme and narrow screens, failed and stopped runs, and the small things)
+    assert width.value == preset.size
     assert at.button(key="train_teacher").label == "Train teacher"
     assert at.select_slider(key="t_lr").value == pytest.approx(1e-3)
 
