@@ -49,6 +49,7 @@ PAGES = {
     "soft_targets": ("soft_targets", "Soft targets"),
     "runs": ("runs", "Runs"),
     "sweep": ("sweep", "Sweep"),
+    "compress": ("compress", "Compress"),
 }
 WIDTHS, THEMES = (800, 1400), ("light", "dark")
 NARROW = 900  # ui/layout.py: at this width or less, columns stack and the sidebar starts collapsed
@@ -91,13 +92,22 @@ def visit(page, base: str, name: str, query: str = "") -> None:
     assert_no_exception(page, name)
 
 
+CHARTS_DRAWN = """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+    .filter(c => c.offsetParent !== null)
+    .every(c => c.querySelector('.main-svg'))
+    && !document.querySelector('[data-testid="stSkeleton"]')"""
+
+
 def whole_page(page, path) -> None:
-    """A screenshot of the whole page: Streamlit scrolls its main block, not the document, so the
-    viewport is made as tall as that block first."""
+    """A screenshot of the whole page once every visible chart is drawn: Streamlit scrolls its main
+    block, not the document, so the viewport is made as tall as that block first (the charts
+    are drawn again at the new size)."""
     size = page.viewport_size
     height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
     page.set_viewport_size({"width": size["width"], "height": max(size["height"], int(height))})
-    page.wait_for_timeout(1500)  # charts re-lay out at the new size
+    page.wait_for_timeout(1000)
+    wait_until(lambda: page.evaluate(CHARTS_DRAWN), 60, what=f"the charts of {path.name} to be drawn")
+    page.wait_for_timeout(500)
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(size)
 
@@ -340,6 +350,10 @@ LAYOUT_FACTS = """() => {
     return {sidebarOpen: box.width > 50 && box.right > 50, clipped, sideBySide,
             dark: (0.2126 * bg[0] + 0.7152 * bg[1] + 0.0722 * bg[2]) / 255 < 0.3};
 }"""
+
+
+def test_the_screenshots_cover_every_page():
+    assert sorted(PAGES) == sorted(p.stem for p in (REPO / "app_pages").glob("*.py"))
 
 
 @pytest.mark.parametrize("theme", THEMES)

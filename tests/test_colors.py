@@ -83,7 +83,18 @@ def test_the_three_roles_stay_apart(vision):
 
 @pytest.mark.parametrize(
     "name, key",
-    [("CE", "ce"), ("RKD angle", "rkd_a"), ("rkd_dist", "rkd_d"), ("DIST.INTER", "dist_inter"), ("KD std", "kd_std")],
+    [
+        ("CE", "ce"),
+        ("RKD angle", "rkd_a"),
+        ("RKD dist", "rkd_d"),
+        ("rkd_dist", "rkd_d"),
+        ("INTER", "dist_inter"),
+        ("INTRA", "dist_intra"),
+        ("DIST.INTER", "dist_inter"),
+        ("KD std", "kd_std"),
+        ("HINT", "hint"),
+        ("TCKD", "tckd"),
+    ],
 )
 def test_term_spellings_map_to_one_colour(name, key):
     assert colors.term_key(name) == key

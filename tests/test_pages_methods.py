@@ -34,7 +34,7 @@ def test_kd_is_the_default_with_its_formula_and_a_cached_teacher(runs_dir):
 def test_fitnets_shows_its_regressor_and_parameter_help(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")
-    at.slider(key="s_size").set_value(16).run()
+    at.select_slider(key="s_size").set_value(16).run()
     at.multiselect(key="methods").set_value(["fitnets"]).run()
     assert not at.exception, [e.value for e in at.exception]
     # An MLP 16 student guided toward an MLP 64 teacher's hidden layer: a 16 → 64 linear regressor.

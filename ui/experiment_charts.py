@@ -200,7 +200,9 @@ def _heatmap(
     xs, ys = [], []
     for b in best:
         j, i = alphas.index(b["alpha"]), temps.index(b["temperature"])
-        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color=colors.CELL_TEXT, width=4))
+        fig.add_shape(
+            type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color=colors.CELL_TEXT, width=4)
+        )
         xs.append(j + 0.38)
         ys.append(i + 0.28)
     if best:

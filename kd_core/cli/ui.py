@@ -27,6 +27,7 @@ from pathlib import Path
 from kd_core.errors import ConfigError
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
+SERVE = APP.parent / "ui" / "serve.py"  # streamlit run app.py, after importing what its pages need
 
 
 def cmd_ui(a: argparse.Namespace) -> int:
@@ -35,8 +36,7 @@ def cmd_ui(a: argparse.Namespace) -> int:
             f"the dashboard's app.py is not at {APP}: install KD Studio from a source checkout "
             "with `pip install -e .` and run `kd-studio ui` again."
         )
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(a.port)]
-    cmd += ["--server.headless", "true"]
+    cmd = [sys.executable, str(SERVE), "--server.port", str(a.port), "--server.headless", "true"]
     if not a.headless:
         threading.Thread(target=open_when_up, args=(f"http://localhost:{a.port}",), daemon=True).start()
     server = subprocess.Popen(cmd, cwd=a.cwd or None)
