@@ -385,6 +385,8 @@ def start_distill(
 
 def job_settings(cfg: RunConfig) -> dict:
     """What a distillation job was started with, as the Distill page's sliders name it."""
+    if cfg.distill is None:
+        raise ConfigError("a student needs its distillation settings (methods, temperature, λ).")
     return {
         "model": cfg.model.label(),
         "method": format_methods(cfg.distill.methods),
