@@ -51,7 +51,7 @@ def test_distill_counts_labelled_and_transfer_images_live_and_stores_the_budget(
 
 def test_teacher_page_trains_on_a_budget(runs_dir):
     at = open_app("app_pages/teacher.py")
-    at.slider(key="t_size").set_value(32)
+    at.select_slider(key="t_size").set_value(32)
     at.slider(key="t_epochs").set_value(1)
     at.select_slider(key="t_labels").set_value(100).run()
     assert "**100** labelled images" in caption_text(at)

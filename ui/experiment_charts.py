@@ -317,13 +317,16 @@ def gain_curve_chart(curve: pd.DataFrame, metric: str = "test_acc", alpha: float
     names = [("all" if b == 0 else f"{b:,}") for b in curve["budget"]]
     curve = curve.assign(labels=names)
     several = curve["method"].nunique() > 1
-    for k, ((size, m, t, a), part) in enumerate(curve.groupby(["size", "method", "temperature", "alpha"], sort=False)):
-        colour = qualitative.Plotly[k % len(qualitative.Plotly)]
+    groups = list(curve.groupby(["size", "method", "temperature", "alpha"], sort=False))
+    # The roles' colours (ui/colors.py): students and their gains green, baselines vermillion,
+    # one shade per setting; solid lines, since dashes mean validation on every chart.
+    students, baselines = colors.shades("student", len(groups)), colors.shades("baseline", len(groups))
+    for k, ((size, m, t, a), part) in enumerate(groups):
         name = f"size {size} · {m + ' · ' if several else ''}T={t:g} · λ={a:g}"
-        for col, y, std, dash, who in (
-            (1, "mean", "std", "solid", "distilled"),
-            (1, "baseline_mean", "baseline_std", "dot", "baseline"),
-            (2, "gain_mean", "gain_std", "solid", "gain"),
+        for col, y, std, colour, who in (
+            (1, "mean", "std", students[k], "distilled"),
+            (1, "baseline_mean", "baseline_std", baselines[k], "baseline"),
+            (2, "gain_mean", "gain_std", students[k], "gain"),
         ):
             fig.add_trace(
                 go.Scatter(
@@ -333,14 +336,14 @@ def gain_curve_chart(curve: pd.DataFrame, metric: str = "test_acc", alpha: float
                     mode="lines+markers+text" if col == 2 else "lines+markers",
                     text=[p_text(p, s) for p, s in zip(part["p"], part["significant"])] if col == 2 else None,
                     textposition="top center",
-                    line=dict(color=colour, dash=dash),
+                    line=dict(color=colour),
                     name=f"{name} · {who}",
                     legendgroup=name,
                 ),
                 row=1,
                 col=col,
             )
-    fig.add_hline(y=0, line=dict(color="grey", width=1), row=1, col=2)
+    fig.add_hline(y=0, line=dict(color=colors.NEUTRAL, width=1), row=1, col=2)
     fig.update_xaxes(title_text="labelled training images", type="category")
     fig.update_layout(
         height=420,
