@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from kd_core.config import DistillConfig, RunConfig, format_methods, format_params
+from kd_core.config import DistillConfig, LabelConfig, RunConfig, format_methods, format_params
 from kd_core.deploy.modelcard import run_command
 from kd_core.records import LatencyRow
 from kd_core.stats import summarize
@@ -37,6 +37,7 @@ COLUMNS = [
     "T",
     "λ",
     "method",
+    "labels",
     "seed",
     "epochs",
     "status",
@@ -77,6 +78,13 @@ def method_label(distill: dict | None) -> str | None:
     return format_methods(specs) + (f" ({', '.join(params)})" if params else "")
 
 
+def labels_text(labels: dict | None) -> str:
+    """The run's label budget in words, and a transfer folder if it had one: runs that differ
+    only by budget look alike otherwise ("all labels" for runs stored before budgets)."""
+    c = LabelConfig(**(labels or {}))
+    return c.describe() + (" + unlabelled folder" if "folder:" in c.transfer else "")
+
+
 def _latency_b1(metrics: dict) -> float | None:
     row = LatencyRow.stored(metrics, 1)
     return row.median_ms if row else None
@@ -99,6 +107,7 @@ def _row(r: dict, curve: list[float], sweep_teachers: Mapping[str, str], now: fl
         "T": distill.get("temperature"),
         "λ": distill.get("alpha"),
         "method": method_label(distill),
+        "labels": labels_text(c.get("labels")),
         "seed": c["train"]["seed"],
         "epochs": c["train"]["epochs"],
         "status": r["status"],
@@ -174,6 +183,7 @@ GROUP_COLUMNS = [
     "T",
     "λ",
     "method",
+    "labels",
     "epochs",
     "n",
     "seeds",
@@ -201,7 +211,10 @@ def group_by_config(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, part in done.groupby("config_key", sort=False):
         first = part.iloc[0]
-        row = {c: first[c] for c in ("kind", "dataset", "teacher", "model", "T", "λ", "method", "epochs", "params")}
+        row = {
+            c: first[c]
+            for c in ("kind", "dataset", "teacher", "model", "T", "λ", "method", "labels", "epochs", "params")
+        }
         for metric in ACCURACIES:
             s = summarize(part[metric].tolist())
             row[metric], row[f"{metric}_mean"], row[f"{metric}_std"] = s.text(), s.mean, s.std
