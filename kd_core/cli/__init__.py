@@ -2,6 +2,7 @@
 
     train   teacher, distill, bench, datasets, runs
     methods methods (the distillation methods, their papers and parameters)
+    pipelines  takd, ban, dml (multi-model methods: each stage or peer a stored run)
     sweep   sweep
     leaderboard  leaderboard (methods side by side over seeds, with paired tests)
     compress  compress (an Optuna search for a small fast student)
@@ -20,7 +21,7 @@ import argparse
 import os
 import sys
 
-from kd_core.cli import compress, deploy, leaderboard, methods, store, sweep, train, ui
+from kd_core.cli import compress, deploy, leaderboard, methods, pipelines, store, sweep, train, ui
 from kd_core.cli.common import EXIT_USER_ERROR, Parser, one_line
 from kd_core.errors import KDError
 
@@ -28,7 +29,7 @@ from kd_core.errors import KDError
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="kd-studio", description="KD Studio: knowledge distillation.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, methods, deploy, sweep, leaderboard, compress, store, ui):
+    for group in (train, methods, pipelines, deploy, sweep, leaderboard, compress, store, ui):
         group.register(sub)
     return parser
 

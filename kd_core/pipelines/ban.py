@@ -29,6 +29,7 @@ from kd_core.methods import get_method, validate_methods
 from kd_core.pipelines.common import PipelineResult, check_chain, distill_stage, new_pipeline_id, stage_config
 from kd_core.store import Store
 from kd_core.train.data import Dataset
+from kd_core.train.engine import validate_config
 from kd_core.train.models import build_model
 from kd_core.train.recorder import train_teacher
 
@@ -68,6 +69,8 @@ def ban_configs(
     for k in range(1, generations + 1):
         link = PipelineLink("ban", pipeline_id, k, f"generation {k}", (teacher_id or "gen 0",))
         cfgs.append(stage_config(base, base.model, link, seed + k))
+    for cfg in cfgs:  # the flags' values, before any data loads
+        validate_config(cfg)
     return cfgs
 
 

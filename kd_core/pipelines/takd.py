@@ -27,6 +27,7 @@ from kd_core.events import ProgressSink, ignore
 from kd_core.pipelines.common import PipelineResult, check_chain, distill_stage, new_pipeline_id, stage_config
 from kd_core.store import Store
 from kd_core.train.data import Dataset
+from kd_core.train.engine import validate_config
 
 
 def takd_configs(base: RunConfig, teacher_id: str, chain: Sequence[ModelSpec], pipeline_id: str) -> list[RunConfig]:
@@ -39,7 +40,7 @@ def takd_configs(base: RunConfig, teacher_id: str, chain: Sequence[ModelSpec], p
             "TAKD needs at least one assistant and a student (e.g. --assistant mlp:128 --student mlp:16)."
         )
     n = len(chain)
-    return [
+    cfgs = [
         stage_config(
             base,
             spec,
@@ -47,6 +48,9 @@ def takd_configs(base: RunConfig, teacher_id: str, chain: Sequence[ModelSpec], p
         )
         for k, spec in enumerate(chain, start=1)
     ]
+    for cfg in cfgs:  # the flags' values, before any data loads
+        validate_config(cfg)
+    return cfgs
 
 
 def takd(
