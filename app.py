@@ -23,6 +23,7 @@ PAGES = [
     st.Page("app_pages/soft_targets.py", title="Soft targets", icon=":material/bar_chart:"),
     st.Page("app_pages/runs.py", title="Runs", icon=":material/table_view:"),
     st.Page("app_pages/sweep.py", title="Sweep", icon=":material/grid_on:"),
+    st.Page("app_pages/methods.py", title="Methods", icon=":material/leaderboard:"),
     st.Page("app_pages/compress.py", title="Compress", icon=":material/speed:"),
 ]
 

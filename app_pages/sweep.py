@@ -9,8 +9,6 @@ from kd_core.views.sweep_view import (
     RAY_MISSING,
     RAY_START_S,
     TEST_NAME,
-    DataConfig,
-    TrainConfig,
     create_sweep,
     estimate,
     gain_curve,
@@ -98,19 +96,8 @@ def grid_widgets(data) -> dict:
 
 def sweep_config(data, teacher_id: str, w: dict):
     """The SweepConfig the fields describe, or None (with the reason shown)."""
-    s, b = state.settings(), w["budget"]
-    data_cfg = DataConfig(dataset=data.name, root=s.get("data_root", "data"), image_size=int(s.get("image_size", 32)))
-    train = TrainConfig(
-        epochs=int(b["epochs"]),
-        batch_size=int(b["batch_size"]),
-        lr=float(b["lr"]),
-        optimizer=b["optimizer"],
-        cosine=bool(b["cosine"]),
-        device=s.get("device", "auto"),
-        threads=int(s.get("threads", 0)),
-        precision=s.get("precision", "fp32"),
-        spare_cores=studio.DASHBOARD_SPARE_CORES,
-    )
+    b = w["budget"]
+    data_cfg, train = forms.budget_configs(data, b)
     try:
         cfg = sweep_view.make_sweep(
             w["temperatures"],

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import streamlit as st
 
 from kd_core.views import label_view, studio
+from kd_core.views.sweep_view import DataConfig, TrainConfig
 from ui import state
 
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0]
@@ -188,3 +189,22 @@ def run_config(kind: str, data, family: str, size: int, depth: int, **kw):
         precision=s.get("precision", "fp32"),
         **kw,
     )
+
+
+def budget_configs(data, b: dict) -> tuple[DataConfig, TrainConfig]:
+    """The data and training configs of many runs (Sweep, Methods) from `budget_widgets`' values and
+    the sidebar's settings (device, threads, precision), keeping a core free for the dashboard."""
+    s = state.settings()
+    data_cfg = DataConfig(dataset=data.name, root=s.get("data_root", "data"), image_size=int(s.get("image_size", 32)))
+    train = TrainConfig(
+        epochs=int(b["epochs"]),
+        batch_size=int(b["batch_size"]),
+        lr=float(b["lr"]),
+        optimizer=b["optimizer"],
+        cosine=bool(b["cosine"]),
+        device=s.get("device", "auto"),
+        threads=int(s.get("threads", 0)),
+        precision=s.get("precision", "fp32"),
+        spare_cores=studio.DASHBOARD_SPARE_CORES,
+    )
+    return data_cfg, train

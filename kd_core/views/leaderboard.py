@@ -20,12 +20,16 @@ import pandas as pd
 
 from kd_core.config import DataConfig, TrainConfig
 from kd_core.errors import ConfigError
+from kd_core.jobs import Job, JobManager
+from kd_core.methods import catalogue
 from kd_core.stats import TEST_NAME, PairedTest, pair_by_seed, paired_test, summarize
 from kd_core.store import Store
-from kd_core.sweep.grid import SweepConfig, finished_runs, load_sweep, plan, validate_sweep
+from kd_core.sweep.grid import SweepConfig, create_sweep, finished_runs, load_sweep, plan, validate_sweep
 from kd_core.sweep.results import bh_adjust
+from kd_core.sweep.runner import start_sweep
 from kd_core.train.data import Dataset
 from kd_core.train.engine import check_run
+from kd_core.train.recorder import load_teacher
 
 KIND = "leaderboard"
 BASELINE = "no KD (baseline)"
@@ -80,6 +84,21 @@ def check_models(cfg: SweepConfig, data: Dataset, teacher) -> None:
         if cell.config.kind == "student" and cell.key[6] not in seen:
             seen.add(cell.key[6])
             check_run(cell.config, data, teacher)
+
+
+def method_names() -> list[str]:
+    """Every single method the registry offers, as the page's picker lists them."""
+    return [m["name"] for m in catalogue()]
+
+
+def start_leaderboard(
+    manager: JobManager, store: Store, data: Dataset, cfg: SweepConfig, backend: str = "inprocess", address=None
+) -> tuple[str, Job]:
+    """Check that the teacher and student can serve every method, store the leaderboard and start it
+    as the worker's one job (a sweep job: curves per run, grid progress in its `sweep` note)."""
+    check_models(cfg, data, load_teacher(store, cfg.teacher_id, data))
+    sweep_id = create_sweep(store, cfg, data)
+    return sweep_id, start_sweep(manager, store, data, sweep_id, backend, address)
 
 
 def leaderboards(store: Store) -> list[dict]:
