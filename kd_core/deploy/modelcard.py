@@ -157,6 +157,7 @@ def run_command(store: Store | None, record: dict) -> str | None:
 def _without_seed(config: dict) -> str:
     c = RunConfig.from_dict(config).to_dict()  # normalised: a config from before `methods` is KD
     c["train"].pop("seed", None)
+    c["labels"].pop("label_seed", None)  # a replicate on a label budget draws its own subset (as the Runs table)
     c.pop("sweep_id", None)
     return json.dumps(c, sort_keys=True)
 
@@ -198,6 +199,33 @@ def _dataset(config: dict) -> dict:
         f"{data['split_seed']})",
         "test": test,
     }
+
+
+def _labels(config: dict, metrics: dict) -> dict:
+    """The label budget and, from the engine's report, how many labelled and transfer images the
+    run trained on (None where not reported: runs stored before budgets trained on every label)."""
+    c = LabelConfig(**(config.get("labels") or {}))
+    report = metrics.get("labels") or {}
+    return {
+        "budget": c.describe(),
+        "label_seed": c.label_seed if c.budgeted else None,
+        "transfer": c.transfer,
+        "labelled": report.get("labelled"),
+        "transfer_used": report.get("transfer_used"),
+    }
+
+
+def _labels_lines(lab: dict | None) -> list[str]:
+    """The Dataset section's labels line; none for a card made before cards carried labels."""
+    if lab is None:
+        return []
+    seed = f" (label seed {lab['label_seed']})" if lab["label_seed"] is not None else ""
+    line = f"- labels: {lab['budget']}{seed}"
+    if lab["labelled"] is not None:
+        line += f": {lab['labelled']:,} labelled training images"
+    if lab["transfer_used"]:
+        line += f" and {lab['transfer_used']:,} transfer images whose labels the model never saw"
+    return [line]
 
 
 def _model_summary(record: dict) -> dict:
@@ -281,6 +309,7 @@ def model_card(
         "finished": record["finished"],
         "card_made": time.time(),
         "dataset": _dataset(config),
+        "labels": _labels(config, metrics),
         "teacher": teacher or ({"reference": teacher_ref} if teacher_ref else None),
         "model": _model_summary(record),
         "hyperparameters": config,
@@ -355,6 +384,7 @@ def card_markdown(card: dict) -> str:
         f"- dataset: `{d['name']}`",
         f"- validation: {d['validation']}",
         f"- test: {d['test']}",
+        *_labels_lines(card.get("labels")),
         "",
         "## Models",
         "",
