@@ -147,12 +147,14 @@ def test_without_a_known_teacher_no_placeholder_is_printed(tmp_path):
     [
         ("digits", LabelConfig(per_class=5, label_seed=3, transfer_ratio=3.0), replace(TRAIN, augment=True, mixup=0.2)),
         ("fashion_mnist", LabelConfig(labels=500, transfer="rest+folder:/data/my images"), replace(TRAIN, flip=True)),
-        ("digits", LabelConfig(labels=100, transfer="none"), TRAIN),
+        ("digits", LabelConfig(labels=100, transfer="none"), replace(TRAIN, precision="bf16")),
     ],
 )
-def test_a_budgeted_augmented_run_comes_back_with_its_labels_and_augmentation(tmp_path, dataset, labels, train):
-    """A run on 5 labels per class with function matching must not be reproduced on every label
-    without it: the command's flags parse back to the stored label and training configs."""
+def test_a_budgeted_augmented_run_comes_back_with_its_labels_augmentation_and_precision(
+    tmp_path, dataset, labels, train
+):
+    """A run on 5 labels per class with function matching (or in bf16) must not be reproduced on
+    every label without it: the command's flags parse back to the stored label and training configs."""
     s = Store(tmp_path / "runs")
     teacher = s.create_run(RunConfig(model=ModelSpec("mlp", 32, 1), train=TRAIN))
     s.finish_run(teacher, "finished", {"test_acc": 0.9})

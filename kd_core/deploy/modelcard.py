@@ -106,6 +106,7 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
     args += _switch("--cosine", train["cosine"]) + _switch("--augment", train["augment"])
     args += _switch("--flip", train.get("flip", False))  # function matching's flips and mixup, stored
     args += _flag("--mixup", train["mixup"]) if train.get("mixup") else []  # as the flags that make them
+    args += _flag("--precision", train["precision"]) if train.get("precision", "fp32") != "fp32" else []
     args += _label_flags(config.get("labels") or {})
     if args[3] == "distill":
         distill = config.get("distill") or {}
