@@ -3,6 +3,8 @@ Real SQLite stores in tmp_path, the real engine on digits, tiny MLPs for one or 
 
 from __future__ import annotations
 
+import shutil
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -15,6 +17,7 @@ from kd_core.errors import ConfigError
 from kd_core.methods import parse_methods
 from kd_core.pipelines import Ensemble, ban, dml, dml_losses, pipeline_runs, takd
 from kd_core.store import Store
+from kd_core.store.repair import repair
 from kd_core.train.checkpoint import load_checkpoint
 from kd_core.train.models import build_model
 from kd_core.train.recorder import train_teacher
@@ -248,3 +251,44 @@ def test_dml_bad_input_refused_before_anything_is_stored(tmp_path, digits):
     with pytest.raises(ConfigError):
         dml(store, base, digits, [DML_PEERS[0], ModelSpec("mlp", 0, 1)])
     assert store.list_runs() == []
+
+
+# ---------------------------------------------------------------- stops, failures, repair
+
+
+def test_a_stop_ends_the_chain_at_the_stage_it_reached(tmp_path, digits, teacher):
+    """A stop requested before training: the first stage is stored as stopped and no later
+    stage is created; DML stores every peer as stopped."""
+    store, stop = Store(tmp_path / "runs"), threading.Event()
+    stop.set()
+    base = make_config("student", epochs=1)
+    chain = takd(store, base, digits, teacher, "t0", [ModelSpec("mlp", 48, 1), ModelSpec("mlp", 12, 1)], stop=stop)
+    peers = dml(store, base, digits, DML_PEERS[:2], stop=stop)
+    assert (chain.status, len(chain.outcomes)) == ("stopped", 1)
+    assert peers.status == "stopped" and len(peers.outcomes) == 2
+    assert sorted(r["status"] for r in store.list_runs()) == ["stopped"] * 3
+
+
+def test_diverging_peers_are_stored_failed_with_the_reason(tmp_path, digits):
+    store = Store(tmp_path / "runs")
+    base = make_config("student", epochs=1, lr=1e30)  # Adam's first step alone sends the weights to ±1e30
+    result = dml(store, base, digits, DML_PEERS[:2])
+    assert result.status == "failed" and "loss became" in result.message
+    assert [r["status"] for r in store.list_runs()] == ["failed", "failed"]
+    assert all("loss became" in r["error"] for r in store.list_runs())
+
+
+def test_the_pipeline_link_survives_store_repair(takd_store, tmp_path):
+    """The link lives in each run's config, so `store repair` rebuilds it from the JSON records."""
+    store, _, result = takd_store
+    copy = tmp_path / "copy"
+    shutil.copytree(store.root, copy)
+    (copy / "runs.db").unlink()
+    for extra in copy.glob("runs.db-*"):
+        extra.unlink()
+    repair(copy)
+    again = pipeline_runs(Store(copy), result.pipeline_id)
+    assert [r["id"] for r in again] == [o.run_id for o in result.outcomes]
+    assert [r["config"]["pipeline"] for r in again] == [
+        r["config"]["pipeline"] for r in pipeline_runs(store, result.pipeline_id)
+    ]
