@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from helpers import STUDENT_SPEC, StepRecorder, make_config
 from kd_core.cli import main
 from kd_core.config import DistillConfig, ModelSpec, RunConfig
+from kd_core.deploy import export
+from kd_core.deploy import runtimes as rt
 from kd_core.errors import ConfigError
 from kd_core.store import Store
 from kd_core.train.engine import fit
@@ -202,3 +204,30 @@ def test_a_cnn_trains_in_channels_last_and_comes_back_in_the_default_layout(digi
     assert conv.weight.is_contiguous()  # saved, exported and timed as a plain model
     mlp = fit(make_config("teacher", epochs=1), digits)
     assert not mlp.channels_last
+
+
+# ---------------------------------------------------------------- inference
+
+
+@pytest.mark.slow
+def test_bf16_eager_joins_the_latency_table_where_the_cpu_does_bf16(tmp_path, digits):
+    store = tmp_path / "store"
+    assert main(["teacher", "--size", "64", "--depth", "1", "--epochs", "2", "--quiet", "--store", str(store)]) == 0
+    (row,) = Store(store).list_runs()
+    asked = ["eager", "eager-bf16"]
+    if not bf16_support(CPU)[0]:
+        with pytest.raises(ConfigError, match="not available on this machine"):
+            rt.bench_run(store, row["id"], runtimes=asked)
+        return
+    result = rt.bench_run(store, row["id"], runtimes=asked, batch_sizes=(1, 16), warmup=1, repeats=3)
+    got = {(r["model"], r["runtime"], r["precision"], r["batch_size"]) for r in result["rows"]}
+    want = {("teacher", "eager", "float32"), ("teacher", "eager-bf16", "bfloat16"), ("teacher-int8", "eager", "int8")}
+    assert got == {(*w, b) for w in want for b in (1, 16)}  # an int8 model has no bf16 row
+    # what the bf16 row times: float32 logits from bfloat16 arithmetic, close to the float model's
+    run = export.load_run(Store(store), row["id"])
+    fn, _ = rt.runner(rt.Variant("teacher", run), "eager-bf16", tmp_path, 1)
+    with torch.inference_mode():
+        exact, rounded = run.model(digits.test_x), fn(digits.test_x)
+    assert rounded.dtype == torch.float32 and not torch.equal(rounded, exact)
+    assert (rounded - exact).abs().max() < 0.05 * exact.abs().max()
+    assert (rounded.argmax(-1) == exact.argmax(-1)).float().mean() > 0.97

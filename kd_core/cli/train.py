@@ -231,7 +231,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--store", default="kd_runs")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--runtimes", help="eager,torchscript,onnxruntime: latency of a run's models across runtimes")
+    p.add_argument("--runtimes", help="eager,torchscript,onnxruntime[,eager-bf16]: a run's models across runtimes")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("datasets", help="list the datasets")
