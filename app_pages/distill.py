@@ -6,7 +6,7 @@ import streamlit as st
 from kd_core import fmt
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy
-from kd_core.views import compare, label_view, method_mix, studio
+from kd_core.views import compare, label_view, method_mix, pipelines_view, studio
 from ui import forms, live, method_picker, state
 
 
@@ -228,6 +228,37 @@ def settings_note(job, w: dict, busy: bool) -> None:
         st.caption("A run is in progress; it keeps going while you move the sliders.")
 
 
+def pipeline_section(data, teacher_id: str, teacher, w: dict, busy: bool) -> None:
+    """TAKD, BAN or DML with the settings above, as one job whose stages are stored runs."""
+    with st.expander("Multi-model methods: TAKD, BAN, DML", icon=":material/account_tree:"):
+        pipes = pipelines_view
+        method = st.radio("Method", list(pipes.PIPELINES), format_func=pipes.PIPELINES.get, key="pipe_method")
+        st.caption(pipes.PIPELINE_HELP[method])
+        models = st.text_input(
+            "Models", pipes.DEFAULT_MODELS[method], key=f"pipe_models_{method}", help=pipes.MODELS_HELP
+        )
+        generations, ensemble = 2, False
+        if method == "ban":
+            generations = int(st.number_input("Generations after gen 0", 1, 10, 2, key="pipe_gens"))
+            ensemble = st.checkbox("Teach with the mean logits of every earlier generation", key="pipe_ensemble")
+        if st.button("Start", key="pipe_start", disabled=busy or w["label_budget"] is None):
+            base = student_config(data, teacher_id, w)
+            try:
+                pipes.start_pipeline(
+                    state.job_manager(), state.current_store(), data, teacher, teacher_id, base, method, models,
+                    generations, ensemble,
+                )  # fmt: skip
+            except (JobBusy, KDError) as err:
+                st.error(str(err))
+                return
+            st.rerun()
+        job = live.find_job(("pipeline",))
+        if job is not None:
+            snap = live.show_job(job, "pipeline")
+            if snap["outcomes"]:
+                st.dataframe(pipes.outcome_rows(snap), hide_index=True)
+
+
 st.title("Distill")
 data = state.current_data()
 teacher_id, teacher = state.current_teacher()
@@ -253,3 +284,4 @@ elif data is not None:
         snap = live.show_job(job, "distill")
         if snap["status"] != "running":
             result_cards(snap, teacher_id)
+    pipeline_section(data, teacher_id, teacher, widgets, busy)

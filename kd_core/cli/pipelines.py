@@ -28,29 +28,15 @@ from kd_core.cli.common import (
 from kd_core.cli.methods import add_method_args, distill_config
 from kd_core.cli.train import _teacher_ref
 from kd_core.config import DistillConfig, ModelSpec, RunConfig
-from kd_core.errors import ConfigError
 from kd_core.events import Progress
 from kd_core.pipelines import PipelineResult, ban, dml, takd
 from kd_core.pipelines.ban import ban_configs
+from kd_core.pipelines.common import SPEC_HELP, parse_spec
 from kd_core.pipelines.dml import dml_configs
 from kd_core.pipelines.takd import takd_configs
-from kd_core.train.models import OWN_FAMILIES, student_preset, teacher_preset
+from kd_core.train.models import student_preset, teacher_preset
 from kd_core.train.pretrained import check_model
 from kd_core.train.recorder import load_teacher
-
-SPEC_HELP = "FAMILY[:SIZE[xDEPTH]] for mlp / cnn (mlp:128, mlp:256x2, cnn:16), FAMILY[:WIDTH] otherwise (resnet18:0.5)"
-
-
-def parse_spec(text: str) -> ModelSpec:
-    """'mlp:256x2' -> ModelSpec("mlp", 256, 2); ConfigError for anything else."""
-    family, _, rest = text.strip().lower().partition(":")
-    try:
-        if family in OWN_FAMILIES:
-            size, _, depth = rest.partition("x")
-            return ModelSpec(family, int(size) if size else 64, int(depth) if depth else 1)
-        return ModelSpec(family, width=float(rest) if rest else 1.0)
-    except ValueError:
-        raise ConfigError(f"model '{text}' is not {SPEC_HELP}.") from None
 
 
 def _base(a, model: ModelSpec, distill: DistillConfig | None) -> RunConfig:

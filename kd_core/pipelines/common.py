@@ -22,8 +22,27 @@ from kd_core.events import ProgressSink, ignore
 from kd_core.store import Store
 from kd_core.train.data import Dataset
 from kd_core.train.engine import check_run, validate_config
-from kd_core.train.models import build_model
+from kd_core.train.models import OWN_FAMILIES, build_model
 from kd_core.train.recorder import RunOutcome, distill
+
+SPEC_HELP = "FAMILY[:SIZE[xDEPTH]] for mlp / cnn (mlp:128, mlp:256x2, cnn:16), FAMILY[:WIDTH] otherwise (resnet18:0.5)"
+
+
+def parse_spec(text: str) -> ModelSpec:
+    """'mlp:256x2' -> ModelSpec("mlp", 256, 2); ConfigError for anything else."""
+    family, _, rest = text.strip().lower().partition(":")
+    try:
+        if family in OWN_FAMILIES:
+            size, _, depth = rest.partition("x")
+            return ModelSpec(family, int(size) if size else 64, int(depth) if depth else 1)
+        return ModelSpec(family, width=float(rest) if rest else 1.0)
+    except ValueError:
+        raise ConfigError(f"model '{text}' is not {SPEC_HELP}.") from None
+
+
+def parse_specs(text: str) -> list[ModelSpec]:
+    """'mlp:64, mlp:16' -> [ModelSpec, ModelSpec] (commas or spaces between models)."""
+    return [parse_spec(t) for t in text.replace(",", " ").split()]
 
 
 def new_pipeline_id(method: str) -> str:
