@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 from dataclasses import replace
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from helpers import STUDENT_SPEC, TEACHER_SPEC, StepRecorder, assert_clean_failure, make_config, run_cli
+from kd_core.cli.common import report
 from kd_core.config import LabelConfig
 from kd_core.errors import ConfigError
 from kd_core.store import Store
@@ -155,7 +157,7 @@ def test_transfer_none_distils_on_the_labelled_rows_only(digits, teacher):
 
 
 @pytest.mark.slow
-def test_cli_distils_on_a_budget_and_its_baseline_sees_the_same_labels(tmp_path):
+def test_cli_distils_on_a_budget_and_its_baseline_sees_the_same_labels(tmp_path, capsys):
     common = ["--store", tmp_path / "runs", "--epochs", "1", "--quiet", "--json", "--labels-per-class", "4"]
     proc = run_cli(tmp_path, "teacher", "--size", "64", *common, "--labels-per-class", "0", "--labels", "0")
     assert proc.returncode == 0, proc.stderr
@@ -173,6 +175,12 @@ def test_cli_distils_on_a_budget_and_its_baseline_sees_the_same_labels(tmp_path)
     }
     assert student["labels"]["subset"] == baseline["labels"]["subset"]
     assert student["labels"]["labelled"] == 40 and student["teacher_labels"]["budget"] == "all labels"
+    # the same runs as text: each line says what it trained on (the CLI's JSON replayed through its printer)
+    report(argparse.Namespace(json=False), out, 0.0)
+    lines = capsys.readouterr().out.splitlines()
+    n_transfer = out["dataset"]["train"] - 40
+    assert lines[0].endswith(f"labels 40 + {n_transfer:,} transfer (labels hidden)"), lines
+    assert lines[1].startswith("baseline") and lines[1].endswith("labels 40"), lines
 
 
 @pytest.mark.slow

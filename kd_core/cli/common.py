@@ -374,9 +374,19 @@ def report(a, payload: dict, started: float) -> None:
                 f"  test acc {o['test_acc']:.4f}  best val {o['best_val_acc']:.4f}  "
                 f"params {o['params']:,}  {o['bytes'] / 1e6:.3f} MB"
             )
+        line += _labels_note(o.get("labels"), payload.get("dataset", {}).get("train"))
         if o.get("message"):
             line += f"  ({o['message']})"
         print(line)
+
+
+def _labels_note(labels: dict | None, n_train: int | None) -> str:
+    """What a run on a budget or with a transfer set trained on ("labels 40 + 1,253 transfer ...");
+    nothing for a run on every label (the usual case, and runs stored before budgets)."""
+    if not labels or (labels["labelled"] == n_train and not labels.get("transfer_used")):
+        return ""
+    used = labels.get("transfer_used") or 0
+    return f"  labels {labels['labelled']:,}" + (f" + {used:,} transfer (labels hidden)" if used else "")
 
 
 def exit_code(runs: list[dict], stop: StopOnSignal | None = None) -> int:
