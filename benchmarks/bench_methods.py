@@ -39,7 +39,7 @@ from kd_core.sweep.runner import run_sweep
 from kd_core.train import engine
 from kd_core.train.data import DEBIAN_FASHION_DIR, load_dataset
 from kd_core.train.recorder import train_teacher
-from kd_core.views.leaderboard import check_models, leaderboard, make_leaderboard
+from kd_core.views.leaderboard import leaderboard, make_leaderboard
 
 
 def cpu_model() -> str:
@@ -92,14 +92,13 @@ def step_times(data, data_cfg, teacher, student: ModelSpec, a) -> None:
         print(f"{name:10s} {1000 * med:17.2f} {med / kd:6.2f}  {rounds}")
 
 
-def board(store: Store, data, data_cfg, teacher_id: str, teacher, student: ModelSpec, a) -> None:
+def board(store: Store, data, data_cfg, teacher_id: str, student: ModelSpec, a) -> None:
     """(b): the leaderboard through create_sweep + run_sweep, printed as `kd-studio leaderboard`."""
     train = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, device="cpu", threads=1, lr=3e-3)
     cfg = make_leaderboard(
         teacher_id, a.board.split(","), a.seeds, student.family, student.size, student.depth, data_cfg, train
     )
-    check_models(cfg, data, teacher)
-    sweep_id = create_sweep(store, cfg)
+    sweep_id = create_sweep(store, cfg, data)  # checks that teacher and student serve every method
     started = time.perf_counter()
     outcomes = run_sweep(store, sweep_id, data)
     assert all(o.status == "finished" for o in outcomes), [o.message for o in outcomes]
@@ -146,7 +145,7 @@ def main() -> None:
         student = ModelSpec("cnn", a.student_size)
         if not a.skip_a:
             step_times(data, data_cfg, teacher, student, a)
-        board(store, data, data_cfg, outcome.run_id, teacher, student, a)
+        board(store, data, data_cfg, outcome.run_id, student, a)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average after {load()}")
 
 

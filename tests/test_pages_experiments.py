@@ -305,6 +305,11 @@ def test_sweep_page_method_axis_multiplies_the_runs_and_refuses_a_bad_method(pop
     at.text_input(key="sw_methods").set_value("kd, nope").run()
     assert any("nope" in e.value for e in at.error)
     assert at.button(key="sw_start").disabled
+    before = Store(populated["root"]).list_sweeps()
+    at.text_input(key="sw_methods").set_value("kd, at").run()  # AT on the MLP teacher: refused at Start
+    at.button(key="sw_start").click().run()
+    assert any("spatial" in e.value for e in at.error)
+    assert Store(populated["root"]).list_sweeps() == before
 
 
 @pytest.mark.slow

@@ -65,6 +65,7 @@ CASES = {
     "sweep temperatures abc": (["sweep", "--teacher", "{teacher}", "--temperatures", "abc"], "comma-separated"),
     "sweep unknown method": (["sweep", "--teacher", "{teacher}", "--methods", "kd,nope", *QUICK], "nope"),
     "sweep method twice": (["sweep", "--teacher", "{teacher}", "--methods", "kd,1*KD", *QUICK], "same mix twice"),
+    "sweep AT on an MLP": (["sweep", "--teacher", "{teacher}", "--methods", "kd,at", *QUICK], "spatial"),
     "leaderboard AT on an MLP": (["leaderboard", "--teacher", "{teacher}", "--methods", "at", *QUICK], "spatial"),
     "leaderboard one seed": (["leaderboard", "--teacher", "{teacher}", "--seeds", "1", *QUICK], "at least 2 seeds"),
     "leaderboard unknown method": (["leaderboard", "--teacher", "{teacher}", "--methods", "kd,nope", *QUICK], "nope"),

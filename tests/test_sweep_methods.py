@@ -11,7 +11,7 @@ from scipy import stats as sps
 
 from kd_core.cli import main
 from kd_core.config import MethodSpec
-from kd_core.errors import ConfigError
+from kd_core.errors import ConfigError, KDError
 from kd_core.store import Store
 from kd_core.sweep.grid import SweepConfig, cell_key, create_sweep, load_sweep, plan
 
@@ -63,6 +63,17 @@ def test_methods_and_kind_are_saved_and_old_sweeps_load_as_kd(tmp_path):
     assert (restored.methods, restored.kind, restored.method_texts) == (("kd",), "sweep", ("kd",))
     with pytest.raises(ConfigError, match="unknown sweep kind"):
         create_sweep(store, grid(kind="tournament"))
+
+
+def test_a_method_the_models_cannot_serve_is_refused_before_the_sweep_is_stored(tmp_path, digits, teacher_path):
+    store = Store(tmp_path)
+    with pytest.raises(ConfigError, match="spatial"):  # AT on an MLP teacher and student
+        create_sweep(store, grid(methods=("kd", "at"), teacher_id=teacher_path), digits)
+    assert store.list_sweeps() == []
+    assert create_sweep(store, grid(methods=("kd", "dkd"), teacher_id=teacher_path), digits)
+    with pytest.raises(KDError, match="nope"):  # a teacher that is not there, when it has to be loaded
+        create_sweep(store, grid(methods=("dist",), teacher_id=str(tmp_path / "nope.pt")), digits)
+    assert len(store.list_sweeps()) == 1
 
 
 def hand_t_p(d):

@@ -207,7 +207,7 @@ def cmd_sweep(a) -> int:
         check_ray_address(a.ray_address)  # seconds, not Ray's half-minute of retries, and before the store
         check_ray_gcs(a.ray_address)
     store = Store(a.store)
-    sweep_id = a.resume if config is None else create_sweep(store, config)
+    sweep_id = a.resume if config is None else create_sweep(store, config, data)  # data: the models' checks
     sweep = load_sweep(store, sweep_id)
     print(
         f"sweep {sweep_id}: {len(pending(store, sweep_id, sweep))} of {len(plan(sweep))} runs to go "

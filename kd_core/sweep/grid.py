@@ -38,10 +38,10 @@ from kd_core.events import Progress
 from kd_core.methods import parse_methods
 from kd_core.store import Store
 from kd_core.train.data import Dataset
-from kd_core.train.engine import validate_config
+from kd_core.train.engine import check_run, validate_config
 from kd_core.train.labels import check_labels, validate_labels
 from kd_core.train.models import validate_spec
-from kd_core.train.recorder import RunOutcome
+from kd_core.train.recorder import RunOutcome, load_teacher
 
 SWEEP_METRICS = ("best_val_acc", "final_val_acc", "test_acc")
 SWEEP_KINDS = ("sweep", "leaderboard")
@@ -212,12 +212,26 @@ def check_sweep_data(sweep: SweepConfig, data: Dataset) -> None:
         check_labels(data, replace(sweep.labels, labels=budget, per_class=0, label_seed=sweep.seeds[0]))
 
 
+def check_sweep_models(sweep: SweepConfig, data: Dataset, teacher: Any) -> None:
+    """ConfigError where the teacher or a student cannot serve a method of the sweep (AT on an MLP
+    has no spatial maps...): one planned run per method and student size is checked."""
+    seen: set[tuple] = set()
+    for cell in plan(sweep):
+        what = (cell.key[1], cell.key[6])
+        if cell.config.kind == "student" and what not in seen:
+            seen.add(what)
+            check_run(cell.config, data, teacher)
+
+
 def create_sweep(store: Store, sweep: SweepConfig, data: Dataset | None = None) -> str:
-    """Validate and save the grid (with `data`, also whether it can give every label budget);
-    the id is what runs are stored under and resumed by."""
+    """Validate and save the grid (with `data`, also whether it can give every label budget and,
+    when the methods are not plain KD, whether the teacher and students can serve them); the id
+    is what runs are stored under and resumed by."""
     validate_sweep(sweep)
     if data is not None:
         check_sweep_data(sweep, data)
+        if sweep.method_texts != ("kd",):  # KD serves any pair of models: no teacher to load
+            check_sweep_models(sweep, data, load_teacher(store, sweep.teacher_id, data))
     sweep_id = f"sw{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     store.save_sweep(sweep_id, sweep.to_dict())
     return sweep_id

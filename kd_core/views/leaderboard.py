@@ -24,12 +24,10 @@ from kd_core.jobs import Job, JobManager
 from kd_core.methods import catalogue
 from kd_core.stats import TEST_NAME, PairedTest, pair_by_seed, paired_test, summarize
 from kd_core.store import Store
-from kd_core.sweep.grid import SweepConfig, create_sweep, finished_runs, load_sweep, plan, validate_sweep
+from kd_core.sweep.grid import SweepConfig, create_sweep, finished_runs, load_sweep, validate_sweep
 from kd_core.sweep.results import bh_adjust
 from kd_core.sweep.runner import start_sweep
 from kd_core.train.data import Dataset
-from kd_core.train.engine import check_run
-from kd_core.train.recorder import load_teacher
 
 KIND = "leaderboard"
 BASELINE = "no KD (baseline)"
@@ -76,16 +74,6 @@ def make_leaderboard(
     return cfg
 
 
-def check_models(cfg: SweepConfig, data: Dataset, teacher) -> None:
-    """ConfigError where the teacher or the student cannot serve a method (AT on an MLP has no
-    spatial maps...): one planned run per method is checked, before the leaderboard is stored."""
-    seen: set[str] = set()
-    for cell in plan(cfg):
-        if cell.config.kind == "student" and cell.key[6] not in seen:
-            seen.add(cell.key[6])
-            check_run(cell.config, data, teacher)
-
-
 def method_names() -> list[str]:
     """Every single method the registry offers, as the page's picker lists them."""
     return [m["name"] for m in catalogue()]
@@ -94,9 +82,8 @@ def method_names() -> list[str]:
 def start_leaderboard(
     manager: JobManager, store: Store, data: Dataset, cfg: SweepConfig, backend: str = "inprocess", address=None
 ) -> tuple[str, Job]:
-    """Check that the teacher and student can serve every method, store the leaderboard and start it
-    as the worker's one job (a sweep job: curves per run, grid progress in its `sweep` note)."""
-    check_models(cfg, data, load_teacher(store, cfg.teacher_id, data))
+    """Store the leaderboard (create_sweep refuses a method the teacher or student cannot serve)
+    and start it as the worker's one job (a sweep job: curves per run, progress in its `sweep` note)."""
     sweep_id = create_sweep(store, cfg, data)
     return sweep_id, start_sweep(manager, store, data, sweep_id, backend, address)
 
