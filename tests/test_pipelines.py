@@ -13,6 +13,7 @@ import torch
 
 from helpers import TEACHER_SPEC, StepRecorder, make_config
 from kd_core.config import ModelSpec, PipelineLink, RunConfig
+from kd_core.deploy.modelcard import reproduce_command
 from kd_core.errors import ConfigError
 from kd_core.methods import parse_methods
 from kd_core.pipelines import Ensemble, ban, dml, dml_losses, pipeline_runs, takd
@@ -292,3 +293,15 @@ def test_the_pipeline_link_survives_store_repair(takd_store, tmp_path):
     assert [r["config"]["pipeline"] for r in again] == [
         r["config"]["pipeline"] for r in pipeline_runs(store, result.pipeline_id)
     ]
+
+
+def test_reproduce_command_only_where_one_run_can_remake_the_stage(ban_store, dml_run):
+    """A BAN generation taught by one stored run is `distill --teacher` that run; one taught by
+    the ensemble, and a DML peer, have no single-run command (none rather than a wrong one)."""
+    store, result = ban_store
+    g0, g1, g2 = (store.get_run(o.run_id) for o in result.outcomes)
+    assert reproduce_command(g0["config"]).split()[3] == "teacher"
+    assert f"--teacher {g0['id']}" in reproduce_command(g1["config"])  # its only parent was gen 0
+    assert reproduce_command(g2["config"]) is None
+    peer = dml_run[0].get_run(dml_run[3].outcomes[0].run_id)
+    assert reproduce_command(peer["config"]) is None

@@ -68,7 +68,8 @@ def _switch(name: str, on: bool) -> list[str]:
 
 def reproduce_command(config: dict, store_root: str | None = None) -> str | None:
     """The `python -m kd_core ...` line that trains this run again, every flag from the stored
-    config; None for a student whose teacher the config does not name (no command can make it).
+    config; None for a student whose teacher the config does not name (no command can make it: a
+    DML peer) or that several runs taught at once (a BAN generation taught by the ensemble).
 
     A baseline with a teacher is the second run that `distill --teacher … --baseline` makes
     (after a student of the same seed; the baseline's λ and T are unused). A baseline without
@@ -78,6 +79,8 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
     kind = config.get("kind", "teacher")
     teacher_id = config.get("teacher_id")
     if kind == "student" and not teacher_id:
+        return None
+    if len((config.get("pipeline") or {}).get("parents") or ()) > 1:  # a BAN ensemble's pupil: no one-run command
         return None
     args = ["python", "-m", "kd_core", "distill" if teacher_id and kind != "teacher" else "teacher"]
     args += _flag("--dataset", data["dataset"]) + _flag("--data-root", data["root"])
