@@ -17,6 +17,7 @@ test accuracy on the test subset, paired t-tests against the baseline and KD adj
 Benjamini–Hochberg; the table is printed as the CLI prints it.
 
     python benchmarks/bench_methods.py [--rounds 2] [--seeds 3] [--epochs 2] [--board kd,dkd,dist,at]
+    python benchmarks/bench_methods.py --skip-a --student-family mlp --student-size 32 --board kd,dkd,dist,sp
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--teacher-size", type=int, default=16, help="CNN teacher width")
     p.add_argument("--teacher-epochs", type=int, default=3)
-    p.add_argument("--student-size", type=int, default=4, help="CNN student width")
+    p.add_argument("--student-family", choices=["cnn", "mlp"], default="cnn")
+    p.add_argument("--student-size", type=int, default=4, help="CNN width or MLP hidden width")
     p.add_argument("--rounds", type=int, default=2, help="(a): interleaved rounds of every method")
     p.add_argument("--seeds", type=int, default=3, help="(b): seeds per method")
     p.add_argument("--epochs", type=int, default=2, help="(b): epochs per run")
@@ -142,7 +144,7 @@ def main() -> None:
         assert outcome.status == "finished", outcome.message
         teacher = outcome.model.eval()
         print(f"teacher cnn w{a.teacher_size}: test acc {outcome.metrics['test_acc']:.4f} ({a.teacher_epochs} epochs)")
-        student = ModelSpec("cnn", a.student_size)
+        student = ModelSpec(a.student_family, a.student_size)
         if not a.skip_a:
             step_times(data, data_cfg, teacher, student, a)
         board(store, data, data_cfg, outcome.run_id, student, a)

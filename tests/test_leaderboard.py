@@ -95,6 +95,11 @@ def test_nothing_is_crowned_when_no_method_beats_kd_beyond_noise(tmp_path):
     store2 = Store(tmp_path / "flat")
     board = leaderboard(store2, fill(store2, board_cfg(), flat))
     assert board.best is None and board.verdict.startswith("Within noise: no method beats both")
+    assert "worse than the baseline" not in board.verdict  # equal is not worse
+    worse = {**CLEAR, "dkd": [b - d for b, d in zip(BASE, [0.05, 0.06, 0.055, 0.052])]}
+    store3 = Store(tmp_path / "worse")
+    board = leaderboard(store3, fill(store3, board_cfg(), {k: dict(enumerate(v)) for k, v in worse.items()}))
+    assert board.best is None and "1 of 3 methods (dkd) is significantly worse than the baseline" in board.verdict
 
 
 def test_plain_kd_is_always_compared_and_bad_settings_are_refused(tmp_path):

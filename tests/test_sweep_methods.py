@@ -111,3 +111,22 @@ def test_cli_sweep_over_two_methods_reports_each_against_its_baseline(tmp_path, 
             _, p = hand_t_p(d)
             assert g["p"][0][0] == pytest.approx(p, rel=1e-9)
     assert out["tests"]["tested"] <= 2
+
+
+@pytest.mark.slow
+def test_a_method_sweep_on_ray_gives_the_in_process_numbers(tmp_path, digits, teacher_path):
+    pytest.importorskip("ray")
+    from kd_core.sweep.executors import make_executor
+    from kd_core.sweep.runner import run_sweep
+
+    cfg = grid(methods=("kd", "dkd"), alphas=(0.9,), seeds=(0,), teacher_id=teacher_path)
+    cfg = SweepConfig.from_dict({**cfg.to_dict(), "train": {"epochs": 1, "threads": 1, "lr": 3e-3}})
+    results = []
+    for name, executor in (("local", None), ("ray", make_executor("ray", None, 1))):
+        store = Store(tmp_path / name)
+        sweep_id = create_sweep(store, cfg, digits)
+        outcomes = run_sweep(store, sweep_id, digits, executor=executor)
+        assert [o.status for o in outcomes] == ["finished"] * 3
+        results.append({cell_key(r["config"]): r["metrics"]["test_acc"] for r in store.list_runs(sweep_id=sweep_id)})
+    assert {k[6] for k in results[0]} == {None, "kd", "dkd"}
+    assert results[0] == results[1]

@@ -198,9 +198,17 @@ def _verdict(board: Leaderboard, alpha: float) -> str:
             f"p={row['kd_p_bh']:.2g}). {tests}."
         )
     kd = df[df["method"] == "kd"].iloc[0]
+    worse = df[(df["base_p_bh"] < alpha) & (df["base_gain"] < 0)]["method"].tolist()
+    losses = (
+        f" {len(worse)} of {len(df) - 1} methods ({', '.join(worse)}) {'is' if len(worse) == 1 else 'are'} "
+        "significantly worse than the "
+        "baseline after the adjustment: distillation hurt here."
+        if worse
+        else ""
+    )
     if bool(kd["beats_base"]):
         return (
             f"Within noise: no method beats plain KD beyond seed noise; KD itself beats the no-KD "
-            f"baseline by {kd['base_gain']:+.4f} (adjusted p={kd['base_p_bh']:.2g}). {tests}."
+            f"baseline by {kd['base_gain']:+.4f} (adjusted p={kd['base_p_bh']:.2g}).{losses} {tests}."
         )
-    return f"Within noise: no method beats both the no-KD baseline and plain KD beyond seed noise. {tests}."
+    return f"Within noise: no method beats both the no-KD baseline and plain KD beyond seed noise.{losses} {tests}."
