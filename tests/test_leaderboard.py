@@ -12,6 +12,7 @@ from scipy import stats as sps
 
 from helpers import hand_bh
 from kd_core.cli import main
+from kd_core.config import TrainConfig
 from kd_core.errors import ConfigError
 from kd_core.store import Store
 from kd_core.sweep.grid import SweepConfig, cell_key, create_sweep, plan
@@ -140,3 +141,20 @@ def test_cli_leaderboard_end_to_end_on_digits(tmp_path, teacher_path, capsys):
     assert main(["leaderboard", "--show", out["sweep_id"], "--store", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "no KD (baseline)" in text and "dkd" in text and ("Best:" in text or "Within noise" in text)
+
+
+def test_cli_resume_runs_only_the_missing_runs_and_refuses_a_plain_sweep(tmp_path, teacher_path, digits, capsys):
+    store = Store(tmp_path)
+    cfg = make_leaderboard(teacher_path, ("dkd",), 2, "mlp", 16, train=TrainConfig(epochs=1, threads=1))
+    sweep_id = create_sweep(store, cfg)
+    first = plan(cfg, sweep_id)[0].config  # one run already there: resuming must not train it again
+    run_id = store.create_run(first)
+    store.finish_run(run_id, "finished", {"test_acc": 0.5})
+    assert main(["leaderboard", "--resume", sweep_id, "--store", str(tmp_path), "--quiet", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["runs"]) == 5 and out["sweep_id"] == sweep_id
+    assert run_id in {r["id"] for r in store.list_runs(sweep_id=sweep_id)}
+    assert {r["method"]: r["n"] for r in out["rows"]} == {BASELINE: 2, "kd": 2, "dkd": 2}
+    plain_id = create_sweep(store, SweepConfig(temperatures=(4.0,), alphas=(0.5,), sizes=(16,), teacher_id="t"))
+    assert main(["leaderboard", "--resume", plain_id, "--store", str(tmp_path), "--quiet"]) == 2
+    assert "is a sweep, not a leaderboard" in capsys.readouterr().err

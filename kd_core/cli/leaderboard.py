@@ -1,6 +1,7 @@
 """`kd-studio leaderboard`: distillation methods side by side for one teacher and one student.
 
     kd-studio leaderboard --teacher RUN_ID --methods dkd,dist,0.5*kd+1*dist --seeds 3 --epochs 5 [--json]
+    kd-studio leaderboard --resume ID        (a stopped one: only its unfinished runs)
     kd-studio leaderboard --list
 
 Every method and the no-KD baseline train at the same N seeds (plain KD is always included);
@@ -32,12 +33,14 @@ from kd_core.cli.common import (
 from kd_core.errors import ConfigError
 from kd_core.store import Store
 from kd_core.sweep.executors import make_executor
-from kd_core.sweep.grid import create_sweep
+from kd_core.sweep.grid import create_sweep, load_sweep, pending, plan
 from kd_core.sweep.ray_executor import check_ray_address, check_ray_gcs
 from kd_core.sweep.runner import run_sweep
+from kd_core.train.data import load_dataset
 from kd_core.train.models import student_preset
 from kd_core.views.leaderboard import (
     ALPHA,
+    KIND,
     METRIC,
     Leaderboard,
     leaderboard,
@@ -63,6 +66,7 @@ def register(sub) -> None:
     g.add_argument("--no-cache", action="store_true", help="run the teacher on every batch")
     g.add_argument("--metric", choices=["test_acc", "best_val_acc", "final_val_acc"], default=METRIC)
     add_backend_args(g)
+    g.add_argument("--resume", metavar="ID", help="run the runs of this leaderboard that have not finished")
     g.add_argument("--list", action="store_true", help="list the stored leaderboards and exit")
     g.add_argument("--show", metavar="ID", help="print a stored leaderboard's table and exit")
     p.set_defaults(fn=cmd_leaderboard)
@@ -141,14 +145,27 @@ def cmd_leaderboard(a) -> int:
     if a.list or a.show:
         return _show(a)
     started = time.perf_counter()
-    cfg = leaderboard_config(a)  # a bad method or value: refused before the dataset loads
+    cfg = None if a.resume else leaderboard_config(a)  # a bad method or value: refused before the data loads
     executor = make_executor(a.backend, a.ray_address, a.ray_cpus)
     if a.backend == "ray" and a.ray_address:
         check_ray_address(a.ray_address)
         check_ray_gcs(a.ray_address)
-    data, store = load(a)
-    sweep_id = create_sweep(store, cfg, data)  # refuses AT on an MLP and the like before storing
-    print(f"leaderboard {sweep_id}: {len(cfg.seeds) * (1 + len(cfg.methods))} runs", file=sys.stderr)
+    if cfg is None:
+        store = Store(a.store)
+        cfg, sweep_id = load_sweep(store, a.resume), a.resume
+        if cfg.kind != KIND:
+            raise ConfigError(
+                f"{sweep_id} is a sweep, not a leaderboard; `kd-studio sweep --resume {sweep_id}` runs it."
+            )
+        data = load_dataset(cfg.data)
+    else:
+        data, store = load(a)
+        sweep_id = create_sweep(store, cfg, data)  # refuses AT on an MLP and the like before storing
+    left = len(pending(store, sweep_id, cfg))
+    print(
+        f"leaderboard {sweep_id}: {left} of {len(plan(cfg))} runs to go (resume with --resume {sweep_id})",
+        file=sys.stderr,
+    )
     with StopOnSignal() as stop:
         bar = ProgressBar(not a.quiet)
         outcomes = run_sweep(store, sweep_id, data, emit=bar, stop=stop.event, executor=executor)
