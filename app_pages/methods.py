@@ -158,6 +158,24 @@ def table(sweep_id: str) -> None:
     st.plotly_chart(method_charts.leaderboard_bars(board.table, metric, lb.BASELINE), key="mt_bars", width="stretch")
 
 
+def resume(sweep_id: str, left: int) -> None:
+    """A stopped leaderboard: its unfinished runs, in-process, the finished ones kept."""
+    c = st.columns([3, 1], vertical_alignment="center")
+    c[0].caption(f"{left} run{'s' * (left != 1)} of this leaderboard have not finished (stopped or failed).")
+    if c[1].button("Resume", key="mt_resume", disabled=busy, icon=":material/resume:"):
+        store = state.current_store()
+        d = lb.leaderboard_data(store, sweep_id)
+        try:
+            job = lb.resume_leaderboard(
+                state.job_manager(), store, state.dataset(d.dataset, d.root, d.image_size), sweep_id
+            )
+        except (JobBusy, KDError) as err:
+            st.error(str(err))
+            return
+        st.query_params["job"] = job.id
+        st.rerun()
+
+
 def results(job: Job | None) -> None:
     st.subheader("Leaderboards")
     boards = lb.leaderboards(state.current_store())
@@ -170,6 +188,9 @@ def results(job: Job | None) -> None:
     if st.session_state.get("mt_view") not in labels:
         st.session_state["mt_view"] = boards[0]["id"]
     pick = st.selectbox("Leaderboard", list(labels), format_func=labels.get, key="mt_view")
+    left = next(b["left"] for b in boards if b["id"] == pick)
+    if left and (job is None or not job.live):
+        resume(pick, left)
 
     def draw(snap: dict | None) -> None:
         if snap is not None and job is not None:

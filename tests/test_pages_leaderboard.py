@@ -10,8 +10,10 @@ import math
 import pytest
 
 from app_helpers import assert_clean, open_app, trace_numbers, wait_for_job
+from kd_core.config import TrainConfig
 from kd_core.store import Store
-from kd_core.sweep.grid import cell_key
+from kd_core.sweep.grid import cell_key, create_sweep
+from kd_core.views.leaderboard import make_leaderboard
 
 PAGE = "app_pages/methods.py"
 
@@ -67,3 +69,20 @@ def test_methods_page_refuses_at_on_an_mlp_before_storing(populated):
     assert any("spatial" in e.value for e in at.error)
     assert store.list_sweeps() == before
     assert any("No leaderboard in this store yet" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_methods_page_resumes_a_stopped_leaderboard(populated):
+    store = Store(populated["root"])
+    cfg = make_leaderboard(populated["teacher_id"], ("dist",), 2, "mlp", 8, train=TrainConfig(epochs=1, threads=1))
+    sweep_id = create_sweep(store, cfg)
+    at = open_app(PAGE)
+    assert at.selectbox(key="mt_view").value == sweep_id
+    assert any("6 runs of this leaderboard have not finished" in c.value for c in at.caption)
+    at.button(key="mt_resume").click().run()
+    assert_clean(at)
+    snap = wait_for_job(240)
+    assert snap["status"] == "finished", snap["message"]
+    at.run()
+    assert len(store.list_runs(sweep_id=sweep_id, status="finished")) == 6
+    assert not [b for b in at.button if b.key == "mt_resume"]  # nothing left to resume

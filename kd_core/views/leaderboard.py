@@ -24,7 +24,7 @@ from kd_core.jobs import Job, JobManager
 from kd_core.methods import catalogue
 from kd_core.stats import TEST_NAME, PairedTest, pair_by_seed, paired_test, summarize
 from kd_core.store import Store
-from kd_core.sweep.grid import SweepConfig, create_sweep, finished_runs, load_sweep, validate_sweep
+from kd_core.sweep.grid import SweepConfig, create_sweep, finished_runs, load_sweep, pending, validate_sweep
 from kd_core.sweep.results import bh_adjust
 from kd_core.sweep.runner import start_sweep
 from kd_core.train.data import Dataset
@@ -88,15 +88,29 @@ def start_leaderboard(
     return sweep_id, start_sweep(manager, store, data, sweep_id, backend, address)
 
 
+def resume_leaderboard(
+    manager: JobManager, store: Store, data: Dataset, sweep_id: str, backend: str = "inprocess"
+) -> Job:
+    """Run a stored leaderboard's unfinished runs (the finished ones are kept) as the worker's job."""
+    return start_sweep(manager, store, data, sweep_id, backend)
+
+
+def leaderboard_data(store: Store, sweep_id: str) -> DataConfig:
+    """The data a stored leaderboard was planned on (the page loads it through its cache)."""
+    return load_sweep(store, sweep_id).data
+
+
 def leaderboards(store: Store) -> list[dict]:
-    """The stored leaderboards, newest first: {"id", "created", "label", "config"}."""
+    """The stored leaderboards, newest first: {"id", "created", "label", "config", "left" (runs not
+    finished: a stopped leaderboard can be resumed)}."""
     out = []
     for row in store.list_sweeps():
         if row["config"].get("kind") != KIND:
             continue
         cfg = load_sweep(store, row["id"])
         label = f"{row['id']} · {cfg.family} {cfg.sizes[0]} · {', '.join(cfg.method_texts)} × {len(cfg.seeds)} seeds"
-        out.append({"id": row["id"], "created": row["created"], "label": label, "config": row["config"]})
+        left = len(pending(store, row["id"], cfg))
+        out.append({"id": row["id"], "created": row["created"], "label": label, "config": row["config"], "left": left})
     return out
 
 
