@@ -246,8 +246,9 @@ def fmt_kd(r: dict) -> list[str]:
 
 def fmt_memmap(r: dict) -> list[str]:
     lines = [
-        f"{r['images']:,} generated JPEGs at {r['size']} px (10 classes); cache {r['cache_bytes'] / 2**30:.2f} GiB of "
-        f"uint8 on disk (float32 in RAM would be {r['images'] * 3 * r['size'] ** 2 * 4 / 2**30:.1f} GiB). "
+        f"{r['images']:,} generated JPEGs at {r['size']} px (10 classes); the two caches (whole folder and subset) "
+        f"take {r['cache_bytes'] / 2**30:.2f} GiB of uint8 on disk (the folder as float32 in RAM would be "
+        f"{r['images'] * 3 * r['size'] ** 2 * 4 / 2**30:.1f} GiB). "
         f"In-RAM comparison on the first {r['in_ram']:,} images. Model cnn w8, batch 64, {r['steps']} steps, "
         f"{r['threads']} threads.",
         "",
