@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from kd_core.views import compare as compare_view
-from ui import charts, colors, compare_charts, experiment_charts
+from ui import charts, colors, compare_charts, experiment_charts, method_charts
 
 
 def steps_frame(runs: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
@@ -125,3 +125,23 @@ def test_heatmap_scales_span_at_least_the_noise_of_one_comparison():
     assert (lo, hi) == pytest.approx((-noise, noise), rel=1e-9)  # a 2-image gain stays pale
     wide = np.array([0.5, 0.9])
     assert experiment_charts.colour_range(wide, False, 0.02) == pytest.approx((0.5, 0.9))  # real spread kept
+
+
+def test_leaderboard_points_baseline_vermillion_methods_green_only_the_best_ringed():
+    table = pd.DataFrame(
+        {
+            "method": ["baseline", "kd", "dist"],
+            "n": [3, 3, 0],  # dist has no finished run yet: left out
+            "mean": [0.90, 0.93, float("nan")],
+            "std": [0.01, 0.02, float("nan")],
+            "best": [False, True, False],
+        }
+    )
+    fig = method_charts.leaderboard_bars(table, "test accuracy", "baseline")
+    [points] = fig.data
+    assert points.type == "scatter" and list(points.x) == ["baseline", "kd"]  # points: the axis is cut
+    assert list(points.marker.color) == [colors.ROLE["baseline"], colors.ROLE["student"]]
+    assert list(points.marker.line.width) == [0, 3]
+    assert list(points.error_y.array) == [0.01, 0.02]
+    [line] = fig.layout.shapes  # the baseline's mean across, solid: dashes mean validation
+    assert line.y0 == 0.90 and line.line.color == colors.NEUTRAL and line.line.dash in (None, "solid")
