@@ -120,6 +120,26 @@ def test_the_cache_is_decoded_once_then_reused_and_rebuilt_when_the_folder_chang
     assert decoded[-1].total_steps == 61 and len(grown.train_y) + len(grown.val_y) + len(grown.test_y) == 61
 
 
+def test_a_reused_cache_keeps_its_training_statistics_until_the_folder_changes(tmp_path):
+    """The normalisation of a reused cache is read from its slot (not the whole training split
+    again), equal to the in-RAM path's to the last bit; a changed folder is a new cache whose
+    statistics are computed afresh."""
+    folder = write_noise_folder(tmp_path / "imgs")
+    ram_cfg, cfg = configs(tmp_path, folder)
+    ram, first = load_dataset(ram_cfg), load_dataset(cfg)
+    (slot,) = (tmp_path / "data" / "cache").iterdir()
+    (stored,) = json.loads((slot / "stats.json").read_text()).values()
+    assert stored == [ram.mean, ram.std] == [first.mean, first.std]
+    key = next(iter(json.loads((slot / "stats.json").read_text())))
+    (slot / "stats.json").write_text(json.dumps({key: [0.25, 0.5]}))  # a sentinel only a read would return
+    assert (load_dataset(cfg).mean, load_dataset(cfg).std) == (0.25, 0.5)
+    other = replace(cfg, split_seed=cfg.split_seed + 1)  # other training rows: their own entry
+    assert load_dataset(other).mean not in (0.25, ram.mean)
+    Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(folder / "cow" / "new.png")
+    grown_ram, grown = load_dataset(ram_cfg), load_dataset(cfg)
+    assert (grown.mean, grown.std) == (grown_ram.mean, grown_ram.std) and grown.mean != 0.25
+
+
 def test_another_image_size_is_another_cache(tmp_path):
     folder = write_noise_folder(tmp_path / "imgs", per_class=6)
     cfg = configs(tmp_path, folder)[1]

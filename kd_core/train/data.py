@@ -35,6 +35,7 @@ from kd_core.train.imagecache import (
     normalise,
     pixel_stats,
     source_key,
+    split_stats,
     to_uint8,
 )
 
@@ -325,7 +326,7 @@ def _split_mapped(name: str, c: CachedImages, cfg: DataConfig) -> Dataset:
         keep, test = np.arange(c.n_train), np.arange(c.n_train, len(c.labels))
     train, val = _stratified_split(c.labels[keep], cfg.val_fraction, cfg.split_seed)
     rows = {"train": keep[train], "val": keep[val], "test": test}
-    mean, std = pixel_stats(MappedImages(c.images, rows["train"], 0.0, 1.0).chunks())
+    mean, std = split_stats(c, rows["train"])
     # A MappedImages stands in for the split's tensor: the engine only takes len, shape, slices,
     # index_select and .to from it, all of which it answers by reading rows from the cache.
     x = {k: cast(torch.Tensor, MappedImages(c.images, r, mean, std)) for k, r in rows.items()}
