@@ -140,8 +140,9 @@ def table(sweep_id: str) -> None:
     board = lb.leaderboard(state.current_store(), sweep_id)
     metric = experiment_charts.METRIC_NAMES.get(board.metric, board.metric)
     (st.success if board.best else st.info)(board.verdict)
+    gains = ["base_gain", "base_p_bh", "kd_gain", "kd_p_bh"]  # None where no test applies: shown empty
     st.dataframe(
-        board.table,
+        board.table.astype({c: float for c in gains}),
         key="mt_table",
         hide_index=True,
         column_order=["method", "n", "text", "base_gain", "base_p_bh", "kd_gain", "kd_p_bh", "best"],

@@ -199,7 +199,7 @@ def _verdict(board: Leaderboard, alpha: float) -> str:
     df = board.table
     n = int(df["n"].max()) if len(df) else 0
     tests = (
-        f"{TEST_NAME}, {board.tested} tests adjusted together by Benjamini–Hochberg at {alpha:g} "
+        f"Each gain by {TEST_NAME}; {board.tested} tests adjusted together by Benjamini–Hochberg at {alpha:g} "
         f"({board.significant} significant before, {board.significant_bh} after)"
     )
     if board.tested == 0:
