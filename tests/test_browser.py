@@ -50,6 +50,7 @@ PAGES = {
     "runs": ("runs", "Runs"),
     "sweep": ("sweep", "Sweep"),
     "compress": ("compress", "Compress"),
+    "methods": ("methods", "Methods"),
 }
 WIDTHS, THEMES = (800, 1400), ("light", "dark")
 NARROW = 900  # ui/layout.py: at this width or less, columns stack and the sidebar starts collapsed
