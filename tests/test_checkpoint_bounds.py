@@ -56,6 +56,7 @@ def test_claimed_sizes_are_checked_before_anything_is_allocated(claims, phrase):
         load_checkpoint(small)
 
 
+@pytest.mark.slow
 def test_bench_of_a_lying_checkpoint_allocates_nothing_it_claims(tmp_path):
     """The issue's case: a 1.5 KB file whose metadata asked bench for 26 GB. Here one claims an
     MLP of 2 GB (503 M parameters); the refusal comes before it is built, so the process's peak

@@ -17,6 +17,7 @@ def ran(proc) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_takd_cli_stores_a_linked_chain(tmp_path, teacher_path):
     out = ran(
         run_cli(tmp_path, "takd", "--teacher", teacher_path, "--assistant", "mlp:32", "--student", "mlp:8",
@@ -30,6 +31,7 @@ def test_takd_cli_stores_a_linked_chain(tmp_path, teacher_path):
     assert [first["config"]["model"]["size"], second["config"]["model"]["size"]] == [32, 8]
 
 
+@pytest.mark.slow
 def test_ban_and_dml_cli(tmp_path):
     ban = ran(run_cli(tmp_path, "ban", "--size", "16", "--generations", "1", "--ensemble", "--epochs", "1",
                       "--store", "s", "--json", "--quiet"))  # fmt: skip

@@ -79,6 +79,7 @@ def setting(tmp_path_factory):
     return root / "store", str(teacher)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=30,
     deadline=None,

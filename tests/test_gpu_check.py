@@ -36,6 +36,7 @@ def test_the_dry_run_on_the_cpu_trains_distils_and_checks_every_row():
     assert "all checks passed" in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_refused_with_one_line():
     done = run_script("--device", "cuda", timeout=120)

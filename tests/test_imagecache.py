@@ -231,6 +231,7 @@ def resident_bytes_of(path) -> int:
     return total
 
 
+@pytest.mark.slow
 def test_random_batches_from_a_mapped_file_keep_resident_memory_bounded(tmp_path):
     """64-row batches drawn at random over a 207 MB cache file (7,500 rows of 96 px RGB), as a
     shuffled epoch reads them. The kernel maps more than each row around every fault (fault-around),

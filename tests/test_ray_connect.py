@@ -65,6 +65,7 @@ def test_a_closed_port_is_refused_in_seconds_with_what_to_check():
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in text and "ray start --head" in text
 
 
+@pytest.mark.slow
 def test_a_port_that_is_not_ray_is_refused_in_seconds(http_port):
     pytest.importorskip("ray", reason="the GCS check uses Ray's own client")
     address = f"127.0.0.1:{http_port}"

@@ -140,6 +140,7 @@ def test_throughput_counts_the_samples_trained_on_not_steps_times_batch(digits):
         assert r.samples_per_s * r.elapsed_s == pytest.approx(done, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_runs_piped_into_head_ends_quietly(tmp_path):
     """`kd-studio runs --json | head -c 100`: the reader leaves early; no BrokenPipeError, exit 0."""
     store = Store(tmp_path)

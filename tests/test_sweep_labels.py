@@ -79,6 +79,7 @@ def test_sweep_transfer_folder_without_images_is_refused_before_the_sweep_is_sto
     assert store.list_sweeps() == []
 
 
+@pytest.mark.slow
 def test_cli_sweep_refuses_a_budget_over_the_training_split_with_one_error_line(tmp_path, teacher_path):
     proc = run_cli(
         tmp_path,

@@ -233,6 +233,7 @@ def test_batch_norm_statistics_catch_up_within_a_short_run():
 # ---------------------------------------------------------------- feature-based methods
 
 
+@pytest.mark.slow
 def test_fitnets_and_at_distil_between_torchvision_families(digits):
     """The stage names let FitNets (a hint stage) pair a ResNet teacher with a MobileNet student,
     and AT (every spatial stage, maps of equal size) a ResNet with a ShuffleNet, which
