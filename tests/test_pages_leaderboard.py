@@ -45,6 +45,7 @@ def test_methods_page_runs_a_leaderboard_and_shows_table_and_bars(populated):
     assert_clean(at)
     sweep_id = snap["notes"]["sweep"]["id"]
     assert at.selectbox(key="mt_view").value == sweep_id
+    assert f"Finished: leaderboard {sweep_id}" in [m.value for m in at.success]  # not "sweep …"
     acc: dict = {}
     for r in store.list_runs(sweep_id=sweep_id, status="finished"):
         acc.setdefault(cell_key(r["config"])[6] or "no KD (baseline)", []).append(r["metrics"]["test_acc"])

@@ -98,8 +98,10 @@ def start_sweep(
     sweep: SweepConfig | str,
     backend: str = "inprocess",
     ray_address: str | None = None,
+    what: str = "sweep",
 ) -> Job:
-    """Start a new sweep (a SweepConfig) or resume one (its id) in the single worker."""
+    """Start a new sweep (a SweepConfig) or resume one (its id) in the single worker; `what` names
+    it in the job's title ("leaderboard" for the Methods page's)."""
     sweep_id = sweep if isinstance(sweep, str) else create_sweep(store, sweep, data)
     fn = sweep_job(store, sweep_id, data, make_executor(backend, ray_address))
-    return manager.start(f"sweep {sweep_id}", "sweep", fn)
+    return manager.start(f"{what} {sweep_id}", "sweep", fn)

@@ -85,14 +85,14 @@ def start_leaderboard(
     """Store the leaderboard (create_sweep refuses a method the teacher or student cannot serve)
     and start it as the worker's one job (a sweep job: curves per run, progress in its `sweep` note)."""
     sweep_id = create_sweep(store, cfg, data)
-    return sweep_id, start_sweep(manager, store, data, sweep_id, backend, address)
+    return sweep_id, start_sweep(manager, store, data, sweep_id, backend, address, what="leaderboard")
 
 
 def resume_leaderboard(
     manager: JobManager, store: Store, data: Dataset, sweep_id: str, backend: str = "inprocess"
 ) -> Job:
     """Run a stored leaderboard's unfinished runs (the finished ones are kept) as the worker's job."""
-    return start_sweep(manager, store, data, sweep_id, backend)
+    return start_sweep(manager, store, data, sweep_id, backend, what="leaderboard")
 
 
 def leaderboard_data(store: Store, sweep_id: str) -> DataConfig:
