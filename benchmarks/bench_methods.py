@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from kd_core.cli.leaderboard import print_table
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.deploy.runtimes import machine_info
 from kd_core.methods import METHODS, parse_methods
 from kd_core.store import Store
 from kd_core.sweep.grid import create_sweep
@@ -41,13 +41,6 @@ from kd_core.train import engine
 from kd_core.train.data import DEBIAN_FASHION_DIR, load_dataset
 from kd_core.train.recorder import train_teacher
 from kd_core.views.leaderboard import leaderboard, make_leaderboard
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def load() -> str:
@@ -132,7 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_cfg = DataConfig(dataset=dataset, root=str(Path(tmp) / "data"))
         data = subset(load_dataset(data_cfg), a)
-        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores (shared with other jobs); load average {load()}")
+        print(f"CPU: {machine_info()['cpu']}, {os.cpu_count()} cores (shared with other jobs); load average {load()}")
         print(
             f"{dataset} ({'Debian dataset-fashion-mnist' if dataset != 'digits' else 'fallback: no Fashion-MNIST'}): "
             f"{len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test images"

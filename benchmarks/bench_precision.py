@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 from kd_core.config import DataConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.deploy.runtimes import machine_info
 from kd_core.train import engine
 from kd_core.train.data import load_dataset
 from kd_core.train.precision import bf16_support
@@ -36,16 +35,6 @@ ARMS = {  # name -> (precision, channels-last)
     "fp32+CL": ("fp32", True),
     "bf16+CL": ("bf16", True),
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load() -> str:
@@ -82,7 +71,7 @@ def main() -> None:
     data = replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n], val_x=data.val_x[:v], val_y=data.val_y[:v])
     native, why = bf16_support(torch.device("cpu"))
     spec = ModelSpec(a.family, a.size)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; bf16: {why}; torch {torch.__version__}")
+    print(f"CPU: {machine_info()['cpu']}, {os.cpu_count()} cores; bf16: {why}; torch {torch.__version__}")
     print(f"{spec.label()} on {a.dataset}: {n} training images (1 epoch, batch {a.batch_size}), {v} validation")
     print(f"load average before: {load()}")
 

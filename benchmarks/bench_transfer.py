@@ -32,7 +32,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kd_core.config import DataConfig, DistillConfig, LabelConfig, ModelSpec, RunConfig, TrainConfig  # noqa: E402
+from kd_core.deploy.runtimes import machine_info  # noqa: E402
 from kd_core.jobs import JobManager  # noqa: E402
 from kd_core.stats import paired_test, summarize  # noqa: E402
 from kd_core.store import Store  # noqa: E402
@@ -61,14 +61,6 @@ BUDGETS = (100, 500, 2000, 10000, 0)
 FOCUS = 500  # the target point
 T, LAMBDA, RATIO = 4.0, 0.5, 1.0  # the dashboard's defaults; the digits part checks them
 BATCH = 256  # rows per step: 128 labelled + 128 transfer at ratio 1
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def load() -> str:
@@ -414,7 +406,7 @@ def main() -> None:
         return in_parallel(a, root)
     store = Store(root)
     report = {
-        "cpu": cpu_model(),
+        "cpu": machine_info()["cpu"],
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "args": vars(a) | {"store": str(root), "out": str(a.out)},
