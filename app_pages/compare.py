@@ -9,7 +9,7 @@ from ui import deploy_section, state
 
 # Key columns first: what a run is, how accurate, by how much against the teacher, then cost.
 TABLE_FORMAT = {
-    "title": st.column_config.TextColumn("run", pinned=True, width="medium"),
+    "title": st.column_config.TextColumn("run", pinned=True, width="large"),
     "test_acc": st.column_config.NumberColumn("test acc", format="%.4f"),
     "acc_vs_teacher": st.column_config.NumberColumn("Δ vs teacher", format="%+.4f"),
     "images_vs_teacher": st.column_config.NumberColumn(
@@ -38,7 +38,7 @@ def filters(frame) -> tuple[list[str], str, bool, list[str]]:
     """The picker's filters: kinds, sweep, this teacher's runs only, statuses (all in the URL)."""
     sweeps = sorted(s for s in frame["sweep"].dropna().unique())
     c = st.columns([2, 2, 2, 2])
-    kinds = c[0].multiselect("Kind", KINDS, default=KINDS, key="cmp_kinds", bind="query-params")
+    kinds = c[0].pills("Kind", KINDS, selection_mode="multi", default=KINDS, key="cmp_kinds", bind="query-params")
     sweep = c[1].selectbox(
         "Sweep",
         ["any", "none", *sweeps],
@@ -48,7 +48,7 @@ def filters(frame) -> tuple[list[str], str, bool, list[str]]:
     )
     mine = c[2].toggle("This teacher's runs only", value=True, key="cmp_mine", bind="query-params")
     everything = c[3].toggle(
-        "Include stopped and failed runs",
+        "Stopped and failed too",
         key="cmp_all",
         bind="query-params",
         help="Stopped runs were trained only partly; failed ones have no results.",

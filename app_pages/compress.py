@@ -126,6 +126,7 @@ def study_config(data, teacher_id: str, goal: dict, space: dict, budget: dict):
         seed=int(b["seed"]),
         device=s.get("device", "auto"),
         threads=int(s.get("threads", 0)),
+        precision=s.get("precision", "fp32"),
         spare_cores=studio.DASHBOARD_SPARE_CORES,
     )
     return cv.CompressConfig(

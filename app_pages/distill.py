@@ -6,35 +6,39 @@ import streamlit as st
 from kd_core import fmt
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy, JobSnapshot
-from kd_core.views import compare, method_mix, studio
+from kd_core.views import compare, label_view, method_mix, pipelines_view, studio
 from ui import forms, live, method_picker, state
 
 
-def student_widgets(data) -> dict:
+def student_widgets(data, teacher_id: str) -> dict:
     model = forms.model_widgets("s", "student", data.name)
     c = st.columns(2)
-    temperature = c[0].slider(
+    temperature = forms.slider(
+        c[0],
         "Temperature T",
         1.0,
         20.0,
         4.0,
+        "T",
         step=0.5,
-        key="T",
-        bind="query-params",
         help="Higher T softens the teacher's distribution and reveals its dark knowledge.",
     )
-    alpha = c[1].slider(
+    alpha = forms.slider(
+        c[1],
         "λ (weight of the teacher)",
         0.0,
         1.0,
-        0.9,
+        studio.DEFAULT_LAMBDA,
+        "lam",
         step=0.05,
-        key="lam",
-        bind="query-params",
         help="0 trains on labels only; 1 learns from the teacher only.",
     )
     selected, weights, params = method_picker.method_widgets(method_mix.methods())
     budget = forms.budget_widgets("s", epochs=20, lr=3e-3)
+    labels = forms.label_widgets("s", data, transfer=True)
+    consistency = forms.consistency_widgets("s")
+    if labels is not None:
+        st.caption(label_view.teacher_budget_note(state.current_store(), teacher_id, labels["labels"]))
     baseline = st.checkbox(
         "Also train the same student without distillation (baseline)", value=True, key="baseline", bind="query-params"
     )
@@ -50,6 +54,8 @@ def student_widgets(data) -> dict:
         "method": method,
         "method_params": tuple(method_params),
         "mix_error": mix_error,
+        "label_budget": labels,
+        "consistency": consistency,
         **budget,
     }
 
@@ -102,6 +108,8 @@ def student_config(data, teacher_id: str, w: dict):
         method=w["method"],
         method_params=w["method_params"],
         **budget,
+        **(w["label_budget"] or {}),
+        **w["consistency"],
     )
 
 
@@ -145,6 +153,8 @@ def result_cards(snap: JobSnapshot, teacher_id: str) -> None:
     if not teacher or teacher["test_acc"] is None:
         return
     st.subheader("Result")
+    if student.get("labels"):
+        st.caption(label_view.trained_on(student["labels"]))
     if student["status"] == "stopped":
         st.caption("Stopped early: these are the numbers of a partly trained student.")
     diffs = compare.headline_differences(state.current_store(), teacher["id"], student["id"])
@@ -180,16 +190,73 @@ def result_cards(snap: JobSnapshot, teacher_id: str) -> None:
         )
     _cards(items)
     lines = []
+    asked = snap.notes.get("started_with", {}).get("baseline", True)
     if "baseline" in diffs:
         lines.append(f"Against its no-KD baseline: {diffs['baseline'].text()}.")
+    elif not asked:
+        lines.append("No baseline was asked for, so what distillation bought is unknown.")
     elif snap.status == "stopped":
         lines.append("No baseline: the job was stopped before it was trained, so what distillation bought is unknown.")
     if "teacher" in diffs:
         lines.append(f"Against the teacher: {diffs['teacher'].text()}.")
     if student["agreement"] is not None:
         lines.append(f"The student agrees with the teacher on {student['agreement']:.1%} of test images.")
+    if student["peak_rss_bytes"]:
+        lines.append(f"Peak memory (RSS) while the student trained: {student['peak_rss_bytes'] / 2**20:,.0f} MiB.")
     st.caption("  \n".join(lines))
     st.page_link("app_pages/compare.py", label="Compare in detail", icon="➡️")
+
+
+def settings_note(job, w: dict, busy: bool) -> None:
+    """The run shown below is the job's, not the sliders': say what it was started with when the
+    sliders (or a link's values) now read otherwise."""
+    started = job.snapshot().notes.get("started_with")
+    if not started:
+        if busy:
+            st.caption("A run is in progress; it keeps going while you move the sliders.")
+        return
+    now = {"T": w["temperature"], "λ": w["alpha"], "epochs": w["epochs"], "seed": w["seed"]}
+    moved = [
+        f"{k}={started[k]:g} (now {v:g})" for k, v in now.items() if k in started and float(started[k]) != float(v)
+    ]
+    if moved:
+        st.info(
+            f"The run below was started with {', '.join(moved)}: press Distill to train with the sliders' values.",
+            icon=":material/tune:",
+        )
+    elif busy:
+        st.caption("A run is in progress; it keeps going while you move the sliders.")
+
+
+def pipeline_section(data, teacher_id: str, teacher, w: dict, busy: bool) -> None:
+    """TAKD, BAN or DML with the settings above, as one job whose stages are stored runs."""
+    with st.expander("Multi-model methods: TAKD, BAN, DML", icon=":material/account_tree:"):
+        pipes = pipelines_view
+        method = st.radio("Method", list(pipes.PIPELINES), format_func=pipes.PIPELINES.get, key="pipe_method")
+        st.caption(pipes.PIPELINE_HELP[method])
+        models = st.text_input(
+            "Models", pipes.DEFAULT_MODELS[method], key=f"pipe_models_{method}", help=pipes.MODELS_HELP
+        )
+        generations, ensemble = 2, False
+        if method == "ban":
+            generations = int(st.number_input("Generations after gen 0", 1, 10, 2, key="pipe_gens"))
+            ensemble = st.checkbox("Teach with the mean logits of every earlier generation", key="pipe_ensemble")
+        if st.button("Start", key="pipe_start", disabled=busy or w["label_budget"] is None):
+            base = student_config(data, teacher_id, w)
+            try:
+                pipes.start_pipeline(
+                    state.job_manager(), state.current_store(), data, teacher, teacher_id, base, method, models,
+                    generations, ensemble,
+                )  # fmt: skip
+            except (JobBusy, KDError) as err:
+                st.error(str(err))
+                return
+            st.rerun()
+        job = live.find_job(("pipeline",))
+        if job is not None:
+            snap = live.show_job(job, "pipeline")
+            if snap.outcomes:
+                st.dataframe(pipes.outcome_rows(snap), hide_index=True)
 
 
 st.title("Distill")
@@ -202,16 +269,19 @@ if data is not None and teacher is None:
     if quick is not None and quick.live:  # Quick start is training the teacher: show it
         live.show_job(quick, "distill")
 elif data is not None:
-    widgets = student_widgets(data)
+    widgets = student_widgets(data, teacher_id)
     size_preview(data, teacher_id, widgets)
     runnable = method_preview(data, teacher_id, teacher, widgets)
     busy = state.job_manager().current() is not None
-    if st.button("Distill", type="primary", key="distill", disabled=busy or not runnable):
+    if st.button(
+        "Distill", type="primary", key="distill", disabled=busy or not runnable or widgets["label_budget"] is None
+    ):
         launch(data, teacher_id, teacher, widgets)
     job = live.find_job(("distill", "quick"))
-    if busy and job is not None:
-        st.caption("A run is in progress; it keeps going while you move the sliders.")
+    if job is not None:
+        settings_note(job, widgets, busy)
     if job is not None:
         snap = live.show_job(job, "distill")
         if snap.status != "running":
             result_cards(snap, teacher_id)
+    pipeline_section(data, teacher_id, teacher, widgets, busy)

@@ -17,6 +17,7 @@ RUN_COLUMNS = {
     "T": st.column_config.NumberColumn("T", format="%g"),
     "λ": st.column_config.NumberColumn("λ", format="%g"),
     "method": st.column_config.TextColumn("Method", help="distillation method(s) as --method writes them"),
+    "labels": st.column_config.TextColumn("Labels", help="the labelled images the run trained on (--labels)"),
     "seed": st.column_config.NumberColumn("Seed", format="%d"),
     "status": st.column_config.TextColumn("Status"),
     "val_acc_curve": st.column_config.LineChartColumn(
@@ -43,6 +44,7 @@ GROUP_COLUMNS = {
     "T": RUN_COLUMNS["T"],
     "λ": RUN_COLUMNS["λ"],
     "method": RUN_COLUMNS["method"],
+    "labels": RUN_COLUMNS["labels"],
     "epochs": RUN_COLUMNS["epochs"],
     "n": st.column_config.NumberColumn("n", format="%d", help="finished runs (seeds) of this configuration"),
     "seeds": st.column_config.TextColumn("Seeds"),

@@ -122,9 +122,12 @@ with image_col:
     st.image(
         charts.enlarge(studio.image_for_display(data, index)),
         caption=f"#{index} · true class: {view['label']}",
-        width="stretch",
+        width=240,  # at most: a stacked column (narrow screens) would blow an 8×8 digit up to the page
         clamp=True,
     )
 with bars_col:
-    st.plotly_chart(charts.soft_target_bars(view, names), key="st_bars", width="stretch")
+    kind = (
+        (studio.run_card(state.current_store(), student_id) or {}).get("kind", "student") if student_id else "student"
+    )
+    st.plotly_chart(charts.soft_target_bars(view, names, kind), key="st_bars", width="stretch")
 entropy_cards(view)

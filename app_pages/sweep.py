@@ -1,4 +1,4 @@
-"""Sweep: temperature × λ × student size over seeds, with live heatmaps, paired tests, stop and resume."""
+"""Sweep: method × temperature × λ × student size over seeds, with live heatmaps, paired tests, stop and resume."""
 
 import streamlit as st
 
@@ -10,10 +10,9 @@ from kd_core.views.sweep_view import (
     RAY_START_S,
     SIGNIFICANCE,
     TEST_NAME,
-    DataConfig,
-    TrainConfig,
     create_sweep,
     estimate,
+    gain_curve,
     load_sweep,
     multiple_tests,
     pending,
@@ -64,7 +63,15 @@ def grid_widgets(data) -> dict:
             help="Each configuration and its no-KD baseline are trained once per seed.",
         ),
     }
-    c = st.columns(2)
+    c = st.columns(3)
+    w["budgets"] = c[2].text_input(
+        "Label budgets",
+        "all",
+        key="sw_budgets",
+        bind="query-params",
+        help="Labelled training images per run, e.g. 50, 200, all: the gain-versus-labels curve. With a "
+        "budget, the rest of the training split is an unlabelled transfer set; each seed draws its own subset.",
+    )
     w["family"] = c[0].selectbox(
         "Student family",
         ["mlp", "cnn"],
@@ -75,26 +82,24 @@ def grid_widgets(data) -> dict:
     w["depth"] = c[1].slider(
         "Hidden layers", 0, 4, preset.depth, key="sw_depth", bind="query-params", disabled=w["family"] != "mlp"
     )
+    w["methods"] = st.text_input(
+        "Methods",
+        "kd",
+        key="sw_methods",
+        bind="query-params",
+        help="Method mixes, comma-separated: kd, dkd, 0.5*kd+1*at (`kd-studio methods` lists them). "
+        "Each is a grid of its own, compared with the same baselines.",
+    )
     w["budget"] = forms.budget_widgets("sw", epochs=5, lr=3e-3)
     return w
 
 
 def sweep_config(data, teacher_id: str, w: dict):
     """The SweepConfig the fields describe, or None (with the reason shown)."""
-    s, b = state.settings(), w["budget"]
-    data_cfg = DataConfig(dataset=data.name, root=s.get("data_root", "data"), image_size=int(s.get("image_size", 32)))
-    train = TrainConfig(
-        epochs=int(b["epochs"]),
-        batch_size=int(b["batch_size"]),
-        lr=float(b["lr"]),
-        optimizer=b["optimizer"],
-        cosine=bool(b["cosine"]),
-        device=s.get("device", "auto"),
-        threads=int(s.get("threads", 0)),
-        spare_cores=studio.DASHBOARD_SPARE_CORES,
-    )
+    b = w["budget"]
+    data_cfg, train = forms.budget_configs(data, b)
     try:
-        return sweep_view.make_sweep(
+        cfg = sweep_view.make_sweep(
             w["temperatures"],
             w["alphas"],
             w["sizes"],
@@ -105,7 +110,11 @@ def sweep_config(data, teacher_id: str, w: dict):
             w["depth"],
             data_cfg,
             train,
+            w["budgets"],
+            w["methods"],
         )
+        sweep_view.check_sweep_data(cfg, data)  # a budget the dataset cannot give: refused before it is stored
+        return cfg
     except KDError as err:
         st.error(str(err))
         return None
@@ -123,10 +132,12 @@ def plan_summary(data, cfg, backend: str | None) -> None:
     c[0].metric("Runs", f"{counts['total']}")
     c[1].metric("Estimated time", sweep_view.duration_text(None if est is None else est.seconds))
     c[2].caption(
-        f"{counts['cells']} distillations ({counts['configs']} configurations of T × λ × size, "
+        f"{counts['cells']} distillations ({counts['configs']} configurations of "
+        f"{'method × ' if len(cfg.methods) > 1 else ''}T × λ × size"
+        f"{' × label budget' if len(cfg.label_budgets) > 1 else ''}, "
         f"× {len(cfg.seeds)} seed{'s' * (len(cfg.seeds) > 1)}) + {counts['baselines']} no-KD "
-        f"baselines (one per size and seed, each distillation is compared with the baseline of its "
-        f"seed). {sweep_view.estimate_note(est, data.name)}"
+        f"baselines (one per size{', budget' if len(cfg.label_budgets) > 1 else ''} and seed, each distillation "
+        f"is compared with the baseline of its seed). {sweep_view.estimate_note(est, data.name)}"
     )
 
 
@@ -157,7 +168,7 @@ def launch(data, sweep, backend: tuple[str, str | None]) -> None:
         st.error(f"'{manager.current().title}' is still running; stop it or wait for it to finish.")
         return
     try:
-        sweep_id = sweep if isinstance(sweep, str) else create_sweep(store, sweep)
+        sweep_id = sweep if isinstance(sweep, str) else create_sweep(store, sweep, data)
         job = start_sweep(manager, store, data, sweep_id, backend[0], backend[1])
     except (JobBusy, KDError) as err:
         st.error(str(err))
@@ -303,7 +314,8 @@ def results_section(sweeps: list[dict], job: Job | None) -> None:
             f"and seed, averaged over seeds, then the p-value of a {TEST_NAME}, two-sided: * marks "
             f'p < {SIGNIFICANCE:g}; "no test": one seed, or the same gain on every seed, gives no verdict. '
             f"A star and an outline mark the best mean of its size — every cell of a tie, and only when "
-            f"its mean gain is above 0."
+            f"its mean gain is above 0. The colour scales span at least the 95% sampling noise of one "
+            f"comparison on the evaluation split, so a difference chance alone could make stays pale."
         )
         if metric == "test_acc":
             st.caption(
@@ -347,18 +359,25 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
         f"{sweep_id}: {finished} of {sweep_view.run_counts(sweep)['total']} runs finished"
         + (" · running: the cells fill in as runs finish." if running else ".")
     )
-    results = sweep_results(store, sweep_id, metric, SIGNIFICANCE)
-    for size, g in sweep_grids(store, sweep_id, metric, SIGNIFICANCE, results).items():
-        label = f"{sweep.family} {size}"
-        st.plotly_chart(
-            experiment_charts.sweep_accuracy_heatmap(g, label, metric), key=f"sw_acc_{size}", width="stretch"
-        )
-        st.plotly_chart(
-            experiment_charts.sweep_gain_heatmap(g, label, SIGNIFICANCE), key=f"sw_gain_{size}", width="stretch"
-        )
-        words = sweep_view.best_text(g, label)
-        if words:
-            st.caption(words)
+    budget = budget_curve(sweep_id, sweep, metric)
+    results = sweep_results(store, sweep_id, metric, SIGNIFICANCE, budget)
+    try:  # how many images the metric is measured on: the colour scales' noise floor
+        info = sweep_data(sweep_id).info()
+        images = int(info["test"] if metric == "test_acc" else info["val"])
+    except KDError:
+        images = 0
+    methods = sweep.method_texts
+    for i, method in enumerate(methods):  # a pair of heatmaps per method and size
+        for size, g in sweep_grids(store, sweep_id, metric, SIGNIFICANCE, results, budget, method).items():
+            label = f"{sweep.family} {size}" + (f" · {method}" if len(methods) > 1 else "")
+            key = f"{size}" if i == 0 else f"{size}_{i}"
+            acc = experiment_charts.sweep_accuracy_heatmap(g, label, metric, images)
+            st.plotly_chart(acc, key=f"sw_acc_{key}", width="stretch")
+            gain = experiment_charts.sweep_gain_heatmap(g, label, SIGNIFICANCE, images)
+            st.plotly_chart(gain, key=f"sw_gain_{key}", width="stretch")
+            words = sweep_view.best_text(g, label)
+            if words:
+                st.caption(words)
     st.caption(sweep_view.significance_text(multiple_tests(results, SIGNIFICANCE), TEST_NAME))
     with st.expander("Paired t-tests: every cell's p-value"):
         st.dataframe(
@@ -367,6 +386,7 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
             hide_index=True,
             column_order=[
                 "size",
+                "method",
                 "temperature",
                 "alpha",
                 "text",
@@ -381,6 +401,7 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
             ],
             column_config={
                 "size": st.column_config.NumberColumn("Size", format="%d"),
+                "method": "Method",
                 "temperature": st.column_config.NumberColumn("T", format="%g"),
                 "alpha": st.column_config.NumberColumn("λ", format="%g"),
                 "text": "Accuracy (mean ± std, n)",
@@ -399,6 +420,36 @@ def grids(sweep_id: str, metric: str, running: bool) -> None:
             f"α = {SIGNIFICANCE:g}. BH: Benjamini–Hochberg adjusted p over every tested cell of the sweep "
             f"(scipy.stats.false_discovery_control)."
         )
+
+
+def budget_curve(sweep_id: str, sweep, metric: str) -> int:
+    """With more than one label budget: the gain-versus-labels curve, its table, and which budget the
+    heatmaps below show (returned). A sweep without a budget axis shows nothing here."""
+    budgets = sweep.label_budgets
+    if len(budgets) < 2:
+        return budgets[0]
+    curve = gain_curve(state.current_store(), sweep_id, metric, SIGNIFICANCE)
+    st.plotly_chart(experiment_charts.gain_curve_chart(curve, metric, SIGNIFICANCE), key="sw_curve", width="stretch")
+    st.dataframe(
+        curve,
+        key="sw_curve_table",
+        hide_index=True,
+        column_order=["budget", "size", "temperature", "alpha", "text", "baseline_mean", "gain_text", "p", "verdict"],
+        column_config={
+            "budget": st.column_config.NumberColumn("Labels (0 = all)", format="%d"),
+            "size": st.column_config.NumberColumn("Size", format="%d"),
+            "temperature": st.column_config.NumberColumn("T", format="%g"),
+            "alpha": st.column_config.NumberColumn("λ", format="%g"),
+            "text": "Distilled (mean ± std, n)",
+            "baseline_mean": st.column_config.NumberColumn("Baseline mean", format="%.4f"),
+            "gain_text": "Gain over baseline",
+            "p": st.column_config.NumberColumn("p", format="%.3g"),
+            "verdict": "Paired t-test",
+        },
+    )
+    return st.selectbox(
+        "Heatmaps at", budgets, format_func=sweep_view.budget_name, key="sw_budget_view", bind="query-params"
+    )
 
 
 # ---------------------------------------------------------------- page

@@ -16,9 +16,16 @@ def train_section(data) -> None:
     info = studio.model_info(m["family"], m["size"], m["depth"], data, m["width"])
     st.caption(f"{info['params']:,} parameters · {info['flops']:,} FLOPs per sample · {info['bytes'] / 1e6:.2f} MB")
     budget = forms.budget_widgets("t", epochs=15, lr=1e-3)
+    labels = forms.label_widgets("t", data, transfer=False)
     busy = state.job_manager().current() is not None
-    if st.button("Train teacher", type="primary", key="train_teacher", disabled=busy):
-        cfg = forms.run_config("teacher", data, m["family"], m["size"], m["depth"], width=m["width"], **budget)
+    cfg = forms.run_config(
+        "teacher", data, m["family"], m["size"], m["depth"], width=m["width"], **budget, **(labels or {})
+    )
+    problem = studio.config_problem(cfg)  # the button is disabled with the reason: nothing bad is stored
+    if problem:
+        st.caption(f":red[Cannot train: {problem}]")
+    disabled = busy or labels is None or bool(problem)  # a budget that cannot be drawn is shown by label_widgets
+    if st.button("Train teacher", type="primary", key="train_teacher", disabled=disabled, help=problem):
         try:
             job = studio.start_teacher(state.job_manager(), state.current_store(), data, cfg)
             st.query_params["job"] = job.id
@@ -45,7 +52,8 @@ def current_section() -> None:
     c[2].metric("Size", f"{card['bytes'] / 1e6:.2f} MB" if card["bytes"] else "—")
     c[3].metric("Latency, batch 1", f"{card['latency_b1_ms']:.3f} ms" if card["latency_b1_ms"] else "—")
     c[4].metric("Latency, batch 256", f"{card['latency_b256_ms']:.2f} ms" if card["latency_b256_ms"] else "—")
-    st.caption(f"Run {card['id']} · status {card['status']} · pick another in the sidebar.")
+    peak = f" · peak memory {card['peak_rss_bytes'] / 2**20:,.0f} MiB" if card["peak_rss_bytes"] else ""
+    st.caption(f"Run {card['id']} · status {card['status']}{peak} · pick another in the sidebar.")
     noted_id, notes = st.session_state.get("teacher_notes", (None, []))
     if noted_id == teacher_id:
         st.success(f"Loaded {card['label']} as teacher {teacher_id}.")

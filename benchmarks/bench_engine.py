@@ -23,15 +23,14 @@ measured here. This is a script, not a test:
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.deploy.runtimes import machine_info
 from kd_core.train.bench import matmul_flops_per_s, time_call
 from kd_core.train.data import _stratified_split, load_dataset
 from kd_core.train.engine import fit
@@ -142,16 +141,6 @@ def workload_rate(in_features: int, width: int) -> float:
 # ---------------------------------------------------------------- main
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -219,7 +208,7 @@ def main() -> None:
     loop_s, setup_s = median(kd_runs, "loop_s"), median(kd_runs, "setup_s")
     kd_acc, tb_acc = statistics.mean(r["test_acc"] for r in kd_runs), statistics.mean(r["test_acc"] for r in tb_runs)
     lines = [
-        ("machine", f"{cpu_model()}, torch {torch.__version__}, {threads} thread(s)"),
+        ("machine", f"{machine_info()['cpu']}, torch {torch.__version__}, {threads} thread(s)"),
         ("training samples", f"{n_train:,} (batch {BATCH}, one epoch, {args.repeats} repeat(s), medians)"),
         ("teacher", f"{TEACHER.label()}, test acc {teacher_acc:.4f}"),
         ("kd_core epoch", f"{kd_s:.3f} s  (setup+teacher cache {setup_s:.3f} s, loop+val {loop_s:.3f} s)"),

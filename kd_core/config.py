@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+RUN_KINDS = ("teacher", "student", "baseline")  # RunConfig.kind; anything else is refused up front
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -20,6 +22,8 @@ class DataConfig:
     val_fraction: float = 0.1  # share of the training split held out for validation
     split_seed: int = 0  # the split is fixed by this, not by the training seed
     download: bool = True  # let torchvision download missing files
+    storage: str = "auto"  # auto | memory | memmap: images in RAM, or memory-mapped from a uint8 disk cache
+    cache_dir: str = ""  # where decoded images are cached; "" = ROOT/cache
 
 
 @dataclass(frozen=True)
@@ -59,9 +63,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     augment: bool = False  # random shifts; turns the teacher-logit cache off
+    flip: bool = False  # random horizontal flips (refused where they change the class); cache off
+    mixup: float = 0.0  # mixup's Beta(α, α) parameter; 0 = off; cache off
     threads: int = 0  # torch intra-op threads; 0 = auto by model size (engine.auto_threads)
     spare_cores: int = 0  # cores auto leaves free: the dashboard keeps 1 for its server and the browser
     patience: int = 0  # early stopping: epochs without a better val accuracy; 0 = off
+    precision: str = "fp32"  # fp32 | bf16 (autocast; losses stay fp32) | auto (bf16 where native and large)
     init_weights: str = ""  # starting weights: "" random | "torchvision" (pretrained) | a file (train/pretrained.py)
 
 
@@ -145,6 +152,27 @@ class LabelConfig:
         return f"{self.labels:,} labels" if self.labels > 0 else "all labels"
 
 
+PIPELINE_METHODS = ("takd", "ban", "dml")  # PipelineLink.method
+
+
+@dataclass(frozen=True)
+class PipelineLink:
+    """Where a run sits in a multi-model pipeline (kd_core.pipelines): TAKD's chain, BAN's
+    generations, DML's peers. Every run of one pipeline shares `id`; `parents` are the stored
+    runs this one learned from (the previous stage; for a BAN ensemble every earlier
+    generation; none for DML peers, which learn from each other at once)."""
+
+    method: str  # takd | ban | dml
+    id: str  # shared by every run of the pipeline
+    stage: int  # TAKD: 1 = first assistant … n = student; BAN: the generation; DML: the peer index
+    role: str = ""  # "assistant 1", "student", "generation 2", "peer 0": for people
+    parents: tuple[str, ...] = ()
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> PipelineLink:
+        return PipelineLink(**{**d, "parents": tuple(d.get("parents", ()))})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     kind: str = "teacher"  # teacher | student | baseline
@@ -156,6 +184,7 @@ class RunConfig:
     teacher_id: str | None = None  # run id (or checkpoint path) of the teacher
     sweep_id: str | None = None
     study_id: str | None = None  # the compress study (kd_core.compress) whose trial this run is
+    pipeline: PipelineLink | None = None  # the TAKD / BAN / DML pipeline this run is a stage of
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,6 +205,7 @@ class RunConfig:
             teacher_id=d.get("teacher_id"),
             sweep_id=d.get("sweep_id"),
             study_id=d.get("study_id"),
+            pipeline=PipelineLink.from_dict(d["pipeline"]) if d.get("pipeline") else None,
         )
 
     @staticmethod

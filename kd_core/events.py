@@ -12,7 +12,9 @@ class Progress:
     """One step, epoch or end-of-run report from the engine.
 
     `event` is "step" (the loss, its named terms and throughput), "epoch" (adds train and
-    validation accuracy, seconds and ETA) or "end" (adds the final status).
+    validation accuracy, seconds and ETA) or "end" (adds the final status); "cache"
+    reports images decoded into the on-disk image cache (step of total_steps images)
+    while a dataset loads, before any run.
     """
 
     event: str  # step | epoch | end

@@ -112,6 +112,7 @@ class JobSnapshot:
     started: float
     ended: float | None
     stopping: bool  # Stop was pressed; the worker stops at its next check
+    version: int = 0  # bumped by every change the job shows: a panel redraws only when it moved
 
     @property
     def running(self) -> bool:

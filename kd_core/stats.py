@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from kd_core.fmt import num, signed
 
@@ -91,7 +92,7 @@ def _finite(v) -> bool:
     return v is not None and math.isfinite(v)
 
 
-def paired_test(treated: Sequence[float], control: Sequence[float], level: float = SIGNIFICANCE) -> PairedTest:
+def paired_test(treated: ArrayLike, control: ArrayLike, level: float = SIGNIFICANCE) -> PairedTest:
     """Paired t-test of treated − control (two-sided), with the cases it cannot judge.
 
     n < 2 has no spread to compare the mean difference against; differences that

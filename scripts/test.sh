@@ -2,7 +2,7 @@
 # The README's test command. On a fresh machine it installs what the tests use:
 # Debian's chromium (browser tests) and dataset-fashion-mnist (real data), and
 # the package with its [dev] extra (pytest, playwright's driver, ray, ruff, mypy,
-# hypothesis); then the linters, then the whole suite. Arguments go to pytest,
+# hypothesis); then the linters and mypy, then the whole suite. Arguments go to pytest,
 # e.g. `bash scripts/test.sh -m "not browser and not slow"` for the fast loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +14,5 @@ fi
 python -m pip install -q -r requirements.txt -e ".[dev]"
 python -m ruff check .
 python -m ruff format --check .
+python -m mypy
 python -m pytest -q "$@"

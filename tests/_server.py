@@ -64,8 +64,9 @@ def launch_browser(playwright):
 
 
 class StreamlitServer:
-    """`python -m streamlit run app.py` on a free port, cwd a temp dir; `stop()` terminates it
-    (SIGTERM, so atexit handlers such as JobManager.shutdown run) and waits for it."""
+    """`python ui/serve.py` (`streamlit run app.py`, preloaded, as `kd-studio ui` runs it) on a
+    free port, cwd a temp dir; `stop()` terminates it (SIGTERM, so atexit handlers such as
+    JobManager.shutdown run) and waits for it."""
 
     def __init__(
         self,
@@ -90,18 +91,15 @@ class StreamlitServer:
     def start(self, timeout: float = 90.0) -> StreamlitServer:
         cmd = [
             sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(REPO / "app.py"),
+            str(REPO / "ui" / "serve.py"),  # as `kd-studio ui` starts it: `streamlit run app.py`, preloaded
             "--server.headless",
             "true",
             "--server.port",
             str(self.port),
             "--server.address",
             "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
+            # browser.gatherUsageStats is off in .streamlit/config.toml beside app.py, which the
+            # browser tests thus check: its failed fetches would be console errors.
             "--server.fileWatcherType",
             "none",
         ]

@@ -35,6 +35,19 @@ def contract(classes=DIGITS, **kw) -> InputContract:
     return InputContract.from_dict({"channels": 3, "size": 16, "mean": MEAN3, "std": STD3, "classes": classes, **kw})
 
 
+class TeacherFiles:
+    """`module` written as each kind of file when a test first asks for it (`files[kind]` is its path):
+    a .pt2 or ONNX export takes seconds, and tests of TorchScript alone should not wait for them."""
+
+    def __init__(self, folder, module: nn.Module):
+        self.folder, self.module, self.paths = folder, module, {}
+
+    def __getitem__(self, kind: str) -> str:
+        if kind not in self.paths:
+            self.paths[kind] = write(kind, self.module, self.folder)
+        return self.paths[kind]
+
+
 def write(kind: str, module: nn.Module, folder) -> str:
     module = module.eval()
     if kind == "torchscript":

@@ -157,3 +157,15 @@ def assert_clean_failure(proc: subprocess.CompletedProcess, *phrases: str, strea
     text = getattr(proc, stream).lower()
     for phrase in phrases:
         assert phrase.lower() in text, f"{phrase!r} not in {stream}:\n{getattr(proc, stream)}"
+
+
+def hand_bh(ps):
+    """Benjamini–Hochberg step-up, written out: sort, p(i)·k/i, the running minimum from the top, ≤ 1."""
+    k = len(ps)
+    order = sorted(range(k), key=lambda i: ps[i])
+    out, running = [0.0] * k, 1.0
+    for rank in range(k, 0, -1):
+        i = order[rank - 1]
+        running = min(running, ps[i] * k / rank)
+        out[i] = running
+    return out

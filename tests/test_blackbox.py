@@ -7,15 +7,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from blackbox_files import DIGITS, BehindContract, contract, write
-from helpers import assert_clean_failure, make_config, run_cli
-from kd_core.deploy.export import export_run
+from blackbox_files import DIGITS, BehindContract, TeacherFiles, contract, write
+from helpers import assert_clean_failure, make_config, run_cli, write_image_folder
+from kd_core.config import ModelSpec
+from kd_core.deploy.export import export_run, float_onnx
 from kd_core.errors import CheckpointError, ConfigError
+from kd_core.jobs import JobManager
+from kd_core.methods import parse_methods
 from kd_core.store import Store
 from kd_core.train.blackbox import BlackBoxError, align_classes, load_blackbox, resolve_contract
 from kd_core.train.engine import fit
@@ -23,20 +28,25 @@ from kd_core.train.imported import TeacherFile, import_teacher_file
 from kd_core.train.metrics import agreement, predict_logits
 from kd_core.train.models import param_count
 from kd_core.train.recorder import distill, load_teacher
+from kd_core.views import studio
+from kd_core.views.compare import headline_differences
+
+# Writing a .pt2 (torch.export) or an ONNX file takes seconds: tests of those kinds are slow.
+PT2, ONNX = (pytest.param(kind, marks=pytest.mark.slow) for kind in ("pt2", "onnx"))
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, teacher, digits):
     folder = tmp_path_factory.mktemp("teachers")
     wrapped = BehindContract(teacher, digits.mean, digits.std)
-    return {kind: write(kind, wrapped, folder) for kind in ("torchscript", "pt2", "onnx")}, wrapped
+    return TeacherFiles(folder, wrapped), wrapped
 
 
 def load(path, digits, c=None, **kw):
     return load_blackbox(path, c or contract(), digits.input_shape, digits.classes, digits.mean, digits.std, **kw)
 
 
-@pytest.mark.parametrize("kind", ["torchscript", "pt2", "onnx"])
+@pytest.mark.parametrize("kind", ["torchscript", PT2, ONNX])
 def test_each_kind_gives_the_files_logits_for_the_datasets_images(files, digits, teacher, kind):
     paths, wrapped = files
     bb, notes = load(paths[kind], digits)
@@ -56,10 +66,16 @@ def test_each_kind_gives_the_files_logits_for_the_datasets_images(files, digits,
     assert extra == 0 if kind != "onnx" else 0 <= extra <= 16
 
 
-def test_feature_based_methods_are_refused_for_a_black_box(files, digits):
+def test_feature_based_methods_are_refused_for_a_black_box_before_anything_is_stored(tmp_path, files, digits):
     bb, _ = load(files[0]["torchscript"], digits)
-    with pytest.raises(ConfigError, match="gives logits only, so methods that read features cannot use it"):
-        getattr(bb, "stage_nodes", None)  # where feature methods look for a model's stages
+    cfg = make_config("student", epochs=1)
+    cfg = replace(cfg, distill=replace(cfg.distill, methods=parse_methods("kd+fitnets")))
+    store = Store(tmp_path)
+    (outcome,) = distill(store, cfg, digits, bb)
+    assert outcome.status == "failed" and "gives logits only, so methods that read features" in outcome.message
+    assert "choose a logit-based method" in outcome.message and store.list_runs() == []
+    logits_only = replace(cfg, distill=replace(cfg.distill, methods=parse_methods("kd+dkd")))
+    assert fit(logits_only, digits, bb).status == "finished"  # logit methods are fine
 
 
 def test_a_wrong_normalisation_in_the_contract_changes_what_the_teacher_sees(files, digits, teacher):
@@ -67,6 +83,7 @@ def test_a_wrong_normalisation_in_the_contract_changes_what_the_teacher_sees(fil
     assert agreement(predict_logits(teacher, digits.test_x), predict_logits(bb, digits.test_x)) < 0.8
 
 
+@pytest.mark.slow  # an ONNX export
 def test_teacher_logits_are_computed_once_per_run_and_cached(files, digits):
     bb, _ = load(files[0]["onnx"], digits)
     calls = []
@@ -76,7 +93,7 @@ def test_teacher_logits_are_computed_once_per_run_and_cached(files, digits):
     assert len(calls) == math.ceil(len(digits.train_y) / 1024)  # one pass over the training split, not per step
 
 
-@pytest.mark.parametrize("kind", ["torchscript", "pt2"])
+@pytest.mark.parametrize("kind", ["torchscript", PT2])
 def test_a_teacher_file_distils_a_student_and_is_measured_like_any_teacher(tmp_path, files, digits, kind):
     store = Store(tmp_path)
     run_id, _ = import_teacher_file(store, TeacherFile(Path(files[0][kind]), contract()), digits)
@@ -199,3 +216,47 @@ def test_cli_refuses_other_classes_before_storing_anything(tmp_path, files):
     )  # fmt: skip
     assert_clean_failure(proc, "error:", "only the teacher has: cat, dog", "class-mapping file")
     assert Store(store).list_runs() == []
+
+
+@pytest.mark.slow  # a CLI subprocess
+def test_cli_refuses_a_feature_method_for_a_teacher_file_before_storing_anything(tmp_path, files):
+    (tmp_path / "teacher.onnx.json").write_text(json.dumps(contract().to_dict()))  # the sidecar
+    os.link(files[0]["onnx"], tmp_path / "teacher.onnx")
+    store = tmp_path / "runs"
+    proc = run_cli(
+        tmp_path, "distill", "--dataset", "digits", "--teacher", "teacher.onnx", "--method", "kd+at",
+        "--epochs", "1", "--store", store,
+    )  # fmt: skip
+    assert_clean_failure(proc, "error:", "black box (onnx file 'teacher.onnx'): it gives logits only")
+    assert Store(store).list_runs() == []
+
+
+@pytest.mark.slow  # trains a teacher and a MobileNet student, then exports it to ONNX (~1 min)
+def test_an_onnx_classifier_with_its_class_names_distils_mobilenet_on_an_image_folder(tmp_path):
+    """The issue's flow through the dashboard's functions: an ONNX file and its class names are
+    uploaded, an image folder is the dataset, mobilenet_v3_small at width 0.5 is distilled with
+    its baseline (curves stored per epoch), compared against the teacher, and exported."""
+    folder = write_image_folder(tmp_path / "imgs", classes=("ant", "bee", "cow"), per_class=12, size=(20, 20))
+    data = studio.load_data(f"folder:{folder}", str(tmp_path / "data"), 16)
+    inner = fit(make_config("teacher", ModelSpec("mlp", 64, 1), epochs=5, lr=1e-2), data).model.eval()
+    onnx_bytes = float_onnx(inner, (3, 16, 16)).SerializeToString()
+    said = {"channels": 3, "size": 16, "mean": [data.mean] * 3, "std": [data.std] * 3, "classes": ["ant", "bee", "cow"]}
+    store = Store(tmp_path / "runs")
+    teacher_id, _ = studio.import_teacher_upload(store, onnx_bytes, "classifier.onnx", data, json.dumps(said).encode())
+    teacher = studio.load_model(store, teacher_id, data)
+    cfg = studio.make_config("student", data.name, str(tmp_path / "data"), 16, "mobilenet_v3_small", 64, 1,
+                             epochs=3, lr=3e-3, batch_size=16, device="cpu", teacher_id=teacher_id, width=0.5)  # fmt: skip
+    manager = JobManager()
+    job = studio.start_distill(manager, store, data, teacher, cfg, with_baseline=True)
+    deadline = time.monotonic() + 600
+    while job.live and time.monotonic() < deadline:
+        time.sleep(0.2)
+    student, baseline = (o for o in job.snapshot().outcomes)
+    assert (student["kind"], student["status"], baseline["status"]) == ("student", "finished", "finished")
+    assert (
+        len(store.epochs(student["run_id"])) == 3
+        and store.get_run(student["run_id"]).label == "mobilenet_v3_small ×0.5"
+    )
+    assert set(headline_differences(store, teacher_id, student["run_id"])) == {"baseline", "teacher"}
+    report = export_run(store, student["run_id"], "onnx")
+    assert report["ok"] and report["agreement"] >= 0.99

@@ -101,7 +101,7 @@ def prepare_error_inputs(root) -> dict[str, list]:
 
 EXPECTED = {  # case -> (phrases, stream)
     "unknown dataset": (["error:", "unknown dataset 'imagenet'", "digits, mnist"], "stderr"),
-    "negative threads": (["failed", "threads must be 0 (auto) or a positive count, got -2"], "stdout"),
+    "negative threads": (["error:", "threads must be 0 (auto) or a count up to 1024, got -2"], "stderr"),
     "missing folder": (["error:", "does not exist"], "stderr"),
     "empty class folder": (["error:", "no valid file", "classes c", "sub-folder"], "stderr"),
     "missing idx files": (["error:", "could not load 'mnist'", "train-images-idx3-ubyte"], "stderr"),

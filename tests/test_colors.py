@@ -83,7 +83,18 @@ def test_the_three_roles_stay_apart(vision):
 
 @pytest.mark.parametrize(
     "name, key",
-    [("CE", "ce"), ("RKD angle", "rkd_a"), ("rkd_dist", "rkd_d"), ("DIST.INTER", "dist_inter"), ("KD std", "kd_std")],
+    [
+        ("CE", "ce"),
+        ("RKD angle", "rkd_a"),
+        ("RKD dist", "rkd_d"),
+        ("rkd_dist", "rkd_d"),
+        ("INTER", "dist_inter"),
+        ("INTRA", "dist_intra"),
+        ("DIST.INTER", "dist_inter"),
+        ("KD std", "kd_std"),
+        ("HINT", "hint"),
+        ("TCKD", "tckd"),
+    ],
 )
 def test_term_spellings_map_to_one_colour(name, key):
     assert colors.term_key(name) == key
@@ -105,3 +116,17 @@ def test_shades_of_a_role_run_from_dark_to_light_around_its_colour():
     light = [seen(c, "normal")[0] for c in five]
     assert light == sorted(light)
     assert colors.role_color("sweep") == colors.NEUTRAL
+
+
+def relative_luminance(h: str) -> float:
+    r, g, b = srgb_to_linear(hex_rgb(h))
+    return float(0.2126 * r + 0.7152 * g + 0.0722 * b)
+
+
+@pytest.mark.parametrize("scale", ["SEQUENTIAL", "DIVERGING"])
+def test_heatmap_text_reads_on_every_cell_colour(scale):
+    """WCAG 2 contrast of the cells' text against every stop of the scale: at least 4.5:1."""
+    text = relative_luminance(colors.CELL_TEXT)
+    for stop in getattr(colors, scale):
+        cell = relative_luminance(stop)
+        assert (max(cell, text) + 0.05) / (min(cell, text) + 0.05) >= 4.5, stop

@@ -87,6 +87,7 @@ def test_a_bad_study_is_refused_before_anything_is_stored(tmp_path, bad):
     assert not storage_path(store).exists() or optuna.get_all_study_names(f"sqlite:///{storage_path(store)}") == []
 
 
+@pytest.mark.slow
 def test_a_config_round_trips_through_the_study_row(tmp_path):
     store = Store(tmp_path)
     cfg = tiny_config("t", mode="pareto", goal=Goal(None, 0.5, 10.0, 1.0), space=SearchSpace(families=("mlp", "cnn")))
@@ -116,6 +117,7 @@ def test_the_method_axis_searches_each_methods_main_weight_around_its_paper_defa
         method_axes(["kd", "hinton2"])
 
 
+@pytest.mark.slow
 def test_a_method_trial_trains_with_that_method_and_its_searched_weight(tmp_path, digits, cteacher):
     store = Store(tmp_path)
     space = SearchSpace(
@@ -237,6 +239,7 @@ def test_an_impossible_goal_ends_with_a_clear_message_and_trains_nothing(tmp_pat
     assert again.verdict == report.verdict
 
 
+@pytest.mark.slow
 def test_a_goal_no_trained_trial_meets_says_how_close_it_came(tmp_path, digits, cteacher):
     store = Store(tmp_path)
     study_id = create_study(store, tiny_config(cteacher, goal=Goal(max_drop=0.0), trials=2, teacher_id=cteacher))
@@ -285,6 +288,7 @@ def test_resume_continues_a_stopped_study_without_repeating_trials(tmp_path, dig
     assert sorted(trained) == sorted(r.id for r in store.list_runs())
 
 
+@pytest.mark.slow
 def test_a_trial_left_running_by_a_dead_process_is_run_again(tmp_path, digits, cteacher):
     store = Store(tmp_path)
     study_id = create_study(store, tiny_config(cteacher, goal=Goal(max_drop=50.0), trials=1))
@@ -316,6 +320,7 @@ def test_a_study_running_in_another_live_process_is_refused(tmp_path, digits, ct
 # ---------------------------------------------------------------- the job and the CLI
 
 
+@pytest.mark.slow
 def test_a_compress_job_publishes_its_phase_and_verdict(tmp_path, digits, cteacher):
     store, manager = Store(tmp_path), JobManager()
     job = start_compress(manager, store, digits, tiny_config(cteacher, trials=2, goal=Goal(max_drop=50.0)))

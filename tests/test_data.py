@@ -243,6 +243,7 @@ def test_single_class_folder_is_refused(tmp_path):
         load_dataset(DataConfig(f"folder:{root}"))
 
 
+@pytest.mark.slow
 def test_unreadable_image_is_named(tmp_path):
     root = write_image_folder(tmp_path / "imgs", classes=("a", "b"), per_class=4)
     bad = root / "b" / "broken.png"

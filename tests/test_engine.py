@@ -208,6 +208,7 @@ def test_diverging_loss_fails_with_a_learning_rate_message(digits, optimizer, lr
         ("optimizer", "lbfgs", "optimizer"),
         ("threads", -1, "threads"),
         ("spare_cores", -1, "spare cores"),
+        ("precision", "fp16", "precision"),
     ],
 )
 def test_invalid_training_config_is_a_config_error(digits, field, value, word):
@@ -313,6 +314,7 @@ def test_dashboard_configs_leave_a_core_spare():
     assert cfg.train.threads == 0 and cfg.train.spare_cores == studio.DASHBOARD_SPARE_CORES == 1
 
 
+@pytest.mark.slow
 def test_fit_reports_threads_auto_and_explicit(digits):
     auto = fit(make_config(epochs=1), digits)
     assert auto.threads == 1  # a tiny digits MLP is far below the threshold

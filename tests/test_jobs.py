@@ -11,7 +11,7 @@ import pytest
 
 from helpers import TEACHER_SPEC, CrashingTeacher, make_config
 from kd_core.events import Progress
-from kd_core.jobs import MAX_POINTS, Job, JobBusy, JobManager, downsample
+from kd_core.jobs import MAX_POINTS, STEP_EVERY_S, Job, JobBusy, JobManager, downsample
 from kd_core.store import Store
 from kd_core.train.recorder import distill, run_one, train_teacher
 
@@ -117,7 +117,9 @@ def test_finished_job_snapshot_has_curves(tmp_path, digits, manager):
     assert_plain(snap.to_dict())
     (run,) = snap.runs
     steps_per_epoch = -(-len(digits.train_y) // 128)
-    assert [s[0] for s in run.steps] == list(range(1, 2 * steps_per_epoch + 1))
+    kept = [s[0] for s in run.steps]  # thinned in time (STEP_EVERY_S), never the epoch's last
+    assert kept == sorted(set(kept)) and set(kept) <= set(range(1, 2 * steps_per_epoch + 1))
+    assert kept[0] == 1 and {steps_per_epoch, 2 * steps_per_epoch} <= set(kept)
     assert [e["epoch"] for e in run.epochs] == [1, 2]
     stored = store.epochs(run.run_id)
     assert [e["val_acc"] for e in run.epochs] == [e["val_acc"] for e in stored]
@@ -182,7 +184,8 @@ def test_an_exception_inside_a_run_fails_the_stored_run_and_the_job_with_its_mes
     assert any(r.name == "kd_core.jobs" and r.exc_info and "broken teacher" in r.getMessage() for r in caplog.records)
 
 
-def test_snapshot_downsamples_long_curves():
+def test_snapshot_downsamples_long_curves(monkeypatch):
+    monkeypatch.setattr("kd_core.jobs.STEP_EVERY_S", 0.0)  # every step kept: the downsampling alone
     job = Job("long", "teacher")
     n = 3 * MAX_POINTS + 7
     for step in range(1, n + 1):
@@ -209,3 +212,46 @@ def test_runs_with_the_same_label_are_told_apart():
         job.on_progress(Progress("step", 1, 1, 10, loss=1.0, run_id=rid, kind="student"))
     labels = [r.label for r in job.snapshot().runs]
     assert len(set(labels)) == 2 and labels[0] == "student"
+
+
+def test_steps_are_thinned_in_time_but_each_epochs_last_and_the_end_go_through():
+    """Records fed as fast as Python allows (well under STEP_EVERY_S for all of them): the first
+    step is kept, the others only as the held-back newest step before each epoch record and the end."""
+    job = Job("fast", "teacher")
+    per_epoch, epochs = 50, 3
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        for i in range(1, per_epoch + 1):
+            step = (epoch - 1) * per_epoch + i
+            job.on_progress(
+                Progress("step", epoch, step, per_epoch * epochs, loss=1.0 / step, run_id="r", kind="teacher")
+            )
+        job.on_progress(Progress("epoch", epoch, epoch * per_epoch, per_epoch * epochs, loss=0.5, run_id="r"))
+    assert time.perf_counter() - start < STEP_EVERY_S, "too slow a machine for this test's premise"
+    run = job.snapshot().runs[0]
+    assert [s[0] for s in run.steps] == [1, 50, 100, 150]
+    assert run.last["event"] == "epoch" and run.last["step"] == 150
+    # a step left held with no record after it goes in when the job ends
+    job.on_progress(Progress("step", 4, 151, 200, loss=0.1, run_id="r"))
+    job.on_progress(Progress("step", 4, 152, 200, loss=0.1, run_id="r"))
+    before = job.snapshot().version
+    job.end("stopped")
+    snap = job.snapshot()
+    assert snap.runs[0].steps[-1][0] == 152 and snap.version > before
+
+
+def test_a_real_run_keeps_few_steps_yet_every_epochs_last(tmp_path, digits, manager):
+    """digits at batch 16 (90 steps an epoch, well under a millisecond each): the job keeps far
+    fewer step points than steps, and still every epoch's last step and the run's end."""
+    store = Store(tmp_path)
+    cfg = make_config(epochs=3, batch_size=16)
+    job = manager.start("many steps", "teacher", teacher_job(store, digits, cfg))
+    wait_for(lambda: not job.live, timeout=120)
+    snap = job.snapshot()
+    assert snap.status == "finished", snap.message
+    (run,) = snap.runs
+    per_epoch = -(-len(digits.train_y) // 16)
+    kept = [s[0] for s in run.steps]
+    assert {per_epoch, 2 * per_epoch, 3 * per_epoch} <= set(kept)
+    assert len(kept) < 3 * per_epoch / 2, f"{len(kept)} of {3 * per_epoch} steps kept"
+    assert run.last["event"] == "end" and run.last["step"] == 3 * per_epoch

@@ -25,6 +25,7 @@ RANKS = {
     "kd_core.train": 3,
     "kd_core.jobs": 4,
     "kd_core.deploy": 4,
+    "kd_core.pipelines": 4,
     "kd_core.sweep": 5,
     "kd_core.compress": 5,
     "kd_core.views": 6,

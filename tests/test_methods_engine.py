@@ -162,6 +162,7 @@ class BatchSizes:
         return sum(n for n in self.sizes if n != 2)  # 2 rows: the dummy pass that reads stage shapes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n, m in METHODS.items() if m.cacheable])
 def test_cached_and_uncached_teacher_targets_agree(name, digits, cnn_teacher):
     """Each method trains the same with its targets cached by index as with a teacher pass
@@ -249,6 +250,7 @@ def test_cli_distills_with_dkd_and_reports_its_named_terms(tmp_path, digits, cnn
     assert terms == pytest.approx(run_["loss_terms"])
 
 
+@pytest.mark.slow
 def test_a_torchvision_student_serves_feature_and_relation_methods(digits, cnn_teacher):
     """The zoo's families name their stages like ours: FX reads a ResNet-18's stages."""
     cfg = student_cfg("kd+fitnets+rkd", model=ModelSpec("resnet18", 16, 1, 0.25), epochs=1, threads=1)

@@ -19,11 +19,12 @@ import scipy.stats
 from kd_core import cli
 from kd_core.cli import common
 from kd_core.cli import methods as cli_methods
-from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.config import DataConfig, DistillConfig, LabelConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.deploy import modelcard as mc
 from kd_core.events import Progress
 from kd_core.methods import parse_methods
 from kd_core.store import Store
+from kd_core.train import recorder
 from kd_core.train.models import student_preset, teacher_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +122,11 @@ def rebuilt_config(command: str) -> RunConfig:
     kind = "teacher" if a.command == "teacher" else "student"
     preset = (teacher_preset if kind == "teacher" else student_preset)(a.dataset)
     cfg = RunConfig(
-        kind=kind, data=common.data_config(a), model=common.model_spec(a, preset), train=common.train_config(a)
+        kind=kind,
+        data=common.data_config(a),
+        model=common.model_spec(a, preset),
+        train=common.train_config(a),
+        labels=common.label_config(a),
     )
     if kind == "student":
         cfg = replace(cfg, teacher_id=a.teacher, distill=cli_methods.distill_config(a))
@@ -232,6 +237,7 @@ def test_card_without_a_measurement_uses_the_stored_latency(store):
     assert lat["threads"] == 2 and lat["rows"][0]["median_ms"] == 0.2 and "end of training" in lat["source"]
 
 
+@pytest.mark.slow
 def test_card_files_and_zip(store):
     s, _, students = store
     files = mc.card_files(s, students[0])
@@ -277,3 +283,43 @@ def test_a_students_card_names_its_baseline_and_the_gain_with_its_noise(tmp_path
     assert f"- no-KD baseline: mlp 40 (run `{b['run_id']}`)" in md and "· 3 seeds ·" in md
     teacher_card = mc.card_markdown(mc.model_card(s, teacher))
     assert "no-KD baseline" not in teacher_card
+
+
+def test_a_budgeted_students_card_says_what_it_was_trained_on_and_folds_its_seeds(tmp_path, digits):
+    """Real runs on digits, 5 labels per class, each seed its own labelled subset: the card states
+    the labelled and transfer images the engine reported, the seeds fold although their label
+    seeds differ, and the reproduce command rebuilds the config, budget included."""
+    s = Store(tmp_path / "runs")
+    train = TrainConfig(epochs=1, lr=3e-3, device="cpu", threads=1)
+    teacher = recorder.train_teacher(s, RunConfig(model=ModelSpec("mlp", 32, 1), train=train), digits)
+    ids = []
+    for seed in (0, 1):
+        cfg = RunConfig(
+            kind="student",
+            model=ModelSpec("mlp", 8, 1),
+            train=replace(train, seed=seed),
+            labels=LabelConfig(per_class=5, label_seed=seed),
+            teacher_id=teacher.run_id,
+            distill=DistillConfig(4.0, 0.5),
+        )
+        [student] = recorder.distill(s, cfg, digits, teacher.model, with_baseline=False)
+        assert student.status == "finished"
+        ids.append(student.run_id)
+    n_train = len(digits.train_y)
+    card = mc.model_card(s, ids[1])
+    assert card["labels"] == {
+        "budget": "5 labels per class",
+        "label_seed": 1,
+        "transfer": "rest",
+        "labelled": 50,
+        "transfer_used": n_train - 50,
+    }
+    text = mc.card_markdown(card)
+    assert (
+        f"- labels: 5 labels per class (label seed 1): 50 labelled training images and {n_train - 50:,} "
+        "transfer images whose labels the model never saw"
+    ) in text
+    assert [r["run_id"] for r in card["seeds"]["runs"]] == ids
+    record = s.get_run(ids[1])
+    assert rebuilt_config(card["reproduce"]) == replace(record.config, sweep_id=None)
+    assert mc.model_card(s, teacher.run_id)["labels"]["budget"] == "all labels"

@@ -9,10 +9,12 @@ from __future__ import annotations
 from itertools import pairwise
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from app_helpers import open_app, stored_teacher, wait_for_job
+from app_helpers import APP, open_app, stored_teacher, wait_for_job
 from kd_core.store import Store
 from kd_core.train.models import teacher_preset
+from kd_core.views import studio
 
 
 def mlp_params(sizes: list[int]) -> int:
@@ -30,7 +32,10 @@ def test_overview_renders(runs_dir):
 def test_teacher_page_renders(runs_dir):
     at = open_app("app_pages/teacher.py")
     preset = teacher_preset("digits")
-    assert [at.slider(key=k).value for k in ("t_size", "t_depth", "t_epochs")] == [preset.size, preset.depth, 15]
+    assert [at.slider(key=k).value for k in ("t_depth", "t_epochs")] == [preset.depth, 15]
+    width = at.select_slider(key="t_size")  # a log-like scale: 4, 6, 8, 12 … 1536, 2048
+    assert width.options[:4] == ["4", "6", "8", "12"] and width.options[-2:] == ["1536", "2048"]
+    assert width.value == preset.size
     assert at.button(key="train_teacher").label == "Train teacher"
     assert at.select_slider(key="t_lr").value == pytest.approx(1e-3)
 
@@ -41,23 +46,24 @@ def test_distill_without_teacher_points_to_teacher_page(runs_dir):
     assert not at.slider
 
 
+@pytest.mark.slow
 def test_distill_preview_shows_compression_before_training(runs_dir):
     teacher = stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")
-    at.slider(key="s_size").set_value(16).run()
+    at.select_slider(key="s_size").set_value(16).run()
     student_params = mlp_params([64, 16, 10])
     teacher_params = mlp_params([64, 64, 10])
     assert teacher.metrics["params"] == teacher_params
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Student parameters"] == f"{student_params:,}"
     assert metrics["Compression"] == f"{teacher_params / student_params:.1f}×"
-    assert at.slider(key="T").value == 4.0 and at.slider(key="lam").value == 0.9
+    assert at.slider(key="T").value == 4.0 and at.slider(key="lam").value == studio.DEFAULT_LAMBDA == 0.5
 
 
 @pytest.mark.slow
 def test_whole_flow_teacher_distill_cards_compare(runs_dir):
     at = open_app("app_pages/teacher.py")
-    at.slider(key="t_size").set_value(128)
+    at.select_slider(key="t_size").set_value(128)
     at.slider(key="t_epochs").set_value(5)
     at.button(key="train_teacher").click().run()
     assert not at.exception
@@ -87,6 +93,23 @@ def test_whole_flow_teacher_distill_cards_compare(runs_dir):
     assert "Against the teacher:" in noise and ("within noise" in noise or "beyond noise" in noise)
     stored = Store(runs_dir).get_run(student["run_id"])
     assert stored.config.distill.temperature == 3.0 and stored.teacher_id == teacher_id
+    at.slider(key="T").set_value(5.0).run()  # the sliders move on; the results shown are still the run's
+    assert any("started with T=3 (now 5)" in i.value for i in at.info), [i.value for i in at.info]
 
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]
+
+
+def test_link_values_a_widget_cannot_take_get_a_visible_notice(runs_dir):
+    stored_teacher(runs_dir, width=64)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"T": "50", "lam": "0.5", "s_size": "100", "s_lr": "0.003"})
+    at.run()
+    at.switch_page("app_pages/distill.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    notes = [w.value for w in at.warning]
+    assert any("Temperature T “50” is not within 1–20" in n for n in notes), notes
+    assert any("Hidden width “100” is not one of 4, 6 … 2048" in n for n in notes), notes
+    assert not any("λ" in n or "Learning rate" in n for n in notes)  # the valid ones apply silently
+    assert at.slider(key="T").value == 4.0 and at.slider(key="lam").value == 0.5
+    assert at.select_slider(key="s_lr").value == pytest.approx(3e-3)

@@ -35,6 +35,7 @@ def test_without_a_teacher_the_page_points_to_the_teacher_page(runs_dir, page):
     assert not at.get("plotly_chart") and not at.dataframe
 
 
+@pytest.mark.slow
 def test_with_a_teacher_but_no_students_compare_points_to_distill(runs_dir, digits):
     recorder.train_teacher(Store(runs_dir), compare_config("teacher", 16, 1), digits)
     at = open_app(COMPARE)
@@ -90,6 +91,7 @@ def test_compare_defaults_to_the_latest_student_and_its_baseline(scaled_store):
     assert figs["cmp_cm_student_fig"]["layout"]["title"]["text"].startswith("Student: ")
 
 
+@pytest.mark.slow
 def test_compare_key_columns_come_first(scaled_store):
     at = open_app(COMPARE)
     order = list(at.dataframe[0].proto.column_order)
@@ -114,16 +116,17 @@ def test_compare_picker_filters_by_kind_sweep_teacher_and_status(scaled_store):
     assert len(offered()) == 3  # the sweep's student, plus the two picked (picks stay whatever the filters)
     at.selectbox(key="cmp_sweep").set_value("none").run()
     assert len(offered()) == 5
-    at.multiselect(key="cmp_kinds").set_value(["baseline"]).run()
+    at.pills(key="cmp_kinds").set_value(["baseline"]).run()
     assert {o.split(" · ")[0] for o in offered()} == {"baseline", "student"}  # the picked student stays
     at.toggle(key="cmp_mine").set_value(False).run()
-    at.multiselect(key="cmp_kinds").set_value(["student"]).run()
+    at.pills(key="cmp_kinds").set_value(["student"]).run()
     assert len(offered()) == 3 + 1 + 1  # A's 3 students outside sweeps, B's, and the picked baseline
     assert len(set(offered())) == len(offered())  # two alike (A's and B's seed 0) told apart by their ids
     assert at.multiselect(key="cmp_runs").value == [f["student_seed1"], f["baseline_seed1"]]
     assert not at.exception, [e.value for e in at.exception]
 
 
+@pytest.mark.slow
 def test_compare_headline_states_images_seeds_and_noise(scaled_store):
     at = open_app(COMPARE)
     text = " ".join(m.value for m in at.markdown)
@@ -137,6 +140,7 @@ def test_compare_headline_states_images_seeds_and_noise(scaled_store):
     assert ("within noise" in text) or ("beyond noise" in text)
 
 
+@pytest.mark.slow
 def test_compare_follows_the_selection(scaled_store):
     at = open_app(COMPARE)
     at.toggle(key="cmp_mine").set_value(False).run()
@@ -154,6 +158,7 @@ def test_compare_follows_the_selection(scaled_store):
     assert "cmp_cm_teacher" not in chart_specs(at)  # nothing to set beside the teacher
 
 
+@pytest.mark.slow
 def test_a_failed_run_picked_is_named_not_silently_dropped(scaled_store):
     at = open_app(COMPARE)
     at.toggle(key="cmp_all").set_value(True).run()
@@ -165,6 +170,7 @@ def test_a_failed_run_picked_is_named_not_silently_dropped(scaled_store):
     assert at.dataframe[0].value["id"].tolist() == [scaled_store["teacher"], scaled_store["stopped"]]
 
 
+@pytest.mark.slow
 def test_another_teacher_brings_its_own_students(scaled_store):
     at = open_app(COMPARE)
     at.sidebar.selectbox(key="teacher_pick").set_value(scaled_store["other_teacher"]).run()
@@ -200,6 +206,7 @@ def test_soft_targets_show_teacher_and_student(scaled_store, digits):
     assert all(h <= 2.302586 for h in hot)  # never above ln 10
 
 
+@pytest.mark.slow
 def test_soft_targets_image_picker(scaled_store, digits):
     at = open_app(SOFT)
     at.number_input(key="st_index").set_value(7).run()

@@ -52,6 +52,7 @@ def test_the_page_without_a_teacher_asks_for_one(runs_dir):
     assert any("No search in this store yet" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_a_goal_no_candidate_can_meet_ends_with_a_clear_message(runs_dir):
     stored_teacher(runs_dir)
     at = open_page()
@@ -110,6 +111,7 @@ def snap_reference(runs_dir, study_id: str) -> dict:
     return read_study(Store(runs_dir), study_id).user_attrs["reference"]
 
 
+@pytest.mark.slow
 def test_a_stored_study_shows_its_pruned_trials_as_such(runs_dir):
     teacher = stored_teacher(runs_dir, width=128)
     store = Store(runs_dir)

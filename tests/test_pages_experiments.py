@@ -59,6 +59,7 @@ def test_sweep_page_on_an_empty_store_asks_for_a_teacher(runs_dir):
     assert any("No sweep" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_sweep_page_without_measurements_says_so(runs_dir, template_store):
     """An uploaded teacher has no training speed to go by: the estimate says there is none yet."""
     store = Store(runs_dir)
@@ -90,6 +91,7 @@ def test_runs_page_lists_filters_and_groups(populated):
     assert all("±" in t and "(n=2)" in t for t in groups["test_acc"])
 
 
+@pytest.mark.slow
 def test_runs_page_picked_runs_get_curves_and_commands(populated):
     store = Store(populated["root"])
     at = open_app("app_pages/runs.py")
@@ -108,6 +110,7 @@ def test_runs_page_picked_runs_get_curves_and_commands(populated):
     assert codes == [command_for(store.get_run(i), store) for i in ids[:2]]
 
 
+@pytest.mark.slow
 def test_runs_page_deletes_picked_runs_and_their_files(populated):
     store = Store(populated["root"])
     at = open_app("app_pages/runs.py")
@@ -126,6 +129,7 @@ def test_runs_page_deletes_picked_runs_and_their_files(populated):
     assert len(at.dataframe[0].value) == N_RUNS - 1 and not at.code  # the selection is cleared
 
 
+@pytest.mark.slow
 def test_runs_page_csv_is_the_filtered_store(populated, media):
     """The bytes the Download CSV button serves (captured from AppTest's media storage)."""
     store = Store(populated["root"])
@@ -195,6 +199,7 @@ def test_sweep_page_shows_the_past_sweep_as_heatmaps(populated):
         ("best validation accuracy", "best validation accuracy"),
     ],
 )
+@pytest.mark.slow
 def test_sweep_page_takes_the_metric_from_the_url_by_its_cli_name_or_label(populated, asked, shown):
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["sw_metric"] = asked
@@ -205,6 +210,7 @@ def test_sweep_page_takes_the_metric_from_the_url_by_its_cli_name_or_label(popul
     assert charts(at)["sw_acc_16"].layout.title.text.endswith(shown)
 
 
+@pytest.mark.slow
 def test_sweep_page_says_when_no_cell_beats_its_baseline(runs_dir):
     """Students that equal or lose to their baseline on every seed (the digits validation grid):
     no star, and the words say so."""
@@ -230,6 +236,7 @@ def test_sweep_page_says_when_no_cell_beats_its_baseline(runs_dir):
     assert heat_text(figs["sw_gain_16"]) == ["+0.000 ± 0.000<br>p=1.00", "-0.010 ± 0.000<br>no test"]
 
 
+@pytest.mark.slow
 def test_sweep_estimate_from_a_teacher_alone_is_scaled_and_divided_by_ray_workers(populated, monkeypatch):
     """Only the teacher measured: its speed scaled by FLOPs to the students, not taken as it is."""
     store = Store(populated["root"])
@@ -275,6 +282,7 @@ def test_sweep_estimate_from_a_teacher_alone_is_scaled_and_divided_by_ray_worker
     assert "2 runs at once" in captions(at)
 
 
+@pytest.mark.slow
 def test_sweep_page_counts_runs_as_the_axes_change(populated):
     at = open_app("app_pages/sweep.py")
     at.text_input(key="sw_T").set_value("1, 4").run()
@@ -286,6 +294,25 @@ def test_sweep_page_counts_runs_as_the_axes_change(populated):
     assert at.button(key="sw_start").disabled
 
 
+def test_sweep_page_method_axis_multiplies_the_runs_and_refuses_a_bad_method(populated):
+    at = open_app("app_pages/sweep.py")
+    at.text_input(key="sw_T").set_value("4").run()
+    at.text_input(key="sw_lam").set_value("0.9").run()
+    at.text_input(key="sw_sizes").set_value("16").run()
+    at.number_input(key="sw_seeds").set_value(2).run()
+    at.text_input(key="sw_methods").set_value("kd, dkd, 0.5*kd+1*dist").run()
+    assert metric_values(at)["Runs"] == str(2 * (1 + 3))  # per seed: one baseline, three methods
+    at.text_input(key="sw_methods").set_value("kd, nope").run()
+    assert any("nope" in e.value for e in at.error)
+    assert at.button(key="sw_start").disabled
+    before = Store(populated["root"]).list_sweeps()
+    at.text_input(key="sw_methods").set_value("kd, at").run()  # AT on the MLP teacher: refused at Start
+    at.button(key="sw_start").click().run()
+    assert any("spatial" in e.value for e in at.error)
+    assert Store(populated["root"]).list_sweeps() == before
+
+
+@pytest.mark.slow
 def test_sweep_page_ray_missing_is_explained(populated, monkeypatch):
     monkeypatch.setattr(sweep_view, "ray_available", lambda: False)
     at = open_app("app_pages/sweep.py")
@@ -329,6 +356,7 @@ def test_sweep_page_runs_a_sweep_and_fills_the_grid(populated):
     assert len(heat_text(charts(at)["sw_acc_8"])) == 1
 
 
+@pytest.mark.slow
 def test_sweep_page_resumes_without_repeating_finished_cells(populated):
     store = Store(populated["root"])
     sweep_id = populated["sweep_id"]

@@ -55,6 +55,7 @@ def page_text(at) -> str:
     "page, button, chart",
     [("app_pages/distill.py", "distill", "distill_loss"), ("app_pages/teacher.py", "train_teacher", "teacher_loss")],
 )
+@pytest.mark.slow
 def test_a_measure_job_is_named_on_the_training_pages(runs_dir, measuring, page, button, chart):
     if page == "app_pages/distill.py":
         stored_teacher(runs_dir, width=32)  # the Distill page draws jobs only once it has a teacher

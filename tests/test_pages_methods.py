@@ -31,10 +31,11 @@ def test_kd_is_the_default_with_its_formula_and_a_cached_teacher(runs_dir):
     assert not at.button(key="distill").disabled
 
 
+@pytest.mark.slow
 def test_fitnets_shows_its_regressor_and_parameter_help(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")
-    at.slider(key="s_size").set_value(16).run()
+    at.select_slider(key="s_size").set_value(16).run()
     at.multiselect(key="methods").set_value(["fitnets"]).run()
     assert not at.exception, [e.value for e in at.exception]
     # An MLP 16 student guided toward an MLP 64 teacher's hidden layer: a 16 → 64 linear regressor.
@@ -44,6 +45,7 @@ def test_fitnets_shows_its_regressor_and_parameter_help(runs_dir):
     assert coef.value == 1.0 and "½‖u_t − r(v_s)‖²" in coef.help
 
 
+@pytest.mark.slow
 def test_attention_transfer_on_mlps_is_refused_before_training(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = open_app("app_pages/distill.py")
@@ -53,6 +55,7 @@ def test_attention_transfer_on_mlps_is_refused_before_training(runs_dir):
     assert at.number_input(key="w_at").value == 1.0  # a mix shows each method's weight
 
 
+@pytest.mark.slow
 def test_the_url_carries_the_mix_and_its_parameters(runs_dir):
     stored_teacher(runs_dir, width=64)
     at = AppTest.from_file(APP, default_timeout=60)

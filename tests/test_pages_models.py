@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from app_helpers import open_app, stored_teacher
@@ -17,14 +18,16 @@ from kd_core.train.engine import fit
 from kd_core.train.models import build_model, param_count
 from kd_core.views import studio
 
+pytestmark = pytest.mark.slow  # a torchvision student and a teacher upload on the pages: seconds each
+
 
 def test_student_slider_becomes_a_width_multiplier_for_a_torchvision_family(runs_dir):
     stored_teacher(runs_dir, width=64)
     at: AppTest = open_app("app_pages/distill.py")
-    assert at.slider(key="s_size").label == "Hidden width"
+    assert at.select_slider(key="s_size").label == "Hidden width"
     at.selectbox(key="s_family").set_value("mobilenet_v3_small").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert not [s for s in at.slider if s.key == "s_size"]  # no channel/hidden width for this family
+    assert not [s for s in at.select_slider if s.key == "s_size"]  # no channel/hidden width for this family
     width = at.select_slider(key="s_width")
     assert width.value == 0.5  # a student starts at half width
     expected = param_count(build_model(ModelSpec("mobilenet_v3_small", width=0.5), (1, 8, 8), 10))

@@ -43,6 +43,7 @@ def test_a_torchvision_file_is_adapted_to_grey_inputs_and_ten_classes(imagenet_m
     assert "summed over its 3 input channels" in notes[0] and "1000 classes" in notes[0]
 
 
+@pytest.mark.slow
 def test_the_small_input_stem_of_a_resnet_starts_fresh_and_says_so(tmp_path):
     state = torchvision.models.resnet18(num_classes=10).state_dict()
     torch.save(state, tmp_path / "r18.pth")

@@ -14,7 +14,7 @@ from kd_core.train.recorder import Trained, record, train_teacher
 from kd_core.views import studio
 
 
-@pytest.mark.parametrize(("threads", "torch_before_upload"), [(0, 3), (2, 1)])
+@pytest.mark.parametrize(("threads", "torch_before_upload"), [(0, 3), pytest.param(2, 1, marks=pytest.mark.slow)])
 def test_an_uploaded_teacher_and_a_trained_one_are_timed_at_the_same_thread_count(
     tmp_path, digits, threads, torch_before_upload
 ):

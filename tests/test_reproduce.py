@@ -18,7 +18,7 @@ import pytest
 from helpers import cli_env
 from kd_core import cli
 from kd_core.cli import common
-from kd_core.config import DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.config import DataConfig, DistillConfig, LabelConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.deploy import modelcard as mc
 from kd_core.store import Store
 from kd_core.sweep.grid import SweepConfig, create_sweep
@@ -140,3 +140,37 @@ def test_without_a_known_teacher_no_placeholder_is_printed(tmp_path):
         assert card["reproduce"] is None and runs_table.command_for(s.get_run(run_id), s) is None
         text = mc.card_markdown(card)
         assert "Not reproducible from this store" in text and "TEACHER" not in text
+
+
+@pytest.mark.parametrize(
+    "dataset, labels, train",
+    [
+        ("digits", LabelConfig(per_class=5, label_seed=3, transfer_ratio=3.0), replace(TRAIN, augment=True, mixup=0.2)),
+        ("fashion_mnist", LabelConfig(labels=500, transfer="rest+folder:/data/my images"), replace(TRAIN, flip=True)),
+        ("digits", LabelConfig(labels=100, transfer="none"), replace(TRAIN, precision="bf16")),
+    ],
+)
+def test_a_budgeted_augmented_run_comes_back_with_its_labels_augmentation_and_precision(
+    tmp_path, dataset, labels, train
+):
+    """A run on 5 labels per class with function matching (or in bf16) must not be reproduced on
+    every label without it: the command's flags parse back to the stored label and training configs."""
+    s = Store(tmp_path / "runs")
+    teacher = s.create_run(RunConfig(model=ModelSpec("mlp", 32, 1), train=TRAIN))
+    s.finish_run(teacher, "finished", {"test_acc": 0.9})
+    for kind in ("student", "baseline"):
+        cfg = RunConfig(
+            kind=kind,
+            data=DataConfig(dataset=dataset),
+            model=ModelSpec("mlp", 8, 1),
+            train=train,
+            labels=labels,
+            teacher_id=teacher,
+            distill=DistillConfig(4.0, 0.5) if kind == "student" else None,
+        )
+        run_id = s.create_run(cfg)
+        s.finish_run(run_id, "finished", {"test_acc": 0.8})
+        a = parsed(runs_table.command_for(s.get_run(run_id), s))
+        assert a.command == "distill" and a.baseline == (kind == "baseline")
+        assert common.label_config(a) == labels
+        assert common.train_config(a) == train

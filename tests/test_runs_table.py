@@ -6,12 +6,13 @@ import io
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 
 from helpers import REPO, cli_env
-from kd_core.config import DataConfig, TrainConfig
+from kd_core.config import DataConfig, LabelConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.errors import ConfigError
 from kd_core.stats import summarize
 from kd_core.store import Store
@@ -84,10 +85,11 @@ def test_curves_frame_and_csv_match_the_store(template_store):
     frame = runs_table.runs_frame(store)
     ids = frame["id"].tolist()[:3]
     curves = runs_table.curves_frame(store, ids)
-    assert list(curves.columns) == ["run", "label", "epoch", "loss", "train_acc", "val_acc"]
+    assert list(curves.columns) == ["run", "label", "kind", "epoch", "loss", "train_acc", "val_acc"]
     for run_id in ids:
         stored = store.epochs(run_id)
         part = curves[curves["run"] == run_id]
+        assert set(part["kind"]) <= {store.get_run(run_id).kind}  # the role its colour comes from
         assert part["val_acc"].tolist() == [e["val_acc"] for e in stored]
         assert part["loss"].tolist() == [e["loss"] for e in stored]
     csv = pd.read_csv(io.StringIO(runs_table.to_csv(frame)))
@@ -227,3 +229,32 @@ def test_a_students_methods_are_a_column_and_old_kd_students_group_with_new_ones
     assert sorted(groups["n"]) == [1, 2] and set(groups["method"]) == {"kd", "dkd (dkd.beta=4.0)"}
     label = runs_table.run_label(frame.reset_index().set_index("id", drop=False).loc[dkd])
     assert "dkd (dkd.beta=4.0) T=4 λ=0.9" in label
+
+
+def test_the_label_budget_is_a_column_and_budgets_fold_apart(tmp_path):
+    """Runs that differ only by their label budget are told apart in the table and never folded
+    together; replicates of one budget (each seed its own subset) fold into one row."""
+    store = Store(tmp_path)
+    base = RunConfig(kind="baseline", model=ModelSpec("mlp", 16, 1))
+    runs = {
+        "few0": replace(base, labels=LabelConfig(per_class=5, label_seed=0)),
+        "few1": replace(base, labels=LabelConfig(per_class=5, label_seed=1), train=TrainConfig(seed=1)),
+        "500": replace(base, labels=LabelConfig(labels=500, transfer="rest+folder:/x")),
+        "all": base,
+    }
+    ids = {name: store.create_run(cfg) for name, cfg in runs.items()}
+    for name, run_id in ids.items():
+        store.finish_run(run_id, "finished", {"test_acc": 0.5 + 0.1 * len(name)})
+    frame = runs_table.runs_frame(store).set_index("id")
+    assert {name: frame.loc[i, "labels"] for name, i in ids.items()} == {
+        "few0": "5 labels per class",
+        "few1": "5 labels per class",
+        "500": "500 labels + unlabelled folder",
+        "all": "all labels",
+    }
+    groups = runs_table.group_by_config(frame.reset_index())
+    assert sorted(zip(groups["labels"], groups["n"])) == [
+        ("5 labels per class", 2),
+        ("500 labels + unlabelled folder", 1),
+        ("all labels", 1),
+    ]

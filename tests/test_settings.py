@@ -10,8 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
+from kd_core.train.precision import bf16_support
 from ui import prefs
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -31,7 +33,13 @@ def home(tmp_path, monkeypatch):
 def test_without_a_file_the_defaults_come_from_the_environment(home):
     settings, problem = prefs.load(DEVICES, THREADS)
     assert problem is None
-    assert settings == {"store_root": str(home), "data_root": str(home.parent / "data"), "device": "auto", "threads": 0}
+    assert settings == {
+        "store_root": str(home),
+        "data_root": str(home.parent / "data"),
+        "device": "auto",
+        "threads": 0,
+        "precision": "fp32",
+    }
 
 
 def test_saved_settings_are_read_back(home):
@@ -39,7 +47,22 @@ def test_saved_settings_are_read_back(home):
     assert json.loads((home / prefs.FILE_NAME).read_text())["threads"] == 2
     settings, problem = prefs.load(DEVICES, THREADS)
     assert problem is None
-    assert settings == {"store_root": "/x/runs", "data_root": "/x/data", "device": "cpu", "threads": 2}
+    assert settings == {
+        "store_root": "/x/runs",
+        "data_root": "/x/data",
+        "device": "cpu",
+        "threads": 2,
+        "precision": "fp32",
+    }
+
+
+def test_a_saved_precision_is_kept_when_offered_and_dropped_when_not(home):
+    assert prefs.save({"precision": "bf16", "threads": 1}) is None
+    settings, problem = prefs.load(DEVICES, THREADS, precisions=("fp32", "bf16", "auto"))
+    assert problem is None and settings["precision"] == "bf16"
+    (home / prefs.FILE_NAME).write_text('{"precision": "fp16"}')
+    settings, problem = prefs.load(DEVICES, THREADS, precisions=("fp32", "bf16", "auto"))
+    assert settings["precision"] == "fp32" and "precision='fp16'" in problem
 
 
 @pytest.mark.parametrize(
@@ -78,6 +101,7 @@ def open_app() -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_a_changed_store_folder_holds_on_every_page_and_after_a_restart(home, tmp_path):
     other = tmp_path / "elsewhere"
     at = open_app()
@@ -106,3 +130,17 @@ def test_a_store_folder_that_cannot_be_opened_stops_the_page_with_the_reason(hom
     assert not at.exception, [e.value for e in at.exception]
     assert any("cannot open the run store" in e.value for e in at.error)
     assert not at.title  # the page itself did not run against a missing store
+
+
+@pytest.mark.slow
+def test_the_precision_chosen_in_the_sidebar_is_explained_and_kept(home):
+    at = open_app()
+    assert at.selectbox(key="precision").value == "fp32"
+    _, here = bf16_support(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    assert f"Here: {here}" in at.selectbox(key="precision").help  # says what this machine can do
+    at.selectbox(key="precision").set_value("bf16").run()
+    at.switch_page("app_pages/teacher.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="precision").value == "bf16"
+    assert json.loads((home / prefs.FILE_NAME).read_text())["precision"] == "bf16"
+    assert open_app().selectbox(key="precision").value == "bf16"  # after a restart: from the file

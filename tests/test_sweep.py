@@ -16,6 +16,7 @@ import time
 import pytest
 from scipy import stats as sps
 
+from helpers import hand_bh
 from kd_core.cli import main
 from kd_core.config import DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.errors import ConfigError, KDError
@@ -52,10 +53,10 @@ def test_plan_has_one_baseline_per_size_and_seed_before_its_cells():
     assert len(cells) == 3 * 2 * (1 + 2 * 2) and len(set(keys)) == len(keys)
     baselines = [k for k in keys if k[0] == "baseline"]
     assert sorted((k[1], k[2]) for k in baselines) == sorted((s, e) for s in (16, 32) for e in (0, 1, 2))
-    assert all(k[3] is None and k[4] is None for k in baselines)
-    for i, (kind, size, seed, _, _) in enumerate(keys):
+    assert all(k[3] is None and k[4] is None and k[6] is None for k in baselines)
+    for i, (kind, size, seed, _, _, budget, method) in enumerate(keys):
         if kind == "student":
-            assert ("baseline", size, seed, None, None) in keys[:i]
+            assert ("baseline", size, seed, None, None, budget, None) in keys[:i] and method == "kd"
     assert {c.config.sweep_id for c in cells} == {"sw1"}
     assert {c.config.teacher_id for c in cells if c.config.kind == "student"} == {"t"}
     assert [k[2] for k in keys][:10] == [0] * 10  # seed by seed: the whole grid gets n=1 first
@@ -207,18 +208,6 @@ def test_ties_are_all_best_and_only_a_gain_over_the_baseline_is_marked(tmp_path)
     assert best_text(g, "mlp 16").startswith("Best for mlp 16: 2 cells tie at the highest mean, 0.8450")
 
 
-def hand_bh(ps):
-    """Benjamini–Hochberg step-up, written out: sort, p(i)·k/i, the running minimum from the top, ≤ 1."""
-    k = len(ps)
-    order = sorted(range(k), key=lambda i: ps[i])
-    out, running = [0.0] * k, 1.0
-    for rank in range(k, 0, -1):
-        i = order[rank - 1]
-        running = min(running, ps[i] * k / rank)
-        out[i] = running
-    return out
-
-
 def test_benjamini_hochberg_matches_the_step_up_written_here():
     from kd_core.sweep.results import bh_adjust
 
@@ -354,6 +343,7 @@ def test_the_page_words_for_an_estimate():
 # ---------------------------------------------------------------- real tiny sweeps
 
 
+@pytest.mark.slow
 def test_resume_runs_only_the_cells_not_finished(tmp_path, digits, teacher_path):
     store = Store(tmp_path)
     sweep_id = create_sweep(store, tiny_sweep(teacher_path, seeds=(0, 1)))
@@ -390,14 +380,15 @@ def test_a_sweep_job_fills_the_grid_and_publishes_progress(tmp_path, digits, tea
     assert "seed 0" in snap.runs[0].label and any("T=4 λ=0.9" in r.label for r in snap.runs)
     runs = {cell_key(r.config): r.metrics["best_val_acc"] for r in store.list_runs(sweep_id=note["id"])}
     g = sweep_grids(store, note["id"])[16]
-    base = runs[("baseline", 16, 0, None, None)]
+    base = runs[("baseline", 16, 0, None, None, 0, None)]
     for t in (1.0, 4.0):
         for a in (0.5, 0.9):
-            assert g["mean"].loc[t, a] == runs[("student", 16, 0, t, a)]
-            assert g["gain_mean"].loc[t, a] == pytest.approx(runs[("student", 16, 0, t, a)] - base)
+            assert g["mean"].loc[t, a] == runs[("student", 16, 0, t, a, 0, "kd")]
+            assert g["gain_mean"].loc[t, a] == pytest.approx(runs[("student", 16, 0, t, a, 0, "kd")] - base)
     assert g["n"].values.tolist() == [[1, 1], [1, 1]]
 
 
+@pytest.mark.slow
 def test_cli_sweep_json_end_to_end_and_resume(tmp_path, teacher_path, capsys):
     args = [
         "sweep",
@@ -431,7 +422,7 @@ def test_cli_sweep_json_end_to_end_and_resume(tmp_path, teacher_path, capsys):
     assert len(out["runs"]) == len(runs) == 10
     values = {}
     for r in runs:
-        values.setdefault(cell_key(r.config)[:2] + cell_key(r.config)[3:], []).append(r.metrics["best_val_acc"])
+        values.setdefault(cell_key(r.config)[:2] + cell_key(r.config)[3:5], []).append(r.metrics["best_val_acc"])
     g = out["grids"]["16"]
     assert (g["temperatures"], g["alphas"]) == ([1.0, 4.0], [0.5, 0.9])
     for i, t in enumerate(g["temperatures"]):

@@ -5,6 +5,7 @@ where Ray is not installed (CI installs it through requirements-dev.txt).
 """
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from kd_core.config import DataConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.jobs import JobManager
 from kd_core.store import Store
 from kd_core.sweep.grid import cell_key, create_sweep
-from kd_core.sweep.ray_executor import train_cell
+from kd_core.sweep.ray_executor import CLUSTER_RUNTIME_ENV, LOCAL_RUNTIME_ENV, train_cell
 from kd_core.sweep.runner import run_sweep, start_sweep
 from kd_core.train.engine import AUTO_THREADS_MIN_STEP_FLOPS
 from kd_core.train.models import describe
@@ -68,6 +69,7 @@ def test_ray_sweep_matches_in_process_at_the_same_seeds(tmp_path, digits, teache
         assert [(e["loss"], e["val_acc"]) for e in ea] == [(e["loss"], e["val_acc"]) for e in eb], key
 
 
+@pytest.mark.slow
 def test_a_ray_task_trains_at_one_thread_under_auto_even_for_a_large_model(digits):
     """Each task holds one Ray CPU; "auto" must not give a large model every core in each task."""
     spec = ModelSpec("mlp", 1024, 2)
@@ -80,3 +82,11 @@ def test_a_ray_task_trains_at_one_thread_under_auto_even_for_a_large_model(digit
     )
     out = train_cell(cfg, (digits, None, None))
     assert out.status == "finished" and out.numbers["train_threads"] == 1 and out.measured["latency"]["threads"] == 1
+
+
+def test_a_cluster_gets_the_whole_kd_core_package():
+    # A remote worker must import kd_core.train, kd_core.methods, ... — not one sub-package.
+    shipped = Path(CLUSTER_RUNTIME_ENV["py_modules"][0])
+    assert shipped.name == "kd_core"
+    assert {"train", "methods", "sweep", "store"} <= {p.name for p in shipped.iterdir() if p.is_dir()}
+    assert "py_modules" not in LOCAL_RUNTIME_ENV

@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,9 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from helpers import make_config
 from kd_core.config import ModelSpec, RunConfig
 from kd_core.deploy.export import TOLERANCES, compare, float_onnx, onnx_session, session_logits
 from kd_core.errors import ConfigError
+from kd_core.methods import parse_methods
+from kd_core.train.engine import fit
 from kd_core.train.models import build_model, describe, flops_per_sample, param_count, serialized_bytes
 from kd_core.train.zoo import ZOO
 
@@ -167,6 +172,7 @@ def test_bytes_are_the_float32_weights_plus_a_small_container():
         assert tensor_bytes < size < tensor_bytes + 2000 + 600 * len(model.state_dict())
 
 
+@pytest.mark.slow
 def test_describe_reports_a_torchvision_family_before_training():
     info = describe(ModelSpec("mobilenet_v3_small", width=0.5), (1, 28, 28), 10)
     assert info["label"] == "mobilenet_v3_small ×0.5" and info["width"] == 0.5
@@ -201,3 +207,49 @@ def test_bad_specs_are_refused_with_a_reason(spec, words):
 def test_images_too_small_for_a_torchvision_family_are_refused():
     with pytest.raises(ConfigError, match="8 to 512 px"):
         build_model(ModelSpec("resnet18", width=TINY), (1, 4, 4), 5)
+
+
+def test_batch_norm_statistics_catch_up_within_a_short_run():
+    """torchvision's MobileNetV3 keeps BN statistics with momentum 0.01: after the ~60 steps of a
+    short run they were still near their start and validation sat at chance while training accuracy
+    reached 0.8. After 40 training-mode passes over inputs far from the initial statistics, every
+    BN layer's running mean must be within 5 % of the batch's own mean (0.99**40 would leave 67 %)."""
+    model = tiny("mobilenet_v3_small", shape=(3, 32, 32))
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 + 3
+    batch_means: dict[str, torch.Tensor] = {}
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    for name, bn in bns.items():
+        bn.register_forward_pre_hook(lambda _m, args, name=name: batch_means.__setitem__(name, args[0].mean((0, 2, 3))))
+    model.train()
+    with torch.no_grad():
+        for _ in range(40):
+            model(x)  # same batch each pass: the batch means are fixed only for the first BN layer
+    name = next(iter(bns))
+    gap = (bns[name].running_mean.double() - batch_means[name].double()).abs().max()
+    assert gap <= 0.05 * batch_means[name].double().abs().max(), (name, float(gap))
+    assert all(bn.momentum == 0.1 for bn in bns.values())
+
+
+# ---------------------------------------------------------------- feature-based methods
+
+
+@pytest.mark.slow
+def test_fitnets_and_at_distil_between_torchvision_families(digits):
+    """The stage names let FitNets (a hint stage) pair a ResNet teacher with a MobileNet student,
+    and AT (every spatial stage, maps of equal size) a ResNet with a ShuffleNet, which
+    downsample alike; the runs train and their feature terms are finite."""
+    teacher = fit(make_config("teacher", ModelSpec("resnet18", width=TINY), epochs=1), digits).model
+    for student, mix in (("mobilenet_v3_small", "kd+fitnets"), ("shufflenet_v2", "kd+at")):
+        cfg = make_config("student", ModelSpec(student, width=TINY), epochs=1)
+        cfg = replace(cfg, distill=replace(cfg.distill, methods=parse_methods(mix)))
+        result = fit(cfg, digits, teacher)
+        assert result.status == "finished", result.message
+        terms = result.history[-1]["terms"]
+        assert all(math.isfinite(v) for v in terms.values()) and len(terms) >= 2, terms
+
+
+def test_every_family_has_four_stages_at_the_imagenet_strides():
+    for family in ZOO:
+        model = build_model(ModelSpec(family, width=0.25), (3, 64, 64), 5).eval()
+        out = create_feature_extractor(model, {n: s for s, n in model.stage_nodes.items()})(torch.zeros(1, 3, 64, 64))
+        assert [64 // out[f"stage{i}"].shape[-1] for i in range(1, 5)] == [4, 8, 16, 32], family

@@ -20,6 +20,20 @@ from __future__ import annotations
 import re
 import zlib
 
+# Legends sit under the plot, in the figure's own bottom margin (container coordinates): a
+# legend in the plot's coordinates collided with the x-axis title, and one inside the plot
+# covered the curves at 800 px. Figures with a legend keep LEGEND_MARGIN px at the bottom.
+LEGEND_BELOW = dict(orientation="h", yref="container", yanchor="bottom", y=0.0, x=0, title_text="")
+LEGEND_MARGIN = 96
+
+# Heatmap cells: light scales under dark text, so the text reads in every cell and on both
+# themes (plotly's automatic text colour picked dark text on mid-green cells). The upper half
+# of cividis (made for colour-vision deficiency; grey to yellow, no run's colour) and the
+# middle of RdBu (diverging).
+SEQUENTIAL = ["#8A8678", "#A59C74", "#C3B369", "#E1CC55", "#FEE838"]
+DIVERGING = ["#D6604D", "#F4A582", "#FDDBC7", "#F7F7F7", "#D1E5F0", "#92C5DE", "#4393C3"]
+CELL_TEXT = "#111111"
+
 # Okabe & Ito (2008)
 ROLE = {"teacher": "#0072B2", "student": "#009E73", "baseline": "#D55E00"}
 NEUTRAL = "#8C8C8C"
@@ -101,3 +115,8 @@ def role_of(label: str) -> str | None:
     """The role a job's run label starts with ('student', 'baseline 1a2b', 'teacher'), if any."""
     first = str(label).split(" ", 1)[0].lower()
     return first if first in ROLE else None
+
+
+def scale(colours: list[str]) -> list[list]:
+    """A plotly colorscale from evenly spaced colours."""
+    return [[i / (len(colours) - 1), c] for i, c in enumerate(colours)]

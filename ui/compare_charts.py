@@ -16,7 +16,7 @@ from ui import charts, colors
 
 KIND_COLORS = colors.ROLE
 MARGIN = dict(l=10, r=10, t=50, b=10)
-LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.12, x=0, title_text="")
+LEGEND_MARGIN = dict(MARGIN, b=colors.LEGEND_MARGIN)
 
 
 def _bar_names(table: pd.DataFrame) -> list[str]:
@@ -47,13 +47,13 @@ def metric_bars(
         log_y=log,
         hover_data={"title": True, "id": True, "name": False} if "title" in df else {"id": True, "name": False},
     )
-    fig.update_traces(textangle=0, textposition="inside", insidetextanchor="end")
+    # inside the bar when the number fits, above it when not (a student's sliver on a log axis)
+    fig.update_traces(textangle=0, textposition="auto", insidetextanchor="end", cliponaxis=False)
     fig.update_layout(height=360, margin=MARGIN, xaxis_title="", yaxis_title=axis, showlegend=False)
     if log:
         fig.update_yaxes(dtick=1)  # one tick per power of ten
-    if column == "test_acc":
-        low = float(df[column].min())
-        fig.update_yaxes(range=[max(0.0, low - 0.1), 1.0])
+    if column == "test_acc":  # bars from 0: a cut axis made a point of accuracy look like half the bar
+        fig.update_yaxes(range=[0.0, 1.0])
     return fig
 
 
@@ -120,7 +120,9 @@ def pareto_scatter(runs: pd.DataFrame, front: pd.DataFrame, x: str, x_title: str
     xs = runs[x][runs[x] > 0]
     if len(xs) and xs.max() / xs.min() >= 10:
         fig.update_xaxes(dtick=1)  # spans decades: label the powers of ten only
-    fig.update_layout(height=420, margin=MARGIN, xaxis_title=x_title, yaxis_title="test accuracy", legend=LEGEND_BELOW)
+    fig.update_layout(
+        height=460, margin=LEGEND_MARGIN, xaxis_title=x_title, yaxis_title="test accuracy", legend=colors.LEGEND_BELOW
+    )
     return fig
 
 
@@ -131,13 +133,14 @@ def confusion_heatmap(cm: np.ndarray, classes: list[str], title: str, zmax: floa
         x=classes,
         y=classes,
         text_auto=True,
-        color_continuous_scale="cividis",  # designed for colour-blind readers; no run's colour
+        color_continuous_scale=colors.scale(colors.SEQUENTIAL),  # light cells under dark text
         zmin=0,
         zmax=zmax,
         labels=dict(x="predicted", y="true", color="images"),
         title=title,
         aspect="equal",
     )
+    fig.update_traces(textfont=dict(color=colors.CELL_TEXT))
     fig.update_xaxes(type="category", side="bottom")
     fig.update_yaxes(type="category")
     fig.update_layout(height=460, margin=MARGIN)
@@ -171,9 +174,10 @@ def per_class_bars(diff: pd.DataFrame, who: str) -> go.Figure:
     return fig
 
 
-def soft_target_bars(view: dict, names: dict | None = None) -> go.Figure:
+def soft_target_bars(view: dict, names: dict | None = None, student_kind: str = "student") -> go.Figure:
     """softmax(z/T) over the classes: teacher and student side by side; the true class is starred.
-    `names` maps "teacher"/"student" to legend entries."""
+    `names` maps "teacher"/"student" to legend entries; the second model's bars take the colour
+    of its role (`student_kind`: a baseline shown there is drawn as a baseline)."""
     names = names or {}
     classes = [f"{c} ★" if c == view["label"] else str(c) for c in view["classes"]]
     fig = go.Figure()
@@ -184,20 +188,20 @@ def soft_target_bars(view: dict, names: dict | None = None) -> go.Figure:
                     x=classes,
                     y=view[name]["probs"],
                     name=names.get(name, name),
-                    marker_color=KIND_COLORS["teacher" if name == "teacher" else "student"],
+                    marker_color=colors.role_color("teacher" if name == "teacher" else student_kind),
                     hovertemplate="%{x}: %{y:.4f}<extra>" + name + "</extra>",
                 )
             )
     fig.update_layout(
         title=f"Soft targets at T = {view['temperature']:g} (★ = true class)",
         barmode="group",
-        height=380,
-        margin=MARGIN,
+        height=420,
+        margin=dict(MARGIN, b=colors.LEGEND_MARGIN),
         xaxis_title="class",
         yaxis_title="probability",
         xaxis_type="category",
         yaxis_range=[0, 1],
-        legend_title_text="",
+        legend=colors.LEGEND_BELOW,
     )
     return fig
 

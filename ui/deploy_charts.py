@@ -59,7 +59,7 @@ def latency_bars(frame: pd.DataFrame, batch_sizes: list[int]) -> go.Figure:
                     y=med,
                     name=part["runtime_label"].iloc[0],
                     legendgroup=runtime,
-                    showlegend=col == 1,
+                    showlegend=False,  # the legend's own neutral swatches below name the hatching
                     marker=dict(
                         color=[model_color(m) for m in part.index],
                         pattern=dict(shape=RUNTIME_PATTERNS.get(runtime, ""), fgcolor=colors.NEUTRAL, solidity=0.3),
@@ -89,6 +89,22 @@ def latency_bars(frame: pd.DataFrame, batch_sizes: list[int]) -> go.Figure:
                 row=1,
                 col=col,
             )
+    for runtime, label in dict(zip(frame["runtime"], frame["runtime_label"])).items():
+        fig.add_trace(  # a legend entry only: the runtime's hatching on grey, not a model's colour
+            go.Bar(
+                x=[None],
+                y=[None],
+                name=label,
+                legendgroup=runtime,
+                marker=dict(
+                    color="rgba(0,0,0,0)",
+                    pattern=dict(shape=RUNTIME_PATTERNS.get(runtime, ""), fgcolor=colors.NEUTRAL, solidity=0.5),
+                    line=dict(color=colors.NEUTRAL, width=1),
+                ),
+            ),
+            row=1,
+            col=1,
+        )
     for col, batch in enumerate(batch_sizes, start=1):
         at_batch = frame[frame["batch_size"] == batch]
         if _spans_decades(pd.concat([at_batch["median_ms"], at_batch["p90_ms"]])):
@@ -101,10 +117,10 @@ def latency_bars(frame: pd.DataFrame, batch_sizes: list[int]) -> go.Figure:
             text="Latency by runtime<br><sup>colour: the model · hatching: the runtime · bar labels: "
             "speed-up over the teacher in eager PyTorch at the same batch size</sup>"
         ),
-        height=420,
-        margin=MARGIN,
+        height=480,
+        margin=dict(MARGIN, b=colors.LEGEND_MARGIN),
         barmode="group",
-        legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, title_text="runtime"),
+        legend=dict(colors.LEGEND_BELOW, title_text="runtime"),
         uniformtext=dict(minsize=9, mode="hide"),
     )
     return fig

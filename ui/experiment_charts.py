@@ -7,11 +7,12 @@ import math
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from kd_core import fmt
+from kd_core.stats import sampling_noise
 from kd_core.views.sweep_view import SIGNIFICANCE
+from ui import colors
 
 MARGIN = dict(l=10, r=10, t=60, b=10)
 METRIC_NAMES = {
@@ -38,16 +39,21 @@ def _empty(title: str, note: str, height: int = 320) -> go.Figure:
 
 
 def curves_overlay(curves: pd.DataFrame) -> go.Figure:
-    """Validation accuracy and training loss per epoch of several runs, one colour per run."""
+    """Validation accuracy (dashed) and training loss (solid) per epoch of several runs; each
+    run in a shade of its role's colour (ui/colors.py), so students stay green among teachers."""
     if curves.empty:
         return _empty("Curves of the selected runs", "the selected runs have no finished epoch yet")
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("Validation accuracy", "Training loss"), horizontal_spacing=0.08
     )
-    colours = qualitative.Plotly + qualitative.D3
-    for i, (label, part) in enumerate(curves.groupby("label", sort=False)):
-        colour = colours[i % len(colours)]
-        for col, y, dash in ((1, "val_acc", None), (2, "loss", "dash")):  # one legend entry per run
+    kinds = curves.drop_duplicates("label").set_index("label")["kind"] if "kind" in curves else None
+    shade = {}
+    if kinds is not None:
+        for kind, labels in kinds.groupby(kinds, sort=False).groups.items():
+            shade.update(zip(labels, colors.shades(kind, len(labels))))
+    for label, part in curves.groupby("label", sort=False):
+        colour = shade.get(label, colors.NEUTRAL)
+        for col, y, dash in ((1, "val_acc", colors.VALIDATION_DASH), (2, "loss", colors.TRAIN_DASH)):
             fig.add_trace(
                 go.Scatter(
                     x=part["epoch"],
@@ -56,7 +62,7 @@ def curves_overlay(curves: pd.DataFrame) -> go.Figure:
                     legendgroup=label,
                     mode="lines+markers",
                     line=dict(color=colour, dash=dash),
-                    showlegend=col == 1,
+                    showlegend=col == 1,  # one legend entry per run
                 ),
                 row=1,
                 col=col,
@@ -66,9 +72,9 @@ def curves_overlay(curves: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="loss", row=1, col=2)
     fig.update_layout(
         title="Curves of the selected runs",
-        height=420,
-        margin=MARGIN,
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        height=480,
+        margin=dict(MARGIN, b=colors.LEGEND_MARGIN),
+        legend=colors.LEGEND_BELOW,
     )
     return fig
 
@@ -129,6 +135,28 @@ def _cell_axis(labels: list[str], title: str) -> dict:
     )
 
 
+def noise_floor(accuracy: float, images: int) -> float:
+    """Half-width of the 95% sampling noise of one accuracy difference at this accuracy on
+    `images` evaluation images (unpaired): colour scales span at least ± this, so a difference
+    chance alone could make stays pale. 0 when the image count is unknown."""
+    if images <= 0 or not math.isfinite(accuracy):
+        return 0.0
+    return sampling_noise(accuracy, accuracy, images)
+
+
+def colour_range(finite, diverging: bool, floor: float) -> tuple[float, float]:
+    """(zmin, zmax): the values' range, widened to at least ±`floor` (around 0 for a gain,
+    around the middle of the values for an accuracy), so that a two-image difference does not
+    span the whole colour scale."""
+    if diverging:
+        bound = max(float(abs(finite).max()) if finite.size else 0.0, floor, 0.005)
+        return -bound, bound
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    half = max((hi - lo) / 2, floor, 0.001)
+    mid = (lo + hi) / 2
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
 def _heatmap(
     z: pd.DataFrame,
     text: list[list[str]],
@@ -137,17 +165,12 @@ def _heatmap(
     colorbar: str,
     best: list[dict],
     diverging: bool,
+    floor: float = 0.0,
 ) -> go.Figure:
     temps, alphas = list(z.index), list(z.columns)
     values = z.to_numpy(dtype=float)
     finite = values[~pd.isna(values)]
-    if diverging:
-        bound = max(abs(finite).max(), 0.005) if finite.size else 0.01  # at least ±half a point
-        lo, hi = -bound, bound
-    else:
-        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-        if hi - lo < 0.002:  # every cell (nearly) equal: a readable bar around the value
-            lo, hi = lo - 0.001, hi + 0.001
+    lo, hi = colour_range(finite, diverging, floor)
     dtick, tickformat = nice_ticks(lo, hi)
     heat = dict(
         z=values,
@@ -155,7 +178,7 @@ def _heatmap(
         y=list(range(len(temps))),
         text=text,
         texttemplate="%{text}",
-        textfont=dict(size=12),
+        textfont=dict(size=12, color=colors.CELL_TEXT),
         customdata=hover,
         hovertemplate="%{customdata}<extra></extra>",
         xgap=2,
@@ -170,15 +193,17 @@ def _heatmap(
             tickformat=("+" if diverging else "") + tickformat,
         ),
     )
+    # light scales under dark text: readable in every cell, on the light and the dark theme
+    heat.update(colorscale=colors.scale(colors.DIVERGING if diverging else colors.SEQUENTIAL))
     if diverging:
-        heat.update(colorscale="RdBu", zmid=0)
-    else:
-        heat.update(colorscale="Viridis")
+        heat.update(zmid=0)
     fig = go.Figure(go.Heatmap(**heat))
     xs, ys = [], []
     for b in best:
         j, i = alphas.index(b["alpha"]), temps.index(b["temperature"])
-        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="#ff2d55", width=4))
+        fig.add_shape(
+            type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color=colors.CELL_TEXT, width=4)
+        )
         xs.append(j + 0.38)
         ys.append(i + 0.28)
     if best:
@@ -188,7 +213,7 @@ def _heatmap(
                 y=ys,
                 mode="markers",
                 name="best mean",
-                marker=dict(symbol="star", size=16, color="#ff2d55", line=dict(color="white", width=1.5)),
+                marker=dict(symbol="star", size=16, color=colors.CELL_TEXT, line=dict(color="white", width=1.5)),
                 hovertemplate="best mean, above the baseline<extra></extra>",
             )
         )
@@ -217,24 +242,38 @@ def _hover(grids: dict, i: int, j: int) -> str:
     return "<br>".join(lines)
 
 
-def sweep_accuracy_heatmap(grids: dict, label: str, metric: str = "test_acc") -> go.Figure:
+def _colorbar_title(name: str, images: int) -> str:
+    return f"{name}<br><sup>1 image = {1 / images:.4f}</sup>" if images > 0 else name
+
+
+def sweep_accuracy_heatmap(grids: dict, label: str, metric: str = "test_acc", images: int = 0) -> go.Figure:
     """Mean over seeds per T × λ, each cell "mean ± std" over "n=…" (3 decimals; 4 in the hover);
     the marked best cells (every tie; none when the best mean does not beat the baseline)
-    outlined and starred."""
+    outlined and starred. `images`: the evaluation images behind the metric; the colour scale
+    spans at least the sampling noise of one comparison on them (noise_floor)."""
     mean, std, n = grids["mean"], grids["std"], grids["n"]
     wide = mean.shape[1] > WIDE_GRID
     shape = range(mean.shape[0]), range(mean.shape[1])
     text = [[_cell_text(mean.iat[i, j], std.iat[i, j], n.iat[i, j], wide=wide) for j in shape[1]] for i in shape[0]]
     hover = [[_hover(grids, i, j) for j in shape[1]] for i in shape[0]]
+    floor = noise_floor(float(pd.Series(mean.to_numpy().ravel()).mean()), images)
     return _heatmap(
-        mean, text, hover, f"{label}: {METRIC_NAMES.get(metric, metric)}", "accuracy", grids["best"], diverging=False
+        mean,
+        text,
+        hover,
+        f"{label}: {METRIC_NAMES.get(metric, metric)}",
+        _colorbar_title("accuracy", images),
+        grids["best"],
+        diverging=False,
+        floor=floor,
     )
 
 
-def sweep_gain_heatmap(grids: dict, label: str, level: float = SIGNIFICANCE) -> go.Figure:
+def sweep_gain_heatmap(grids: dict, label: str, level: float = SIGNIFICANCE, images: int = 0) -> go.Figure:
     """Mean per-seed gain over the no-KD baseline of the same size, each cell "gain ± std" over the
     paired test's p ("p=0.20", "p=0.035 *" when p < level, "no test" without a verdict); the
-    marked best cells outlined as on the accuracy map."""
+    marked best cells outlined as on the accuracy map. The diverging scale spans at least the
+    sampling noise of one comparison on `images` evaluation images."""
     gain, std, n, sig, p = grids["gain_mean"], grids["gain_std"], grids["gain_n"], grids["significant"], grids["p"]
     wide = gain.shape[1] > WIDE_GRID
     shape = range(gain.shape[0]), range(gain.shape[1])
@@ -262,7 +301,54 @@ def sweep_gain_heatmap(grids: dict, label: str, level: float = SIGNIFICANCE) -> 
         f"{label}: gain over the no-KD baseline · {base_text}<br>"
         f"<sup>p: paired t-test over seeds · * p < {level:g} (uncorrected) · "
         f"no test: one seed, or the same gain on every seed</sup>",
-        "gain",
+        _colorbar_title("gain", images),
         grids["best"],
         diverging=True,
+        floor=noise_floor(float(pd.Series(grids["mean"].to_numpy().ravel()).mean()), images),
     )
+
+
+def gain_curve_chart(curve: pd.DataFrame, metric: str = "test_acc", level: float = SIGNIFICANCE) -> go.Figure:
+    """The gain-versus-labels curve (views.sweep_view.gain_curve): per (size, method, T, λ), student and
+    baseline mean ± std over seeds against the label budget (left), and the mean paired gain ± its
+    std with each point's p-value (right). Budgets are categories in order, "all" last."""
+    if curve.empty or not (curve["n"] > 0).any():
+        return _empty("Gain versus labels", "No finished run yet.")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(METRIC_NAMES.get(metric, metric), "gain over the baseline"))
+    names = [("all" if b == 0 else f"{b:,}") for b in curve["budget"]]
+    curve = curve.assign(labels=names)
+    several = curve["method"].nunique() > 1
+    groups = list(curve.groupby(["size", "method", "temperature", "alpha"], sort=False))
+    # The roles' colours (ui/colors.py): students and their gains green, baselines vermillion,
+    # one shade per setting; solid lines, since dashes mean validation on every chart.
+    students, baselines = colors.shades("student", len(groups)), colors.shades("baseline", len(groups))
+    for k, ((size, m, t, a), part) in enumerate(groups):
+        name = f"size {size} · {m + ' · ' if several else ''}T={t:g} · λ={a:g}"
+        for col, y, std, colour, who in (
+            (1, "mean", "std", students[k], "distilled"),
+            (1, "baseline_mean", "baseline_std", baselines[k], "baseline"),
+            (2, "gain_mean", "gain_std", students[k], "gain"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=part["labels"],
+                    y=part[y],
+                    error_y=dict(type="data", array=part[std].fillna(0)),
+                    mode="lines+markers+text" if col == 2 else "lines+markers",
+                    text=[p_text(p, s) for p, s in zip(part["p"], part["significant"])] if col == 2 else None,
+                    textposition="top center",
+                    line=dict(color=colour),
+                    name=f"{name} · {who}",
+                    legendgroup=name,
+                ),
+                row=1,
+                col=col,
+            )
+    fig.add_hline(y=0, line=dict(color=colors.NEUTRAL, width=1), row=1, col=2)
+    fig.update_xaxes(title_text="labelled training images", type="category")
+    fig.update_layout(
+        height=420,
+        margin=MARGIN,
+        title=f"Gain versus labels<br><sup>mean ± std over seeds · p: paired t-test per budget · * p < {level:g}</sup>",
+    )
+    return fig

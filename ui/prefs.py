@@ -1,5 +1,5 @@
 """The user's own settings, kept across server restarts: run store folder, data folder,
-device and torch threads.
+device, torch threads and precision.
 
 They live in a small JSON file in the store folder the server starts with (KD_RUNS, else
 `kd_runs/` in its working folder): that folder is known before any setting is read, so
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 FILE_NAME = "kd_studio_settings.json"
-KEYS = ("store_root", "data_root", "device", "threads")
+KEYS = ("store_root", "data_root", "device", "threads", "precision")
 
 
 def home() -> Path:
@@ -33,6 +33,7 @@ def defaults() -> dict:
         "data_root": os.environ.get("KD_DATA", "data"),
         "device": "auto",
         "threads": 0,
+        "precision": "fp32",
     }
 
 
@@ -40,7 +41,7 @@ def path(folder: Path | None = None) -> Path:
     return Path(folder if folder is not None else home()) / FILE_NAME
 
 
-def _clean(raw: dict, devices: list[str], threads: list[int]) -> tuple[dict, list[str]]:
+def _clean(raw: dict, devices: list[str], threads: list[int], precisions: tuple[str, ...]) -> tuple[dict, list[str]]:
     """The valid settings of `raw`, and what was dropped (in words)."""
     out, dropped = {}, []
     for key in ("store_root", "data_root"):
@@ -60,10 +61,17 @@ def _clean(raw: dict, devices: list[str], threads: list[int]) -> tuple[dict, lis
             out["threads"] = value
         else:
             dropped.append(f"threads={value!r}")
+    if "precision" in raw:
+        if raw["precision"] in precisions:
+            out["precision"] = raw["precision"]
+        else:
+            dropped.append(f"precision={raw['precision']!r}")
     return out, dropped
 
 
-def load(devices: list[str], threads: list[int], folder: Path | None = None) -> tuple[dict, str | None]:
+def load(
+    devices: list[str], threads: list[int], folder: Path | None = None, precisions: tuple[str, ...] = ("fp32",)
+) -> tuple[dict, str | None]:
     """(settings, problem): the defaults overlaid with the file's valid values; `problem` says
     why some or all of the file was not used (None when all of it was, or there is none)."""
     settings = defaults()
@@ -76,7 +84,7 @@ def load(devices: list[str], threads: list[int], folder: Path | None = None) -> 
         return settings, f"the saved settings in {file} could not be read ({err}); using the defaults."
     if not isinstance(raw, dict):
         return settings, f"the saved settings in {file} are not a JSON object; using the defaults."
-    valid, dropped = _clean(raw, devices, threads)
+    valid, dropped = _clean(raw, devices, threads, precisions)
     settings.update(valid)
     problem = f"ignored from {file}: {', '.join(dropped)}." if dropped else None
     return settings, problem

@@ -61,14 +61,14 @@ def settings() -> dict:
 
 
 # The sidebar widgets whose values are the user's own settings (ui/prefs.py), by widget key.
-PREF_WIDGETS = ("store_root", "data_root", "device", "threads")
+PREF_WIDGETS = ("store_root", "data_root", "device", "threads", "precision")
 
 
 def _load_prefs() -> None:
     """Once per session, before the widgets are drawn: their values from the settings file."""
     if st.session_state.get("prefs_loaded"):
         return
-    saved, problem = prefs.load(studio.devices(), studio.thread_choices())
+    saved, problem = prefs.load(studio.devices(), studio.thread_choices(), precisions=studio.PRECISIONS)
     for key in PREF_WIDGETS:
         st.session_state.setdefault(key, saved[key])
     st.session_state["prefs_loaded"] = True
@@ -98,7 +98,11 @@ def sidebar() -> None:
         name = choice
         if choice == "folder":
             path = st.text_input("Image folder (one sub-folder per class)", key="folder_path", bind="query-params")
-            s["image_size"] = st.number_input("Image size (px)", 8, 128, 32, key="image_size")
+            s["image_size"] = st.number_input(
+                "Image size (px)", 8, 224, 32, key="image_size",
+                help="Images are resized to this square. A folder too large for memory is decoded once into "
+                "a uint8 cache in the data folder and memory-mapped.",
+            )  # fmt: skip
             name = f"folder:{path}"
         s["dataset"] = name
         s.setdefault("image_size", 32)
@@ -115,6 +119,13 @@ def sidebar() -> None:
                 help="Intra-op threads for training. Auto takes 1 thread for small "
                 "models, where a second one only waits, and every core for "
                 "large ones. Latency is timed at 1 thread unless set here.",
+            )
+            s["precision"] = st.selectbox(
+                "Precision",
+                studio.PRECISIONS,
+                key="precision",
+                on_change=_save_prefs,
+                help=studio.precision_help(),
             )
             st.caption(f"Kept for next time in `{prefs.path()}`.")
         if st.session_state.get("prefs_problem"):
@@ -134,7 +145,7 @@ def store_problem() -> str | None:
 
 
 def _teacher_label(t: dict) -> str:
-    acc = f" · acc {t['test_acc']:.3f}" if t["test_acc"] is not None else ""
+    acc = f" · {t['test_acc']:.3f}" if t["test_acc"] is not None else ""
     return f"{t['label']}{acc} · {t['when']}"
 
 
@@ -158,7 +169,13 @@ def _teacher_picker(s: dict) -> None:
     st.session_state.pop("pending", None)
     if st.session_state.get("teacher_pick") not in ids:
         st.session_state["teacher_pick"] = wanted if wanted in ids else ids[0]
-    s["teacher_id"] = st.selectbox("Teacher in use", ids, format_func=labels.get, key="teacher_pick")
+    s["teacher_id"] = st.selectbox(
+        "Teacher in use",
+        ids,
+        format_func=labels.get,
+        key="teacher_pick",
+        help="Model · test accuracy · when it was trained (today's time, else its day).",
+    )
     st.query_params["teacher"] = s["teacher_id"]
 
 
@@ -186,6 +203,14 @@ def _job_status() -> None:
 
 def current_store():
     return store(settings().get("store_root", "kd_runs"))
+
+
+def store_failed(err: Exception) -> None:
+    """A store that went bad while open (a damaged page, a full disk): its message, which names the
+    file and the repair command, and the page stops; the next run opens and checks it afresh."""
+    store.clear()
+    st.error(f"The run store cannot be used: {err}")
+    st.stop()
 
 
 def current_data(show_error: bool = True):

@@ -38,7 +38,8 @@ def _names(text: str) -> tuple[str, ...]:
 def register(sub) -> None:
     """Add the `compress` sub-command to the CLI's sub-parsers."""
     p = sub.add_parser("compress", help="search for the smallest fast student within an accuracy drop")
-    add_data_args(p), add_train_args(p, epochs=5)
+    add_data_args(p)
+    add_train_args(p, epochs=5)
     p.set_defaults(lr=3e-3)
     g = p.add_argument_group("target and goal")
     g.add_argument("--teacher", help="teacher run id or checkpoint path (not needed with --resume)")

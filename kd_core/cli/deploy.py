@@ -18,13 +18,15 @@ import torch
 from kd_core.deploy.export import ExportError, export_run, verify_file
 from kd_core.deploy.runtimes import bench_run, latency_markdown, machine_line
 from kd_core.errors import ConfigError
+from kd_core.train.engine import MAX_THREADS
 
 FORMAT_CHOICES = ("onnx", "torchscript")
 
 
 def _threads(n: int) -> int:
     """Fix torch's thread count for the whole command and report it (0: keep torch's default)."""
-
+    if not 0 <= n <= MAX_THREADS:
+        raise ConfigError(f"threads must be 0 (torch's default) or a count up to {MAX_THREADS}, got {n}.")
     if n:
         torch.set_num_threads(n)
     return torch.get_num_threads()
@@ -73,7 +75,7 @@ def cmd_bench_runtimes(a) -> int:
         raise ConfigError("bench --runtimes needs a stored run id: it measures the run's exported files.")
     started = time.perf_counter()
     threads = _threads(a.threads)
-    batches = tuple(int(b) for b in a.batch_sizes.split(","))
+    batches = a.batch_sizes  # parsed and checked by --batch-sizes' argparse type
     result = bench_run(a.store, a.model, a.runtimes, batches, threads, a.warmup, a.repeats)
     result.update(command="bench", seconds=time.perf_counter() - started)
     for w in result["warnings"]:

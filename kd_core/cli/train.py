@@ -12,11 +12,16 @@ import torch
 
 from kd_core.cli.common import (
     ProgressBar,
+    StopOnSignal,
     add_data_args,
+    add_label_args,
     add_model_args,
     add_train_args,
+    batch_sizes,
+    check_out_path,
     data_config,
     exit_code,
+    label_config,
     load,
     model_spec,
     report,
@@ -25,33 +30,44 @@ from kd_core.cli.common import (
 from kd_core.cli.deploy import cmd_bench_runtimes
 from kd_core.cli.methods import add_method_args, distill_config
 from kd_core.config import ModelSpec, RunConfig
+from kd_core.errors import CheckpointError, KDError
 from kd_core.store import Store
-from kd_core.train.bench import measure_latency, size_report
+from kd_core.train.bench import check_bench, measure_latency, size_report
 from kd_core.train.blackbox import kind_of, resolve_contract
 from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import dataset_names
-from kd_core.train.engine import check_run
-from kd_core.train.imported import TeacherFile, import_teacher_file, read_mapping
-from kd_core.train.models import build_model, describe, student_preset, teacher_preset
+from kd_core.train.engine import check_run, validate_config
+from kd_core.train.imported import TeacherFile, check_teacher_file, import_teacher_file, read_mapping
+from kd_core.train.models import build_model, describe, student_preset, teacher_preset, validate_spec
 from kd_core.train.pretrained import check_model
 from kd_core.train.recorder import distill, load_teacher, train_teacher
 
 
 def cmd_teacher(a) -> int:
     started = time.perf_counter()
-    data, store = load(a)
     cfg = RunConfig(
-        kind="teacher", data=data_config(a), model=model_spec(a, teacher_preset(a.dataset)), train=train_config(a)
+        kind="teacher",
+        data=data_config(a),
+        model=model_spec(a, teacher_preset(a.dataset)),
+        train=train_config(a),
+        labels=label_config(a),
     )
+    validate_config(cfg)  # a bad value is refused here, before the dataset loads or a run is stored
+    check_out_path(a.out)
+    data, store = load(a)
     check_model(cfg, data)
-    bar = ProgressBar(not a.quiet)
-    outcome = train_teacher(store, cfg, data, emit=bar)
-    bar.close()
-    if a.out and outcome.model is not None:
-        save_checkpoint(a.out, outcome.model, cfg.model, data.input_shape, data.classes, data.name)
+    with StopOnSignal() as stop:
+        bar = ProgressBar(not a.quiet)
+        outcome = train_teacher(store, cfg, data, emit=bar, stop=stop.event)
+        bar.close()
     runs = [outcome.summary()]
     report(a, {"command": "teacher", "config": cfg.to_dict(), "runs": runs, "dataset": data.info()}, started)
-    return exit_code(runs)
+    if a.out and outcome.model is not None:
+        try:
+            save_checkpoint(a.out, outcome.model, cfg.model, data.input_shape, data.classes, data.name)
+        except KDError as err:
+            raise CheckpointError(f"run {outcome.run_id} is stored, but --out could not be written: {err}") from err
+    return exit_code(runs, stop)
 
 
 def _teacher_ref(ref: str) -> str:
@@ -61,9 +77,10 @@ def _teacher_ref(ref: str) -> str:
     return str(path.resolve()) if path.is_file() else ref
 
 
-def _teacher_file(a, store: Store, data) -> str | None:
-    """A TorchScript / .pt2 / ONNX --teacher, checked against the dataset and kept as a teacher
-    run (its run id returned); None when --teacher is a run id or a checkpoint."""
+def _teacher_file(a, store: Store, data, cfg: RunConfig) -> str | None:
+    """A TorchScript / .pt2 / ONNX --teacher, checked against the dataset and the run (a feature
+    method is refused here, before anything is stored), then kept as a teacher run whose id is
+    returned; None when --teacher is a run id or a checkpoint."""
     path = Path(a.teacher).expanduser()
     if not path.is_file() or kind_of(path) == "checkpoint":
         return None
@@ -72,6 +89,7 @@ def _teacher_file(a, store: Store, data) -> str | None:
         std=a.teacher_std, classes=a.teacher_classes,
     )  # fmt: skip
     tf = TeacherFile(path.resolve(), contract, read_mapping(a.class_map), a.cross_dataset)
+    check_run(cfg, data, check_teacher_file(tf, data))
     run_id, notes = import_teacher_file(store, tf, data)
     for note in notes:
         print(f"note: teacher {path.name}: {note}", file=sys.stderr)
@@ -81,45 +99,53 @@ def _teacher_file(a, store: Store, data) -> str | None:
 def cmd_distill(a) -> int:
     started = time.perf_counter()
     distill_cfg = distill_config(a)
-    data, store = load(a)
     cfg = RunConfig(
         kind="student",
         data=data_config(a),
         model=model_spec(a, student_preset(a.dataset)),
         train=train_config(a),
+        labels=label_config(a),
         teacher_id=_teacher_ref(a.teacher),
         distill=distill_cfg,
     )
+    validate_config(cfg)  # a bad value is refused here, before the dataset loads or anything is stored
+    data, store = load(a)
     check_model(cfg, data)  # before a teacher file is stored as a run
-    imported = _teacher_file(a, store, data)
+    imported = _teacher_file(a, store, data, cfg)
     if imported:
         cfg = replace(cfg, teacher_id=imported)
     teacher = load_teacher(store, imported or a.teacher, data)
     check_run(cfg, data, teacher)  # AT on an MLP and the like: refused before the student is stored
-    bar = ProgressBar(not a.quiet)
-    outcomes = distill(store, cfg, data, teacher, with_baseline=a.baseline, emit=bar)
-    bar.close()
+    with StopOnSignal() as stop:
+        bar = ProgressBar(not a.quiet)
+        outcomes = distill(store, cfg, data, teacher, with_baseline=a.baseline, emit=bar, stop=stop.event)
+        bar.close()
     runs = [o.summary() for o in outcomes]
     report(a, {"command": "distill", "config": cfg.to_dict(), "runs": runs, "dataset": data.info()}, started)
-    return exit_code(runs)
+    return exit_code(runs, stop)
 
 
 def cmd_bench(a) -> int:
     if a.runtimes:
         return cmd_bench_runtimes(a)
     started = time.perf_counter()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    check_bench(tuple(a.input_shape), a.batch_sizes, a.warmup, a.repeats, a.threads, a.classes)
     if a.model:
         ref = a.model
-        run = Store(a.store).get_run(ref)
+        path = Path(ref).expanduser()
+        run = None if path.is_file() else Store(a.store).get_run(ref)
         model, meta = load_checkpoint(run.weights if run and run.weights else ref)
         spec, shape, classes = meta["spec"], meta["input_shape"], len(meta["classes"])
+        check_bench(shape, a.batch_sizes, a.warmup, a.repeats, a.threads, classes)
     else:
-        spec = ModelSpec(a.family or "mlp", a.size or 64, 1 if a.depth is None else a.depth, a.width or 1.0)
+        size = 64 if a.size is None else a.size  # `--size 0` is refused, not replaced
+        spec = ModelSpec(a.family or "mlp", size, 1 if a.depth is None else a.depth, a.width or 1.0)
+        validate_spec(spec)
         shape, classes = tuple(a.input_shape), a.classes
         model = build_model(spec, shape, classes)
-    batches = tuple(int(b) for b in a.batch_sizes.split(","))
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    batches = a.batch_sizes
     result = {
         "model": spec.label(),
         "input_shape": list(shape),
@@ -150,7 +176,7 @@ def cmd_datasets(a) -> int:
 
 
 def cmd_runs(a) -> int:
-    runs = Store(a.store).list_runs()
+    runs = Store(a.store).list_runs()  # a damaged store is a StoreError: one line, never a traceback
     if a.json:
         print(json.dumps([r.to_dict() for r in runs], indent=2, default=str))
         return 0
@@ -166,12 +192,18 @@ def cmd_runs(a) -> int:
 def register(sub) -> None:
     """Add teacher, distill, bench, datasets and runs to the CLI's sub-parsers."""
     p = sub.add_parser("teacher", help="train a teacher")
-    add_data_args(p), add_model_args(p, None, weights=True), add_train_args(p, epochs=10)
+    add_data_args(p)
+    add_model_args(p, None, weights=True)
+    add_train_args(p, epochs=10)
+    add_label_args(p)
     p.add_argument("--out", help="also write the checkpoint to this path")
     p.set_defaults(fn=cmd_teacher)
 
     p = sub.add_parser("distill", help="distil a student from a teacher")
-    add_data_args(p), add_model_args(p, None, weights=True), add_train_args(p, epochs=10)
+    add_data_args(p)
+    add_model_args(p, None, weights=True)
+    add_train_args(p, epochs=10)
+    add_label_args(p)
     p.add_argument(
         "--teacher", required=True, help="teacher run id, checkpoint, or a TorchScript / .pt2 / ONNX file (logits only)"
     )
@@ -193,13 +225,13 @@ def register(sub) -> None:
     add_model_args(p, None)
     p.add_argument("--input-shape", type=int, nargs=3, default=[1, 28, 28], metavar=("C", "H", "W"))
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--batch-sizes", default="1,256")
+    p.add_argument("--batch-sizes", type=batch_sizes, default="1,256", help="comma-separated, e.g. 1,64,256")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--store", default="kd_runs")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--runtimes", help="eager,torchscript,onnxruntime: latency of a run's models across runtimes")
+    p.add_argument("--runtimes", help="eager,torchscript,onnxruntime[,eager-bf16]: a run's models across runtimes")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("datasets", help="list the datasets")

@@ -7,6 +7,7 @@ draw a study while it runs, after a restart, or from another process.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -44,7 +45,11 @@ def _nan(v) -> float:
 def trial_row(t: FrozenTrial, ref: dict | None, retried: dict[int, int]) -> dict:
     """One trial as a flat dict (NaN where a number is not known)."""
     a, p = t.user_attrs, t.params
-    row = {"number": t.number, "state": STATES.get(t.state, str(t.state)), **{k: a.get(k) for k in ROW_KEYS}}
+    row: dict[str, Any] = {
+        "number": t.number,
+        "state": STATES.get(t.state, str(t.state)),
+        **{k: a.get(k) for k in ROW_KEYS},
+    }
     if t.number in retried:
         row["state"], row["why"] = (
             "interrupted",
@@ -122,9 +127,10 @@ def verdict(rows: list[dict], cfg: CompressConfig, ref: dict | None, infeasible:
         return infeasible
     pick = chosen(rows)
     if pick is not None:
+        teacher_acc = "?" if ref is None else f"{ref['val_acc']:.4f}"  # a pick is judged against it: not None
         return (
             f"Chosen: trial {pick['number']}, {pick['label']}: validation accuracy {pick['val_acc']:.4f} "
-            f"({_points(pick['drop_points'])} the teacher's {ref['val_acc']:.4f}), "
+            f"({_points(pick['drop_points'])} the teacher's {teacher_acc}), "
             f"{pick['latency_ms']:.4f} ms under {cfg.runtime} at batch {cfg.batch_size} "
             f"({pick['speedup']:.1f}× faster than the teacher), {pick['size_mb']:.3f} MB."
         )

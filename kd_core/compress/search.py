@@ -93,12 +93,12 @@ def reference(study: optuna.Study, cfg: CompressConfig, teacher, data: Dataset) 
 def floor_check(study: optuna.Study, cfg: CompressConfig, data: Dataset, ref: dict) -> str:
     """ "" when the cheapest candidates of the space can meet the latency and size budget; else why
     no candidate can (kept with the study, so that every later reader says the same)."""
-    if "infeasible" in study.user_attrs:
-        return study.user_attrs["infeasible"]
+    if "floor_checked" in study.user_attrs:  # once per study: a resume under another load must not flip it
+        return study.user_attrs.get("infeasible", "")
     budget, size = cfg.goal.latency_budget(ref["latency_ms"]), cfg.goal.max_size_mb
     if budget is None and size is None:
         return ""
-    floor = []
+    floor = []  # the smallest model of each family, in each precision
     for spec in smallest_specs(cfg.space):
         for precision in cfg.space.precisions:
             cand = Candidate(spec, 1.0, 0.5, precision)
@@ -120,6 +120,7 @@ def floor_check(study: optuna.Study, cfg: CompressConfig, data: Dataset, ref: di
         )
     if why:
         study.set_user_attr("infeasible", why + " Loosen the goal or widen the search space.")
+    study.set_user_attr("floor_checked", True)
     return study.user_attrs.get("infeasible", "")
 
 

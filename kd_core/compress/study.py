@@ -14,7 +14,9 @@ import os
 import secrets
 import time
 from functools import lru_cache
+from typing import Literal
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -47,13 +49,15 @@ def storage(store: Store) -> optuna.storages.RDBStorage:
     return _storage(f"sqlite:///{storage_path(store)}")
 
 
-def directions(mode: str) -> list[str]:
+def directions(mode: str) -> list[Literal["maximize", "minimize"]]:
     """constrained: validation accuracy; pareto: accuracy, latency (ms) and size (MB)."""
     return ["maximize"] if mode == "constrained" else ["maximize", "minimize", "minimize"]
 
 
 def make_sampler(cfg: CompressConfig, offset: int = 0) -> optuna.samplers.BaseSampler:
-    seed = cfg.seed + offset
+    """The study's sampler, seeded from (the study's seed, trials it already has): a resumed study
+    draws afresh, and studies of neighbouring seeds do not share streams (seed + offset would)."""
+    seed = int(np.random.SeedSequence([cfg.seed, offset]).generate_state(1)[0])
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)

@@ -240,6 +240,8 @@ def float_onnx(model: nn.Module, input_shape: tuple[int, ...]):
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 verbose=False,
             )
+        if program is None:  # only when asked to write a file, which is not done here
+            raise ExportError("torch.onnx.export returned no program")
         proto = program.model_proto
         onnx.checker.check_model(proto, full_check=True)
     except Exception as err:

@@ -21,7 +21,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from kd_core.config import DistillConfig, RunConfig, format_methods, format_params
+from kd_core.config import DistillConfig, LabelConfig, RunConfig, format_methods, format_params
 from kd_core.deploy.runtimes import latency_markdown, machine_info, machine_line, quantization_markdown
 from kd_core.errors import KDError
 from kd_core.records import StoredRun
@@ -70,7 +70,8 @@ def _switch(name: str, on: bool) -> list[str]:
 
 def reproduce_command(config: dict, store_root: str | None = None) -> str | None:
     """The `python -m kd_core ...` line that trains this run again, every flag from the stored
-    config; None for a student whose teacher the config does not name (no command can make it).
+    config; None for a student whose teacher the config does not name (no command can make it: a
+    DML peer) or that several runs taught at once (a BAN generation taught by the ensemble).
 
     A baseline with a teacher is the second run that `distill --teacher … --baseline` makes
     (after a student of the same seed; the baseline's λ and T are unused). A baseline without
@@ -81,10 +82,14 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
     teacher_id = config.get("teacher_id")
     if kind == "student" and not teacher_id:
         return None
+    if len((config.get("pipeline") or {}).get("parents") or ()) > 1:  # a BAN ensemble's pupil: no one-run command
+        return None
     args = ["python", "-m", "kd_core", "distill" if teacher_id and kind != "teacher" else "teacher"]
     args += _flag("--dataset", data["dataset"]) + _flag("--data-root", data["root"])
     args += _flag("--image-size", data["image_size"]) + _flag("--val-fraction", data["val_fraction"])
     args += _flag("--split-seed", data["split_seed"]) + _switch("--no-download", not data["download"])
+    args += _flag("--storage", data["storage"]) if data.get("storage", "auto") != "auto" else []
+    args += _flag("--cache-dir", data["cache_dir"]) if data.get("cache_dir") else []
     args += _flag("--store", store_root) if store_root else []
     args += _flag("--family", model["family"]) + _flag("--size", model["size"]) + _flag("--depth", model["depth"])
     args += _flag("--width", model["width"]) if model.get("width", 1.0) != 1.0 else []
@@ -104,6 +109,10 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
     ):
         args += _flag("--" + key.replace("_", "-"), train[key])
     args += _switch("--cosine", train["cosine"]) + _switch("--augment", train["augment"])
+    args += _switch("--flip", train.get("flip", False))  # function matching's flips and mixup, stored
+    args += _flag("--mixup", train["mixup"]) if train.get("mixup") else []  # as the flags that make them
+    args += _flag("--precision", train["precision"]) if train.get("precision", "fp32") != "fp32" else []
+    args += _label_flags(config.get("labels") or {})
     if args[3] == "distill":
         distill = config.get("distill") or {}
         args += _flag("--teacher", teacher_id)
@@ -117,6 +126,17 @@ def reproduce_command(config: dict, store_root: str | None = None) -> str | None
                     args += _flag("--method-param", pair)
         args += _switch("--baseline", kind == "baseline")
     return " ".join(shlex.quote(a) for a in args)
+
+
+def _label_flags(labels: dict) -> list[str]:
+    """The label budget and the transfer set, where they differ from the defaults: a run on 50
+    labels must not come back as a run on all of them (configs from before budgets have none)."""
+    c, d = LabelConfig(**labels), LabelConfig()
+    args = _flag("--labels", c.labels) if c.labels else []
+    args += _flag("--labels-per-class", c.per_class) if c.per_class else []
+    args += _flag("--label-seed", c.label_seed) if c.label_seed != d.label_seed else []
+    args += _flag("--transfer", c.transfer) if c.transfer != d.transfer else []
+    return args + (_flag("--transfer-ratio", c.transfer_ratio) if c.transfer_ratio != d.transfer_ratio else [])
 
 
 def run_command(store: Store | None, record: StoredRun) -> str | None:
@@ -141,9 +161,11 @@ def run_command(store: Store | None, record: StoredRun) -> str | None:
 
 
 def config_key(config: RunConfig) -> str:
-    """What makes two runs the same configuration: the config without the seed and the sweep."""
+    """What makes two runs the same configuration: the config without the seeds (training and label
+    draw) and the sweep."""
     c = config.to_dict()
     c["train"].pop("seed", None)
+    c["labels"].pop("label_seed", None)  # a replicate on a label budget draws its own subset (as the Runs table)
     c.pop("sweep_id", None)
     return json.dumps(c, sort_keys=True)
 
@@ -186,9 +208,34 @@ def _dataset(config: RunConfig) -> dict:
     }
 
 
-def _model_summary(record: StoredRun | None) -> dict | None:
-    if record is None:
-        return None
+def _labels(config: RunConfig, metrics: dict) -> dict:
+    """The label budget and, from the engine's report, how many labelled and transfer images the
+    run trained on (None where not reported: runs stored before budgets trained on every label)."""
+    c = config.labels
+    report = metrics.get("labels") or {}
+    return {
+        "budget": c.describe(),
+        "label_seed": c.label_seed if c.budgeted else None,
+        "transfer": c.transfer,
+        "labelled": report.get("labelled"),
+        "transfer_used": report.get("transfer_used"),
+    }
+
+
+def _labels_lines(lab: dict | None) -> list[str]:
+    """The Dataset section's labels line; none for a card made before cards carried labels."""
+    if lab is None:
+        return []
+    seed = f" (label seed {lab['label_seed']})" if lab["label_seed"] is not None else ""
+    line = f"- labels: {lab['budget']}{seed}"
+    if lab["labelled"] is not None:
+        line += f": {lab['labelled']:,} labelled training images"
+    if lab["transfer_used"]:
+        line += f" and {lab['transfer_used']:,} transfer images whose labels the model never saw"
+    return [line]
+
+
+def _model_summary(record: StoredRun) -> dict:
     m = record.metrics
     return {
         "run_id": record.id,
@@ -247,7 +294,8 @@ def model_card(
     record = _record(store, run_id)
     config = record.config
     teacher_ref = record.teacher_id
-    teacher = _model_summary(store.get_run(teacher_ref)) if teacher_ref else None
+    teacher_record = store.get_run(teacher_ref) if teacher_ref else None  # None too if it was deleted
+    teacher = _model_summary(teacher_record) if teacher_record else None
     metrics = record.metrics
     return {
         "schema": SCHEMA,
@@ -259,6 +307,7 @@ def model_card(
         "finished": record.finished,
         "card_made": time.time(),
         "dataset": _dataset(config),
+        "labels": _labels(config, metrics),
         "teacher": teacher or ({"reference": teacher_ref} if teacher_ref else None),
         "model": _model_summary(record),
         "hyperparameters": config.to_dict(),
@@ -311,7 +360,7 @@ def _kv_table(pairs) -> list[str]:
 
 
 def _flat(prefix: str, d: dict) -> list[tuple[str, object]]:
-    out = []
+    out: list[tuple[str, object]] = []
     for k, v in d.items():
         if prefix == "distill." and k == "methods":  # the mix as --method writes it, not a list of dicts
             specs = DistillConfig.from_dict({"methods": v}).methods
@@ -333,6 +382,7 @@ def card_markdown(card: dict) -> str:
         f"- dataset: `{d['name']}`",
         f"- validation: {d['validation']}",
         f"- test: {d['test']}",
+        *_labels_lines(card.get("labels")),
         "",
         "## Models",
         "",

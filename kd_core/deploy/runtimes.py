@@ -36,12 +36,16 @@ from kd_core.train.bench import summarize_latency, time_call, torch_threads
 from kd_core.train.checkpoint import load_checkpoint
 from kd_core.train.metrics import accuracy, predict_logits
 from kd_core.train.models import serialized_bytes
+from kd_core.train.precision import bf16_support
 
 if TYPE_CHECKING:
     from kd_core.deploy.export import LoadedRun
     from kd_core.store import Store
 
 RUNTIMES = ("eager", "torchscript", "onnxruntime", "onnxruntime-cuda")
+# The eager model under bfloat16 autocast: a latency-table row (`bench RUN --runtimes eager,eager-bf16`)
+# where the CPU does bf16 natively (train/precision.py); not a deployment target, so not in RUNTIMES.
+BF16_RUNTIME = "eager-bf16"
 DEFAULT_RUNTIMES = ("eager", "torchscript", "onnxruntime")
 ROW_COLUMNS = [
     "model",
@@ -58,7 +62,7 @@ ROW_COLUMNS = [
     "bytes",
     "run_id",
 ]
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
 
 
 # ---------------------------------------------------------------- facts (no torch)
@@ -132,14 +136,15 @@ def available_runtimes() -> list[str]:
 def parse_runtimes(text: str | list | tuple) -> list[str]:
     """'eager,onnxruntime' → checked list; unknown or unavailable names are a KDError."""
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    unknown = [n for n in names if n not in RUNTIMES]
+    known = (*RUNTIMES, BF16_RUNTIME)
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ConfigError(f"unknown runtime(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(RUNTIMES)}.")
-    missing = [n for n in names if n not in available_runtimes()]
+        raise ConfigError(f"unknown runtime(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}.")
+    available = available_runtimes() + ([BF16_RUNTIME] if bf16_support(torch.device("cpu"))[0] else [])
+    missing = [n for n in names if n not in available]
     if missing:
         raise ConfigError(
-            f"runtime(s) {', '.join(missing)} are not available on this machine "
-            f"(available: {', '.join(available_runtimes())})."
+            f"runtime(s) {', '.join(missing)} are not available on this machine (available: {', '.join(available)})."
         )
     return names
 
@@ -208,14 +213,29 @@ def runner(variant: Variant, runtime: str, workdir: Path, threads: int):
     """(logits fn, bytes of what it runs) for a variant under a runtime. The exported
     runtimes go through `export`'s writers and loaders: the files users download."""
     run = variant.run
-    if runtime == "eager":
+    if runtime in ("eager", BF16_RUNTIME):
         model = export.quantize_model(run.model) if variant.quantize else run.model
-        return export.module_logits(model.eval()), serialized_bytes(model)
+        fn = export.module_logits(model.eval())
+        return (bf16_logits(fn) if runtime == BF16_RUNTIME else fn), serialized_bytes(model)
     fmt = "torchscript" if runtime == "torchscript" else "onnx"
     path = workdir / f"{variant.name}{export.SUFFIXES[(fmt, variant.quantize)]}"
     export.write_artifact(run.model, run.input_shape, fmt, variant.quantize, path, run.marker(fmt, variant.quantize))
     fn, _ = export.load_artifact(path, threads, "cuda" if runtime == "onnxruntime-cuda" else "cpu")
     return fn, path.stat().st_size
+
+
+def bf16_logits(fn):
+    """fn under CPU bfloat16 autocast, its logits returned as float32 like every other runtime's."""
+
+    def run(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn(x).float()
+
+    return run
+
+
+def row_precision(variant: Variant, runtime: str) -> str:
+    return "bfloat16" if runtime == BF16_RUNTIME else variant.quantize or "float32"
 
 
 def time_fn(fn, input_shape: tuple[int, ...], batch_size: int, warmup: int, repeats: int) -> dict:
@@ -239,6 +259,8 @@ def latency_rows(
     with tempfile.TemporaryDirectory(prefix="kd-bench-") as tmp, torch_threads(threads), torch.inference_mode():
         for v in variants:
             for runtime in runtimes:
+                if v.quantize and runtime == BF16_RUNTIME:  # an int8 model has no bf16 form
+                    continue
                 fn, size = runner(v, runtime, Path(tmp), threads)
                 for bs in batch_sizes:
                     stats = time_fn(fn, v.run.input_shape, bs, warmup, repeats)
@@ -246,7 +268,7 @@ def latency_rows(
                         {
                             "model": v.name,
                             "runtime": runtime,
-                            "precision": v.quantize or "float32",
+                            "precision": row_precision(v, runtime),
                             "threads": threads,
                             "bytes": size,
                             "run_id": v.run.run_id,

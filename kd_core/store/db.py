@@ -14,6 +14,15 @@ Tables:
 A connection is opened per operation, so any thread may use a Store. A run
 left "running" by a process that no longer exists is marked failed on open.
 
+The database is an index, not the only copy: every run that ends also gets a
+JSON record beside its weights (weights/<run id>.json: the row, its config,
+metrics and epochs; sweeps/<id>.json and studies/<id>.json for saved grids), from which
+`kd-studio store repair` (store/repair.py) rebuilds the index. The file runs in
+WAL mode (a crash mid-write leaves the last committed state) and is checked with
+`PRAGMA quick_check` on open. A damaged, foreign, empty or missing runs.db beside
+the files of earlier runs is refused with one message that names the file and
+the repair command, never taken as an empty store.
+
 The root is made absolute when the store opens, so a store opened as a relative
 folder means the same folder whatever the working directory later is. A run's
 weights path is kept relative to the root (a store folder moved or copied
@@ -25,6 +34,7 @@ as the file of that name in this store's weights folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -58,6 +68,26 @@ CREATE TABLE IF NOT EXISTS studies (id TEXT PRIMARY KEY, config TEXT NOT NULL, c
 """
 STATUSES = ("running", "finished", "stopped", "failed")
 RUN_FIELDS = {f.name for f in dataclasses.fields(StoredRun)}
+RUN_RECORD = "kd-studio-run/1"  # the "format" of a run's JSON record
+GRID_RECORD = "kd-studio-grid/1"  # a saved sweep's or compress study's record
+GRID_TABLES = ("sweeps", "studies")
+
+
+def write_json(path: Path, payload: dict, what: str) -> None:
+    """Write atomically (a crash leaves the old file or none, never half of one); a full disk
+    is a StoreError that says so, with no partial file left behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(payload, indent=1, default=str, allow_nan=True))
+        tmp.replace(path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise StoreError(
+            f"{what} could not be written to {path}: {err.strerror or err}. The index has it; free some space "
+            f"and run `{repair_command(path.parent.parent)}` to write it again."
+        ) from err
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -96,6 +126,37 @@ class StoreError(KDError):
     """The run store cannot be opened or is not a KD Studio store."""
 
 
+def repair_command(root: Path) -> str:
+    return f"kd-studio store repair --store {root}"
+
+
+def run_files(weights_dir: Path) -> set[str]:
+    """Run ids that have a weights file (<id>.pt) or a JSON record (<id>.json) in the weights folder;
+    exports beside them (<id>.torchscript.pt, <id>.onnx, ...) and hidden files are not runs."""
+    if not weights_dir.is_dir():
+        return set()
+    names = (p.name.partition(".") for p in weights_dir.iterdir() if not p.name.startswith("."))
+    return {rid for rid, _, ext in names if ext in ("pt", "json")}
+
+
+def store_error(root: Path, db_path: Path, err: sqlite3.Error) -> StoreError:
+    """One line that says what is wrong with the file and what to do."""
+    text = str(err)
+    if any(w in text for w in ("malformed", "not a database", "corrupt")):
+        return StoreError(
+            f"cannot open the run store {db_path}: it is damaged ({text}). Run `{repair_command(root)}` to rebuild "
+            "its index from the weights folder (the damaged file is kept beside it)."
+        )
+    if "full" in text or "disk I/O" in text:
+        return StoreError(
+            f"could not write to the run store {db_path}: {text}. Free some space on its disk; "
+            "the runs stored so far are kept."
+        )
+    if "locked" in text or "busy" in text:
+        return StoreError(f"the run store {db_path} stayed locked by another process for 30 s ({text}); try again.")
+    return StoreError(f"the run store {db_path}: {text}")
+
+
 class Store:
     def __init__(self, root: str | Path = "kd_runs"):
         self.root = Path(root).expanduser().resolve()
@@ -103,21 +164,55 @@ class Store:
         self.db_path = self.root / "runs.db"
         try:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.executescript(SCHEMA)
-                _migrate(db)
-        except (OSError, sqlite3.DatabaseError) as err:
-            raise StoreError(f"cannot open the run store at {self.db_path}: {err}") from err
+        except OSError as err:
+            raise StoreError(f"cannot open the run store at {self.root}: {err}") from err
+        self._check_file()
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+            _migrate(db)
         self._mark_orphans_failed()
+
+    def _check_file(self) -> None:
+        """Refuse a runs.db that is damaged, another program's, or an empty or missing file
+        beside the files of earlier runs (SQLite would take either as a new, empty store).
+        Read-only: a refused file is left exactly as it was found, for `store repair`."""
+        tables: set[str] = set()
+        if self.db_path.is_file() and self.db_path.stat().st_size > 0:
+            try:
+                with closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)) as db:
+                    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                    verdict = db.execute("PRAGMA quick_check").fetchone()[0] if "runs" in tables else "ok"
+            except sqlite3.Error as err:
+                raise store_error(self.root, self.db_path, err) from err
+            if verdict != "ok":
+                raise store_error(self.root, self.db_path, sqlite3.DatabaseError(f"corrupt: {verdict}"))
+            if "runs" in tables:
+                return
+        if tables:
+            raise StoreError(
+                f"cannot open the run store {self.db_path}: it is an SQLite database of another program "
+                f"(tables {', '.join(sorted(tables))}), not a KD Studio store. Point --store at another folder, "
+                f"or run `{repair_command(self.root)}` to move it aside and rebuild the index."
+            )
+        found = run_files(self.weights_dir)
+        if found:
+            raise StoreError(
+                f"the run store {self.db_path} holds no index of runs (the file is missing or empty), but {self.weights_dir} "
+                f"holds the files of {len(found)} earlier run(s). Run `{repair_command(self.root)}` to rebuild "
+                "the index from them."
+            )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.db_path, timeout=30)) as db:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA journal_mode = WAL")
-            with db:  # one transaction: committed on success, rolled back on error
-                yield db
+        try:
+            with closing(sqlite3.connect(self.db_path, timeout=30)) as db:
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA foreign_keys = ON")
+                db.execute("PRAGMA journal_mode = WAL")
+                with db:  # one transaction: committed on success, rolled back on error
+                    yield db
+        except sqlite3.Error as err:  # a damaged page, a full disk: one message, never a traceback
+            raise store_error(self.root, self.db_path, err) from err
 
     def _mark_orphans_failed(self) -> None:
         with self._connect() as db:
@@ -128,6 +223,8 @@ class Store:
                 "error = 'the process running it ended before it finished' WHERE id = ?",
                 [(time.time(), rid) for rid in dead],
             )
+        for rid in dead:
+            self.write_record(rid)
 
     # ------------------------------------------------------------ writing
 
@@ -179,22 +276,42 @@ class Store:
                 "UPDATE runs SET status = ?, error = ?, metrics = ?, finished = ?, weights = ? WHERE id = ?",
                 (status, error, json.dumps(metrics), time.time(), self._relative(weights), run_id),
             )
+        self.write_record(run_id)
+
+    def record(self, run_id: str) -> dict | None:
+        """A run's JSON record: its row as stored (config and metrics parsed) and its epochs."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            epochs = db.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
+        if row is None:
+            return None
+        run = {**dict(row), "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"] or "{}")}
+        return {"format": RUN_RECORD, "run": run, "epochs": [dict(e) for e in epochs]}
+
+    def write_record(self, run_id: str) -> None:
+        """Write weights/<run id>.json, the copy of the run that `store repair` rebuilds the index from."""
+        rec = self.record(run_id)
+        if rec is not None:
+            write_json(self.weights_dir / f"{run_id}.json", rec, f"run {run_id}'s record")
 
     def save_sweep(self, sweep_id: str, config: dict) -> None:
         """Keep a sweep's grid; its runs carry the id, this keeps the cells not yet run."""
-        with self._connect() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?)",
-                (sweep_id, json.dumps(config, sort_keys=True), time.time()),
-            )
+        self._save_grid("sweeps", sweep_id, config)
 
     def save_study(self, study_id: str, config: dict) -> None:
         """Keep a compress study's search; its runs carry the id in their config."""
+        self._save_grid("studies", study_id, config)
+
+    def _save_grid(self, table: str, key: str, config: dict) -> None:
+        """A row of a table of saved grids (GRID_TABLES), and its JSON record in the folder of that
+        name (sweeps/<id>.json), from which `store repair` brings it back."""
+        created = time.time()
         with self._connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO studies VALUES (?, ?, ?)",
-                (study_id, json.dumps(config, sort_keys=True), time.time()),
+                f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", (key, json.dumps(config, sort_keys=True), created)
             )
+        record = {"format": GRID_RECORD, "table": table, "id": key, "config": config, "created": created}
+        write_json(self.root / table / f"{key}.json", record, f"{table} {key}'s record")
 
     def weights_path(self, run_id: str) -> Path:
         return self.weights_dir / f"{run_id}.pt"
@@ -225,11 +342,13 @@ class Store:
         return str(path)
 
     def delete_run(self, run_id: str) -> None:
-        """Remove a run, its epochs and its files."""
-        for path in self.weights_dir.glob(f"{run_id}.*"):
-            path.unlink(missing_ok=True)
+        """Remove a run, its epochs and its files. The record goes first, so that an interrupted
+        delete never has `store repair` bring the run back."""
+        (self.weights_dir / f"{run_id}.json").unlink(missing_ok=True)
         with self._connect() as db:
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        for path in self.weights_dir.glob(f"{run_id}.*"):
+            path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ reading
 

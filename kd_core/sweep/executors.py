@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from functools import partial
 
 from kd_core.errors import ConfigError
 from kd_core.sweep.grid import Cell, CellContext, Executor, Listener
@@ -27,7 +28,7 @@ class InProcess:
                 cell.config,
                 ctx.data,
                 teacher,
-                lambda rec, c=cell: listener.emit(c, rec),
+                partial(listener.emit, cell),
                 stop,
                 ctx.teacher_test_logits,
             )

@@ -1,4 +1,7 @@
-"""Sweeps over temperature × λ × student size, each repeated over seeds.
+"""Sweeps over method × temperature × λ × student size (× label budget), each repeated over seeds.
+
+A method is a mix as `--method` reads it ("kd", "0.5*kd+1*at"), a grid of its own compared
+with the same baselines; a leaderboard (kind "leaderboard") is a sweep over methods only.
 
 A sweep is a frozen `SweepConfig` saved in the store under a sweep id. It is
 planned as cells: one no-KD baseline per (student size, seed), which every
@@ -20,17 +23,29 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
+from kd_core.config import (
+    DataConfig,
+    DistillConfig,
+    LabelConfig,
+    MethodSpec,
+    ModelSpec,
+    RunConfig,
+    TrainConfig,
+    format_methods,
+)
 from kd_core.errors import ConfigError, KDError
 from kd_core.events import Progress
+from kd_core.methods import parse_methods
 from kd_core.records import StoredRun
 from kd_core.store import Store
 from kd_core.train.data import Dataset
-from kd_core.train.engine import validate_config
+from kd_core.train.engine import check_run, validate_config
+from kd_core.train.labels import check_labels, validate_labels
 from kd_core.train.models import validate_spec
-from kd_core.train.recorder import RunOutcome
+from kd_core.train.recorder import RunOutcome, load_teacher
 
 SWEEP_METRICS = ("best_val_acc", "final_val_acc", "test_acc")
+SWEEP_KINDS = ("sweep", "leaderboard")
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,17 @@ class SweepConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # its seed is replaced by each seed
     cache_teacher_logits: bool = True
+    # The gain-versus-labels axis: total label budgets (0 = all labels). Each seed draws its own
+    # labelled subset (label_seed = seed), shared by that seed's students and baseline.
+    label_budgets: tuple[int, ...] = (0,)
+    labels: LabelConfig = field(default_factory=LabelConfig)  # transfer source and ratio of every cell
+    methods: tuple[str, ...] = ("kd",)  # method mixes as text: "kd", "dkd", "0.5*kd+1*at"
+    kind: str = "sweep"  # or "leaderboard": methods compared at one T, λ and size (views/leaderboard.py)
+
+    @property
+    def method_texts(self) -> tuple[str, ...]:
+        """The methods in canonical form (`method_text`), as the cells and results name them."""
+        return tuple(method_text(parse_methods(m)) for m in self.methods)
 
     @staticmethod
     def seed_range(n: int, first: int = 0) -> tuple[int, ...]:
@@ -68,12 +94,24 @@ class SweepConfig:
             data=DataConfig(**d.get("data", {})),
             train=TrainConfig(**d.get("train", {})),
             cache_teacher_logits=bool(d.get("cache_teacher_logits", True)),
+            label_budgets=tuple(int(b) for b in d.get("label_budgets", (0,))),
+            labels=LabelConfig(**d.get("labels") or {}),
+            methods=tuple(str(m) for m in d.get("methods", ("kd",))),  # sweeps stored before methods were KD
+            kind=str(d.get("kind", "sweep")),
         )
+
+
+def method_text(specs: tuple[MethodSpec, ...]) -> str:
+    """A mix's canonical name: "KD" and "1*kd" are both "kd"; parameter overrides follow in brackets."""
+    params = [f"{s.name}.{k}={v}" for s in specs for k, v in s.params]
+    return format_methods(specs) + (f" [{', '.join(params)}]" if params else "")
 
 
 def validate_sweep(sweep: SweepConfig) -> None:
     """Reject a grid before anything runs, so a bad value never costs a half sweep."""
-    for name in ("temperatures", "alphas", "sizes", "seeds"):
+    if sweep.kind not in SWEEP_KINDS:
+        raise ConfigError(f"unknown sweep kind '{sweep.kind}'; use {' or '.join(SWEEP_KINDS)}.")
+    for name in ("methods", "temperatures", "alphas", "sizes", "seeds", "label_budgets"):
         values = getattr(sweep, name)
         if not values:
             raise ConfigError(f"the sweep needs at least one value in {name}.")
@@ -81,11 +119,18 @@ def validate_sweep(sweep: SweepConfig) -> None:
             raise ConfigError(f"{name} has repeated values: {', '.join(map(str, values))}.")
     if not sweep.teacher_id:
         raise ConfigError("the sweep needs a teacher (a run id or a checkpoint path).")
+    if any(b < 0 for b in sweep.label_budgets):
+        raise ConfigError("label budgets must be 0 (all labels) or positive.")
+    validate_labels(sweep.labels)
+    mixes = [parse_methods(m) for m in sweep.methods]  # ConfigError names the bad method
+    texts = [method_text(m) for m in mixes]
+    if len(set(texts)) != len(texts):
+        raise ConfigError(f"methods has the same mix twice: {', '.join(texts)}.")
     for size in sweep.sizes:
         validate_spec(ModelSpec(sweep.family, size, sweep.depth))
     for t in sweep.temperatures:
         for a in sweep.alphas:
-            validate_config(RunConfig(kind="student", train=sweep.train, distill=DistillConfig(t, a)))
+            validate_config(RunConfig(kind="student", data=sweep.data, train=sweep.train, distill=DistillConfig(t, a)))
 
 
 # ---------------------------------------------------------------- cells
@@ -103,45 +148,45 @@ class Cell:
 
     @property
     def label(self) -> str:
-        kind, size, seed, t, a = self.key
-        what = "baseline" if kind == "baseline" else f"T={t:g} λ={a:g}"
-        return f"{self.config.model.family} {size} · {what} · seed {seed}"
+        kind, size, seed, t, a, budget, method = self.key
+        what = "baseline" if kind == "baseline" else f"{method} T={t:g} λ={a:g}"
+        labels = f" · {budget:,} labels" if budget else ""
+        return f"{self.config.model.family} {size} · {what}{labels} · seed {seed}"
 
 
 def cell_key(cfg: RunConfig | dict) -> tuple:
-    """(kind, size, seed, T, λ); T and λ are None for a baseline."""
+    """(kind, size, seed, T, λ, label budget, method); T, λ and the method are None for a baseline,
+    the budget 0 for all labels (every run stored before budgets existed). Runs stored before
+    methods existed load as KD (DistillConfig.from_dict), so old sweeps resume."""
     if isinstance(cfg, dict):
         cfg = RunConfig.from_dict(cfg)
     d = cfg.distill if cfg.kind == "student" else None
-    return (cfg.kind, cfg.model.size, cfg.train.seed, d.temperature if d else None, d.alpha if d else None)
+    t, a, m = (d.temperature, d.alpha, method_text(d.methods)) if d else (None, None, None)
+    return (cfg.kind, cfg.model.size, cfg.train.seed, t, a, cfg.labels.labels, m)
 
 
 def plan(sweep: SweepConfig, sweep_id: str | None = None) -> list[Cell]:
     """Every cell, seed by seed: the whole grid fills in at n=1 before any cell has n=2,
     and each (size, seed) baseline comes before the cells compared with it."""
+    mixes = [parse_methods(m) for m in sweep.methods]
     cells = []
     for seed in sweep.seeds:
-        for size in sweep.sizes:
+        for budget, size in ((b, s) for b in sweep.label_budgets for s in sweep.sizes):
             base = RunConfig(
                 kind="baseline",
                 data=sweep.data,
                 model=ModelSpec(sweep.family, size, sweep.depth),
                 train=replace(sweep.train, seed=seed),
+                # a budget's subset is drawn per seed; with every label there is nothing to draw
+                labels=replace(sweep.labels, labels=budget, per_class=0, label_seed=seed if budget else 0),
                 sweep_id=sweep_id,
             )
             cells.append(Cell(base))
-            for t in sweep.temperatures:
-                for a in sweep.alphas:
-                    cells.append(
-                        Cell(
-                            replace(
-                                base,
-                                kind="student",
-                                teacher_id=sweep.teacher_id,
-                                distill=DistillConfig(t, a, sweep.cache_teacher_logits),
-                            )
-                        )
-                    )
+            for mix in mixes:
+                for t in sweep.temperatures:
+                    for a in sweep.alphas:
+                        distill = DistillConfig(t, a, sweep.cache_teacher_logits, mix)
+                        cells.append(Cell(replace(base, kind="student", teacher_id=sweep.teacher_id, distill=distill)))
     return cells
 
 
@@ -160,9 +205,34 @@ def pending(store: Store, sweep_id: str, sweep: SweepConfig | None = None) -> li
     return [c for c in plan(sweep, sweep_id) if c.key not in done]
 
 
-def create_sweep(store: Store, sweep: SweepConfig) -> str:
-    """Validate and save the grid; the id is what runs are stored under and resumed by."""
+def check_sweep_data(sweep: SweepConfig, data: Dataset) -> None:
+    """Refuse a label budget `data` cannot give (more labels than images, or fewer than its
+    classes) or a transfer folder with a bad image, before the sweep is stored: otherwise every
+    run of that budget would be stored as failed, one after the other."""
+    for budget in sweep.label_budgets:  # which images a seed draws does not change whether it can
+        check_labels(data, replace(sweep.labels, labels=budget, per_class=0, label_seed=sweep.seeds[0]))
+
+
+def check_sweep_models(sweep: SweepConfig, data: Dataset, teacher: Any) -> None:
+    """ConfigError where the teacher or a student cannot serve a method of the sweep (AT on an MLP
+    has no spatial maps...): one planned run per method and student size is checked."""
+    seen: set[tuple] = set()
+    for cell in plan(sweep):
+        what = (cell.key[1], cell.key[6])
+        if cell.config.kind == "student" and what not in seen:
+            seen.add(what)
+            check_run(cell.config, data, teacher)
+
+
+def create_sweep(store: Store, sweep: SweepConfig, data: Dataset | None = None) -> str:
+    """Validate and save the grid (with `data`, also whether it can give every label budget and,
+    when the methods are not plain KD, whether the teacher and students can serve them); the id
+    is what runs are stored under and resumed by."""
     validate_sweep(sweep)
+    if data is not None:
+        check_sweep_data(sweep, data)
+        if sweep.method_texts != ("kd",):  # KD serves any pair of models: no teacher to load
+            check_sweep_models(sweep, data, load_teacher(store, sweep.teacher_id, data))
     sweep_id = f"sw{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     store.save_sweep(sweep_id, sweep.to_dict())
     return sweep_id

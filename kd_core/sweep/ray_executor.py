@@ -12,16 +12,19 @@ torch thread on both sides; workers always use one).
 Ray is optional (requirements-ray.txt) and imported only when a Ray sweep runs.
 Without an address a small local instance is started for the sweep and shut
 down after it; with one, the driver connects to that cluster, and kd_core goes
-to its workers as a runtime_env py_module.
+to its workers as a runtime_env py_module (a local instance's workers import
+the installed package).
 """
 
 from __future__ import annotations
 
 import math
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from kd_core.config import RunConfig
@@ -36,12 +39,79 @@ RAY_MISSING = (
     "the Ray backend needs the 'ray' package, which is not installed: "
     "pip install -r requirements-ray.txt, or use the in-process backend."
 )
-# Workers import the same kd_core as the driver, wherever the cluster is; one
-# thread each, so that tasks sharing a machine do not fight over its cores.
-RUNTIME_ENV = {
-    "py_modules": [str(Path(__file__).resolve().parent)],
-    "env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-}
+# One thread each, so that tasks sharing a machine do not fight over its cores.
+LOCAL_RUNTIME_ENV = {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+# A cluster's workers import the driver's kd_core (the whole package, shipped by Ray).
+# A local instance's workers run this interpreter, where kd_core is installed: shipping
+# it there only adds an upload that Ray can time out under load.
+KD_CORE_DIR = Path(__file__).resolve().parents[1]
+CLUSTER_RUNTIME_ENV = {**LOCAL_RUNTIME_ENV, "py_modules": [str(KD_CORE_DIR)]}
+
+
+RAY_PROBE_S = 3.0  # how long the address may take to accept a TCP connection
+RAY_CHECKS = (
+    "check that the head node is up (`ray start --head` there; `ray status` on it), that the address and "
+    "port are right (host:6379 for the GCS, ray://host:10001 for Ray Client), and that no firewall is in the way"
+)
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address, or None for one that names no socket ("auto", "local")."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep:
+        return None if rest in ("auto", "local", "") else (rest, 10001 if "://" in address else 6379)
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError as err:
+        raise KDError(f"the Ray address '{address}' has no valid port; use host:port or ray://host:port.") from err
+
+
+def check_ray_address(address: str, timeout: float = RAY_PROBE_S) -> None:
+    """Refuse an unreachable cluster in seconds with what to check, before `ray.init` spends half
+    a minute retrying and ends in a raw ConnectionError."""
+    target = _host_port(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            pass
+    except OSError as err:
+        reason = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise KDError(
+            f"cannot reach the Ray cluster at {address} ({reason} within {timeout:g} s): {RAY_CHECKS}."
+        ) from err
+
+
+def check_ray_gcs(address: str, timeout: float = RAY_PROBE_S) -> None:
+    """One request to the cluster's GCS (what ray.init asks first, then retries for about 20 s):
+    a port that answers but is not Ray, or refuses this driver's credentials, fails here at once.
+    Ray Client addresses (ray://) and "auto" are left to ray.init."""
+    if "://" in address or _host_port(address) is None:
+        return
+    try:
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]  # Ray's own client; private, so a missing one skips the check
+    except ImportError:
+        return
+    answer: dict = {}
+
+    def ask() -> None:
+        try:
+            answer["cluster"] = GcsClient(address=address).cluster_id
+        except Exception as err:
+            answer["error"] = err
+
+    asker = threading.Thread(target=ask, daemon=True, name="kd-ray-probe")
+    asker.start()
+    asker.join(timeout)
+    if "cluster" in answer:
+        return
+    reason = str(answer["error"]).strip().splitlines()[0][:200] if "error" in answer else f"no answer in {timeout:g} s"
+    raise KDError(
+        f"{address} answers, but not as a Ray cluster that accepts this driver ({reason}): check the address and "
+        "port (host:6379 is the GCS), the cluster's authentication token, and that its Ray version matches this "
+        f"machine's ({import_ray().__version__})."
+    )
 
 
 def import_ray():
@@ -112,6 +182,8 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int = 2, poll_s: float = 0.5):
+        if num_cpus < 1:  # a local instance without CPUs never schedules a task: the sweep would hang
+            raise KDError(f"the local Ray instance needs at least 1 CPU, got {num_cpus}.")
         self.address, self.num_cpus, self.poll_s = address, num_cpus, poll_s
 
     def run(self, cells: Sequence[Cell], ctx: CellContext, listener: Listener, stop: threading.Event) -> None:
@@ -144,11 +216,11 @@ class RayExecutor:
         to import kd_core (Ray accepts local py_modules only at ray.init)."""
         if ray.is_initialized():
             return False
-        quiet = {"log_to_driver": False, "logging_level": "WARNING", "runtime_env": RUNTIME_ENV}
+        quiet = {"log_to_driver": False, "logging_level": "WARNING"}
         if self.address:
-            ray.init(address=self.address, **quiet)
+            ray.init(address=self.address, runtime_env=CLUSTER_RUNTIME_ENV, **quiet)
         else:
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False, **quiet)
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, runtime_env=LOCAL_RUNTIME_ENV, **quiet)
         return True
 
     def _collect(self, ray, refs: dict, ctx: CellContext, listener: Listener, stop: threading.Event) -> None:
@@ -161,9 +233,7 @@ class RayExecutor:
             ready, waiting = ray.wait(waiting, num_returns=1, timeout=self.poll_s)
             for ref in ready:
                 cell = refs[ref]
-                outcome = record_cell(
-                    ctx.store, cell, ctx, self._result(ray, ref), lambda rec, c=cell: listener.emit(c, rec)
-                )
+                outcome = record_cell(ctx.store, cell, ctx, self._result(ray, ref), partial(listener.emit, cell))
                 listener.done(cell, outcome)
 
     @staticmethod

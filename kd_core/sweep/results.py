@@ -27,6 +27,7 @@ from kd_core.config import ModelSpec, RunConfig
 from kd_core.stats import SIGNIFICANCE, ZERO_SPREAD, pair_by_seed, paired_test, summarize
 from kd_core.store import Store
 from kd_core.sweep.grid import Cell, SweepConfig, finished_runs, load_sweep, plan
+from kd_core.train.labels import parse_transfer, step_plan
 from kd_core.train.models import describe
 
 GRID_VALUES = (
@@ -52,17 +53,22 @@ GRID_VALUES = (
 TIE = ZERO_SPREAD
 
 
-def _by_config(store: Store, sweep_id: str, metric: str) -> dict[tuple, dict[int, float]]:
-    """{(kind, size, T, λ): {seed: metric}} over the sweep's finished runs."""
+def _by_config(store: Store, sweep_id: str, metric: str, budget: int | None = None) -> dict[tuple, dict[int, float]]:
+    """{(kind, size, T, λ, method): {seed: metric}} over the sweep's finished runs at one label
+    budget; with `budget` None, {(kind, size, T, λ, method, budget): …} over every budget."""
     out: dict[tuple, dict[int, float]] = {}
-    for (kind, size, seed, t, a), run in finished_runs(store, sweep_id).items():
+    for (kind, size, seed, t, a, b, m), run in finished_runs(store, sweep_id).items():
         value = run.metrics.get(metric)
-        if value is not None:
-            out.setdefault((kind, size, t, a), {})[seed] = float(value)
+        if value is None or (budget is not None and b != budget):
+            continue
+        key = (kind, size, t, a, m) if budget is not None else (kind, size, t, a, m, b)
+        out.setdefault(key, {})[seed] = float(value)
     return out
 
 
-def _cell_row(size: int, t: float, a: float, cell: dict[int, float], base: dict[int, float], level: float) -> dict:
+def _cell_row(
+    size: int, method: str, t: float, a: float, cell: dict[int, float], base: dict[int, float], level: float
+) -> dict:
     s = summarize(list(cell.values()))
     b = summarize(list(base.values()))
     seeds, x, y = pair_by_seed(cell, base)
@@ -70,6 +76,7 @@ def _cell_row(size: int, t: float, a: float, cell: dict[int, float], base: dict[
     test = paired_test(x, y, level)
     return {
         "size": size,
+        "method": method,
         "temperature": t,
         "alpha": a,
         "n": s.n,
@@ -106,21 +113,22 @@ def bh_adjust(pvalues: Sequence[float]) -> np.ndarray:
 
 
 def _mark_best(df: pd.DataFrame) -> None:
-    """best: every cell at the highest mean of its size (ties within TIE all count); best_marked:
+    """best: every cell at the highest mean of its size and method (ties within TIE all count); best_marked:
     those of them whose mean gain over the baseline is above 0 (a tie with the baseline or a loss
     to it is nothing to mark)."""
     df["best"] = False
-    for _, part in df[df["n"] > 0].groupby("size", sort=False):
+    for _, part in df[df["n"] > 0].groupby(["size", "method"], sort=False):
         df.loc[part.index[part["mean"] >= part["mean"].max() - TIE], "best"] = True
     df["best_marked"] = df["best"] & (df["gain_mean"] > TIE)
 
 
 def sweep_results(
-    store: Store, sweep_id: str, metric: str = "best_val_acc", level: float = SIGNIFICANCE
+    store: Store, sweep_id: str, metric: str = "best_val_acc", level: float = SIGNIFICANCE, budget: int | None = None
 ) -> pd.DataFrame:
-    """One row per planned (size, T, λ), run or not (n = 0), in grid order.
+    """One row per planned (size, method, T, λ), run or not (n = 0), in grid order, at one label budget
+    (`budget`; default the sweep's first, "all labels" for every sweep without a budget axis).
 
-    Columns: size, temperature, alpha, n, mean, std, text ("0.9500 ± 0.0100 (n=3)"),
+    Columns: size, method (canonical: grid.method_text), temperature, alpha, n, mean, std, text ("0.9500 ± 0.0100 (n=3)"),
     baseline_n/_mean/_std, gain_n/_mean/_std/_text, t, p, significant (True, False or
     None = no verdict), verdict (the reason in words), test, seeds (paired), p_bh (the
     Benjamini–Hochberg adjusted p over every tested cell of the sweep; NaN without a test),
@@ -128,13 +136,14 @@ def sweep_results(
     every cell of a tie), best_marked (best and a mean gain above 0: what the page and the CLI mark).
     """
     sweep = load_sweep(store, sweep_id)
-    values = _by_config(store, sweep_id, metric)
+    values = _by_config(store, sweep_id, metric, sweep.label_budgets[0] if budget is None else budget)
     rows = []
     for size in sweep.sizes:
-        base = values.get(("baseline", size, None, None), {})
-        for t in sweep.temperatures:
-            for a in sweep.alphas:
-                rows.append(_cell_row(size, t, a, values.get(("student", size, t, a), {}), base, level))
+        base = values.get(("baseline", size, None, None, None), {})
+        for m in sweep.method_texts:
+            for t in sweep.temperatures:
+                for a in sweep.alphas:
+                    rows.append(_cell_row(size, m, t, a, values.get(("student", size, t, a, m), {}), base, level))
     df = pd.DataFrame(rows)
     df["p_bh"] = bh_adjust(df["p"])
     df["significant_bh"] = [None if math.isnan(p) else bool(p < level) for p in df["p_bh"]]
@@ -160,13 +169,16 @@ def multiple_tests(df: pd.DataFrame, level: float = SIGNIFICANCE) -> dict:
     }
 
 
-def baseline_results(store: Store, sweep_id: str, metric: str = "best_val_acc") -> pd.DataFrame:
-    """One row per student size: the no-KD baseline's n, mean, std and text."""
+def baseline_results(
+    store: Store, sweep_id: str, metric: str = "best_val_acc", budget: int | None = None
+) -> pd.DataFrame:
+    """One row per student size: the no-KD baseline's n, mean, std and text (at `budget`, as in
+    `sweep_results`)."""
     sweep = load_sweep(store, sweep_id)
-    values = _by_config(store, sweep_id, metric)
+    values = _by_config(store, sweep_id, metric, sweep.label_budgets[0] if budget is None else budget)
     rows = []
     for size in sweep.sizes:
-        s = summarize(list(values.get(("baseline", size, None, None), {}).values()))
+        s = summarize(list(values.get(("baseline", size, None, None, None), {}).values()))
         rows.append({"size": size, **s.to_dict(), "text": s.text()})
     return pd.DataFrame(rows, columns=["size", "mean", "std", "n", "text"])
 
@@ -177,15 +189,18 @@ def sweep_grids(
     metric: str = "best_val_acc",
     level: float = SIGNIFICANCE,
     results: pd.DataFrame | None = None,
+    budget: int | None = None,
+    method: str | None = None,
 ) -> dict[int, dict]:
-    """Per student size, heatmap-ready grids (rows: temperature ascending, columns: λ ascending)
+    """For one method (canonical text; default the sweep's first), per student size, heatmap-ready grids (rows: temperature ascending, columns: λ ascending)
     for each of GRID_VALUES, plus "best" (the rows of the marked best cells as dicts: every cell
     tied at the highest mean, none when that mean does not beat the baseline), "top" (the rows at
     the highest mean, marked or not; empty before any run), "beats" (how many cells have a mean gain
     above 0) and "baseline" (mean, std, n, text). `results`: the same call's `sweep_results` table,
     when the caller has it already."""
-    df = sweep_results(store, sweep_id, metric, level) if results is None else results
-    baselines = baseline_results(store, sweep_id, metric).set_index("size")
+    df = sweep_results(store, sweep_id, metric, level, budget) if results is None else results
+    df = df[df["method"] == (method or load_sweep(store, sweep_id).method_texts[0])]
+    baselines = baseline_results(store, sweep_id, metric, budget).set_index("size")
     out: dict[int, dict] = {}
     for size, part in df.groupby("size", sort=False):
         grids = {v: part.pivot(index="temperature", columns="alpha", values=v) for v in GRID_VALUES}
@@ -195,6 +210,26 @@ def sweep_grids(
         grids["baseline"] = baselines.loc[size].to_dict()
         out[int(size)] = grids
     return out
+
+
+def gain_curve(store: Store, sweep_id: str, metric: str = "test_acc", level: float = SIGNIFICANCE) -> pd.DataFrame:
+    """The gain-versus-labels curve: one row per (size, method, T, λ, label budget), budgets ascending with
+    "all labels" (0) last. Columns as `sweep_results`' plus `budget`; each point's gain is paired
+    by seed with the baseline of the same size, seed and budget. No correction for the number of
+    points: each budget is its own question (does distillation help at this many labels?)."""
+    sweep = load_sweep(store, sweep_id)
+    values = _by_config(store, sweep_id, metric)
+    order = sorted(sweep.label_budgets, key=lambda b: (b == 0, b))
+    rows = []
+    for size in sweep.sizes:
+        for m, t, a in ((m, t, a) for m in sweep.method_texts for t in sweep.temperatures for a in sweep.alphas):
+            for b in order:
+                base = values.get(("baseline", size, None, None, None, b), {})
+                row = _cell_row(size, m, t, a, values.get(("student", size, t, a, m, b), {}), base, level)
+                rows.append({"budget": b, **row})
+    df = pd.DataFrame(rows)
+    df.attrs["metric"], df.attrs["level"] = metric, level
+    return df
 
 
 # ---------------------------------------------------------------- time estimate
@@ -296,7 +331,7 @@ def plan_seconds(
     With `workers` > 1 running at once (Ray's workers), the runs' sum is divided by the workers, but
     the plan takes at least its longest run; `start_s` is added (starting Ray). None when no
     measured run can serve (nothing measured yet)."""
-    memo: dict[tuple, tuple[float, float] | None] = {}
+    memo: dict[tuple, tuple[float, float]] = {}
     basis: dict = {}
     total, longest = 0.0, 0.0
     for run in runs:
@@ -345,14 +380,20 @@ def planned_runs(cells: Sequence[Cell], n_train: int, flops: Mapping[tuple, floa
         model = (spec.family, spec.size, spec.depth)
         out.append(
             PlannedRun(
-                cfg.kind,
-                model,
-                float(flops.get(model, 0.0)),
-                t.batch_size,
-                math.ceil(n_train / t.batch_size) * t.batch_size * t.epochs,
+                cfg.kind, model, float(flops.get(model, 0.0)), t.batch_size, planned_steps(cfg, n_train) * t.batch_size
             )
         )
     return out
+
+
+def planned_steps(cfg: RunConfig, n_train: int) -> int:
+    """Training steps of a run: plain epochs, or with a label budget and the rest of the split as
+    transfer set, the mixed steps its student and baseline share (kd_core.train.labels.step_plan).
+    A transfer folder is not counted: its size is unknown until it is read."""
+    budget = cfg.labels.labels
+    rest = n_train - budget if 0 < budget < n_train and parse_transfer(cfg.labels.transfer).rest else 0
+    plan = step_plan(budget or n_train, rest, cfg.train.batch_size, cfg.labels.transfer_ratio)
+    return plan.steps_per_epoch * cfg.train.epochs
 
 
 def estimate(

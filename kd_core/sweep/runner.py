@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from kd_core.events import Progress, ProgressSink, ignore
 from kd_core.jobs import Job, JobManager
@@ -25,7 +26,7 @@ class _JobListener:
         self.outcomes: list[RunOutcome] = []
         self.labelled: set[str] = set()
         self.started = time.time()
-        self.state = {
+        self.state: dict[str, Any] = {  # the sweep's note, JSON for the page
             "id": sweep_id,
             "backend": backend,
             "total": total,
@@ -97,8 +98,10 @@ def start_sweep(
     sweep: SweepConfig | str,
     backend: str = "inprocess",
     ray_address: str | None = None,
+    what: str = "sweep",
 ) -> Job:
-    """Start a new sweep (a SweepConfig) or resume one (its id) in the single worker."""
-    sweep_id = sweep if isinstance(sweep, str) else create_sweep(store, sweep)
+    """Start a new sweep (a SweepConfig) or resume one (its id) in the single worker; `what` names
+    it in the job's title ("leaderboard" for the Methods page's)."""
+    sweep_id = sweep if isinstance(sweep, str) else create_sweep(store, sweep, data)
     fn = sweep_job(store, sweep_id, data, make_executor(backend, ray_address))
-    return manager.start(f"sweep {sweep_id}", "sweep", fn)
+    return manager.start(f"{what} {sweep_id}", "sweep", fn)

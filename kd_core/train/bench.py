@@ -10,11 +10,49 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from torch import nn
 
+from kd_core.errors import ConfigError
+from kd_core.train.engine import MAX_THREADS
 from kd_core.train.models import param_count, serialized_bytes
+
+# Sane bounds on what a latency run allocates: a stray flag or a checkpoint's claimed input
+# shape must not ask for tens of GB (one batch's input is batch × C × H × W float32 numbers).
+MAX_SIDE, MAX_CHANNELS, MAX_CLASSES = 4096, 64, 100_000
+MAX_BATCH_BYTES = 2 * 2**30
+
+
+def check_bench(
+    input_shape: tuple[int, ...],
+    batch_sizes: tuple[int, ...],
+    warmup: int = 0,
+    repeats: int = 1,
+    threads: int = 0,
+    classes: int = 1,
+) -> None:
+    """Refuse a latency measurement whose inputs are malformed or would not fit in memory."""
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or not all(v >= 1 for v in shape):
+        raise ConfigError(f"input shape must be three positive numbers C H W, got {list(shape)}.")
+    if shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE:
+        raise ConfigError(f"input shape {list(shape)} is out of range (up to {MAX_CHANNELS} channels, {MAX_SIDE} px).")
+    if not 1 <= classes <= MAX_CLASSES:
+        raise ConfigError(f"classes must be 1 to {MAX_CLASSES}, got {classes}.")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError(f"batch sizes must be at least 1, got {list(batch_sizes)}.")
+    need = max(batch_sizes) * shape[0] * shape[1] * shape[2] * 4
+    if need > MAX_BATCH_BYTES:
+        raise ConfigError(
+            f"a batch of {max(batch_sizes)} inputs of shape {list(shape)} needs {need / 2**30:.1f} GiB; "
+            f"the limit is {MAX_BATCH_BYTES / 2**30:.0f} GiB. Use smaller batch sizes."
+        )
+    if warmup < 0 or repeats < 1 or not 0 <= threads <= MAX_THREADS:
+        raise ConfigError(
+            f"warm-up must be >= 0, repeats >= 1 and threads 0 to {MAX_THREADS}, got {warmup}, {repeats} and {threads}."
+        )
 
 
 def time_call(
@@ -73,13 +111,14 @@ def measure_latency(
     device = torch.device(device)
     was_training = model.training
     model.eval().to(device)
-    results = {"threads": torch.get_num_threads(), "device": str(device), "batches": {}}
+    threads = torch.get_num_threads()
+    batches = {}
     for bs in batch_sizes:
         x = torch.randn(bs, *input_shape, device=device)
-        times = time_call(lambda x=x: model(x), warmup, repeats, min_seconds=0.2, sync=_sync_for(device))
-        results["batches"][str(bs)] = summarize_latency(times, bs)
+        times = time_call(partial(model, x), warmup, repeats, min_seconds=0.2, sync=_sync_for(device))
+        batches[str(bs)] = summarize_latency(times, bs)
     model.train(was_training)
-    return results
+    return {"threads": threads, "device": str(device), "batches": batches}
 
 
 def size_report(model: nn.Module) -> dict:

@@ -279,6 +279,8 @@ class BlackBoxTeacher(nn.Module):
     bench use it like any teacher; `reported_params`/`reported_bytes` give its size."""
 
     blackbox = True
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
 
     def __init__(self, path: Path, kind: str, runner: Runner, params: int, batch: int | None,
                  contract: InputContract, data_mean: float, data_std: float, index: list[int] | None):  # fmt: skip
@@ -404,6 +406,8 @@ def is_teacher_file(path: str | Path) -> bool:
 def load_stored(path: str | Path, data: Dataset) -> BlackBoxTeacher:
     """A stored black-box teacher, checked again against `data` with its stored contract."""
     meta = read_json(f"{path}.json", "black-box teacher record")
+    if not isinstance(meta, dict) or not isinstance(meta.get("contract"), dict):
+        raise ConfigError(f"black-box teacher record '{path}.json' has no input contract.")
     contract = InputContract.from_dict(meta["contract"])
     teacher, _ = load_blackbox(
         path,

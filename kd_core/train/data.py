@@ -1,24 +1,47 @@
-"""Datasets as in-memory, normalised tensors with a fixed train/val/test split.
+"""Datasets as normalised images with a fixed train/val/test split.
 
 Every loader ends in the same `Dataset`: float32 inputs shaped (N, C, H, W),
-int64 labels, class names. Training draws batches by index from these tensors,
-so no per-sample Python transform runs in the training loop.
+int64 labels, class names. Training draws batches by index from these inputs,
+so no per-sample Python transform runs in the training loop. Small datasets are
+float tensors in RAM; an image folder (or CIFAR-10) too large for that is decoded
+once into an on-disk uint8 cache and read through `imagecache.MappedImages`
+(`DataConfig.storage`: auto by size, or forced).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 
 from kd_core.config import DataConfig
 from kd_core.errors import ConfigError, DataError
+from kd_core.events import ProgressSink, ignore
+from kd_core.train.image_folder import load_image_folder, read_image, scan
+from kd_core.train.imagecache import (
+    STATS_CHUNK,
+    CachedImages,
+    MappedImages,
+    cached,
+    files_key,
+    normalise,
+    pixel_stats,
+    source_key,
+    split_stats,
+    to_uint8,
+)
+
+STORAGES = ("auto", "memory", "memmap")
+# auto: images whose float32 copy would pass this are memory-mapped from the uint8 cache
+AUTO_MEMMAP_BYTES = 1 << 30
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -74,14 +97,23 @@ def dataset_names() -> list[str]:
     return list(LOADERS)
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load `cfg.dataset` into memory, normalised and split. Raises DataError
-    (ConfigError for a validation fraction outside (0, 1))."""
+def load_dataset(cfg: DataConfig, emit: ProgressSink = ignore) -> Dataset:
+    """Load `cfg.dataset`, normalised and split; a first memory-mapped load emits "cache"
+    progress records while it decodes. Raises DataError (ConfigError for a validation
+    fraction outside (0, 1) or an unknown storage)."""
     name = cfg.dataset.strip()
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ConfigError(f"validation fraction must be between 0 and 1 (exclusive), got {cfg.val_fraction}.")
+    if cfg.storage not in STORAGES:
+        raise ConfigError(f"unknown storage '{cfg.storage}'; use {', '.join(STORAGES)}.")
     if name.startswith("folder:"):
-        x, y, classes, x_test, y_test = _load_folder(Path(name[len("folder:") :]).expanduser(), cfg.image_size)
+        path = _folder_path(name, cfg.image_size)
+        classes, samples = scan(path)
+        if _mapped(cfg, len(samples) * 3 * cfg.image_size**2 * 4):
+            return _split_mapped(name, _folder_cache(path, classes, samples, cfg, emit), cfg)
+        x, y, classes, x_test, y_test = _load_folder(path, cfg.image_size)
+    elif name == "cifar10" and _mapped(cfg, 60_000 * 3 * 32 * 32 * 4):
+        return _split_mapped(name, _cifar_cache(cfg, emit), cfg)
     elif name in LOADERS:
         x, y, classes, x_test, y_test = LOADERS[name](cfg)
     else:
@@ -122,10 +154,10 @@ def _split_and_normalise(name, x, y, classes, x_test, y_test, cfg: DataConfig) -
     x = torch.as_tensor(np.asarray(x)).float()
     x_test = torch.as_tensor(np.asarray(x_test)).float()
     train_x, val_x = x[train], x[val]
-    mean, std = train_x.mean().item(), train_x.std().item() or 1.0
+    mean, std = pixel_stats(train_x[i : i + STATS_CHUNK].numpy() for i in range(0, len(train_x), STATS_CHUNK))
 
     def norm(t: torch.Tensor) -> torch.Tensor:
-        return ((t - mean) / std).contiguous()
+        return normalise(t.clone(), mean, std).contiguous()
 
     as_long = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
     return Dataset(
@@ -202,17 +234,24 @@ def _mnist_like(cls_name: str, label: str, cfg: DataConfig):
     )
 
 
-def _load_cifar10(cfg: DataConfig):
+def _cifar10_sets(cfg: DataConfig):
+    """torchvision's CIFAR10 train and test sets: from the standard python batches in
+    ROOT/cifar-10-batches-py (checked against their published MD5 sums), else downloaded."""
     import torchvision.datasets as tvd
 
     root = Path(cfg.root).expanduser()
     try:
-        train = tvd.CIFAR10(str(root), train=True, download=cfg.download)
-        test = tvd.CIFAR10(str(root), train=False, download=cfg.download)
+        return tvd.CIFAR10(str(root), train=True, download=cfg.download), tvd.CIFAR10(
+            str(root), train=False, download=cfg.download
+        )
     except Exception as err:
         raise _torchvision_error(
             "cifar10", root / "cifar-10-batches-py", ("data_batch_1..5", "test_batch", "batches.meta"), err
         ) from err
+
+
+def _load_cifar10(cfg: DataConfig):
+    train, test = _cifar10_sets(cfg)
     hwc_to_chw = lambda a: (np.asarray(a).transpose(0, 3, 1, 2) / np.float32(255.0)).astype(np.float32)  # noqa: E731
     return (
         hwc_to_chw(train.data),
@@ -223,33 +262,76 @@ def _load_cifar10(cfg: DataConfig):
     )
 
 
-def _load_folder(path: Path, image_size: int):
-    """torchvision ImageFolder layout: PATH/<class>/<image>. Resized once, at load time."""
-    from torchvision import datasets, transforms
-
+def _folder_path(name: str, image_size: int) -> Path:
+    path = Path(name[len("folder:") :]).expanduser()
     if not path.is_dir():
         raise DataError(f"image folder '{path}' does not exist or is not a folder.")
     if image_size < 4 or image_size > 512:
         raise DataError(f"image size {image_size} is out of range; use 4 to 512 pixels.")
-    tf = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.ToTensor()])
-    try:
-        folder = datasets.ImageFolder(str(path), transform=tf)
-    except FileNotFoundError as err:
-        raise DataError(
-            f"image folder '{path}': {err}. Put each class's images in its own "
-            "sub-folder, e.g. PATH/cats/1.png, PATH/dogs/2.png."
-        ) from err
-    if len(folder.classes) < 2:
-        raise DataError(f"image folder '{path}' has {len(folder.classes)} class folder(s); at least 2 are needed.")
-    images, labels = [], []
-    for i in range(len(folder)):
-        try:
-            img, label = folder[i]
-        except Exception as err:  # PIL.UnidentifiedImageError and friends
-            raise DataError(f"could not read image '{folder.samples[i][0]}': {err}") from err
-        images.append(img)
-        labels.append(label)
-    return torch.stack(images).numpy(), np.asarray(labels), list(folder.classes), None, None
+    return path
+
+
+def _load_folder(path: Path, image_size: int):
+    """PATH/<class>/<image>, resized once, at load time (image_folder.py: hidden entries, links,
+    transparency and 16-bit images)."""
+    images, labels, classes = load_image_folder(path, image_size)
+    return images, labels, classes, None, None
+
+
+# ---------------------------------------------------------------- memory-mapped
+
+
+def _mapped(cfg: DataConfig, float_bytes: int) -> bool:
+    return cfg.storage == "memmap" or (cfg.storage == "auto" and float_bytes > AUTO_MEMMAP_BYTES)
+
+
+def _cache_dir(cfg: DataConfig) -> Path:
+    return Path(cfg.cache_dir or Path(cfg.root) / "cache").expanduser()
+
+
+def _folder_cache(path: Path, classes: list[str], samples, cfg: DataConfig, emit: ProgressSink) -> CachedImages:
+    """The folder's uint8 cache at cfg.image_size px, one slot per folder and size."""
+    if len(classes) < 2:
+        raise DataError(f"image folder '{path}' has {len(classes)} class folder(s); at least 2 are needed.")
+    size = cfg.image_size
+    where = hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    slot = _cache_dir(cfg) / f"folder-{path.name}-{where}-{size}px"
+    labels = np.asarray([k for _, k in samples])
+    return cached(
+        slot, files_key(path, samples, size), (len(samples), 3, size, size), labels, classes, len(samples),
+        lambda i: to_uint8(read_image(samples[i][0], size)), emit, f"{len(samples)} images of {path.name}",
+    )  # fmt: skip
+
+
+def _cifar_cache(cfg: DataConfig, emit: ProgressSink) -> CachedImages:
+    """CIFAR-10's train and test batches as one uint8 cache (rows from 50,000 on are the test split)."""
+    train, test = _cifar10_sets(cfg)
+    images = np.concatenate([np.asarray(train.data), np.asarray(test.data)])  # (60000, 32, 32, 3)
+    labels = np.concatenate([np.asarray(train.targets), np.asarray(test.targets)])
+    folder = Path(train.root) / train.base_folder
+    key = source_key(f"{f.name}|{f.stat().st_size}|{f.stat().st_mtime_ns}" for f in sorted(folder.iterdir()))
+    return cached(
+        _cache_dir(cfg) / "cifar10-32px", key, (len(images), 3, 32, 32), labels, list(train.classes),
+        len(train.data), lambda i: images[i].transpose(2, 0, 1), emit, "CIFAR-10",
+    )  # fmt: skip
+
+
+def _split_mapped(name: str, c: CachedImages, cfg: DataConfig) -> Dataset:
+    """The same splits and normalisation as `_split_and_normalise`, over the cache's rows."""
+    if len(c.labels) < 5:
+        raise DataError(f"dataset '{name}' has only {len(c.labels)} samples; at least 5 are needed.")
+    if c.n_train == len(c.labels):  # no test split of its own: carve one, as for an in-RAM folder
+        keep, test = _stratified_split(c.labels, 0.2, cfg.split_seed)
+    else:
+        keep, test = np.arange(c.n_train), np.arange(c.n_train, len(c.labels))
+    train, val = _stratified_split(c.labels[keep], cfg.val_fraction, cfg.split_seed)
+    rows = {"train": keep[train], "val": keep[val], "test": test}
+    mean, std = split_stats(c, rows["train"])
+    # A MappedImages stands in for the split's tensor: the engine only takes len, shape, slices,
+    # index_select and .to from it, all of which it answers by reading rows from the cache.
+    x = {k: cast(torch.Tensor, MappedImages(c.images, r, mean, std)) for k, r in rows.items()}
+    y = {k: torch.as_tensor(c.labels[r], dtype=torch.int64) for k, r in rows.items()}
+    return Dataset(name, list(c.classes), x["train"], y["train"], x["val"], y["val"], x["test"], y["test"], mean, std)
 
 
 LOADERS: dict[str, Callable] = {

@@ -68,10 +68,15 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _load(tf: TeacherFile, data: Dataset, path: Path | None = None) -> tuple[BlackBoxTeacher, list[str]]:
+def _load(tf: TeacherFile, data: Dataset) -> tuple[BlackBoxTeacher, list[str]]:
     return load_blackbox(
-        path or tf.path, tf.contract, data.input_shape, data.classes, data.mean, data.std, tf.mapping, tf.cross
+        tf.path, tf.contract, data.input_shape, data.classes, data.mean, data.std, tf.mapping, tf.cross
     )
+
+
+def check_teacher_file(tf: TeacherFile, data: Dataset) -> BlackBoxTeacher:
+    """The teacher `tf` describes, checked against `data`, without storing anything."""
+    return _load(tf, data)[0]
 
 
 def _existing(store: Store, data: Dataset, meta: dict) -> str | None:

@@ -27,6 +27,7 @@ import torch
 from kd_core.config import LabelConfig
 from kd_core.errors import ConfigError, DataError
 from kd_core.train.data import Dataset
+from kd_core.train.imagecache import row_range, take_rows
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_LISTED_BAD = 5  # bad files named in one error message; the rest are counted
@@ -62,6 +63,12 @@ def validate_labels(cfg: LabelConfig) -> None:
     if not (math.isfinite(cfg.transfer_ratio) and cfg.transfer_ratio > 0):
         raise ConfigError(f"the transfer ratio must be a positive number, got {cfg.transfer_ratio}.")
     parse_transfer(cfg.transfer)
+
+
+def has_transfer(cfg: LabelConfig) -> bool:
+    """Whether a student with this config sees images without labels."""
+    source = parse_transfer(cfg.transfer)
+    return bool(source.folder) or (source.rest and cfg.budgeted)
 
 
 # ---------------------------------------------------------------- the labelled subset
@@ -180,21 +187,43 @@ def count_folder_images(path: str | Path) -> int:
 
 @dataclass
 class TrainingSet:
-    """The labelled rows and the transfer inputs of one run; never the hidden labels."""
+    """The labelled rows and the transfer inputs of one run, in one tensor; never the hidden labels."""
 
-    x: torch.Tensor  # (N_l, C, H, W) labelled inputs
-    y: torch.Tensor  # (N_l,) their labels
-    transfer_x: torch.Tensor  # (N_t, C, H, W) inputs whose labels are not read; N_t may be 0
-    labelled_idx: np.ndarray  # where x sits in the training split
+    inputs: torch.Tensor  # (N_l + N_t, C, H, W): the labelled rows first, then the transfer rows
+    y: torch.Tensor  # (N_l,) labels of the first N_l rows
+    labelled_idx: np.ndarray  # where the labelled rows sit in the training split
 
-    def report(self, n_transfer: int | None = None) -> dict:
-        """What the store keeps with the run. `n_transfer` counts a transfer set the
-        run planned its steps by but did not load (a baseline's)."""
+    @property
+    def n_labelled(self) -> int:
+        return len(self.y)
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first `n` rows of `inputs`, as a view (a memory-mapped split stays mapped)."""
+        return self.inputs if n == len(self.inputs) else row_range(self.inputs, 0, n)
+
+    @property
+    def x(self) -> torch.Tensor:  # (N_l, C, H, W)
+        return self.head(self.n_labelled)
+
+    @property
+    def transfer_x(self) -> torch.Tensor:  # (N_t, C, H, W), a view; N_t may be 0
+        return row_range(self.inputs, self.n_labelled, len(self.inputs))
+
+    @property
+    def n_transfer(self) -> int:  # N_t, without reading a memory-mapped split
+        return len(self.inputs) - self.n_labelled
+
+    def report(self, n_transfer: int | None = None, used: int | None = None) -> dict:
+        """What the store keeps with the run: the subset's size, classes and fingerprint,
+        the transfer set the steps were planned by (`n_transfer`, else the one held) and
+        how many of its rows the run drew from (`used`; 0 for a baseline or a teacher)."""
+        held = self.n_transfer
         return {
-            "labelled": len(self.y),
-            "transfer": len(self.transfer_x) if n_transfer is None else n_transfer,
+            "labelled": self.n_labelled,
             "per_class": torch.bincount(self.y).tolist(),
             "subset": fingerprint(self.labelled_idx),
+            "transfer": held if n_transfer is None else n_transfer,
+            "transfer_used": held if used is None else used,
         }
 
 
@@ -209,21 +238,21 @@ def training_set(
     nothing returned depends on a label outside it."""
     validate_labels(cfg)
     idx = draw_labelled(data.train_y.numpy(), cfg, data.classes) if labelled_idx is None else labelled_idx
-    parts = [data.train_x[:0]]
-    if with_transfer:
-        source = parse_transfer(cfg.transfer)
-        if source.rest and len(idx) < len(data.train_y):
-            hidden = np.setdiff1d(np.arange(len(data.train_y)), idx)
-            parts.append(data.train_x.index_select(0, torch.as_tensor(hidden)))  # inputs only
-        if source.folder:
-            parts.append(load_unlabelled_folder(source.folder, data))
     rows = torch.as_tensor(idx)
-    return TrainingSet(
-        x=data.train_x.index_select(0, rows),
-        y=data.train_y.index_select(0, rows),
-        transfer_x=torch.cat(parts) if len(parts) > 1 else parts[0],
-        labelled_idx=idx,
-    )
+    source = parse_transfer(cfg.transfer) if with_transfer else TransferSource(rest=False, folder=None)
+    if not cfg.budgeted and not source.folder:  # every row labelled, nothing else: no copy
+        return TrainingSet(data.train_x, data.train_y, idx)
+    order = [idx]
+    if source.rest and len(idx) < len(data.train_y):
+        order.append(np.setdiff1d(np.arange(len(data.train_y)), idx))  # inputs only
+    picked = np.concatenate(order)
+    if source.folder:  # joined with the folder's pixels in RAM (a memory-mapped split is read here)
+        inputs = torch.cat(
+            [data.train_x.index_select(0, torch.as_tensor(picked)), load_unlabelled_folder(source.folder, data)]
+        )
+    else:
+        inputs = take_rows(data.train_x, picked)  # a memory-mapped split stays mapped
+    return TrainingSet(inputs, data.train_y.index_select(0, rows), idx)
 
 
 def transfer_count(data: Dataset, cfg: LabelConfig) -> int:
@@ -232,6 +261,15 @@ def transfer_count(data: Dataset, cfg: LabelConfig) -> int:
     n = len(draw_labelled(data.train_y.numpy(), cfg, data.classes))
     rest = len(data.train_y) - n if source.rest else 0
     return rest + (count_folder_images(source.folder) if source.folder else 0)
+
+
+def check_labels(data: Dataset, cfg: LabelConfig) -> None:
+    """Refuse, before anything is stored, a budget the data cannot give or a transfer folder
+    with a bad image (read once: `training_set` then finds it in the cache)."""
+    label_counts(data, cfg)
+    folder = parse_transfer(cfg.transfer).folder
+    if folder:
+        load_unlabelled_folder(folder, data)
 
 
 def label_counts(data: Dataset, cfg: LabelConfig) -> dict:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from torch import nn
 
+# Evaluation batches hold at most this many input values (32 MB of float32): 1024 images up to
+# 32×32×8, fewer above, so a 224 px ResNet's activations do not take gigabytes per batch.
+EVAL_BATCH_VALUES = 1 << 23
+
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Logits (N, K) of `model` on `x` (N, ...) in eval mode, on x's device."""
+    per_sample = max(1, math.prod(x.shape[1:]))
+    batch_size = batch_size or max(1, min(1024, EVAL_BATCH_VALUES // per_sample))
     was_training = model.training
     model.eval()
     out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

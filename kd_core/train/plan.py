@@ -12,6 +12,9 @@ in CACHE_BUDGET_BYTES; otherwise from a teacher forward pass per batch.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ from torch import nn
 from kd_core.config import DistillConfig, MethodSpec
 from kd_core.methods import Method, Outputs, get_method, resolve_stages, validate_methods
 from kd_core.train.features import FeatureForward, stage_shapes
+from kd_core.train.precision import as_float
 
 CACHE_BUDGET_BYTES = 512 * 2**20  # teacher targets kept in memory per run; above it, per batch
 CACHE_CHUNK = 1024  # samples per teacher forward pass while filling the cache
@@ -148,6 +152,16 @@ def targets_of(out: Outputs, plan: Plan) -> Outputs:
     return plan.method.teacher_targets(Outputs(logits, {k: out.features[k] for k in plan.teacher_stages}), plan.params)
 
 
+def _target(plan: Plan, cache: Outputs | None, idx: torch.Tensor, live: Outputs | None) -> Outputs:
+    """A plan's targets for batch `idx`: from its cache, else from this batch's teacher pass."""
+    if cache is not None:
+        return Outputs(
+            cache.logits.index_select(0, idx), {k: v.index_select(0, idx) for k, v in cache.features.items()}
+        )
+    assert live is not None, "the teacher runs on every batch where a plan has no cache"
+    return targets_of(live, plan)
+
+
 def teacher_stages(plans: list[Plan]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s for p in plans for s in p.teacher_stages))
 
@@ -179,8 +193,9 @@ class TeacherTargets:
         use_cache: bool,
         augment: bool,
         budget: int = CACHE_BUDGET_BYTES,
+        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
     ):
-        self.teacher, self.plans = teacher.eval(), plans
+        self.teacher, self.plans, self.autocast = teacher.eval(), plans, autocast
         self.cache: list[Outputs | None] = [None] * len(plans)
         if use_cache and not augment:
             self.choice = self._fill(train_x, budget)
@@ -193,14 +208,14 @@ class TeacherTargets:
     def _fill(self, train_x: torch.Tensor, budget: int) -> CacheChoice:
         forward = FeatureForward(self.teacher, teacher_stages(self.plans))
         try:
-            first = forward(train_x[:CACHE_CHUNK])
+            first = self._run(forward, train_x[:CACHE_CHUNK])
             parts = [[targets_of(first, p)] for p in self.plans]
             choice = choose_cache(
                 self.plans, [bytes_per_sample(p[0]) for p in parts], len(train_x), True, False, budget
             )
             keep = [i for i, p in enumerate(self.plans) if p.method.name in choice.cached]
             for start in range(CACHE_CHUNK, len(train_x) if keep else 0, CACHE_CHUNK):
-                out = forward(train_x[start : start + CACHE_CHUNK])
+                out = self._run(forward, train_x[start : start + CACHE_CHUNK])
                 for i in keep:
                     parts[i].append(targets_of(out, self.plans[i]))
         finally:
@@ -212,17 +227,15 @@ class TeacherTargets:
             )
         return choice
 
+    def _run(self, forward: FeatureForward, x: torch.Tensor) -> Outputs:
+        with self.autocast():
+            out = forward(x)
+        return as_float(out)
+
     @torch.no_grad()
     def __call__(self, idx: torch.Tensor, xb: torch.Tensor) -> list[Outputs]:
-        out = self.forward(xb) if any(c is None for c in self.cache) else None
-        return [
-            targets_of(out, plan)
-            if cache is None
-            else Outputs(
-                cache.logits.index_select(0, idx), {k: v.index_select(0, idx) for k, v in cache.features.items()}
-            )
-            for plan, cache in zip(self.plans, self.cache)
-        ]
+        live = self._run(self.forward, xb) if any(c is None for c in self.cache) else None
+        return [_target(plan, cache, idx, live) for plan, cache in zip(self.plans, self.cache)]
 
     def close(self) -> None:
         self.forward.close()

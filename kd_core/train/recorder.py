@@ -26,6 +26,8 @@ from kd_core.train.blackbox import is_teacher_file, load_stored
 from kd_core.train.checkpoint import load_checkpoint, save_checkpoint
 from kd_core.train.data import Dataset
 from kd_core.train.engine import FitResult, baseline_config, check_run, fit
+from kd_core.train.labels import TrainingSet, training_set
+from kd_core.train.memory import PeakRSS
 from kd_core.train.metrics import evaluate, predict_logits
 from kd_core.train.models import describe
 
@@ -80,7 +82,7 @@ class Trained:
 
 
 def fit_numbers(result: FitResult) -> dict:
-    """The figures only a fit has: accuracies on the way, its time, speed and threads."""
+    """The figures only a fit has: accuracies on the way, its time, speed, threads and precision."""
     return {
         "best_val_acc": result.best_val_acc,
         "final_val_acc": result.final_val_acc,
@@ -89,7 +91,10 @@ def fit_numbers(result: FitResult) -> dict:
         "seconds": result.seconds,
         "train_samples_per_s": result.samples_per_s,
         "train_threads": result.threads,
+        "train_precision": result.precision,
+        "channels_last": result.channels_last,
         **_loss_report(result),
+        "labels": result.labels,
     }
 
 
@@ -124,6 +129,7 @@ def measure(
         **size_report(model),
         "flops": None if blackbox else describe(cfg.model, data.input_shape, data.num_classes)["flops"],
         "latency": latency,
+        "normalisation": {"mean": data.mean, "std": data.std},  # of the inputs it was measured on
     }
 
 
@@ -167,8 +173,10 @@ def run_one(
     emit: ProgressSink = ignore,
     stop: threading.Event | None = None,
     teacher_test_logits: torch.Tensor | None = None,
+    train_set: TrainingSet | None = None,
+    extra_metrics: dict | None = None,
 ) -> RunOutcome:
-    """Check the run, create it in the store, train it, and `record` it. A bad config, or one
+    """Check the run, create it in the store, train it, and `record` it (with `extra_metrics` added). A bad config, or one
     the models cannot serve (AT on an MLP), is refused before anything is stored: a failed
     outcome with no run id."""
     try:
@@ -183,20 +191,29 @@ def run_one(
         emit(rec)
 
     try:
-        trained = Trained.of(fit(cfg, data, teacher, sink, stop))
+        with PeakRSS() as peak:
+            result = fit(cfg, data, teacher, sink, stop, train_set)
+        trained = Trained.of(result)
+        trained.numbers.update(peak_rss_bytes=peak.bytes, peak_rss_scope=peak.scope)
     except KDError as err:
         trained = Trained("failed", str(err))
         emit(Progress("end", 0, 0, 0, status="failed", message=str(err), run_id=run_id, kind=cfg.kind))
     except Exception as err:  # a bug, not bad input: the run is stored as failed, the caller gets the error
         store.finish_run(run_id, "failed", {}, error=f"{type(err).__name__}: {err}")
         raise
+    trained.numbers.update(extra_metrics or {})
     return record(store, run_id, cfg, data, trained, teacher_test_logits)
 
 
 def train_teacher(
     store: Store, cfg: RunConfig, data: Dataset, emit: ProgressSink = ignore, stop: threading.Event | None = None
 ) -> RunOutcome:
-    return run_one(store, replace(cfg, kind="teacher", distill=None), data, None, emit, stop)
+    cfg = replace(cfg, kind="teacher", distill=None)
+    try:  # a budget the data cannot give is refused like any bad config: before anything is stored
+        train_set = training_set(data, cfg.labels, with_transfer=False)
+    except KDError as err:
+        return RunOutcome("", "teacher", "failed", str(err))
+    return run_one(store, cfg, data, None, emit, stop, train_set=train_set)
 
 
 def load_teacher(store: Store, ref: str | Path, data: Dataset) -> nn.Module:
@@ -224,9 +241,29 @@ def distill(
     emit: ProgressSink = ignore,
     stop: threading.Event | None = None,
 ) -> list[RunOutcome]:
-    """Distil `cfg` from `teacher`; then, if asked, the same student without the teacher."""
+    """Distil `cfg` from `teacher`; then, if asked, the same student without the teacher,
+    on the very same labelled subset (one TrainingSet built for both)."""
+    try:  # a budget the data cannot give, a bad transfer image: refused before anything is stored
+        train_set = training_set(data, cfg.labels)
+    except KDError as err:
+        return [RunOutcome("", "student", "failed", str(err))]
     teacher_test_logits = predict_logits(teacher.cpu(), data.test_x)
-    outcomes = [run_one(store, replace(cfg, kind="student"), data, teacher, emit, stop, teacher_test_logits)]
-    if with_baseline and not (stop and stop.is_set()) and outcomes[0].status != "failed":
-        outcomes.append(run_one(store, baseline_config(cfg), data, None, emit, stop, teacher_test_logits))
+    extra = {"teacher_labels": teacher_labels(store, cfg.teacher_id)}
+    student = run_one(
+        store, replace(cfg, kind="student"), data, teacher, emit, stop, teacher_test_logits, train_set, extra
+    )
+    outcomes = [student]
+    if with_baseline and not (stop and stop.is_set()) and student.status != "failed":
+        base = run_one(store, baseline_config(cfg), data, None, emit, stop, teacher_test_logits, train_set, extra)
+        outcomes.append(base)
     return outcomes
+
+
+def teacher_labels(store: Store, teacher_id: str | None) -> dict:
+    """How many labels the teacher was trained on, as its stored run says: all of them
+    (a teacher from elsewhere, or the fully supervised one) or a budget (semi-supervised)."""
+    run = store.get_run(teacher_id) if teacher_id else None
+    if run is None:
+        return {"budget": "unknown (a checkpoint file)", "labelled": None}
+    budget = run.config.labels
+    return {"budget": budget.describe(), "labelled": run.metrics.get("labels", {}).get("labelled")}

@@ -10,9 +10,13 @@ torchvision's, and pretrained weights load at width 1) and then adapted:
     first block, leaving 1×1 maps by the last stage;
   * a width multiplier (`ModelSpec.width`) scaling every stage's channels; ResNet's depth is
     in its family name (resnet18/34/50);
-  * `stage_nodes`: stage name -> module path ("stage1".."stageN", "embedding" last), the
+  * `stage_nodes`: stage name -> module path ("stage1".."stage4", "embedding" last), the
     same naming as MLP/CNN, so feature-based methods read these models through
-    torchvision's FX feature extractor.
+    torchvision's FX feature extractor. Four stages at output strides 4, 8, 16, 32 with the
+    ImageNet stem (a ResNet's layer1-4; the last four resolutions of a MobileNet); the
+    small-input stem keeps them at 1, 2, 4, 8 for ResNet and ShuffleNet and at 2, 4, 8, 16
+    for the others, so AT, which compares maps of equal size, pairs families that
+    downsample alike.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ class WideResNet(resnet.ResNet):
     """torchvision's ResNet with every stage's channels × `width` (64·w, 128·w, 256·w, 512·w).
     At width 1 its state_dict is torchvision's; forward is ResNet's own."""
 
-    def __init__(self, block: type[nn.Module], layers: list[int], width: float, num_classes: int):
+    def __init__(
+        self, block: type[resnet.BasicBlock | resnet.Bottleneck], layers: list[int], width: float, num_classes: int
+    ):
         nn.Module.__init__(self)
         base = scaled(64, width)
         self._norm_layer = nn.BatchNorm2d
@@ -131,9 +137,11 @@ def _downsamples(module: nn.Module) -> bool:
 def _by_resolution(model: nn.Module) -> list[str]:
     """The last block at each resolution of `features` (MobileNet, EfficientNet): `features.i`
     ends a stage when `features.i+1` downsamples, and the last block ends the last."""
-    blocks = list(model.get_submodule("features"))
+    blocks = list(model.get_submodule("features").children())  # a Sequential: its blocks in order
     ends = [i for i in range(len(blocks) - 1) if _downsamples(blocks[i + 1])]
-    return [f"features.{i}" for i in [*ends, len(blocks) - 1]]
+    # The last four, at output strides 4, 8, 16 and 32 with the ImageNet stem, as a ResNet's
+    # layer1-4: stage-pairing methods (AT) can pair a MobileNet with a ResNet stage by stage.
+    return [f"features.{i}" for i in [*ends, len(blocks) - 1]][-4:]
 
 
 _RES = _named("layer1", "layer2", "layer3", "layer4")
@@ -155,7 +163,7 @@ ZOO: dict[str, ZooFamily] = {
                 "flatten", "MobileNet_V3_Large_Weights.IMAGENET1K_V1", "inverted residuals, squeeze-excitation, hard-swish"),
         ZooFamily("efficientnet_b0", _efficientnet_b0, "features.0.0", None, _by_resolution, "flatten",
                 "EfficientNet_B0_Weights.IMAGENET1K_V1", "MBConv blocks, compound-scaled"),
-        ZooFamily("shufflenet_v2", _shufflenet_v2, "conv1.0", "maxpool", _named("stage2", "stage3", "stage4"), "mean",
+        ZooFamily("shufflenet_v2", _shufflenet_v2, "conv1.0", "maxpool", _named("maxpool", "stage2", "stage3", "stage4"), "mean",
                 None, "channel split and shuffle"),
         ZooFamily("regnet_x_400mf", _regnet(22, 24, 24.48, 2.54, 16), "stem.0", None, _REG, "flatten",
                 "RegNet_X_400MF_Weights.IMAGENET1K_V2", "RegNetX, 400 MFLOPs at 224 px"),
@@ -193,7 +201,8 @@ def _adapt_stem(model: nn.Module, fam: ZooFamily, in_channels: int, small: bool)
     if not small and in_channels == old.in_channels:
         return
     kernel, stride, padding = (3, 1, 1) if small else (old.kernel_size, old.stride, old.padding)
-    new = nn.Conv2d(in_channels, old.out_channels, kernel, stride, padding, bias=old.bias is not None)
+    # torch types a Conv2d's kernel/stride/padding as tuple[int, ...] but takes tuple[int, int]: these are 2-d
+    new = nn.Conv2d(in_channels, old.out_channels, kernel, stride, padding, bias=old.bias is not None)  # type: ignore[arg-type]
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
     if new.bias is not None:
         nn.init.zeros_(new.bias)
@@ -208,6 +217,14 @@ def build_zoo(family: str, width: float, input_shape: tuple[int, ...], num_class
     c, h, w = input_shape
     model = fam.build(width, num_classes)
     _adapt_stem(model, fam, c, small_stem(min(h, w)))
-    model.stage_nodes = {f"stage{i + 1}": p for i, p in enumerate(fam.stages(model))}
-    model.stage_nodes["embedding"] = fam.embedding
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            # torchvision's MobileNetV3 keeps BN statistics with momentum 0.01, tuned for 600
+            # ImageNet epochs: after a few hundred steps they still hold their initial values
+            # and eval-mode accuracy is at chance while training accuracy climbs. PyTorch's
+            # default 0.1 serves runs of minutes; pretrained weights bring their own statistics.
+            m.momentum = 0.1
+    nodes = {f"stage{i + 1}": p for i, p in enumerate(fam.stages(model))}
+    nodes["embedding"] = fam.embedding
+    model.stage_nodes = nodes  # type: ignore[assignment]  # nn.Module types attributes as Tensor | Module
     return model

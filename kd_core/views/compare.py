@@ -61,6 +61,7 @@ SCATTER_COLUMNS = [
 
 
 def _usable(run: StoredRun | None) -> TypeGuard[StoredRun]:
+    """A stored run (not None) that finished or stopped with test metrics."""
     return run is not None and run.status in USABLE_STATUSES and run.metrics.get("test_acc") is not None
 
 
@@ -111,7 +112,8 @@ def run_facts(run: StoredRun) -> dict:
     )
     if "uploaded" in run.label:
         how = "uploaded"
-    parts = [run.kind, model, how, f"seed {seed}" if seed is not None else ""]
+    sweep = f"sweep {run.sweep_id[-4:]}" if run.sweep_id else ""
+    parts = [run.kind, model, how, f"seed {seed}" if seed is not None else "", sweep]
     facts["title"] = " · ".join(p for p in parts if p) + ("" if run.status == "finished" else f" ({run.status})")
     return facts
 

@@ -132,7 +132,7 @@ def measure(
     store = as_store(store)
     names = list(runtimes) if runtimes else [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()]
     variants, result = rt.bench_start(store, run_id, names, batch_sizes, threads)
-    run = variants[-1].run  # the run itself (its int8 variant is last)
+    run = next(v.run for v in variants if v.run.run_id == run_id)  # as loaded for timing
     result.update(
         label=run.label,
         kind=run.kind,

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from kd_core.config import DistillConfig, RunConfig, format_methods, format_params
+from kd_core.config import DistillConfig, LabelConfig, RunConfig, format_methods, format_params
 from kd_core.deploy.modelcard import config_key, run_command
 from kd_core.records import LatencyRow, StoredRun
 from kd_core.stats import summarize
@@ -36,6 +36,7 @@ COLUMNS = [
     "T",
     "λ",
     "method",
+    "labels",
     "seed",
     "epochs",
     "status",
@@ -71,6 +72,12 @@ def method_label(distill: DistillConfig | None) -> str | None:
     return format_methods(specs) + (f" ({', '.join(params)})" if params else "")
 
 
+def labels_text(c: LabelConfig) -> str:
+    """The run's label budget in words, and a transfer folder if it had one: runs that differ
+    only by budget look alike otherwise ("all labels" for runs stored before budgets)."""
+    return c.describe() + (" + unlabelled folder" if "folder:" in c.transfer else "")
+
+
 def _latency_b1(metrics: dict) -> float | None:
     row = LatencyRow.stored(metrics, 1)
     return row.median_ms if row else None
@@ -93,6 +100,7 @@ def _row(r: StoredRun, curve: list[float], sweep_teachers: Mapping[str, str], no
         "T": t,
         "λ": lam,
         "method": method_label(c.distill),
+        "labels": labels_text(c.labels),
         "seed": c.train.seed,
         "epochs": c.train.epochs,
         "status": r.status,
@@ -168,6 +176,7 @@ GROUP_COLUMNS = [
     "T",
     "λ",
     "method",
+    "labels",
     "epochs",
     "n",
     "seeds",
@@ -195,7 +204,10 @@ def group_by_config(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, part in done.groupby("config_key", sort=False):
         first = part.iloc[0]
-        row = {c: first[c] for c in ("kind", "dataset", "teacher", "model", "T", "λ", "method", "epochs", "params")}
+        row = {
+            c: first[c]
+            for c in ("kind", "dataset", "teacher", "model", "T", "λ", "method", "labels", "epochs", "params")
+        }
         for metric in ACCURACIES:
             s = summarize(part[metric].tolist())
             row[metric], row[f"{metric}_mean"], row[f"{metric}_std"] = s.text(), s.mean, s.std
@@ -222,7 +234,7 @@ def run_label(row: Mapping) -> str:
 
 
 def curves_frame(store: Store, ids: Iterable[str]) -> pd.DataFrame:
-    """Per-epoch curves of the runs `ids`, long-form: run (id), label, epoch, loss, train_acc, val_acc."""
+    """Per-epoch curves of the runs `ids`, long-form: run (id), label, kind, epoch, loss, train_acc, val_acc."""
     ids = list(ids)
     epochs = store.epochs_of(ids)
     rows = []
@@ -247,13 +259,14 @@ def curves_frame(store: Store, ids: Iterable[str]) -> pd.DataFrame:
                 {
                     "run": run_id,
                     "label": label,
+                    "kind": run.kind,
                     "epoch": e["epoch"],
                     "loss": e["loss"],
                     "train_acc": e["train_acc"],
                     "val_acc": e["val_acc"],
                 }
             )
-    return pd.DataFrame(rows, columns=["run", "label", "epoch", "loss", "train_acc", "val_acc"])
+    return pd.DataFrame(rows, columns=["run", "label", "kind", "epoch", "loss", "train_acc", "val_acc"])
 
 
 def to_csv(frame: pd.DataFrame) -> str:

@@ -11,7 +11,6 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +18,35 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig, experiment_key, format_methods
-from kd_core.errors import ConfigError
+from kd_core.config import (
+    DataConfig,
+    DistillConfig,
+    LabelConfig,
+    ModelSpec,
+    RunConfig,
+    TrainConfig,
+    experiment_key,
+    format_methods,
+)
+from kd_core.errors import ConfigError, KDError
 from kd_core.jobs import Job, JobManager, JobSnapshot
 from kd_core.methods import parse_methods
 from kd_core.records import LatencyRow
 from kd_core.store import Store
+from kd_core.store import StoreError as StoreError  # for the dashboard's damaged-store message
 from kd_core.train import recorder as experiment
+from kd_core.train.augment import FUNCTION_MATCHING_MIXUP, flips_allowed
 from kd_core.train.blackbox import InputContract, kind_of
 from kd_core.train.checkpoint import load_checkpoint
 from kd_core.train.data import Dataset, load_dataset
+from kd_core.train.engine import validate_config
 from kd_core.train.imported import TeacherFile, import_teacher_file, parse_mapping
 from kd_core.train.losses import soft_targets as _soft_targets
 from kd_core.train.metrics import entropy, predict_logits
 from kd_core.train.models import FAMILIES as MODEL_FAMILIES
 from kd_core.train.models import describe, student_preset, teacher_preset
+from kd_core.train.precision import AUTO_BF16_MIN_STEP_FLOPS, bf16_support
+from kd_core.train.precision import PRECISIONS as PRECISIONS
 from kd_core.train.zoo import ZOO
 
 # ---------------------------------------------------------------- machine
@@ -57,8 +70,25 @@ def threads_label(n: int) -> str:
     return "auto (by model size)" if n == 0 else str(n)
 
 
+def precision_help() -> str:
+    """The sidebar's help for the precision choice, with what this machine can do."""
+    native, why = bf16_support(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return (
+        "fp32: float32 throughout. bf16: matmuls and convolutions in bfloat16 (autocast); weights, "
+        f"losses, softmax and KL stay float32. auto: bf16 where the device does it natively and a step "
+        f"costs over {AUTO_BF16_MIN_STEP_FLOPS:.0e} FLOPs, else fp32. Here: {why}"
+        + ("." if native else ", so bf16 is emulated and slower.")
+    )
+
+
 def devices() -> list[str]:
     return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+# The Distill page's λ: 0.5, not the CLI's 0.9. With a transfer set every λ from 0.5 to 1 gained the
+# same on digits; without one, on a 600-image folder, λ = 0.9 lost 6.8 points to the baseline where
+# λ = 0.5 lost nothing (benchmarks/RESULTS_transfer.md).
+DEFAULT_LAMBDA = 0.5
 
 
 # ---------------------------------------------------------------- data and models
@@ -143,9 +173,19 @@ def make_config(
     width: float = 1.0,
     method: str = "kd",
     method_params: tuple[str, ...] = (),
+    labels: int = 0,
+    label_seed: int = 0,
+    transfer: str = "rest",
+    transfer_ratio: float = 1.0,
+    function_matching: bool = False,
+    patience: int = 0,
+    precision: str = "fp32",
 ) -> RunConfig:
     """A run's config from the pages' widgets; `method` and `method_params` as the CLI's
-    --method and --method-param read them (a ConfigError names what is wrong)."""
+    --method and --method-param read them (a ConfigError names what is wrong). `labels`: the
+    label budget in total (0: all); the other label arguments as in LabelConfig.
+    `function_matching`: consistent augmentation (shifts, flips where the dataset allows, mixup),
+    the teacher seeing the student's view; `patience`: early stopping on validation (0: off)."""
     data = DataConfig(dataset=dataset, root=root, image_size=image_size)
     train = TrainConfig(
         epochs=int(epochs),
@@ -156,7 +196,12 @@ def make_config(
         seed=int(seed),
         device=device,
         threads=int(threads),
+        precision=precision,
         spare_cores=DASHBOARD_SPARE_CORES,
+        augment=bool(function_matching),
+        flip=bool(function_matching) and flips_allowed(dataset),
+        mixup=FUNCTION_MATCHING_MIXUP if function_matching else 0.0,
+        patience=int(patience),
     )
     distill = None
     if kind == "student":
@@ -167,8 +212,19 @@ def make_config(
         model=ModelSpec(family, int(size), int(depth), float(width)),
         train=train,
         distill=distill,
+        labels=LabelConfig(int(labels), 0, int(label_seed), transfer, float(transfer_ratio)),
         teacher_id=teacher_id,
     )
+
+
+def config_problem(cfg: RunConfig) -> str | None:
+    """Why this run cannot start (the page disables its button and shows this), or None. The
+    same check the CLI and the recorder make, so nothing refused is ever stored."""
+    try:
+        validate_config(cfg)
+    except KDError as err:
+        return str(err)
+    return None
 
 
 # ---------------------------------------------------------------- stored runs
@@ -190,10 +246,17 @@ def teachers(store: Store, data: Dataset) -> list[dict]:
                     "status": r.status,
                     "test_acc": r.metrics.get("test_acc"),
                     "params": r.metrics.get("params"),
-                    "when": time.strftime("%d %b %H:%M", time.localtime(r.created)),
+                    "when": _when(r.created),
                 }
             )
     return rows
+
+
+def _when(created: float) -> str:
+    """A run's start, short: the time today, else the day ('09:41', '3 Dec')."""
+    t = time.localtime(created)
+    same_day = time.strftime("%Y%m%d", t) == time.strftime("%Y%m%d")
+    return time.strftime("%H:%M", t) if same_day else f"{t.tm_mday} {time.strftime('%b', t)}"
 
 
 def load_model(store: Store, run_id: str, data: Dataset) -> nn.Module:
@@ -283,6 +346,8 @@ def run_card(store: Store, run_id: str) -> dict | None:
         "latency_b1_ms": b1.median_ms if b1 else None,
         "latency_b256_ms": b256.median_ms if b256 else None,
         "teacher_id": r.teacher_id,
+        "labels": m.get("labels"),  # the labelled subset and transfer set (kd_core.train.labels)
+        "peak_rss_bytes": m.get("peak_rss_bytes"),  # of the whole process during the run (train/memory.py)
     }
 
 
@@ -307,11 +372,29 @@ def start_distill(
             job.add_outcome(o)
         return outcomes
 
+    if cfg.distill is None:
+        raise ConfigError("a student needs its distillation settings (methods, temperature, λ).")
     title = (
         f"distil {cfg.model.label()} ({format_methods(cfg.distill.methods)}, T={cfg.distill.temperature:g}, "
         f"λ={cfg.distill.alpha:g})"
     )
-    return manager.start(title, "distill", work)
+    job = manager.start(title, "distill", work)
+    job.note(started_with={**job_settings(cfg), "baseline": with_baseline})
+    return job
+
+
+def job_settings(cfg: RunConfig) -> dict:
+    """What a distillation job was started with, as the Distill page's sliders name it."""
+    if cfg.distill is None:
+        raise ConfigError("a student needs its distillation settings (methods, temperature, λ).")
+    return {
+        "model": cfg.model.label(),
+        "method": format_methods(cfg.distill.methods),
+        "T": cfg.distill.temperature,
+        "λ": cfg.distill.alpha,
+        "epochs": cfg.train.epochs,
+        "seed": cfg.train.seed,
+    }
 
 
 def matching_teacher(store: Store, cfg: RunConfig) -> str | None:
@@ -321,67 +404,6 @@ def matching_teacher(store: Store, cfg: RunConfig) -> str | None:
         if r.weights and experiment_key(r.config.to_dict()) == want:
             return r.id
     return None
-
-
-def next_seed(store: Store, cfg: RunConfig) -> int:
-    """The lowest seed from cfg's not yet used by a student of the same experiment (same
-    teacher, model, method and budget): a repeat adds a seed instead of a copy."""
-    want = experiment_key(cfg.to_dict(), drop=("seed",))
-    used = {
-        r.config.train.seed
-        for r in store.list_runs(kind=cfg.kind, dataset=cfg.data.dataset)
-        if r.status != "failed" and experiment_key(r.config.to_dict(), drop=("seed",)) == want
-    }
-    seed = cfg.train.seed
-    while seed in used:
-        seed += 1
-    return seed
-
-
-def quick_configs(dataset: str, device: str = "auto", threads: int = 0) -> tuple[RunConfig, RunConfig]:
-    """Quick start's teacher and student (teacher_id still unset) for `dataset`."""
-
-    def preset(kind: str, lr: float) -> RunConfig:
-        spec = presets(dataset)[kind]
-        return make_config(
-            kind, dataset, "data", 32, spec.family, spec.size, spec.depth, 15, lr, 64, device=device, threads=threads
-        )
-
-    return preset("teacher", 1e-3), preset("student", 3e-3)
-
-
-def start_quick(manager: JobManager, store: Store, data: Dataset, device: str = "auto", threads: int = 0) -> Job:
-    """Default teacher, then a small student and its no-KD baseline: the whole flow in seconds.
-
-    Run again, it reuses the teacher it trained before (a second identical teacher would only
-    crowd the picker) and distils the student with the next unused seed, so repeated quick
-    starts add seeds to the comparison. The job notes the teacher's run id (`teacher_id`) and
-    whether it was reused (`teacher_reused`)."""
-    t_cfg, s_base = quick_configs(data.name, device, threads)
-
-    def work(emit, stop, job):
-        outcomes = []
-        teacher_id = matching_teacher(store, t_cfg)
-        if teacher_id is not None:
-            job.note(teacher_id=teacher_id, teacher_reused=True)
-            teacher_model = experiment.load_teacher(store, teacher_id, data)
-        else:
-            teacher = experiment.train_teacher(store, t_cfg, data, emit, stop)
-            job.add_outcome(teacher)
-            job.note(teacher_id=teacher.run_id, teacher_reused=False)
-            outcomes.append(teacher)
-            if teacher.status != "finished" or stop.is_set():
-                return outcomes
-            teacher_id, teacher_model = teacher.run_id, teacher.model
-        s_cfg = replace(s_base, teacher_id=teacher_id)
-        s_cfg = replace(s_cfg, train=replace(s_cfg.train, seed=next_seed(store, s_cfg)))
-        job.note(student_seed=s_cfg.train.seed)
-        for o in experiment.distill(store, s_cfg, data, teacher_model, True, emit, stop):
-            job.add_outcome(o)
-            outcomes.append(o)
-        return outcomes
-
-    return manager.start("quick start: teacher, student and baseline on " + data.name, "quick", work)
 
 
 # ---------------------------------------------------------------- curves

@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 from kd_core import fmt
 from kd_core.config import DataConfig, TrainConfig
@@ -21,12 +22,14 @@ from kd_core.stats import SIGNIFICANCE as SIGNIFICANCE
 from kd_core.stats import TEST_NAME as TEST_NAME
 from kd_core.store import Store
 from kd_core.sweep.executors import make_executor
-from kd_core.sweep.grid import SweepConfig, finished_runs, load_sweep, plan
+from kd_core.sweep.grid import SweepConfig, finished_runs, load_sweep, plan, validate_sweep
+from kd_core.sweep.grid import check_sweep_data as check_sweep_data
 from kd_core.sweep.grid import create_sweep as create_sweep
 from kd_core.sweep.grid import pending as pending
 from kd_core.sweep.ray_executor import RAY_MISSING as RAY_MISSING
 from kd_core.sweep.results import RAY_START_S
 from kd_core.sweep.results import estimate as estimate
+from kd_core.sweep.results import gain_curve as gain_curve
 from kd_core.sweep.results import multiple_tests as multiple_tests
 from kd_core.sweep.results import sweep_grids as sweep_grids
 from kd_core.sweep.results import sweep_results as sweep_results
@@ -64,9 +67,14 @@ def make_sweep(
     depth: int,
     data: DataConfig,
     train: TrainConfig,
+    budgets: str = "all",
+    methods: str = "kd",
 ) -> SweepConfig:
-    """A SweepConfig from the page's fields (the lists as typed); ConfigError on a bad value."""
+    """A SweepConfig from the page's fields (the lists as typed); ConfigError on a bad value, a bad
+    method included. `budgets`: label budgets, "all" or 0 for every label, e.g. "100, 500, all";
+    `methods`: comma-separated mixes, e.g. "kd, dkd, 0.5*kd+1*at"."""
     cfg = SweepConfig(
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         temperatures=parse_values(temperatures, float, "Temperatures T"),
         alphas=parse_values(alphas, float, "λ values"),
         sizes=parse_values(sizes, int, "Student sizes"),
@@ -76,6 +84,7 @@ def make_sweep(
         depth=int(depth),
         data=data,
         train=train,
+        label_budgets=parse_budgets(budgets),
     )
     for a in cfg.alphas:
         if not 0.0 <= a <= 1.0:
@@ -86,14 +95,30 @@ def make_sweep(
     for s in cfg.sizes:
         if s < 1:
             raise ConfigError(f"Student sizes: {s} must be at least 1.")
+    validate_sweep(replace(cfg, teacher_id=cfg.teacher_id or "?"))  # the methods, before anything is stored
     return cfg
 
 
+def parse_budgets(text: str) -> tuple[int, ...]:
+    """ "100, 500, all" → (100, 500, 0): the label budgets of a gain-versus-labels sweep."""
+    words = text.replace(",", " ").split()
+    values = parse_values(" ".join("0" if w.lower() == "all" else w for w in words), int, "Label budgets")
+    if any(v < 0 for v in values):
+        raise ConfigError("Label budgets: use positive counts, or all.")
+    return values
+
+
+def budget_name(budget: int) -> str:
+    return "all labels" if budget == 0 else f"{budget:,} labels"
+
+
 def run_counts(sweep: SweepConfig) -> dict:
-    """{"cells": distillations, "baselines": no-KD runs, "total", "configs": T × λ × sizes}."""
-    configs = len(sweep.temperatures) * len(sweep.alphas) * len(sweep.sizes)
+    """{"cells": distillations, "baselines": no-KD runs, "total", "configs": methods × T × λ × sizes × budgets}."""
+    configs = (
+        len(sweep.methods) * len(sweep.temperatures) * len(sweep.alphas) * len(sweep.sizes) * len(sweep.label_budgets)
+    )
     cells = configs * len(sweep.seeds)
-    baselines = len(sweep.sizes) * len(sweep.seeds)
+    baselines = len(sweep.sizes) * len(sweep.seeds) * len(sweep.label_budgets)
     return {"cells": cells, "baselines": baselines, "total": cells + baselines, "configs": configs}
 
 
@@ -104,8 +129,9 @@ def sweep_list(store: Store) -> list[dict]:
     for row in store.list_sweeps():
         sweep = load_sweep(store, row["id"])
         total, done = len(plan(sweep)), len(finished_runs(store, row["id"]))
+        methods = "" if sweep.methods == ("kd",) else f"{'/'.join(sweep.method_texts)} × "
         label = (
-            f"{row['id']} · T {'/'.join(f'{t:g}' for t in sweep.temperatures)} × "
+            f"{row['id']} · {methods}T {'/'.join(f'{t:g}' for t in sweep.temperatures)} × "
             f"λ {'/'.join(f'{a:g}' for a in sweep.alphas)} × {sweep.family} "
             f"{'/'.join(map(str, sweep.sizes))} × {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}"
         )

@@ -1,0 +1,43 @@
+"""Start the dashboard's server (`streamlit run app.py ARGS…`) with its heavy modules already
+imported: `python ui/serve.py [streamlit flags]`, as `kd-studio ui` does.
+
+Streamlit runs app.py only when a browser connects, so the first visitor paid for importing
+torch, torchvision and the rest (most of a cold first paint: several seconds on 2 cores).
+Imported here first, in this process, before the server starts, they are in sys.modules when
+the script runs; the server answers its health check a little later instead, before the
+browser is opened. Synchronously, on purpose: two threads importing torch's packages at once
+can meet a partially initialised module.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "app.py"
+
+
+def preload() -> None:
+    """What app.py and its pages import, in the order they do (kd_core through ui.state)."""
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path[0] = str(REPO)  # not ui/ itself: its modules would shadow top-level names
+    else:
+        sys.path.insert(0, str(REPO))
+    import plotly.express
+    import plotly.graph_objects  # noqa: F401
+
+    import ui.state  # noqa: F401  (kd_core.views.studio: torch, torchvision, the engine)
+    from kd_core.views import compare, deploy, runs_table, sweep_view  # noqa: F401
+
+
+def main(argv: list[str]) -> None:
+    preload()
+    from streamlit.web import cli
+
+    sys.argv = ["streamlit", "run", str(APP), *argv]
+    cli.main()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
