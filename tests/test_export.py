@@ -23,7 +23,7 @@ from kd_core.cli import main
 from kd_core.config import DataConfig, DistillConfig, ModelSpec, RunConfig, TrainConfig
 from kd_core.deploy import export as ex
 from kd_core.deploy import runtimes as rt
-from kd_core.errors import CheckpointError, KDError
+from kd_core.errors import CheckpointError, ConfigError, KDError
 from kd_core.store import Store
 from kd_core.train.checkpoint import load_checkpoint
 from kd_core.train.data import load_dataset
@@ -307,6 +307,34 @@ def test_quantization_report_sits_beside_the_float_student(trained, data):
         assert r["acc_delta"] == pytest.approx(r["test_acc"] - base["test_acc"])
         assert r["size_ratio"] == pytest.approx(r["bytes"] / base["bytes"])
     assert rows[("onnxruntime", "int8")]["bytes"] < rows[("onnxruntime", "float32")]["bytes"]
+
+
+@pytest.mark.slow
+def test_bf16_row_is_autocast_measured_here_or_refused_without_bf16_units(trained, data):
+    """Where the CPU does bf16 natively the report gains eager bf16, whose accuracy and agreement
+    match an autocast forward pass computed here; elsewhere asking for it is refused."""
+    store, run_id = trained["store"], trained["student"]
+    kw = dict(data=data, batch_sizes=(1, 8), warmup=1, repeats=3, bf16=True)
+    if not rt.bf16_inference()[0]:
+        with pytest.raises(ConfigError, match="not offered on this machine"):
+            rt.quantization_report(store, run_id, **kw)
+        with pytest.raises(ConfigError, match="not available on this machine"):
+            rt.parse_runtimes("eager,eager-bf16")
+        return
+    report = rt.quantization_report(store, run_id, **kw)
+    row = next(r for r in report["rows"] if r["runtime"] == rt.BF16_RUNTIME)
+    model, _ = load_checkpoint(store.get_run(run_id).weights)
+    with torch.no_grad():
+        reference = model.eval()(data.test_x).argmax(1).numpy()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(data.test_x).float().argmax(1).numpy()
+    y = data.test_y.numpy()
+    assert row["precision"] == "bfloat16" and row["model"] == "student"
+    assert row["test_acc"] == pytest.approx(np.mean(low == y), abs=1e-6)  # float32 of a count over 360
+    assert row["agreement"] == pytest.approx(np.mean(low == reference), abs=1e-6)
+    eager = next(r for r in report["rows"] if (r["runtime"], r["precision"]) == ("eager", "float32"))
+    assert row["acc_delta"] == pytest.approx(row["test_acc"] - eager["test_acc"])
+    assert row["speedup_vs_float"] == pytest.approx(eager["median_ms_b8"] / row["median_ms_b8"])
 
 
 def test_cli_export_json_and_default_path(trained, capsys):

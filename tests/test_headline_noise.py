@@ -148,3 +148,38 @@ def test_a_faster_int8_wins_only_at_equal_accuracy():
     assert (worse["final"]["precision"], worse["final"]["runtime"]) == ("float32", "ONNX Runtime")
     noise = 1.959963984540054 * math.sqrt((0.06 - 0.05**2) / N)  # paired bound, in float64 here
     assert noise < 0.05  # what made it unequal
+
+
+def with_bf16(result: dict, ms: float, acc: float | None, agreement: float = 0.99) -> dict:
+    """`result` plus the float student under eager bf16 at `ms` (batch 1), its accuracy
+    measured on the test split as `acc` (None: not measured)."""
+    rows = [
+        {"model": "student", "runtime": "eager-bf16", "precision": "bfloat16", "batch_size": b,
+         "median_ms": t, "p90_ms": t * 1.2, "bytes": 40_000}
+        for b, t in ((1, ms), (256, 0.4))
+    ]  # fmt: skip
+    quant = (
+        []
+        if acc is None
+        else [{"precision": "bfloat16", "runtime": "eager-bf16", "test_acc": acc, "agreement": agreement}]
+    )
+    return {
+        **result,
+        "rows": result["rows"] + rows,
+        "quantization": {**result["quantization"], "rows": result["quantization"]["rows"] + quant},
+    }
+
+
+def test_a_faster_bf16_wins_only_at_equal_accuracy_measured_in_bf16():
+    from kd_core.views import deploy as dep
+
+    base = deploy_result(int8_ms=0.0219, int8_acc=0.95)
+    equal = dep.headline(with_bf16(base, ms=0.004, acc=0.9472))  # -1 image of 360, agreement 0.99
+    assert (equal["final"]["precision"], equal["final"]["runtime"]) == ("bfloat16", "eager PyTorch, bf16")
+    assert equal["final"]["acc"] == 0.9472 and equal["choices"] == 5
+    worse = dep.headline(with_bf16(base, ms=0.004, acc=0.90, agreement=0.94))  # -18 images
+    assert (worse["final"]["precision"], worse["final"]["runtime"]) == ("float32", "ONNX Runtime")
+    unmeasured = dep.headline(with_bf16(base, ms=0.004, acc=None))  # timed, accuracy never measured
+    opt = next(o for o in dep.options(with_bf16(base, ms=0.004, acc=None)) if o["precision"] == "bfloat16")
+    assert opt["acc"] is None and not opt["equal"]
+    assert unmeasured["final"]["precision"] == "float32"

@@ -22,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_helpers import APP, assert_clean, chart_specs, downloaded, wait_for_job
 from kd_core.deploy import export as ex
+from kd_core.deploy import runtimes as rt
 from kd_core.train.checkpoint import load_checkpoint
 
 COMPARE = "app_pages/compare.py"
@@ -81,6 +82,8 @@ def test_measure_runs_as_a_job_then_shows_latency_and_int8(filled_store, media):
     at = open_deployment()
     for key, value in FAST.items():
         at.number_input(key=key).set_value(value)
+    bf16 = rt.bf16_inference()[0]  # this CPU's own answer: eager bf16 is offered, and on, only with bf16 units
+    assert at.checkbox(key="dep_bf16").value == bf16 and at.checkbox(key="dep_bf16").disabled == (not bf16)
     at.button(key="dep_measure").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     snap = wait_for_job()
@@ -88,23 +91,27 @@ def test_measure_runs_as_a_job_then_shows_latency_and_int8(filled_store, media):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
 
+    runtimes = sorted(["ONNX Runtime", "TorchScript", "eager PyTorch", *(["eager PyTorch, bf16"] if bf16 else [])])
     figs = chart_specs(at)
     traces = figs["dep_latency_chart"]["data"]
     bars = [t for t in traces if t.get("showlegend") is False]  # the legend has swatches of its own
-    assert sorted({t["name"] for t in bars}) == ["ONNX Runtime", "TorchScript", "eager PyTorch"]
-    assert len(bars) == 6  # 3 runtimes × batch 1 and 256
+    assert sorted({t["name"] for t in bars}) == runtimes
+    assert len(bars) == 2 * len(runtimes)  # each runtime × batch 1 and 256
     legend = [t["name"] for t in traces if t.get("showlegend") is not False]
-    assert sorted(legend) == ["ONNX Runtime", "TorchScript", "eager PyTorch"]
-    assert all(list(t["x"]) == ["teacher", "student", "student-int8"] for t in bars)
+    assert sorted(legend) == runtimes
+    for t in bars:  # an int8 model has no bf16 form
+        bf16_bar = t["name"].endswith("bf16")
+        assert list(t["x"]) == ["teacher", "student"] + ([] if bf16_bar else ["student-int8"])
     assert all(t["error_y"]["type"] == "data" for t in bars)
 
     latency, quant = at.dataframe[0].value, at.dataframe[1].value
-    assert len(latency) == 9  # 3 models × 3 runtimes
+    assert len(latency) == 9 + 2 * bf16  # 3 models × 3 runtimes, and the two float models in bf16
     teacher_eager = latency[(latency["model"] == "teacher") & (latency["runtime"] == "eager PyTorch")]
     assert teacher_eager["b1_speedup"].item() == pytest.approx(1.0)
     assert teacher_eager["b256_speedup"].item() == pytest.approx(1.0)
     assert (latency["b256_median_ms"] > 0).all() and (latency["b256_p90_ms"] >= latency["b256_median_ms"]).all()
-    assert len(quant) == 4 and sorted(quant["precision"]) == ["float32", "float32", "int8", "int8"]
+    assert len(quant) == 4 + bf16
+    assert sorted(quant["precision"]) == sorted(["float32", "float32", "int8", "int8", *(["bfloat16"] if bf16 else [])])
     stored_acc = filled_store["store"].get_run(filled_store["student"]).metrics["test_acc"]
     floats = quant[quant["precision"] == "float32"]
     assert floats["test_acc"].tolist() == pytest.approx([stored_acc, stored_acc], abs=1e-6)
@@ -122,7 +129,7 @@ def test_measure_runs_as_a_job_then_shows_latency_and_int8(filled_store, media):
         f"{student}/{n}" for n in ("MODEL_CARD.md", "model_card.json", "curves.html")
     )
     card = json.loads(archive.read(f"{student}/model_card.json"))
-    assert card["latency"]["source"] == "measured for this card" and len(card["quantization"]["rows"]) == 4
+    assert card["latency"]["source"] == "measured for this card" and len(card["quantization"]["rows"]) == 4 + bf16
     assert "## int8 quantization" in archive.read(f"{student}/MODEL_CARD.md").decode()
 
 

@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 from ui import colors
 
 # The bar's colour is the model's role (int8: a lighter shade of it); its hatching, the runtime.
-RUNTIME_PATTERNS = {"eager": "", "torchscript": "/", "onnxruntime": "x", "onnxruntime-cuda": "."}
+RUNTIME_PATTERNS = {"eager": "", "torchscript": "/", "onnxruntime": "x", "onnxruntime-cuda": ".", "eager-bf16": "-"}
 MARGIN = dict(l=10, r=10, t=80, b=10)
 
 

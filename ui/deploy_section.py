@@ -80,8 +80,10 @@ def measure_part(store, data, run_id: str, option: dict, job):
         icon=":material/speed:",
         disabled=job is not None and job.live,
     )
+    bf16_ok, bf16_why = dep.bf16_offer()
     right.caption(
-        f"Times {models} under eager PyTorch, TorchScript and ONNX Runtime at batch 1 and 256 with "
+        f"Times {models} under eager PyTorch, TorchScript and ONNX Runtime"
+        f"{' (and eager PyTorch in bf16)' if bf16_ok else ''} at batch 1 and 256 with "
         f"{threads} thread{'s' if threads != 1 else ''} (the sidebar's torch threads), then float32 "
         "against int8 on the test split. Runs as a background job: never beside training."
     )
@@ -89,6 +91,14 @@ def measure_part(store, data, run_id: str, option: dict, job):
         cols = st.columns(2)
         warmup = cols[0].number_input("Warm-up calls", 0, 1000, 10, key="dep_warmup")
         repeats = cols[1].number_input("Timed calls (at least; and at least 0.2 s)", 1, 10_000, 50, key="dep_repeats")
+        with_bf16 = st.checkbox(
+            "Eager PyTorch in bf16 (autocast) too",
+            value=bf16_ok,
+            key="dep_bf16",
+            disabled=not bf16_ok,
+            help=f"Offered where the CPU does bfloat16 natively (AVX512-BF16 or AMX). Here: {bf16_why}. "
+            "On small models it is often slower than float32; its accuracy is measured on the test split.",
+        )
     if clicked:
         try:
             job = dep.start_measure(
@@ -98,6 +108,7 @@ def measure_part(store, data, run_id: str, option: dict, job):
                 label=option["label"],
                 data=data,
                 threads=threads,
+                runtimes=dep.tab_runtimes(with_bf16),
                 warmup=int(warmup),
                 repeats=int(repeats),
             )

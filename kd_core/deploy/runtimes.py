@@ -133,6 +133,16 @@ def available_runtimes() -> list[str]:
     return names
 
 
+def bf16_inference() -> tuple[bool, str]:
+    """(eager bf16 is offered here, in words): only where the CPU does bf16 natively."""
+    return bf16_support(torch.device("cpu"))
+
+
+def measurable_runtimes() -> list[str]:
+    """available_runtimes, and eager bf16 where the CPU does bf16 natively."""
+    return available_runtimes() + ([BF16_RUNTIME] if bf16_inference()[0] else [])
+
+
 def parse_runtimes(text: str | list | tuple) -> list[str]:
     """'eager,onnxruntime' → checked list; unknown or unavailable names are a KDError."""
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
@@ -140,7 +150,7 @@ def parse_runtimes(text: str | list | tuple) -> list[str]:
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise ConfigError(f"unknown runtime(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}.")
-    available = available_runtimes() + ([BF16_RUNTIME] if bf16_support(torch.device("cpu"))[0] else [])
+    available = measurable_runtimes()
     missing = [n for n in names if n not in available]
     if missing:
         raise ConfigError(
@@ -359,7 +369,10 @@ QUANT_METHODS = {
     ("eager", "int8"): "PyTorch dynamic int8 (Linear)",
     ("onnxruntime", None): "ONNX Runtime float32",
     ("onnxruntime", "int8"): "ONNX Runtime dynamic int8 (MatMul/Gemm)",
+    (BF16_RUNTIME, None): "PyTorch bfloat16 autocast (matmuls and convolutions)",
 }
+# bf16 keeps 8 bits of mantissa: logits move by ~1e-2 of their scale, and near-ties may flip.
+BF16_TOLERANCE = export.Tolerance(0.05, 0.97)
 
 
 def _quant_row(
@@ -376,13 +389,16 @@ def _quant_row(
     repeats: int,
 ) -> dict:
     """Accuracy, agreement with the float model, size and latency of one (runtime, precision)."""
-    fn, size = runner(Variant(run.kind, run, quantize), runtime, workdir, threads)
+    variant = Variant(run.kind, run, quantize)
+    fn, size = runner(variant, runtime, workdir, threads)
     logits = export.batched(fn, x)
-    check = export.compare(reference, logits, export.TOLERANCES[quantize])
+    check = export.compare(
+        reference, logits, BF16_TOLERANCE if runtime == BF16_RUNTIME else export.TOLERANCES[quantize]
+    )
     row = {
         "model": run.kind if not quantize else f"{run.kind}-{quantize}",
         "runtime": runtime,
-        "precision": quantize or "float32",
+        "precision": row_precision(variant, runtime),
         "method": QUANT_METHODS[(runtime, quantize)],
         "test_acc": accuracy(logits, y),
         "agreement": check["agreement"],
@@ -405,27 +421,38 @@ def quantization_report(
     batch_sizes=(1, 256),
     warmup: int = 10,
     repeats: int = 50,
+    bf16: bool = False,
 ) -> dict:
-    """The run's model in float32 and int8, under PyTorch and ONNX Runtime, on its test split:
+    """The run's model in float32 and int8, under PyTorch and ONNX Runtime, on its test split,
+    and with `bf16` (where `bf16_inference` allows it) in eager PyTorch under bfloat16 autocast:
     {run_id, machine, samples, rows: [{model, runtime, precision, method, test_acc, acc_delta,
     agreement, max_abs_diff, within_tolerance, bytes, size_ratio, median_ms_b<B>, p90_ms_b<B>,
-    speedup_vs_float, threads}]}; deltas and ratios are against float32 in the same runtime."""
+    speedup_vs_float, threads}]}; deltas and ratios are against float32 in the same runtime
+    (bf16: in eager PyTorch)."""
 
+    if bf16 and not bf16_inference()[0]:
+        raise ConfigError(f"eager bf16 is not offered on this machine: {bf16_inference()[1]}.")
     run = export.load_run(store, run_id)
     x, y = export.eval_split(run, data)
     reference = predict_logits(run.model, x)
     big, rows = f"median_ms_b{max(batch_sizes)}", []
+    cases = {
+        "eager": [("eager", None), ("eager", "int8")],
+        "onnxruntime": [("onnxruntime", None), ("onnxruntime", "int8")],
+    }
+    if bf16:
+        cases["eager"].append((BF16_RUNTIME, None))
     with tempfile.TemporaryDirectory(prefix="kd-quant-") as tmp, torch_threads(threads), torch.inference_mode():
-        for runtime in ("eager", "onnxruntime"):
-            pair = [
+        for group in cases.values():
+            measured = [
                 _quant_row(run, runtime, quantize, Path(tmp), threads, x, y, reference, batch_sizes, warmup, repeats)
-                for quantize in (None, "int8")
+                for runtime, quantize in group
             ]
-            for row in pair:  # against float32 in the same runtime
-                row["acc_delta"] = row["test_acc"] - pair[0]["test_acc"]
-                row["size_ratio"] = row["bytes"] / pair[0]["bytes"]
-                row["speedup_vs_float"] = pair[0][big] / row[big]
-            rows += pair
+            for row in measured:  # against float32 in the same runtime
+                row["acc_delta"] = row["test_acc"] - measured[0]["test_acc"]
+                row["size_ratio"] = row["bytes"] / measured[0]["bytes"]
+                row["speedup_vs_float"] = measured[0][big] / row[big]
+            rows += measured
     return {
         "run_id": run_id,
         "machine": machine_info(threads),

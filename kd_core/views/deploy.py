@@ -47,6 +47,7 @@ RUNTIME_LABELS = {
     "torchscript": "TorchScript",
     "onnxruntime": "ONNX Runtime",
     "onnxruntime-cuda": "ONNX Runtime (CUDA)",
+    rt.BF16_RUNTIME: "eager PyTorch, bf16",
 }
 # what the Downloads offer: artifact -> (format, quantize)
 EXPORTS = {
@@ -103,6 +104,18 @@ def teacher_in_store(store: Store, run_id: str) -> str | None:
 # ---------------------------------------------------------------- measuring
 
 
+def tab_runtimes(with_bf16: bool = True) -> list[str]:
+    """What the Deployment tab measures: the default runtimes this machine has, and eager
+    PyTorch under bf16 autocast where the CPU does bf16 natively (and `with_bf16`)."""
+    names = [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()]
+    return names + ([rt.BF16_RUNTIME] if with_bf16 and rt.bf16_inference()[0] else [])
+
+
+def bf16_offer() -> tuple[bool, str]:
+    """(the tab offers eager bf16 here, why in words)."""
+    return rt.bf16_inference()
+
+
 def _test_acc(record: StoredRun | None) -> float | None:
     return record.metrics.get("test_acc") if record is not None else None
 
@@ -130,7 +143,7 @@ def measure(
     which `modelcard.model_card(latency=...)` takes."""
     started = time.perf_counter()
     store = as_store(store)
-    names = list(runtimes) if runtimes else [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()]
+    names = list(runtimes) if runtimes else tab_runtimes(with_bf16=False)
     variants, result = rt.bench_start(store, run_id, names, batch_sizes, threads)
     run = next(v.run for v in variants if v.run.run_id == run_id)  # as loaded for timing
     result.update(
@@ -167,7 +180,14 @@ def measure(
     if not step("float32 against int8: accuracy on the test split, size and latency"):
         return result
     result["quantization"] = rt.quantization_report(
-        store, run_id, data=data, threads=threads, batch_sizes=tuple(batch_sizes), warmup=warmup, repeats=repeats
+        store,
+        run_id,
+        data=data,
+        threads=threads,
+        batch_sizes=tuple(batch_sizes),
+        warmup=warmup,
+        repeats=repeats,
+        bf16=rt.BF16_RUNTIME in result["runtimes"],
     )
     result["steps_done"] += 1
     result.update(complete=True, phase="done", seconds=time.perf_counter() - started)
@@ -247,7 +267,8 @@ def latency_table(result: dict) -> pd.DataFrame:
 
 
 def quantization_table(result: dict) -> pd.DataFrame:
-    """quantization_report's 4 rows (float32 and int8 × PyTorch and ONNX Runtime), size in kB."""
+    """quantization_report's rows (float32 and int8 × PyTorch and ONNX Runtime, and eager bf16
+    where measured), size in kB."""
     q = result.get("quantization")
     if not q:
         return pd.DataFrame()
@@ -255,17 +276,23 @@ def quantization_table(result: dict) -> pd.DataFrame:
     return frame.assign(runtime=frame["runtime"].map(runtime_label), size_kb=frame["bytes"] / 1e3)
 
 
-def _int8_family(runtime: str) -> str:
-    """Which quantization row measured an int8 model's accuracy under `runtime`: ONNX Runtime
-    quantizes its own graph; TorchScript scripts the eager int8 model."""
-    return "onnxruntime" if runtime.startswith("onnxruntime") else "eager"
+def _accuracy_row(by_key: dict, precision: str, runtime: str) -> dict | None:
+    """The quantization report's row that measured accuracy for `precision` under `runtime`
+    (None for float32, whose accuracy is the run's): int8 under ONNX Runtime quantizes its own
+    graph, TorchScript scripts the eager int8 model; bf16 is eager PyTorch under autocast."""
+    if precision == "int8":
+        return by_key.get(("int8", "onnxruntime" if runtime.startswith("onnxruntime") else "eager"))
+    if precision == "bfloat16":
+        return by_key.get(("bfloat16", rt.BF16_RUNTIME))
+    return None
 
 
 def options(result: dict) -> list[dict]:
-    """Every way to ship the measured run: its float32 and int8 models under each runtime, each
-    {model, precision, runtime, acc, agreement, bytes, ms: {batch: median}, equal}; `equal`: its
-    test accuracy is within the test set's sampling noise of the float32 model's (95%, paired
-    by image through its agreement with the float32 model)."""
+    """Every way to ship the measured run: its float32 and int8 models under each runtime (and
+    the float model under bf16 autocast where measured), each {model, precision, runtime, acc,
+    agreement, bytes, ms: {batch: median}, equal}; `equal`: its test accuracy is within the test
+    set's sampling noise of the float32 model's (95%, paired by image through its agreement with
+    the float32 model). An int8 or bf16 option whose accuracy was not measured is never equal."""
     rows, q = result.get("rows") or [], result.get("quantization") or {}
     kind = result["kind"]
     by_key = {(r["precision"], r["runtime"]): r for r in q.get("rows", [])}
@@ -274,14 +301,15 @@ def options(result: dict) -> list[dict]:
         float_acc = by_key[("float32", "eager")]["test_acc"]
     n = int(q.get("samples") or 0)
     out = []
-    for model, precision in ((kind, "float32"), (f"{kind}-int8", "int8")):
+    for model in (kind, f"{kind}-int8"):
         for runtime in dict.fromkeys(r["runtime"] for r in rows if r["model"] == model):
             mine = [r for r in rows if r["model"] == model and r["runtime"] == runtime]
-            quant = by_key.get((precision, _int8_family(runtime))) if precision == "int8" else None
-            acc = quant["test_acc"] if quant else float_acc
+            precision = mine[0].get("precision", "int8" if model.endswith("-int8") else "float32")
+            quant = _accuracy_row(by_key, precision, runtime)
+            acc = quant["test_acc"] if quant else (float_acc if precision == "float32" else None)
             agreement = quant["agreement"] if quant else 1.0
             equal = acc is not None and float_acc is not None
-            if equal and precision == "int8":
+            if acc is not None and float_acc is not None and precision != "float32":
                 equal = abs(acc - float_acc) <= sampling_noise(acc, float_acc, n, 1 - agreement)
             out.append(
                 {
