@@ -154,12 +154,10 @@ class Cell:
         return f"{self.config.model.family} {size} · {what}{labels} · seed {seed}"
 
 
-def cell_key(cfg: RunConfig | dict) -> tuple:
+def cell_key(cfg: RunConfig) -> tuple:
     """(kind, size, seed, T, λ, label budget, method); T, λ and the method are None for a baseline,
     the budget 0 for all labels (every run stored before budgets existed). Runs stored before
     methods existed load as KD (DistillConfig.from_dict), so old sweeps resume."""
-    if isinstance(cfg, dict):
-        cfg = RunConfig.from_dict(cfg)
     d = cfg.distill if cfg.kind == "student" else None
     t, a, m = (d.temperature, d.alpha, method_text(d.methods)) if d else (None, None, None)
     return (cfg.kind, cfg.model.size, cfg.train.seed, t, a, cfg.labels.labels, m)
