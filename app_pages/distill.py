@@ -252,8 +252,10 @@ def pipeline_section(data, teacher_id: str, teacher, w: dict, busy: bool) -> Non
                 st.error(str(err))
                 return
             st.rerun()
+        # find_job returns any live training job: a distill job is drawn above, not a second time
+        # here (a second panel doubled every tick's work while the student trained).
         job = live.find_job(("pipeline",))
-        if job is not None:
+        if job is not None and job.kind == "pipeline":
             snap = live.show_job(job, "pipeline")
             if snap.outcomes:
                 st.dataframe(pipes.outcome_rows(snap), hide_index=True)

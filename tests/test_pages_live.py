@@ -123,3 +123,30 @@ def test_a_job_that_crashes_shows_its_error_on_the_page_and_fails_its_run(runs_d
     at.switch_page("app_pages/teacher.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Failed: teacher that crashes — RuntimeError: teacher crashed" in [e.value for e in at.error]
+
+
+@pytest.fixture
+def distilling(runs_dir):
+    """A live distill job that has emitted one step of its student, until the test is done."""
+    release = threading.Event()
+
+    def work(emit, stop, job):
+        emit(Progress("step", 1, 1, 100, run_id="s-live", kind="student", loss=1.5, terms={"ce": 1.0, "kd": 0.5}))
+        while not (stop.is_set() or release.is_set()):
+            stop.wait(0.05)
+        return []
+
+    job = state.job_manager().start("distill mlp 32 from the teacher", "distill", work)
+    yield job
+    release.set()
+    wait_for_job(30)
+
+
+def test_the_distill_page_draws_a_live_distill_job_once(runs_dir, distilling):
+    """Once: the Multi-model methods section draws only pipeline jobs. Drawn there too, every poll
+    ran two fragments (two progress bars, four charts), which slowed the training thread."""
+    stored_teacher(runs_dir, width=32)
+    at = open_app("app_pages/distill.py")
+    assert [el.key for el in at.get("plotly_chart")] == ["distill_loss", "distill_acc"]
+    assert len(at.get("progress")) == 1 and "step 1/100" in at.get("progress")[0].proto.text
+    assert at.query_params.get("job") == distilling.id
