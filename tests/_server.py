@@ -99,9 +99,8 @@ class StreamlitServer:
             "--server.address",
             "127.0.0.1",
             # browser.gatherUsageStats is off in .streamlit/config.toml beside app.py, which the
-            # browser tests thus check: its failed fetches would be console errors.
-            "--server.fileWatcherType",
-            "none",
+            # browser tests thus check: its failed fetches would be console errors. The file watcher
+            # is off and the per-run gc too, by serve.py itself (serve.SERVER_FLAGS).
         ]
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (open for the server's lifetime; stop() closes it)
         self.started_at = time.perf_counter()

@@ -16,6 +16,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app.py"
+# The server's settings; flags given to this script come after them and win.
+SERVER_FLAGS = (
+    # Streamlit runs gc.collect(2) after every script run, each 2 s poll of the live panel included:
+    # 40-90 ms holding the GIL while a job trains (benchmarks/RESULTS_dashboard.md). Python's own
+    # collector still runs; the heavy startup objects are frozen (ui/state.py) so its passes are short.
+    "--runner.postScriptGC",
+    "false",
+    # Users do not edit the app's code: no watcher thread, no scan of sys.modules after every run.
+    "--server.fileWatcherType",
+    "none",
+)
 
 
 def preload() -> None:
@@ -35,8 +46,13 @@ def main(argv: list[str]) -> None:
     preload()
     from streamlit.web import cli
 
-    sys.argv = ["streamlit", "run", str(APP), *argv]
+    sys.argv = streamlit_argv(argv)
     cli.main()
+
+
+def streamlit_argv(argv: list[str]) -> list[str]:
+    """`streamlit run app.py` with SERVER_FLAGS, then the caller's flags (the last of a flag wins)."""
+    return ["streamlit", "run", str(APP), *SERVER_FLAGS, *argv]
 
 
 if __name__ == "__main__":
