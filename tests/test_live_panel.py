@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from streamlit.testing.v1 import AppTest
 
 from helpers import make_config
@@ -38,3 +40,25 @@ def test_the_panel_rebuilds_its_figures_only_when_the_job_changed(tmp_path, digi
     assert [list(t.x) for t in val] == [[1, 2]]
     last_step = job.snapshot().runs[0].last["step"]
     assert max(max(t.x) for t in third[0].data) == last_step
+
+
+def test_a_running_job_s_curves_are_redrawn_at_most_once_per_chart_interval(tmp_path, digits, monkeypatch):
+    """The progress bar moves every poll; the charts, the browser's main cost per poll, only once
+    per live.CHART_SECONDS while the job runs."""
+    from ui import live
+
+    monkeypatch.setattr(live, "CHART_SECONDS", 1.0)
+    job = Job("teacher", "teacher")
+    cfg = make_config(epochs=1)
+    at = AppTest.from_function(draw, args=(job,), default_timeout=60)
+    run_one(Store(tmp_path), cfg, digits, emit=job.on_progress)
+    at.run()
+    job.note(more="a change the snapshot shows")  # the job moved on ...
+    at.run()  # ... within the interval: the same figures
+    time.sleep(1.1)
+    at.run()  # after it: rebuilt
+    assert not at.exception
+    (first, v1), (second, v2), (third, v3) = at.session_state["drawn"]
+    assert v1 < v2 == v3
+    assert second[0] is first[0] and second[1] is first[1]
+    assert third[0] is not second[0] and third[1] is not second[1]

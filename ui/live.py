@@ -23,6 +23,10 @@ from ui import charts, state
 # Every tick costs the training thread GIL time (pandas, Plotly, the browser's redraw on the same
 # cores): at one torch thread a 1 s poll made a digits run ~15 % slower than the CLI, so 2 s.
 POLL_SECONDS = 2.0
+# Redrawing the two Plotly charts is most of what a poll costs the browser, on the same cores as the
+# training (its main thread ~3x busier than with unchanged figures): while a job runs its curves are
+# rebuilt at most this often; the progress bar still moves every poll.
+CHART_SECONDS = 6.0
 TRAINING_KINDS = ("teacher", "distill", "quick", "sweep")  # jobs whose runs emit training progress
 
 
@@ -132,15 +136,23 @@ def _curves(snap: JobSnapshot, key: str) -> None:
 def figures(snap: JobSnapshot, key: str) -> tuple:
     """The loss and accuracy figures of a snapshot, rebuilt only when the job changed since this
     panel's last tick (its `version`): a tick with nothing new (a long validation, a data load)
-    costs no pandas or Plotly work. One pair per panel key, in the session."""
+    costs no pandas or Plotly work. While the job runs, at most once per CHART_SECONDS; its end
+    (or another job) is drawn at once. One pair per panel key, in the session."""
     cache = st.session_state.setdefault("_live_figures", {})
     stamp = (snap.id, snap.version, snap.status)
     hit = cache.get(key)
-    if hit is not None and hit[0] == stamp:
+    if hit is not None and (hit[0] == stamp or _recent_enough(hit[0], stamp, hit[2])):
         return hit[1]
     pair = (
         charts.loss_curves(studio.step_frame(snap)),
         charts.accuracy_curves(studio.epoch_frame(snap), snap.status),
     )
-    cache[key] = (stamp, pair)
+    cache[key] = (stamp, pair, time.monotonic())
     return pair
+
+
+def _recent_enough(drawn: tuple, now: tuple, built_at: float) -> bool:
+    """The figures drawn (stamp `drawn`) still stand for the job (stamp `now`): the same running job,
+    built under CHART_SECONDS ago."""
+    same_running_job = drawn[0] == now[0] and drawn[2] == now[2] == "running"
+    return same_running_job and time.monotonic() - built_at < CHART_SECONDS
