@@ -377,13 +377,15 @@ def pair_ratios(dashboard: list[float], cli: list[float]) -> list[float]:
 
 def verdict(pairs: list[float], target: float = TARGET) -> str:
     """'met' when every pair is at or under the target, 'missed' when every pair is above, else
-    'within noise' (with n pairs, [min, max] holds the median pair with probability 1 − 2·0.5ⁿ)."""
-    if not pairs:
-        return "n/a"
+    'within noise'; with the probability 1 − 2·0.5ⁿ that n pairs' [min, max] holds the median pair
+    (none for fewer than 2 pairs: one pair says nothing about the noise)."""
+    if len(pairs) < 2:
+        return f"n/a ({len(pairs)} pair)"
+    coverage = f"({1 - 2 * 0.5 ** len(pairs):.0%})"
     if max(pairs) <= target:
-        return "met"
+        return f"met {coverage}"
     if min(pairs) > target:
-        return "missed"
+        return f"missed {coverage}"
     return "within noise"
 
 
@@ -536,7 +538,7 @@ def render(info: dict, args, repeats: int, results: dict, startup: list) -> str:
         "## Training time (the engine's `seconds`), medians",
         "",
         f"Pairs: repeat i of the dashboard / repeat i of the CLI (run next to each other), median [lowest–highest]; "
-        f"≤ {TARGET}×: 'met' if every pair is, 'missed' if none is, else 'within noise'.",
+        f"≤ {TARGET}×: 'met' if every pair is, 'missed' if none is, else 'within noise'; in brackets the chance that the pairs' range holds the median pair (1 − 2·0.5ⁿ).",
         "",
         "| dataset | config | threads | CLI s | dashboard s | dashboard / CLI | pairs | "
         f"≤ {TARGET}× | no viewer s | no viewer / CLI |",

@@ -18,10 +18,10 @@ def test_pairs_are_repeat_i_over_repeat_i():
 
 
 def test_the_verdict_needs_every_pair_on_one_side_of_the_target():
-    assert bench.verdict([1.02, 1.10, 1.15]) == "met"
-    assert bench.verdict([1.16, 1.30, 1.20]) == "missed"
+    assert bench.verdict([1.02, 1.10, 1.15]) == "met (75%)"  # 1 - 2 * 0.5**3
+    assert bench.verdict([1.16, 1.30, 1.20, 1.18, 1.40]) == "missed (94%)"  # 1 - 2 * 0.5**5 = 0.9375
     assert bench.verdict([1.05, 1.12, 1.19]) == "within noise"
-    assert bench.verdict([]) == "n/a"
+    assert bench.verdict([1.30]) == "n/a (1 pair)"  # one pair says nothing about the noise
 
 
 def test_the_spread_shows_the_median_pair_and_its_range():
