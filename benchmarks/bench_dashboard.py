@@ -98,6 +98,7 @@ CASES = [
         teacher={"--size": "256", "--depth": "1", "--epochs": "1"},
     ),
 ]
+DEFAULT_DATASETS = ",".join(c.dataset for c in CASES)
 TARGET = 1.15  # dashboard / CLI training time
 NOTES = "## Notes"  # RESULTS_dashboard.md from this heading on is written by hand and kept
 QUICK = {"digits": 20, "fashion-mnist": 1}  # epochs with --quick
@@ -115,7 +116,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="fewer epochs, 1 repeat, no 'no viewer' arm")
     p.add_argument("--no-viewer-arm", action="store_true", help="skip the diagnostic 'no viewer' arm")
-    p.add_argument("--datasets", default=",".join(c.dataset for c in CASES))
+    p.add_argument("--datasets", default=DEFAULT_DATASETS)
     p.add_argument("--epochs", type=int, default=0, help="override every case's student epochs")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS_dashboard.md"))
     return p.parse_args()
@@ -523,7 +524,9 @@ def render(info: dict, args, repeats: int, results: dict, startup: list) -> str:
         "# Dashboard against CLI: training time and start-up",
         "",
         f"`python benchmarks/bench_dashboard.py{' --quick' if args.quick else ''} --repeats {repeats} "
-        f"--threads {args.threads}` — {time.strftime('%Y-%m-%d %H:%M')}",
+        f"--threads {args.threads}{' --no-viewer-arm' if args.no_viewer_arm else ''}"
+        f"{' --datasets ' + args.datasets if args.datasets != DEFAULT_DATASETS else ''}` — "
+        f"{time.strftime('%Y-%m-%d %H:%M')}",
         "",
         "## Machine",
         "",
