@@ -14,32 +14,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from kd_core.cli.parser import EXIT_USER_ERROR as EXIT_USER_ERROR
+from kd_core.cli.parser import Parser as Parser
+from kd_core.cli.parser import UsageError as UsageError
+from kd_core.cli.parser import one_line as one_line
 from kd_core.config import DataConfig, LabelConfig, ModelSpec, TrainConfig
-from kd_core.errors import ConfigError, KDError
+from kd_core.errors import ConfigError
 from kd_core.store import Store
 from kd_core.train.augment import FUNCTION_MATCHING_MIXUP, flips_allowed
 from kd_core.train.data import STORAGES, Dataset, load_dataset
 from kd_core.train.models import FAMILIES
 from kd_core.train.pretrained import TORCHVISION
-
-EXIT_USER_ERROR = 2
-
-
-class UsageError(KDError):
-    """A flag argparse refuses (a missing value, `--epochs abc`): reported like any other bad input."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, except that a refused argument is one `error:` line and exit 2 through `main`,
-    like every other bad input, instead of a usage block and a SystemExit."""
-
-    def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
-def one_line(err: BaseException) -> str:
-    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-
 
 # ---------------------------------------------------------------- signals
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kd_core.cli.common import EXIT_USER_ERROR
+from kd_core.cli.parser import EXIT_USER_ERROR
 from kd_core.store.repair import check, repair
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from kd_core.errors import ConfigError
 from kd_core.methods import Outputs
@@ -40,6 +39,10 @@ class FeatureForward:
         self.wanted = {s: nodes[s] for s in stages}
         self.uses = "model" if not stages else "hooks"
         if stages and not hooks:
+            # Imported here, not at the top: torchvision costs 1.3-2 s to import on 2 cores, and
+            # only a run with a feature-based method gets here (engine and CLI import this module).
+            from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
             try:
                 # One key per node: an MLP's last hidden layer is also its embedding.
                 self.extractor = create_feature_extractor(

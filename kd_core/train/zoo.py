@@ -21,12 +21,15 @@ torchvision's, and pretrained weights load at width 1) and then adapted:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
-from torchvision.models import efficientnet, mobilenetv3, regnet, resnet, shufflenetv2
-from torchvision.models.mobilenetv2 import MobileNetV2
+
+# torchvision is imported by the functions that build a model, not here: importing it costs about
+# as much as torch itself (its ops pull in torch._dynamo and sympy, 1.3-2 s on 2 cores), and the
+# CLI's help, the dashboard's first page and every MLP/CNN run need only this table's names.
 
 SMALL_INPUT = 64  # px: below this the stem keeps full resolution (3×3 stride 1, no max-pool)
 WIDTH_RANGE = (0.1, 4.0)
@@ -37,41 +40,63 @@ def scaled(channels: int, width: float, multiple: int = 1) -> int:
     return max(multiple, round(channels * width / multiple) * multiple)
 
 
-class WideResNet(resnet.ResNet):
-    """torchvision's ResNet with every stage's channels × `width` (64·w, 128·w, 256·w, 512·w).
-    At width 1 its state_dict is torchvision's; forward is ResNet's own."""
+@functools.cache
+def wide_resnet() -> type[nn.Module]:
+    """The WideResNet class, made on first use (it subclasses torchvision's ResNet)."""
+    from torchvision.models import resnet
 
-    def __init__(
-        self, block: type[resnet.BasicBlock | resnet.Bottleneck], layers: list[int], width: float, num_classes: int
-    ):
-        nn.Module.__init__(self)
-        base = scaled(64, width)
-        self._norm_layer = nn.BatchNorm2d
-        self.inplanes, self.dilation, self.groups, self.base_width = base, 1, 1, 64
-        self.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(base)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, base, layers[0])
-        self.layer2 = self._make_layer(block, base * 2, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, base * 4, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, base * 8, layers[3], stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(base * 8 * block.expansion, num_classes)
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+    class WideResNet(resnet.ResNet):
+        """torchvision's ResNet with every stage's channels × `width` (64·w, 128·w, 256·w, 512·w).
+        At width 1 its state_dict is torchvision's; forward is ResNet's own."""
+
+        def __init__(
+            self, block: type[resnet.BasicBlock | resnet.Bottleneck], layers: list[int], width: float, num_classes: int
+        ):
+            nn.Module.__init__(self)
+            base = scaled(64, width)
+            self._norm_layer = nn.BatchNorm2d
+            self.inplanes, self.dilation, self.groups, self.base_width = base, 1, 1, 64
+            self.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(base)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            self.layer1 = self._make_layer(block, base, layers[0])
+            self.layer2 = self._make_layer(block, base * 2, layers[1], stride=2)
+            self.layer3 = self._make_layer(block, base * 4, layers[2], stride=2)
+            self.layer4 = self._make_layer(block, base * 8, layers[3], stride=2)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(base * 8 * block.expansion, num_classes)
+            for m in self.modules():  # torchvision's initialisation
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.constant_(m.weight, 1)
+                    nn.init.constant_(m.bias, 0)
+
+    return WideResNet
 
 
-def _resnet(block, layers):
-    return lambda width, k: WideResNet(block, layers, width, k)
+def _resnet(block: str, layers: list[int]) -> Callable[[float, int], nn.Module]:
+    """`block`: the name of torchvision's block class (BasicBlock, Bottleneck)."""
+
+    def build(width: float, k: int) -> nn.Module:
+        from torchvision.models import resnet
+
+        return wide_resnet()(getattr(resnet, block), layers, width, k)
+
+    return build
+
+
+def _mobilenet_v2(width: float, k: int) -> nn.Module:
+    from torchvision.models.mobilenetv2 import MobileNetV2
+
+    return MobileNetV2(num_classes=k, width_mult=width)
 
 
 def _mobilenet_v3(arch: str):
     def build(width: float, k: int) -> nn.Module:
+        from torchvision.models import mobilenetv3
+
         setting, last_channel = mobilenetv3._mobilenet_v3_conf(arch, width_mult=width)
         return mobilenetv3.MobileNetV3(setting, last_channel, num_classes=k)
 
@@ -79,6 +104,8 @@ def _mobilenet_v3(arch: str):
 
 
 def _efficientnet_b0(width: float, k: int) -> nn.Module:
+    from torchvision.models import efficientnet
+
     setting, last_channel = efficientnet._efficientnet_conf("efficientnet_b0", width_mult=width, depth_mult=1.0)
     return efficientnet.EfficientNet(setting, dropout=0.2, last_channel=last_channel, num_classes=k)
 
@@ -93,6 +120,8 @@ SHUFFLE_CHANNELS = {
 
 
 def _shufflenet_v2(width: float, k: int) -> nn.Module:
+    from torchvision.models import shufflenetv2
+
     # Each unit splits its channels in two halves: stage widths must be even (multiples of 4 here).
     channels = SHUFFLE_CHANNELS.get(width) or [24, *(scaled(c, width, 4) for c in (116, 232, 464)), 1024]
     return shufflenetv2.ShuffleNetV2([4, 8, 4], channels, num_classes=k)
@@ -100,6 +129,8 @@ def _shufflenet_v2(width: float, k: int) -> nn.Module:
 
 def _regnet(depth: int, w_0: int, w_a: float, w_m: float, group_width: int, se_ratio: float | None = None):
     def build(width: float, k: int) -> nn.Module:
+        from torchvision.models import regnet
+
         # RegNet's widths follow w_0 + w_a·j, quantised by w_m; scaling w_0 and w_a scales them all.
         params = regnet.BlockParams.from_init_params(
             depth, scaled(w_0, width, 8), w_a * width, w_m, min(group_width, scaled(w_0, width, 8)), se_ratio=se_ratio
@@ -149,13 +180,13 @@ _REG = _children("trunk_output")
 ZOO: dict[str, ZooFamily] = {
     f.name: f
     for f in (
-        ZooFamily("resnet18", _resnet(resnet.BasicBlock, [2, 2, 2, 2]), "conv1", "maxpool", _RES, "flatten",
+        ZooFamily("resnet18", _resnet("BasicBlock", [2, 2, 2, 2]), "conv1", "maxpool", _RES, "flatten",
                 "ResNet18_Weights.IMAGENET1K_V1", "ResNet-18: 4 stages of basic blocks"),
-        ZooFamily("resnet34", _resnet(resnet.BasicBlock, [3, 4, 6, 3]), "conv1", "maxpool", _RES, "flatten",
+        ZooFamily("resnet34", _resnet("BasicBlock", [3, 4, 6, 3]), "conv1", "maxpool", _RES, "flatten",
                 "ResNet34_Weights.IMAGENET1K_V1", "ResNet-34: 4 stages of basic blocks"),
-        ZooFamily("resnet50", _resnet(resnet.Bottleneck, [3, 4, 6, 3]), "conv1", "maxpool", _RES, "flatten",
+        ZooFamily("resnet50", _resnet("Bottleneck", [3, 4, 6, 3]), "conv1", "maxpool", _RES, "flatten",
                 "ResNet50_Weights.IMAGENET1K_V2", "ResNet-50: 4 stages of bottleneck blocks"),
-        ZooFamily("mobilenet_v2", lambda w, k: MobileNetV2(num_classes=k, width_mult=w), "features.0.0", None,
+        ZooFamily("mobilenet_v2", _mobilenet_v2, "features.0.0", None,
                 _by_resolution, "flatten", "MobileNet_V2_Weights.IMAGENET1K_V2", "inverted residuals"),
         ZooFamily("mobilenet_v3_small", _mobilenet_v3("mobilenet_v3_small"), "features.0.0", None, _by_resolution,
                 "flatten", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "inverted residuals, squeeze-excitation, hard-swish"),
