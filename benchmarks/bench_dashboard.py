@@ -348,20 +348,29 @@ def same_config(a: dict, b: dict) -> None:
 # ---------------------------------------------------------------- start-up
 
 
-def start_to_first_page(browser, runs: Path, data: Path) -> dict:
-    server = StreamlitServer(runs, data)
+def start_to_first_page(browser, runs: Path, data: Path, launcher: str = "serve") -> dict:
+    """Seconds from spawning the server to its health check answering, and to the Overview shown
+    with its content: the title, the "Where you are" cards and the Quick start button, the last
+    thing the page draws without a job (Streamlit sends elements in the order the script draws
+    them, and the sidebar, teacher picker included, before the page). `launcher`: how the server
+    is started (tests/_server.LAUNCHERS). Also returns the "Last student" card's text, for the
+    caller to check that the page read the store."""
+    server = StreamlitServer(runs, data, launcher=launcher)
     server.start()
     healthy = time.perf_counter() - server.started_at
-    page = browser.new_page()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         page.goto(server.url + "/")
-        page.get_by_role("heading", name="KD Studio", exact=True).wait_for(state="visible", timeout=300_000)
+        page.get_by_role("button", name="Quick start on digits").wait_for(state="visible", timeout=300_000)
         shown = time.perf_counter() - server.started_at
+        assert page.get_by_role("heading", name="KD Studio", exact=True).is_visible()
+        last = page.get_by_test_id("stMetric").filter(has_text="Last student").inner_text()
     finally:
         page.close()
-        server.stop()
+        code = server.stop()
         server.cleanup()
-    return {"healthy_s": healthy, "overview_s": shown}
+    assert code == 0, f"the server exited with {code}:\n{server.log()}"
+    return {"healthy_s": healthy, "overview_s": shown, "last_student": " ".join(last.split())}
 
 
 # ---------------------------------------------------------------- main
@@ -459,14 +468,17 @@ def run_all(args, cases: list, thread_counts: list, repeats: int, no_viewer: boo
         finally:
             browser.close()
 
-    report = render(info, args, repeats, results, startup)
-    print(report)
-    out = Path(args.out)
-    old = out.read_text() if out.exists() else ""
-    notes = old[old.index(NOTES) :] if NOTES in old else ""  # hand-written findings are kept
-    out.write_text(report + ("\n" + notes if notes else ""))
-    print(f"written: {args.out}")
+    write_report(render(info, args, repeats, results, startup), Path(args.out))
     return 0
+
+
+def write_report(report: str, out: Path) -> None:
+    """Print `report` and write it to `out`, keeping the file's hand-written findings (from NOTES on)."""
+    print(report)
+    old = out.read_text() if out.exists() else ""
+    notes = old[old.index(NOTES) :] if NOTES in old else ""
+    out.write_text(report + ("\n" + notes if notes else ""))
+    print(f"written: {out}")
 
 
 def compare(

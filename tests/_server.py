@@ -29,6 +29,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# How a server is started: "serve" as `kd-studio ui` starts it (ui/serve.py: `streamlit run app.py`,
+# preloaded); "plain" the same server with nothing preloaded; "cli" `python -m kd_core ui` itself
+# (the start-up benchmark's arms).
+LAUNCHERS = {
+    "serve": [str(REPO / "ui" / "serve.py")],
+    "plain": [str(REPO / "ui" / "serve.py"), "--no-preload"],
+    "cli": [],
+}
 
 
 def free_port() -> int:
@@ -76,8 +84,11 @@ class StreamlitServer:
         port: int | None = None,
         env: dict | None = None,
         log: Path | None = None,
+        launcher: str = "serve",
     ):
         self.runs, self.data = Path(runs), Path(data)
+        assert launcher in LAUNCHERS, launcher
+        self.launcher = launcher
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._own_cwd = cwd is None
@@ -89,19 +100,22 @@ class StreamlitServer:
         self.returncode: int | None = None
 
     def start(self, timeout: float = 90.0) -> StreamlitServer:
-        cmd = [
-            sys.executable,
-            str(REPO / "ui" / "serve.py"),  # as `kd-studio ui` starts it: `streamlit run app.py`, preloaded
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(self.port),
-            "--server.address",
-            "127.0.0.1",
-            # browser.gatherUsageStats is off in .streamlit/config.toml beside app.py, which the
-            # browser tests thus check: its failed fetches would be console errors. The file watcher
-            # is off and the per-run gc too, by serve.py itself (serve.SERVER_FLAGS).
-        ]
+        if self.launcher == "cli":  # what a user types; it runs ui/serve.py, on all interfaces
+            cmd = [sys.executable, "-m", "kd_core", "ui", "--headless", "--port", str(self.port)]
+        else:
+            cmd = [
+                sys.executable,
+                *LAUNCHERS[self.launcher],
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(self.port),
+                "--server.address",
+                "127.0.0.1",
+                # browser.gatherUsageStats is off in .streamlit/config.toml beside app.py, which the
+                # browser tests thus check: its failed fetches would be console errors. The file watcher
+                # is off and the per-run gc too, by serve.py itself (serve.SERVER_FLAGS).
+            ]
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (open for the server's lifetime; stop() closes it)
         self.started_at = time.perf_counter()
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
