@@ -111,3 +111,32 @@ def test_an_unknown_command_is_one_error_line(capsys):
     assert main(["distil"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "invalid choice: 'distil'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_preloader_imports_what_the_overviews_first_run_needs_and_no_torchvision(tmp_path):
+    """ui/serve.py imports before the server starts what the first script run (app.py, the
+    sidebar and the Overview, digits) would otherwise import while the browser waits: after
+    `preload()`, that run adds no heavy package, and torchvision is in neither."""
+    code = (
+        "import sys\nsys.path.insert(0, 'ui')\nimport serve\nserve.preload()\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "before = {m.split('.')[0] for m in sys.modules}\n"
+        "at = AppTest.from_file('app.py', default_timeout=300).run()\n"
+        "assert not at.exception, [e.value for e in at.exception]\n"
+        "assert at.title[0].value == 'KD Studio' and at.button(key='quick_start')\n"
+        "new = {m.split('.')[0] for m in sys.modules} - before\n"
+        "print('NEW', sorted(new & {'torch', 'torchvision', 'sklearn', 'scipy', 'pandas', 'plotly', 'numpy'}))\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "KD_RUNS": str(tmp_path / "runs"),
+        "KD_DATA": str(tmp_path / "data"),
+    }
+    code += f"print('LOADED', {HEAVY!r}[1] in sys.modules)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("NEW ", "LOADED ")))
+    assert lines == {"NEW": "[]", "LOADED": "False"}, out.stdout[-2000:]

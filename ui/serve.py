@@ -2,11 +2,16 @@
 imported: `python ui/serve.py [streamlit flags]`, as `kd-studio ui` does.
 
 Streamlit runs app.py only when a browser connects, so the first visitor paid for importing
-torch, torchvision and the rest (most of a cold first paint: several seconds on 2 cores).
+torch, pandas, plotly, scikit-learn and kd_core (most of a cold first paint: several seconds on
+2 cores).
 Imported here first, in this process, before the server starts, they are in sys.modules when
 the script runs; the server answers its health check a little later instead, before the
 browser is opened. Synchronously, on purpose: two threads importing torch's packages at once
-can meet a partially initialised module.
+can meet a partially initialised module. Measured on a slow 2-core EPYC (benchmarks/
+RESULTS_startup.md): the Overview appears sooner this way than with no preloader (the browser
+then waits, spinning, through the imports on the same 2 cores), and no later than with the
+imports on a thread started beside the server (which then fight the server and its page
+serving for the GIL).
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ def preload() -> None:
         sys.path.insert(0, str(REPO))
     import plotly.express
     import plotly.graph_objects  # noqa: F401
+    import sklearn.datasets
+    import sklearn.model_selection  # noqa: F401  (the sidebar's dataset: digits' loader, the stratified split)
 
-    import ui.state  # noqa: F401  (kd_core.views.studio: torch, torchvision, the engine)
+    import ui.state  # noqa: F401  (kd_core.views.studio: torch, pandas, the engine)
     from kd_core.views import compare, deploy, runs_table, sweep_view  # noqa: F401
 
 
