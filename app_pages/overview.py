@@ -44,7 +44,7 @@ if data is not None:
         help=f"{info['train']} train · {info['val']} val · "
         f"{info['test']} test · {info['num_classes']} classes · input {info['input_shape']}",
     )
-students = state.current_store().list_runs(kind="student", dataset=s.get("dataset", "digits"))
+students = state.current_store().list_runs(kind="student", dataset=s.get("dataset", "digits"), limit=1)
 for col, title, run_id in (
     (cols[1], "Teacher", teacher_id),
     (cols[2], "Last student", students[0].id if students else None),

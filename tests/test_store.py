@@ -173,6 +173,8 @@ def test_list_and_filter(tmp_path):
     assert {r.id for r in store.list_runs(sweep_id="s1")} == {ids["b"], ids["c"]}
     assert [r.id for r in store.list_runs(kind="student", dataset="mnist")] == [ids["d"]]
     assert store.list_runs(kind="student", status="failed") == []
+    assert [r.id for r in store.list_runs(limit=2)] == [ids["d"], ids["c"]]  # the newest, after the filters
+    assert [r.id for r in store.list_runs(kind="student", dataset="digits", limit=1)] == [ids["b"]]
 
 
 def test_delete_removes_row_epochs_and_weights(tmp_path):

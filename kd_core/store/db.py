@@ -374,16 +374,23 @@ class Store:
         dataset: str | None = None,
         status: str | None = None,
         sweep_id: str | None = None,
+        limit: int | None = None,
     ) -> list[StoredRun]:
-        """Runs, newest first, optionally filtered."""
-        clauses, args = [], []
+        """Runs, newest first, optionally filtered; the newest `limit` only if given (each row's
+        JSON is parsed: the Overview's "last student" need not parse a whole store's)."""
+        clauses: list[str] = []
+        args: list[str | int] = []
         for column, value in (("kind", kind), ("dataset", dataset), ("status", status), ("sweep_id", sweep_id)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        if limit is not None:
+            args.append(int(limit))
         with self._connect() as db:
-            rows = db.execute(f"SELECT * FROM runs {where} ORDER BY created DESC", args).fetchall()
+            rows = db.execute(
+                f"SELECT * FROM runs {where} ORDER BY created DESC{' LIMIT ?' if limit is not None else ''}", args
+            ).fetchall()
         return [self._row(r) for r in rows]
 
     def epochs(self, run_id: str) -> list[dict]:
