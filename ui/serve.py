@@ -7,11 +7,12 @@ torch, pandas, plotly, scikit-learn and kd_core (most of a cold first paint: sev
 Imported here first, in this process, before the server starts, they are in sys.modules when
 the script runs; the server answers its health check a little later instead, before the
 browser is opened. Synchronously, on purpose: two threads importing torch's packages at once
-can meet a partially initialised module. Measured on a slow 2-core EPYC (benchmarks/
-RESULTS_startup.md): the Overview appears sooner this way than with no preloader (the browser
-then waits, spinning, through the imports on the same 2 cores), and no later than with the
-imports on a thread started beside the server (which then fight the server and its page
-serving for the GIL).
+can meet a partially initialised module. Measured on a slow, shared 2-core EPYC
+(benchmarks/RESULTS_startup.md): the Overview came 0.4-3 s sooner than without a preloader in
+four paired runs before the imports were cut down, within noise of it after; a thread
+started beside the server was no better (the imports then compete for the GIL with the server
+and its serving of the page's scripts). Kept: when the server answers, it is ready, so the
+browser `kd-studio ui` opens shows the page rather than a long spinner.
 """
 
 from __future__ import annotations
