@@ -6,7 +6,8 @@
   dashboard a fresh server process per start, alternating the arms ABBA…: "cli" is what a
             user types (`python -m kd_core ui --headless`), "serve" the server it spawns
             (ui/serve.py, which preloads the pages' imports; the browser tests start this one),
-            "plain" `streamlit run app.py` without the preloader, to see whether it helps.
+            "plain" the same server without the preloader (ui/serve.py --no-preload), to see
+            whether it helps.
             Headless Debian chromium (Playwright) opens the Overview. Times from spawn to the health check answering and to the Overview shown
             with its content (bench_dashboard.start_to_first_page, which also checks the
             "Last student" card names the store's newest student).
@@ -172,7 +173,7 @@ def run_all(args, cpu: str, root: Path) -> int:
 WHAT = {
     "cli": "`kd-studio ui --headless` (as a user starts it)",
     "serve": "`python ui/serve.py` (the server it spawns, preloaded)",
-    "plain": "`streamlit run app.py` (no preloader)",
+    "plain": "`python ui/serve.py --no-preload` (the same server, nothing preloaded)",
 }
 
 

@@ -3,6 +3,7 @@ command-line parser (`streamlit run`), as the server would see them."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from streamlit.web import cli
@@ -32,3 +33,13 @@ def test_flags_given_to_the_script_win_over_its_defaults():
 
 def test_kd_studio_ui_starts_the_server_through_serve_py():
     assert ui_cmd.SERVE.resolve() == Path(serve.__file__).resolve()
+
+
+def test_no_preload_is_taken_off_the_flags_streamlit_sees(monkeypatch):
+    """`--no-preload` (the start-up benchmark's arm without the preloader) is this script's, not Streamlit's."""
+    seen: dict = {}
+    monkeypatch.setattr(serve, "preload", lambda: seen.setdefault("preloaded", True))
+    monkeypatch.setattr(cli, "main", lambda: seen.setdefault("argv", list(sys.argv)))
+    serve.main(["--no-preload", "--server.port", "8765"])
+    assert "preloaded" not in seen and serve.NO_PRELOAD not in seen["argv"]
+    assert parsed(seen["argv"][3:])["server_port"] == 8765

@@ -1,5 +1,5 @@
 """Start the dashboard's server (`streamlit run app.py ARGS…`) with its heavy modules already
-imported: `python ui/serve.py [streamlit flags]`, as `kd-studio ui` does.
+imported: `python ui/serve.py [--no-preload] [streamlit flags]`, as `kd-studio ui` does.
 
 Streamlit runs app.py only when a browser connects, so the first visitor paid for importing
 torch, pandas, plotly, scikit-learn and kd_core (most of a cold first paint: several seconds on
@@ -35,6 +35,8 @@ SERVER_FLAGS = (
     "none",
 )
 
+NO_PRELOAD = "--no-preload"
+
 
 def preload() -> None:
     """What app.py and its pages import, in the order they do (kd_core through ui.state)."""
@@ -62,7 +64,10 @@ def preload() -> None:
 
 
 def main(argv: list[str]) -> None:
-    preload()
+    if NO_PRELOAD in argv:  # the same server, nothing imported first: what the preloader buys
+        argv = [a for a in argv if a != NO_PRELOAD]  # (benchmarks/bench_startup.py's "plain")
+    else:
+        preload()
     from streamlit.web import cli
 
     sys.argv = streamlit_argv(argv)
