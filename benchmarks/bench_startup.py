@@ -45,9 +45,9 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks"), str(REPO / "tests")]
 from bench_dashboard import load, median, start_to_first_page, write_report  # noqa: E402
 
 from _server import CHROMIUM, kd_env, launch_browser  # noqa: E402
-from kd_core.config import RunConfig  # noqa: E402
 from kd_core.deploy.runtimes import machine_info  # noqa: E402
 from kd_core.events import Progress  # noqa: E402
+from kd_core.records import StoredRun  # noqa: E402
 from kd_core.store import Store  # noqa: E402
 from kd_core.train import recorder  # noqa: E402
 from kd_core.views.studio import load_data  # noqa: E402
@@ -78,22 +78,22 @@ def make_store(root: Path, data_root: Path, n: int) -> str:
             cfg = compare_config("student", 8 * (seed + 1), 1, teacher.run_id, seed=seed)
             real += recorder.distill(store, cfg, data, teacher.model, True)
     assert all(o.status == "finished" for o in real), [o.message for o in real]
-    sources = [store.get_run(o.run_id) for o in real]
+    sources = [run for o in real if (run := store.get_run(o.run_id)) is not None]
     for i in range(n - 2 - len(real)):
         src = sources[i % len(sources)]
         _copy_run(store, src, seed=100 + i, sweep_id=f"sw-bench-{i // 20}")
     runs = store.list_runs()
     assert len(runs) == n, len(runs)
-    return next(r["label"] for r in runs if r["kind"] == "student" and r["dataset"] == "digits")
+    return next(r.label for r in runs if r.kind == "student" and r.dataset == "digits")
 
 
-def _copy_run(store: Store, src: dict, seed: int, sweep_id: str) -> str:
+def _copy_run(store: Store, src: StoredRun, seed: int, sweep_id: str) -> str:
     """A finished run stored through the store's API: `src`'s config with another seed and a
     sweep id, its epochs and metrics, a copy of its weight file."""
-    cfg = RunConfig.from_dict(src["config"])
+    cfg = src.config
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed), sweep_id=sweep_id)
-    run_id = store.create_run(cfg, src["label"])
-    for e in store.epochs(src["id"]):
+    run_id = store.create_run(cfg, src.label)
+    for e in store.epochs(src.id):
         store.add_epoch(
             Progress(
                 "epoch", e["epoch"], e["epoch"], e["epoch"], loss=e["loss"], terms=e["terms"], elapsed_s=e["seconds"],
@@ -101,8 +101,9 @@ def _copy_run(store: Store, src: dict, seed: int, sweep_id: str) -> str:
             )
         )  # fmt: skip
     weights = store.weights_path(run_id)
-    shutil.copyfile(src["weights"], weights)
-    store.finish_run(run_id, "finished", src["metrics"], weights=weights)
+    assert src.weights is not None
+    shutil.copyfile(src.weights, weights)
+    store.finish_run(run_id, "finished", src.metrics, weights=weights)
     return run_id
 
 
