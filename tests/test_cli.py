@@ -266,6 +266,7 @@ def test_teacher_json_and_checkpoint(cli_teacher):
     assert stored.status == "finished" and stored.metrics["test_acc"] == run["test_acc"]
 
 
+@pytest.mark.slow  # cli_teacher trains a teacher through a CLI subprocess (~15 s)
 def test_runs_json_prints_every_stored_field(cli_teacher):
     """`runs --json`: one object per stored run with the runs table's columns, the config and the
     metrics as stored (typed records inside the store; plain JSON out)."""

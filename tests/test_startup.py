@@ -42,6 +42,7 @@ def test_kd_studio_ui_imports_no_torch_before_starting_the_server(tmp_path):
     assert fresh_modules(code, tmp_path) == []
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 3-6 s
 def test_the_dashboard_core_leaves_torchvision_out(tmp_path):
     """kd_core.views.studio (what app.py and the Overview import) with its model families and the
     feature methods: torchvision (1.3-2 s to import on 2 cores) waits for a torchvision model."""
@@ -50,6 +51,7 @@ def test_the_dashboard_core_leaves_torchvision_out(tmp_path):
     assert "torchvision" not in loaded
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 3-6 s
 def test_building_a_torchvision_family_still_works_after_the_late_import(tmp_path):
     code = (
         "from kd_core.train.zoo import build_zoo\nimport torch\n"
@@ -113,6 +115,7 @@ def test_an_unknown_command_is_one_error_line(capsys):
     assert err.startswith("error: ") and "invalid choice: 'distil'" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 3-6 s
 def test_the_preloader_imports_what_the_overviews_first_run_needs_and_no_torchvision(tmp_path):
     """ui/serve.py imports before the server starts what the first script run (app.py, the
     sidebar and the Overview, digits) would otherwise import while the browser waits: after
