@@ -80,7 +80,7 @@ def measure_part(store, data, run_id: str, option: dict, job):
         icon=":material/speed:",
         disabled=job is not None and job.live,
     )
-    bf16_ok, bf16_why = dep.bf16_offer()
+    bf16_ok, bf16_why = dep.bf16_inference()
     right.caption(
         f"Times {models} under eager PyTorch, TorchScript and ONNX Runtime"
         f"{' (and eager PyTorch in bf16)' if bf16_ok else ''} at batch 1 and 256 with "

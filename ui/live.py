@@ -71,7 +71,7 @@ def job_text(snap: JobSnapshot) -> str:
     return phase or f"a {snap.kind} job"
 
 
-def poll(job: Job | None, draw: Callable[[dict | None], None]) -> None:
+def poll(job: Job | None, draw: Callable[[JobSnapshot | None], None]) -> None:
     """The one job-polling panel: `draw(snapshot)` (None without a job) in a fragment that is
     redrawn every POLL_SECONDS while the job is live, and only then; when it ends, the whole page
     is rerun once, so that polling stops and the page's buttons and final results come back."""
@@ -99,7 +99,7 @@ def progress_row(job: Job, snap: JobSnapshot, fraction: float, text: str, key: s
         st.caption(stopping)
 
 
-def show_job(job: Job, key: str) -> dict:
+def show_job(job: Job, key: str) -> JobSnapshot:
     """Draw a training job's progress, Stop and curves, polled while it is live. Returns the snapshot."""
 
     def draw(snap: JobSnapshot | None) -> None:

@@ -430,20 +430,21 @@ def quantization_report(
     speedup_vs_float, threads}]}; deltas and ratios are against float32 in the same runtime
     (bf16: in eager PyTorch)."""
 
-    if bf16 and not bf16_inference()[0]:
-        raise ConfigError(f"eager bf16 is not offered on this machine: {bf16_inference()[1]}.")
+    if bf16:
+        native, why = bf16_inference()
+        if not native:
+            raise ConfigError(f"eager bf16 is not offered on this machine: {why}.")
     run = export.load_run(store, run_id)
     x, y = export.eval_split(run, data)
     reference = predict_logits(run.model, x)
     big, rows = f"median_ms_b{max(batch_sizes)}", []
-    cases = {
-        "eager": [("eager", None), ("eager", "int8")],
-        "onnxruntime": [("onnxruntime", None), ("onnxruntime", "int8")],
-    }
-    if bf16:
-        cases["eager"].append((BF16_RUNTIME, None))
+    # (runtime, quantize) groups, each row compared with its group's first (float32) row
+    groups = [
+        [("eager", None), ("eager", "int8"), *([(BF16_RUNTIME, None)] if bf16 else [])],
+        [("onnxruntime", None), ("onnxruntime", "int8")],
+    ]
     with tempfile.TemporaryDirectory(prefix="kd-quant-") as tmp, torch_threads(threads), torch.inference_mode():
-        for group in cases.values():
+        for group in groups:
             measured = [
                 _quant_row(run, runtime, quantize, Path(tmp), threads, x, y, reference, batch_sizes, warmup, repeats)
                 for runtime, quantize in group

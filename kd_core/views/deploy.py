@@ -28,6 +28,7 @@ from kd_core.config import timing_threads as timing_threads  # re-exported for t
 from kd_core.deploy import runtimes as rt
 from kd_core.deploy.export import ExportError, export_bytes, weights_bytes
 from kd_core.deploy.modelcard import card_files
+from kd_core.deploy.runtimes import bf16_inference as bf16_inference  # (the tab offers eager bf16, why)
 from kd_core.deploy.runtimes import machine_line as machine_line
 from kd_core.errors import KDError
 from kd_core.jobs import JobBusy
@@ -109,11 +110,6 @@ def tab_runtimes(with_bf16: bool = True) -> list[str]:
     PyTorch under bf16 autocast where the CPU does bf16 natively (and `with_bf16`)."""
     names = [r for r in rt.DEFAULT_RUNTIMES if r in rt.available_runtimes()]
     return names + ([rt.BF16_RUNTIME] if with_bf16 and rt.bf16_inference()[0] else [])
-
-
-def bf16_offer() -> tuple[bool, str]:
-    """(the tab offers eager bf16 here, why in words)."""
-    return rt.bf16_inference()
 
 
 def _test_acc(record: StoredRun | None) -> float | None:
